@@ -1,0 +1,166 @@
+"""The Python API, used by notebooks and by the command line alike.
+
+    >>> import generator
+    >>> shakespeare = generator.load("shakespeare")
+    >>> print(shakespeare.generate("ROMEO:", length=200, temperature=0.8, random_seed=1))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from generator import checkpoints
+from generator.config import PRESETS, RunConfig
+from generator.errors import GeneratorError
+from generator.tokenizers.base import BOS
+
+MAX_LENGTH = 1_000_000
+
+
+class TokenizerFactory:
+    """Builds the tokenizer of a run from the corpus documents; ``cache_key`` names it."""
+
+    def __init__(self, kind: str, options: dict | None = None, fixed=None):
+        self.kind, self.options, self.fixed = kind, dict(options or {}), fixed
+        if fixed is not None:
+            self.cache_key = "fixed:" + hashlib.sha256(fixed.to_json().encode()).hexdigest()
+        else:
+            self.cache_key = f"{kind}:{sorted(self.options.items())}"
+
+    def __call__(self, documents):
+        if self.fixed is not None:
+            return self.fixed
+        from generator.tokenizers import base, chars
+
+        if self.kind == "chars":
+            return chars.CharTokenizer.fit(documents)
+        base.from_json  # make sure every tokenizer registered itself
+        try:
+            from generator.tokenizers import events, voices  # noqa: F401
+        except ImportError:
+            pass
+        if self.kind not in base._REGISTRY:
+            raise GeneratorError(f"unknown tokenizer {self.kind!r}")
+        return base._REGISTRY[self.kind](**self.options)
+
+
+def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", preset: str | None = None,
+          force: bool = False, encoding: str = "utf-8", log=print, progress: bool = True, **settings) -> dict:
+    """Train (or resume) a model on ``corpus`` into the run directory ``output``; returns its metrics.
+
+    ``settings`` are ``RunConfig`` fields (layers, units, epochs, ...).
+
+        >>> generator.train("austen", "runs/austen", epochs=5, units=256)
+    """
+    from generator import corpora
+    from generator.training import Trainer
+
+    config = PRESETS[preset or modality].replace(corpus=str(corpus), modality=modality)
+    try:
+        config = config.replace(**settings)
+    except TypeError as e:
+        raise GeneratorError(str(e)) from None
+    source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding)
+    factory = TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options"))
+    return Trainer(config, Path(output), log=log, progress=progress).train(source, factory, force=force)
+
+
+def load(name_or_path: str | os.PathLike = "shakespeare") -> "Generator":
+    """Load a bundled checkpoint by name or a run directory by path."""
+    return Generator(checkpoints.load_run(name_or_path))
+
+
+class Generator:
+    """A trained model with its tokenizer: sample from it, or score a corpus with it."""
+
+    def __init__(self, run: checkpoints.Run):
+        self.run = run
+        self.tokenizer = run.tokenizer
+        self.config: RunConfig = run.config
+        self._decoder = None
+
+    def __repr__(self) -> str:
+        loss = self.run.metrics.get("val_loss_nats")
+        extra = f", validation {loss:.3f} nats/token" if isinstance(loss, float) else ""
+        return f"Generator({self.run.path.name}: {self.config.modality}, {self.config.layers}x{self.config.units} LSTM{extra})"
+
+    @property
+    def decoder(self):
+        if self._decoder is None:
+            from generator.model import Decoder
+
+            self._decoder = Decoder(self.run.model)
+        return self._decoder
+
+    # -- text ------------------------------------------------------------------------------------
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Prompt text -> ids; characters outside the vocabulary are a GeneratorError naming them."""
+        from generator.tokenizers.chars import describe_chars
+
+        unknown = getattr(self.tokenizer, "unknown", None)
+        if unknown is not None and unknown(prompt):
+            raise GeneratorError("the prompt has characters the model never saw: " + describe_chars(unknown(prompt)))
+        return self.tokenizer.encode(prompt)
+
+    def stream(self, prompt_ids: list[int], length: int, *, num_samples: int = 1, temperature: float = 1.0,
+               top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None,
+               constraint_state=None) -> Iterator[np.ndarray]:
+        """Yield chunks ``[num_samples, n]`` of new token ids after ``[BOS] + prompt_ids``."""
+        from generator import sampling
+
+        check_length(length)
+        if int(num_samples) < 1:
+            raise GeneratorError(f"--num-samples must be at least 1, not {num_samples}")
+        try:
+            sampler = sampling.get(temperature, top_k, top_p)
+        except ValueError as e:
+            raise GeneratorError(str(e)) from None
+        seed = secrets.randbits(62) if random_seed is None else int(random_seed)
+        prompts = np.tile(np.array([BOS] + list(prompt_ids), dtype=np.int32), (num_samples, 1))
+        constraint = None
+        if self.tokenizer.has_constraint:
+            state = self.tokenizer.new_constraint_state(num_samples)
+            for column in prompts[:, 1:].T:
+                state = self.tokenizer.advance(state, column)
+            constraint = (self.tokenizer, state)
+        loop = sampling.DecodeLoop(self.decoder, sampler)
+        yield from loop.generate(prompts, length, seed, constraint)
+        self.last_constraint_state = getattr(loop, "final_constraint_state", None)
+
+    def generate(self, prompt: str = "", length: int = 500, *, num_samples: int = 1, temperature: float = 1.0,
+                 top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None):
+        """Sample text after ``prompt``; returns the prompt plus ``length`` new characters
+        (a list of strings when ``num_samples`` > 1).
+
+            >>> generator.load("shakespeare").generate("KING:", length=100, temperature=0.7)
+        """
+        ids = self.encode_prompt(prompt)
+        chunks = list(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
+                                  top_k=top_k, top_p=top_p, random_seed=random_seed))
+        tokens = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
+        texts = [prompt + self.tokenizer.decode(row) for row in tokens]
+        return texts[0] if num_samples == 1 else texts
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8") -> dict:
+        """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start."""
+        from generator import corpora, dataset
+        from generator.evaluation import evaluate_documents
+
+        source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
+        data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
+        docs = [data.document(i) for i in range(data.num_documents)]
+        result = evaluate_documents(self.run.model, docs)
+        result["corpus"] = source.name
+        return result
+
+
+def check_length(length) -> None:
+    if not isinstance(length, (int, np.integer)) or length < 1 or length > MAX_LENGTH:
+        raise GeneratorError(f"length must be between 1 and {MAX_LENGTH:,}, not {length}")

@@ -1,0 +1,81 @@
+"""One configuration object per run: the single source of truth for rebuilding a model.
+
+``RunConfig`` is saved as ``config.json`` in the run directory. Every knob lives here with a
+short comment; ``PRESETS`` pair a tokenizer with sensible hyperparameters (after Magenta's
+default_configs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+FORMAT_VERSION = 1  # bump when the run directory layout changes incompatibly
+
+
+@dataclass
+class RunConfig:
+    """Model, data and optimisation settings of one training run."""
+
+    # what is modelled
+    modality: str = "text"  # "text" or "music": which readers and tokenizers to use
+    tokenizer: str = "chars"  # tokenizer kind: chars | events | voices
+    corpus: str = ""  # the corpus spec it was trained on (for the record)
+    split: str = ""  # JSB json split, if any
+    # model
+    layers: int = 2  # stacked LSTM layers
+    units: int = 256  # LSTM units per layer
+    embedding: int = 64  # token embedding width
+    dropout: float = 0.2  # dropout between layers (not recurrent: keeps cuDNN eligible)
+    vocab_size: int = 0  # filled in from the tokenizer
+    # data
+    seq_len: int = 100  # tokens per training window (truncated backprop length)
+    batch_size: int = 64  # global batch, summed over all replicas and workers
+    val_fraction: float = 0.1  # share of the corpus kept for validation
+    augment: bool = True  # training-only augmentation when the tokenizer offers one
+    # optimisation
+    epochs: int = 20  # maximum number of epochs
+    learning_rate: float = 2e-3  # Adam's initial learning rate
+    clip_norm: float = 1.0  # global gradient-norm clipping
+    patience: int = 3  # epochs without validation improvement before stopping
+    lr_patience: int = 1  # epochs without improvement before the learning rate is halved
+    lr_factor: float = 0.5  # learning-rate reduction factor on plateau
+    min_learning_rate: float = 1e-5
+    steps_per_epoch: int = 0  # 0: one pass over the training windows
+    seed: int = 1234  # data order, initialisation and augmentation
+    # execution
+    strategy: str = "auto"  # auto | default | mirrored | multi-worker
+    mixed_precision: str = ""  # "" | bfloat16 | float16
+    jit: bool = False  # XLA-compile the train step
+    save_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
+    format_version: int = FORMAT_VERSION
+    extra: dict = field(default_factory=dict)  # tokenizer options and notes
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """Build from a dict, rejecting unknown keys with a clear message."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError("unknown configuration keys: " + ", ".join(unknown))
+        return cls(**data)
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# The architecture knobs: a run that resumes must agree on these with the saved config.
+MODEL_KEYS = ("tokenizer", "layers", "units", "embedding", "vocab_size")
+
+PRESETS: dict[str, RunConfig] = {
+    "text": RunConfig(modality="text", tokenizer="chars", layers=2, units=512, embedding=64,
+                      dropout=0.25, seq_len=100, batch_size=64),
+    "music": RunConfig(modality="music", tokenizer="events", layers=2, units=512, embedding=64,
+                       dropout=0.25, seq_len=256, batch_size=32),
+    "chorales": RunConfig(modality="music", tokenizer="voices", layers=2, units=256, embedding=32,
+                          dropout=0.3, seq_len=256, batch_size=32),
+}

@@ -1,0 +1,93 @@
+"""The model: Embedding -> N x LSTM -> Dense logits, and the stateful decoder used to sample.
+
+``build_model`` gives an ordinary Keras model (what is trained and saved). ``Decoder`` reads
+that model's weights and runs the same network one step or one chunk at a time while
+carrying the LSTM states, which is what sampling, prompting and ``evaluate`` need. It
+computes the input projection of every time step in one matrix multiply before the
+recurrence. The training model uses plain ``keras.layers.LSTM`` with no recurrent dropout,
+so on a GPU Keras runs it with the cuDNN kernel.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from generator.config import RunConfig
+
+
+def build_model(config: RunConfig) -> keras.Model:
+    """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
+    if config.vocab_size < 2:
+        raise ValueError("vocab_size must be set before building the model")
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")(tokens)
+    for i in range(config.layers):
+        x = keras.layers.LSTM(config.units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        if config.dropout > 0:
+            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
+    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    return keras.Model(tokens, logits, name="lstm_generator")
+
+
+def lstm_layers(model: keras.Model) -> list:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+class Decoder:
+    """Runs a trained model incrementally: ``step`` for one token, ``forward`` for a chunk.
+
+    States are a tuple ``((h1, c1), (h2, c2), ...)`` of ``[batch, units]`` float32 tensors.
+    Keras stores LSTM gates in the order input, forget, cell, output.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings)
+        self.cells = []
+        for layer in lstm_layers(model):
+            cell = layer.cell
+            self.cells.append((tf.convert_to_tensor(cell.kernel), tf.convert_to_tensor(cell.recurrent_kernel),
+                               tf.convert_to_tensor(cell.bias)))
+        dense = model.get_layer("logits")
+        self.out_kernel = tf.convert_to_tensor(dense.kernel)
+        self.out_bias = tf.convert_to_tensor(dense.bias)
+        self.units = [int(k.shape[1]) // 4 for k, _, _ in self.cells]
+        self.vocab_size = int(self.out_kernel.shape[1])
+
+    def zero_states(self, batch_size: int):
+        return tuple((tf.zeros([batch_size, u]), tf.zeros([batch_size, u])) for u in self.units)
+
+    @staticmethod
+    def _cell(z, c):
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        return tf.sigmoid(o) * tf.tanh(c), c
+
+    def step(self, tokens, states):
+        """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
+        x = tf.gather(self.embedding, tokens)
+        new_states = []
+        for (kernel, recurrent, bias), (h, c) in zip(self.cells, states):
+            z = tf.matmul(x, kernel) + tf.matmul(h, recurrent) + bias
+            h, c = self._cell(z, c)
+            new_states.append((h, c))
+            x = h
+        return tf.matmul(x, self.out_kernel) + self.out_bias, tuple(new_states)
+
+    def forward(self, tokens, states):
+        """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last step)."""
+        x = tf.gather(self.embedding, tokens)  # [B, T, E]
+        x = tf.transpose(x, [1, 0, 2])  # time major
+        new_states = []
+        for (kernel, recurrent, bias), (h, c) in zip(self.cells, states):
+            projected = tf.einsum("tbe,eg->tbg", x, kernel) + bias  # all time steps in one multiply
+
+            def body(carry, z_t, recurrent=recurrent):
+                h, c = carry
+                return self._cell(z_t + tf.matmul(h, recurrent), c)
+
+            hs, cs = tf.scan(body, projected, initializer=(h, c))
+            new_states.append((hs[-1], cs[-1]))
+            x = hs
+        logits = tf.einsum("tbu,uv->btv", x, self.out_kernel) + self.out_bias
+        return logits, tuple(new_states)

@@ -1,0 +1,44 @@
+"""A small progress bar on stderr for long loops (corpus parsing, long generations)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+
+
+class ProgressBar:
+    """Draws ``label [#####.....] n/total`` on stderr, at most ten times a second."""
+
+    def __init__(self, total: int, label: str, stream=None, min_seconds: float = 1.0):
+        self.total, self.label, self.count = max(int(total), 1), label, 0
+        self.stream = stream or sys.stderr
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.monotonic()
+        self.min_seconds = min_seconds  # stay silent for loops shorter than this
+        self._last = 0.0
+        self._drawn = False
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        now = time.monotonic()
+        if self.enabled and now - self.start >= self.min_seconds and (now - self._last > 0.1 or self.count >= self.total):
+            self._last = now
+            filled = int(30 * self.count / self.total)
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.count}/{self.total}")
+            self.stream.flush()
+            self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+@contextmanager
+def progress_bar(total: int, label: str, **kwargs):
+    bar = ProgressBar(total, label, **kwargs)
+    try:
+        yield bar
+    finally:
+        bar.close()
