@@ -124,6 +124,8 @@ def run(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, message already printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
     except BrokenPipeError:
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")

@@ -257,11 +257,11 @@ class Trainer:
             note += f", learning rate lowered to {state.learning_rate:.2g}"
         if state.stopped_early:
             note += f", stopping: no improvement for {config.patience} epochs"
-        self.log(f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
-                 f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}")
         state.complete = state.stopped_early or state.epoch >= config.epochs
         self._write_history(state)
         self._save_state(state, model, optimizer)
+        self.log(f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
+                 f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}")
 
     # -- persistence ------------------------------------------------------------------------------
     def _write_history(self, state):

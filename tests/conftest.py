@@ -1,0 +1,48 @@
+"""Shared fixtures: a private cache folder, a tiny text corpus and a tiny trained run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+TINY_TEXT = (
+    "To be, or not to be, that is the question:\n"
+    "Whether 'tis nobler in the mind to suffer\n"
+    "The slings and arrows of outrageous fortune,\n"
+    "Or to take arms against a sea of troubles\n"
+    "And by opposing end them. To die: to sleep;\n"
+) * 12
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """Keep tokenized-corpus caches out of the user's home."""
+    os.environ["GENERATOR_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "hamlet.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+TINY_SETTINGS = dict(layers=1, units=16, embedding=8, dropout=0.0, seq_len=32, batch_size=8,
+                     epochs=2, learning_rate=0.01, patience=5)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_corpus) -> Path:
+    """A run directory trained for two epochs on the tiny corpus (a few seconds)."""
+    from generator import api
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    api.train(str(tiny_corpus), out, log=lambda *_: None, progress=False, **TINY_SETTINGS)
+    return out

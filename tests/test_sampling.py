@@ -1,0 +1,106 @@
+"""Sampler properties, checked with a fake step function (logits depend only on the last token)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from generator import sampling
+
+V = 12
+
+
+class FakeDecoder:
+    """``step`` returns row ``table[token]``: a Markov chain with known probabilities."""
+
+    def __init__(self, table):
+        self.table = tf.constant(table, tf.float32)
+
+    def zero_states(self, batch_size):
+        return (tf.zeros([batch_size, 1]),)
+
+    def step(self, tokens, states):
+        return tf.gather(self.table, tokens), states
+
+    def forward(self, tokens, states):
+        return tf.gather(self.table, tokens), states
+
+
+@pytest.fixture(scope="module")
+def table():
+    return np.random.default_rng(0).normal(0, 2, (V, V)).astype("float32")
+
+
+def run(table, sampler, length=60, batch=4, seed=1, constraint=None):
+    loop = sampling.DecodeLoop(FakeDecoder(table), sampler, chunk=16)
+    prompts = np.zeros((batch, 1), np.int32)
+    return np.concatenate(list(loop.generate(prompts, length, seed, constraint)), axis=1)
+
+
+def previous_tokens(out):
+    return np.concatenate([np.zeros((out.shape[0], 1), np.int32), out[:, :-1]], axis=1)
+
+
+def test_low_temperature_approaches_greedy(table):
+    greedy = run(table, sampling.get(greedy=True))
+    cold = run(table, sampling.get(temperature=1e-4))
+    np.testing.assert_array_equal(cold, greedy)
+    assert not np.array_equal(run(table, sampling.get(temperature=5.0)), greedy)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_top_k_never_leaves_the_k_most_likely(table, k):
+    out = run(table, sampling.get(temperature=3.0, top_k=k), length=200)
+    ranks = np.argsort(-table, axis=1)
+    for prev, tok in zip(previous_tokens(out).ravel(), out.ravel()):
+        assert tok in ranks[prev, :k]
+
+
+@pytest.mark.parametrize("p", [0.3, 0.6, 0.9])
+def test_top_p_stays_in_the_nucleus(table, p):
+    out = run(table, sampling.get(top_p=p), length=200)
+    probs = np.exp(table - table.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for prev, tok in zip(previous_tokens(out).ravel(), out.ravel()):
+        order = np.argsort(-probs[prev])
+        before = np.cumsum(probs[prev][order]) - probs[prev][order]
+        nucleus = order[before < p]
+        assert tok in nucleus
+
+
+def test_same_seed_same_output_and_batch_rows_differ(table):
+    a = run(table, sampling.get(), seed=42)
+    b = run(table, sampling.get(), seed=42)
+    c = run(table, sampling.get(), seed=43)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert len({row.tobytes() for row in a}) > 1  # the batch holds independent samples
+
+
+def test_constraint_mask_is_respected(table):
+    class EvenOnly:
+        has_constraint = True
+
+        def allowed(self, state):
+            mask = np.zeros((4, V), bool)
+            mask[:, ::2] = True
+            return mask
+
+        def advance(self, state, ids):
+            return state
+
+    out = run(table, sampling.get(temperature=2.0), length=40, constraint=(EvenOnly(), None))
+    assert out.shape == (4, 40) and np.all(out % 2 == 0)
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
+def test_bad_temperature_is_rejected(bad):
+    with pytest.raises(ValueError):
+        sampling.get(temperature=bad)
+
+
+def test_bad_top_k_and_top_p_are_rejected():
+    with pytest.raises(ValueError):
+        sampling.get(top_k=0)
+    for p in (0, 1.5, -0.1):
+        with pytest.raises(ValueError):
+            sampling.get(top_p=p)

@@ -1,0 +1,76 @@
+import csv
+
+import numpy as np
+import pytest
+
+from generator import api, checkpoints
+from tests.conftest import TINY_SETTINGS
+
+
+def test_training_lowers_validation_loss(tiny_run):
+    with open(tiny_run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert float(rows[1]["val_loss"]) < float(rows[0]["val_loss"])
+    metrics = checkpoints.read_metrics(tiny_run)
+    assert metrics["complete"] and metrics["epochs_run"] == 2
+    assert metrics["val_bits_per_token"] == pytest.approx(metrics["val_loss_nats"] / np.log(2))
+    for name in ("config.json", "tokenizer.json", "model.keras", "metrics.json", "history.csv"):
+        assert (tiny_run / name).exists()
+    assert any((tiny_run / "logs" / "validation").iterdir())  # TensorBoard events
+
+
+def test_save_load_sample_gives_the_same_text(tiny_run):
+    g = api.load(tiny_run)
+    before = g.generate("To be", length=80, random_seed=5)
+    again = api.load(str(tiny_run)).generate("To be", length=80, random_seed=5)
+    assert before == again and before.startswith("To be") and len(before) == 85
+    # the in-memory model that was trained samples the same as the reloaded one
+    from generator.checkpoints import load_run
+    run = load_run(tiny_run)
+    run.model.set_weights(g.run.model.get_weights())
+    assert api.Generator(run).generate("To be", length=80, random_seed=5) == before
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
+    out = tmp_path / "run"
+    settings = dict(TINY_SETTINGS, epochs=3)
+
+    def interrupt_after_first_epoch(message):
+        if message.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(tiny_corpus), out, log=interrupt_after_first_epoch, progress=False, **settings)
+    assert (out / "resume.npz").exists() and not (out / "metrics.json").exists()
+    messages = []
+    metrics = api.train(str(tiny_corpus), out, log=messages.append, progress=False, **settings)
+    assert any(m.startswith("resuming") and "epoch 2" in m for m in messages)
+    assert not any(m.startswith("epoch 1/") for m in messages)
+    assert metrics["epochs_run"] == 3
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3]
+    # a finished run is not retrained by accident
+    messages.clear()
+    api.train(str(tiny_corpus), out, log=messages.append, progress=False, **settings)
+    assert any("already trained" in m for m in messages)
+
+
+def test_different_settings_in_an_existing_run_directory_are_refused(tiny_run, tiny_corpus):
+    from generator.errors import GeneratorError
+
+    with pytest.raises(GeneratorError, match="different settings"):
+        api.train(str(tiny_corpus), tiny_run, log=lambda *_: None, progress=False, **dict(TINY_SETTINGS, units=32))
+
+
+def test_evaluate_scores_every_token_from_the_document_start(tiny_run, tiny_corpus):
+    import tensorflow as tf
+
+    g = api.load(tiny_run)
+    result = g.evaluate(str(tiny_corpus))
+    ids = [0] + g.tokenizer.encode(tiny_corpus.read_text())
+    logits = g.run.model(np.array([ids[:-1]], np.int32), training=False)
+    expected = float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(np.array([ids[1:]]), logits)))
+    assert result["tokens"] == len(ids) - 1
+    assert result["nll_per_token"] == pytest.approx(expected, rel=1e-4)
+    assert result["bits_per_token"] == pytest.approx(expected / np.log(2), rel=1e-4)
