@@ -110,9 +110,14 @@ class Generator:
 
     def stream(self, prompt_ids: list[int], length: int, *, num_samples: int = 1, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None,
-               constraint_state=None) -> Iterator[np.ndarray]:
-        """Yield chunks ``[num_samples, n]`` of new token ids after ``[BOS] + prompt_ids``."""
+               tokenizer=None) -> Iterator[np.ndarray]:
+        """Yield chunks ``[num_samples, n]`` of new token ids after ``[BOS] + prompt_ids``.
+
+        ``tokenizer`` overrides the run's tokenizer for the sampling constraint.
+        """
         from generator import sampling
+
+        tokenizer = tokenizer or self.tokenizer
 
         check_length(length)
         if int(num_samples) < 1:
@@ -124,22 +129,45 @@ class Generator:
         seed = secrets.randbits(62) if random_seed is None else int(random_seed)
         prompts = np.tile(np.array([BOS] + list(prompt_ids), dtype=np.int32), (num_samples, 1))
         constraint = None
-        if self.tokenizer.has_constraint:
-            state = self.tokenizer.new_constraint_state(num_samples)
+        if tokenizer.has_constraint:
+            state = tokenizer.new_constraint_state(num_samples)
             for column in prompts[:, 1:].T:
-                state = self.tokenizer.advance(state, column)
-            constraint = (self.tokenizer, state)
-        loop = sampling.DecodeLoop(self.decoder, sampler)
-        yield from loop.generate(prompts, length, seed, constraint)
-        self.last_constraint_state = getattr(loop, "final_constraint_state", None)
+                state = tokenizer.advance(state, column)
+            constraint = (tokenizer, state)
+        self.last_loop = sampling.DecodeLoop(self.decoder, sampler)
+        yield from self.last_loop.generate(prompts, length, seed, constraint)
 
-    def generate(self, prompt: str = "", length: int = 500, *, num_samples: int = 1, temperature: float = 1.0,
-                 top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None):
-        """Sample text after ``prompt``; returns the prompt plus ``length`` new characters
-        (a list of strings when ``num_samples`` > 1).
+    @property
+    def last_constraint_state(self):
+        """The tokenizer's constraint state after the last token sampled (music)."""
+        loop = getattr(self, "last_loop", None)
+        return None if loop is None else loop.constraint_state
+
+    def generate(self, prompt: str = "", length: int | None = None, *, seed=None, num_samples: int = 1,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 random_seed: int | None = None, **music_options):
+        """Sample from the model.
+
+        Text models return ``prompt`` plus ``length`` (default 500) new characters, a list of
+        strings when ``num_samples`` > 1::
 
             >>> generator.load("shakespeare").generate("KING:", length=100, temperature=0.7)
+
+        Music models continue ``seed`` (a score file or NoteSequence; None composes from scratch)
+        by ``length`` tokens (default 1000) or ``seconds=``, and return a ``Music`` object (a
+        list with ``num_samples`` > 1) with ``.save(path)``, ``.to_pretty_midi()`` and
+        ``.to_music21()``; ``prime_seconds=``/``prime_tokens=`` choose how much of the seed's end
+        primes the model, ``continuation_only=True`` leaves the seed out::
+
+            >>> generator.load("bach").generate(seed="song.mid", temperature=0.9, seconds=20).save("out.mid")
         """
+        if self.tokenizer.modality == "music":
+            from generator.compose import compose
+
+            pieces = compose(self, seed, length=length, num_samples=num_samples, temperature=temperature,
+                             top_k=top_k, top_p=top_p, random_seed=random_seed, **music_options)
+            return pieces[0] if num_samples == 1 else pieces
+        length = 500 if length is None else length
         ids = self.encode_prompt(prompt)
         chunks = list(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
                                   top_k=top_k, top_p=top_p, random_seed=random_seed))

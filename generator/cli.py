@@ -231,6 +231,61 @@ def generate_text_main(argv=None) -> None:
         print(f"wrote {path}", file=sys.stderr)
 
 
+# -- generate-music ------------------------------------------------------------------------------------
+
+def music_parser() -> Parser:
+    p = Parser(prog="generate-music", description="Compose music with a trained LSTM, or continue a seed score.")
+    p.add_argument("--seed", default=None, metavar="FILE",
+                   help="A score to continue: .mid/.midi, or .musicxml/.mxl/.xml/.abc/.krn read through music21. "
+                        "Without it the model composes from scratch.")
+    prime = p.add_mutually_exclusive_group()
+    prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
+                       help="Prime the model with the last S seconds of the seed.")
+    prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
+                       help="Prime the model with the last N tokens of the encoded seed (default: up to 2048).")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
+                      help="How many tokens to generate (default 1000).")
+    size.add_argument("--seconds", type=positive_float, default=None, metavar="S",
+                      help="Generate until every sample holds at least S seconds of new music.")
+    p.add_argument("--output", default="generated.mid", metavar="FILE",
+                   help="The MIDI file to write (FILE-1.mid ... FILE-N.mid with --num-samples). Existing files "
+                        "are kept unless --force is given.")
+    p.add_argument("--continuation-only", action="store_true",
+                   help="Write only the newly generated music, without the seed in front of it.")
+    add_sampling_flags(p, "bach", "pieces")
+    return p
+
+
+def generate_music_main(argv=None) -> None:
+    args = music_parser().parse_args(argv)
+    if not args.output.lower().endswith((".mid", ".midi")):
+        raise GeneratorError(f"--output {args.output} must end in .mid or .midi")
+    paths = output_paths(args.output, args.num_samples)
+    check_outputs(paths, args.force)
+    seed = None
+    if args.seed is not None:
+        from generator.compose import read_seed
+
+        seed = read_seed(args.seed)  # bad seeds fail here, before TensorFlow starts
+    quiet_tensorflow(args.verbose)
+    from generator import api
+
+    model = api.load(args.checkpoint)
+    if model.config.modality != "music":
+        raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-text")
+    pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            random_seed=args.random_seed, prime_seconds=args.prime_seconds,
+                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only)
+    pieces = pieces if isinstance(pieces, list) else [pieces]
+    for path, piece in zip(paths, pieces):
+        piece.save(path, force=args.force)
+        new = piece.sequence.end_time - piece.continuation_start
+        print(f"wrote {path}: {len(piece.notes)} notes, {piece.sequence.end_time:.1f} s "
+              f"({new:.1f} s generated)")
+
+
 # -- generator (train, evaluate, corpora) ----------------------------------------------------------------
 
 def add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -320,6 +375,10 @@ def corpora_list() -> None:
 
 def generate_text() -> None:
     sys.exit(run(generate_text_main))
+
+
+def generate_music() -> None:
+    sys.exit(run(generate_music_main))
 
 
 def generator() -> None:

@@ -116,6 +116,7 @@ class DecodeLoop:
 
     def __init__(self, decoder, sampler: Sampler, chunk: int = 32):
         self.decoder, self.sampler, self.chunk = decoder, sampler, chunk
+        self.constraint_state = None  # the tokenizer's state after the last emitted token
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
         self._chunk = tf.function(self._chunk_impl, reduce_retracing=True)
         self._masked = tf.function(self._masked_impl, reduce_retracing=True)
@@ -159,12 +160,11 @@ class DecodeLoop:
                 done += n
                 yield tokens.numpy()
             return
-        tokenizer, state = constraint
+        tokenizer, self.constraint_state = constraint
         while done < length:
-            allowed = tf.constant(tokenizer.allowed(state))
+            allowed = tf.constant(tokenizer.allowed(self.constraint_state))
             token, logits, states = self._masked(logits, states, seed_t, tf.constant(done), allowed)
             token = token.numpy()
-            state = tokenizer.advance(state, token)
+            self.constraint_state = tokenizer.advance(self.constraint_state, token)
             done += 1
             yield token[:, None]
-        self.final_constraint_state = state

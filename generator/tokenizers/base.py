@@ -48,6 +48,10 @@ class Tokenizer:
         """Turn token ids back into a document; BOS ids are skipped."""
         raise NotImplementedError
 
+    def duration(self, ids) -> float:
+        """Seconds of music that ``ids`` span (music tokenizers; the clock position after the last id)."""
+        return float(getattr(self.decode(ids), "end_time", 0.0))
+
     def token_name(self, token_id: int) -> str:
         """A readable name for one id, for messages and debugging."""
         return str(token_id)

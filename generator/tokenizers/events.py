@@ -312,6 +312,12 @@ class EventTokenizer(Tokenizer):
         tail = min(max(int(round(CLOSING_TAIL_SECONDS * self.steps_per_second)), 1), self.max_shift_steps)
         return [self.shift.id(tail)] + [self.off.offset + int(p) for p in pitches]
 
+    def duration(self, ids) -> float:
+        """Seconds from the start of ``ids`` to their end: the sum of their time shifts."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        shifts = ids[(ids >= self.shift.offset) & (ids < self.shift.offset + self.shift.size)]
+        return float((shifts - self.shift.offset + self.shift.first).sum()) / self.steps_per_second
+
     def count_invalid_events(self, ids) -> int:
         """Count ill-formed events: BOS after the start, NOTE_OFF of a silent pitch, NOTE_ON of a
         sounding pitch, NOTE_ON beyond ``max_polyphony``, ids outside the vocabulary, and notes

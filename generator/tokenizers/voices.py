@@ -258,6 +258,11 @@ class VoicesTokenizer(Tokenizer):
             self.grid_from_ids(ids), self.bpm, self.program, self.steps_per_quarter
         )
 
+    def duration(self, ids) -> float:
+        """Seconds spanned by the complete grid steps of ``ids`` at ``bpm``."""
+        steps = int(np.count_nonzero(np.asarray(ids) != BOS)) // NUM_VOICES
+        return steps * 60.0 / self.bpm / self.steps_per_quarter
+
     def config(self) -> dict:
         return {
             "low": self.low,
