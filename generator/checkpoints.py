@@ -163,3 +163,14 @@ def load_run(name_or_path) -> Run:
         raise GeneratorError(f"{run_dir}: the model predicts {vocab} tokens but tokenizer.json has "
                              f"{tokenizer.vocab_size} and config.json says {config.vocab_size}")
     return Run(run_dir, config, tokenizer, model, read_metrics(run_dir))
+
+
+def save_run(run_dir, model, tokenizer, config: RunConfig, metrics: dict | None = None) -> Path:
+    """Write a loadable run directory for ``model`` (used for exports and tests)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", config.to_json() + "\n")
+    atomic_write_text(run_dir / "tokenizer.json", tokenizer.to_json() + "\n")
+    save_model(model, run_dir / "model.keras")
+    write_json(run_dir / "metrics.json", metrics or {})
+    return run_dir
