@@ -39,7 +39,7 @@ class RunConfig:
     learning_rate: float = 2e-3  # Adam's initial learning rate
     clip_norm: float = 1.0  # global gradient-norm clipping
     patience: int = 3  # epochs without validation improvement before stopping
-    lr_patience: int = 1  # epochs without improvement before the learning rate is halved
+    lr_patience: int = 2  # epochs without improvement before the learning rate is halved
     lr_factor: float = 0.5  # learning-rate reduction factor on plateau
     min_learning_rate: float = 1e-5
     steps_per_epoch: int = 0  # 0: one pass over the training windows
