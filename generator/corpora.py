@@ -78,6 +78,8 @@ def _music21_root() -> Path:
 def builtin_size(definition: dict) -> str:
     """A human description of a built-in corpus's size, without parsing it."""
     root = _music21_root()
+    if definition["reader"] == "music21-chorales":
+        return f"{len(_builtin_music_files({**definition, 'path': 'corpus/bach', 'glob': 'bwv*.mxl'}))} scores"
     if definition["reader"] == "music21-text":
         size = (root / definition["path"]).stat().st_size
         return f"{size / 1024:.0f} KiB of text"
@@ -104,6 +106,11 @@ def _open_builtin(name: str, definition: dict, encoding: str) -> Corpus:
         files = _builtin_music_files(definition)
         digest = _hash_strings([f"music21 {music21.__version__}", name] + [p.name for p in files])
         return Corpus(name, "music", digest, lambda: read_music_files(files), definition.get("description", ""))
+    if reader == "music21-chorales":
+        from generator import chorales
+
+        digest = _hash_strings([f"music21 {music21.__version__}", name, reader])
+        return Corpus(name, "music", digest, lambda: chorales.music21_chorales(), definition.get("description", ""))
     raise GeneratorError(f"built-in corpus {name} has an unknown reader {reader!r}")
 
 
