@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import secrets
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from generator import checkpoints
-from generator.config import PRESETS, RunConfig
+from generator.config import FORMAT_VERSION, PRESETS, RunConfig
 from generator.errors import GeneratorError
 from generator.tokenizers.base import BOS
 
@@ -51,29 +53,108 @@ class TokenizerFactory:
 
 
 def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", preset: str | None = None,
-          force: bool = False, encoding: str = "utf-8", log=print, progress: bool = True, **settings) -> dict:
+          force: bool = False, encoding: str = "utf-8", log=print, progress: bool = True,
+          config: RunConfig | str | os.PathLike | None = None, **settings) -> dict:
     """Train (or resume) a model on ``corpus`` into the run directory ``output``; returns its metrics.
 
-    ``settings`` are ``RunConfig`` fields (layers, units, epochs, ...).
+    ``settings`` are ``RunConfig`` fields (layers, units, epochs, ...); they override ``config``,
+    a RunConfig or JSON file (such as ``best_config.json`` from ``generator tune``), which
+    replaces the preset::
 
         >>> generator.train("austen", "runs/austen", epochs=5, units=256)
+        >>> generator.train("austen", "runs/tuned", config="tuning/best_config.json", epochs=30)
     """
     from generator import corpora
     from generator.training import Trainer
 
-    config = PRESETS[preset or modality].replace(corpus=str(corpus), modality=modality)
+    is_grid = str(corpus).lower().endswith(".json") or str(corpus) == "chorales"
+    if preset is None and modality == "music" and (is_grid or settings.get("tokenizer") == "voices"):
+        preset = "chorales"  # SATB grids: the voices tokenizer and its hyperparameters
+    if is_grid and str(corpus).lower().endswith(".json"):
+        settings.setdefault("split", "train")
+        if settings["split"] == "train":
+            settings.setdefault("val_split", "valid")  # validate on the corpus's own valid split
+    base = load_config(config, modality) if config is not None else PRESETS[preset or modality]
+    config = base.replace(corpus=str(corpus), modality=modality)
     try:
         config = config.replace(**settings)
     except TypeError as e:
         raise GeneratorError(str(e)) from None
     source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding)
     factory = TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options"))
-    return Trainer(config, Path(output), log=log, progress=progress).train(source, factory, force=force)
+    val_source = (corpora.open_corpus(str(corpus), modality, split=config.val_split, encoding=encoding)
+                  if config.val_split else None)
+    return Trainer(config, Path(output), log=log, progress=progress).train(source, factory, force=force,
+                                                                           val_corpus=val_source)
+
+
+def load_config(source: RunConfig | str | os.PathLike, modality: str | None = None) -> RunConfig:
+    """A ``RunConfig`` from a JSON file (``best_config.json``, a run's ``config.json``), checked.
+
+    Unknown keys, values of the wrong type, another format version or (when given) another
+    ``modality`` are a GeneratorError naming the file.
+    """
+    if isinstance(source, RunConfig):
+        config, name = source, "the configuration"
+    else:
+        path, name = Path(source), str(source)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise GeneratorError(f"configuration file {path} not found") from None
+        except (OSError, ValueError) as e:
+            raise GeneratorError(f"{path} is not a JSON configuration file: {e}") from None
+        if not isinstance(data, dict):
+            raise GeneratorError(f"{path} must hold a JSON object of RunConfig fields")
+        for f in dataclasses.fields(RunConfig):
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            kind = (int, float) if type(default) is float else type(default)
+            value = data.get(f.name, default)
+            if not isinstance(value, kind) or (isinstance(value, bool) and type(default) is not bool):
+                raise GeneratorError(f"{path}: {f.name} must be a {type(default).__name__}, not {value!r}")
+        try:
+            config = RunConfig.from_dict(data)
+        except (TypeError, ValueError) as e:
+            raise GeneratorError(f"{path}: {e}") from None
+    if config.format_version != FORMAT_VERSION:
+        raise GeneratorError(f"{name} is configuration format {config.format_version}; this version reads {FORMAT_VERSION}")
+    if modality is not None and config.modality != modality:
+        raise GeneratorError(f"{name} configures a {config.modality} model, not {modality}; "
+                             f"use `generator train {config.modality}`")
+    return config
 
 
 def load(name_or_path: str | os.PathLike = "shakespeare") -> "Generator":
-    """Load a bundled checkpoint by name or a run directory by path."""
+    """Load a bundled checkpoint by name or a run directory by path.
+
+        >>> bach = generator.load("bach")
+        >>> bach.generate(seed="song.mid", temperature=0.9, seconds=20)   # a Music object
+        >>> generator.load("runs/austen").generate("It is a truth", length=300)   # a Text (a str)
+    """
     return Generator(checkpoints.load_run(name_or_path))
+
+
+class Text(str):
+    """Generated text: an ordinary ``str`` that can also ``save`` itself.
+
+        >>> sample = generator.load("shakespeare").generate("ROMEO:", length=200)
+        >>> sample.startswith("ROMEO:")
+        True
+        >>> sample.save("romeo.txt")        # an existing file is kept unless force=True
+        PosixPath('romeo.txt')
+    """
+
+    def save(self, path: str | os.PathLike, force: bool = False) -> Path:
+        """Write the text as UTF-8, atomically; refuse to overwrite an existing file unless ``force``."""
+        path = Path(path)
+        if path.is_dir():
+            raise GeneratorError(f"{path} is a directory")
+        if path.exists() and not force:
+            raise GeneratorError(f"{path} already exists; pass force=True to overwrite it")
+        if not path.parent.is_dir():
+            raise GeneratorError(f"cannot write {path}: folder {path.parent} does not exist")
+        checkpoints.atomic_write_text(path, str(self))
+        return path
 
 
 class Generator:
@@ -148,10 +229,10 @@ class Generator:
                  random_seed: int | None = None, **music_options):
         """Sample from the model.
 
-        Text models return ``prompt`` plus ``length`` (default 500) new characters, a list of
-        strings when ``num_samples`` > 1::
+        Text models return ``prompt`` plus ``length`` (default 500) new characters as a ``Text``
+        (a ``str`` with ``.save(path)``), a list of them when ``num_samples`` > 1::
 
-            >>> generator.load("shakespeare").generate("KING:", length=100, temperature=0.7)
+            >>> generator.load("shakespeare").generate("KING:", length=100, temperature=0.7).save("king.txt")
 
         Music models continue ``seed`` (a score file or NoteSequence; None composes from scratch)
         by ``length`` tokens (default 1000) or ``seconds=``, and return a ``Music`` object (a
@@ -167,12 +248,14 @@ class Generator:
             pieces = compose(self, seed, length=length, num_samples=num_samples, temperature=temperature,
                              top_k=top_k, top_p=top_p, random_seed=random_seed, **music_options)
             return pieces[0] if num_samples == 1 else pieces
+        from generator.progress import track
+
         length = 500 if length is None else length
         ids = self.encode_prompt(prompt)
-        chunks = list(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
-                                  top_k=top_k, top_p=top_p, random_seed=random_seed))
+        chunks = list(track(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
+                                        top_k=top_k, top_p=top_p, random_seed=random_seed), length))
         tokens = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
-        texts = [prompt + self.tokenizer.decode(row) for row in tokens]
+        texts = [Text(prompt + self.tokenizer.decode(row)) for row in tokens]
         return texts[0] if num_samples == 1 else texts
 
     # -- scoring ---------------------------------------------------------------------------------

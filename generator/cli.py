@@ -90,7 +90,7 @@ def _stderr_silenced():
         os.close(devnull)
 
 
-def quiet_tensorflow(verbose: bool) -> None:
+def quiet_tensorflow(verbose: bool, multi_worker: bool = False) -> None:
     """Import TensorFlow with its log lines and Python warnings silenced (unless verbose)."""
     if verbose:
         return
@@ -104,6 +104,10 @@ def quiet_tensorflow(verbose: bool) -> None:
 
         tf.get_logger().setLevel("ERROR")
         tf.autograph.set_verbosity(0)
+        if multi_worker:  # MultiWorkerMirroredStrategy must exist before TensorFlow's first operation
+            from generator.distribute import make_strategy
+
+            make_strategy("multi-worker")
         tf.constant(0) + 1  # the first op prints device and oneDNN notices; let it happen silently
     try:
         import absl.logging
@@ -218,7 +222,9 @@ def generate_text_main(argv=None) -> None:
         return
     import numpy as np
 
-    tokens = np.concatenate(list(chunks), axis=1)
+    from generator.progress import track
+
+    tokens = np.concatenate(list(track(chunks, args.length)), axis=1)  # a bar when it takes over a second
     texts = [prompt + decode(row) for row in tokens]
     if not paths:
         for i, text in enumerate(texts, 1):
@@ -253,6 +259,9 @@ def music_parser() -> Parser:
                         "are kept unless --force is given.")
     p.add_argument("--continuation-only", action="store_true",
                    help="Write only the newly generated music, without the seed in front of it.")
+    from generator.commands import add_render_flags
+
+    add_render_flags(p)
     add_sampling_flags(p, "bach", "pieces")
     return p
 
@@ -262,7 +271,13 @@ def generate_music_main(argv=None) -> None:
     if not args.output.lower().endswith((".mid", ".midi")):
         raise GeneratorError(f"--output {args.output} must end in .mid or .midi")
     paths = output_paths(args.output, args.num_samples)
-    check_outputs(paths, args.force)
+    from generator import commands
+
+    check_outputs(paths + commands.render_targets(paths, args.render), args.force)
+    if args.render and "wav" in args.render and args.soundfont is not None:
+        from generator.render import find_soundfont
+
+        find_soundfont(args.soundfont)  # a missing SoundFont fails before generating
     seed = None
     if args.seed is not None:
         from generator.compose import read_seed
@@ -284,6 +299,7 @@ def generate_music_main(argv=None) -> None:
         new = piece.sequence.end_time - piece.continuation_start
         print(f"wrote {path}: {len(piece.notes)} notes, {piece.sequence.end_time:.1f} s "
               f"({new:.1f} s generated)")
+        commands.render_files([path], args.render, args.soundfont, args.force)
 
 
 # -- generator (train, evaluate, corpora) ----------------------------------------------------------------
@@ -299,7 +315,9 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
     p.add_argument("--dropout", type=dropout_rate, help="Dropout rate between layers, at least 0 and below 1.")
     p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000), help="Windows per step, summed over all devices and machines.")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000),
+                   help="Windows per training step, summed over all devices and machines (the global batch): "
+                        "each device trains on its share and the loss is averaged over the whole batch.")
     p.add_argument("--epochs", type=int_range(1, 100_000), help="Maximum number of passes over the training data.")
     p.add_argument("--learning-rate", type=positive_float, help="Initial learning rate of the Adam optimizer.")
     p.add_argument("--patience", type=int_range(1), help="Stop after this many epochs without a better validation loss.")
@@ -309,26 +327,48 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
     p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
-                   help="tf.distribute strategy: auto uses every GPU of this machine when there are several.")
-    p.add_argument("--jit", action="store_true", default=None, help="Compile the training step with XLA.")
-    p.add_argument("--save-every", type=int_range(1), help="Also save a resumable checkpoint every N steps.")
+                   help="How to spread training over devices: default uses one device; mirrored uses every GPU "
+                        "of this machine; multi-worker trains on several machines together, the cluster read from "
+                        "TF_CONFIG (or from the Slurm job step); auto, the default, uses mirrored when more than "
+                        "one GPU is visible and default otherwise.")
+    p.add_argument("--mixed-precision", choices=["bfloat16", "float16"],
+                   help="Compute in 16-bit floats while keeping the weights in 32 bits, which is faster on GPUs "
+                        "with tensor cores; float16 adds dynamic loss scaling. Off by default.")
+    p.add_argument("--jit", action="store_true", default=None,
+                   help="Compile each step's forward and backward pass with XLA. On a GPU this replaces the cuDNN "
+                        "LSTM kernel, so measure before relying on it. Off by default.")
+    p.add_argument("--save-every", type=int_range(1), metavar="N",
+                   help="Also save a resumable checkpoint every N training steps; one is always saved at the end "
+                        "of every epoch. A killed run resumes from the last one when the same command is run again.")
     p.add_argument("--split", default=None, help="The split of a JSON corpus to train on (train, valid or test).")
+    p.add_argument("--val-split", default=None,
+                   help="Validate on this split of the same JSON corpus instead of holding out --val-fraction "
+                        "(default: valid, when training on the train split of a JSON corpus).")
+    p.add_argument("--tokenizer", choices=["chars", "events", "voices"], default=None,
+                   help="How documents become tokens: chars for text; events (note on/off, time shift, velocity) "
+                        "for music; voices (SATB on a 16th-note grid) for chorales. By default text uses chars, "
+                        "JSON grids and the chorales corpus use voices, other music uses events.")
     p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     p.add_argument("--force", action="store_true", help="Delete an existing run in --output and start over.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
 
 TRAIN_SETTINGS = ("layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
-                  "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "jit", "save_every", "split")
+                  "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
+                  "split", "val_split", "tokenizer")
 
 
 def generator_parser() -> Parser:
+    from generator import commands
+
     p = Parser(prog="generator", description="Train, evaluate and inspect LSTM generators of text and music.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     train = sub.add_parser("train", help="Train a model on a corpus.", description="Train a model on a corpus.")
     modality = train.add_subparsers(dest="modality", required=True, parser_class=Parser)
     for name, text in (("text", "characters of text files"), ("music", "MIDI, MusicXML, ABC or kern scores")):
-        add_training_flags(modality.add_parser(name, help=f"Train on {text}.", description=f"Train on {text}."))
+        train_parser = modality.add_parser(name, help=f"Train on {text}.", description=f"Train on {text}.")
+        add_training_flags(train_parser)
+        commands.add_config_flag(train_parser)
     ev = sub.add_parser("evaluate", help="Score a corpus with a trained model.",
                         description="Print a corpus's mean loss per token, every token predicted from all the "
                                     "tokens before it in its document.")
@@ -340,6 +380,15 @@ def generator_parser() -> Parser:
     ev.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
     corpora.add_argument("action", choices=["list"], help="`list` prints every built-in corpus with its size.")
+    bench = sub.add_parser("bench", help="Measure speed and memory beside the baselines.",
+                           description="Measure sampling, training, memory and MIDI tokenization, each figure beside "
+                                       "its baseline measured in the same run (takes several minutes).")
+    bench.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    bench.add_argument("--quick", action="store_true",
+                       help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
+    bench.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    commands.add_render_parser(sub)
+    commands.add_tune_parser(sub)
     return p
 
 
@@ -347,12 +396,23 @@ def generator_main(argv=None) -> None:
     args = generator_parser().parse_args(argv)
     if args.command == "corpora":
         return corpora_list()
-    quiet_tensorflow(args.verbose)
+    from generator import commands
+
+    if args.command == "render":
+        return commands.render_main(args)
+    quiet_tensorflow(args.verbose, getattr(args, "strategy", None) == "multi-worker")
+    if args.command == "tune":
+        return commands.tune_main(args)
+    if args.command == "bench":
+        from generator import bench
+
+        return bench.main(quick=args.quick, as_json=args.json)
     from generator import api
 
     if args.command == "train":
         settings = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k, None) is not None}
-        metrics = api.train(args.corpus, args.output, modality=args.modality, force=args.force,
+        corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
+        metrics = api.train(corpus, args.output, modality=args.modality, force=args.force, config=config,
                             encoding=args.encoding, progress=sys.stdout.isatty(), **settings)
         if metrics:
             print(f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "

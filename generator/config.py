@@ -23,6 +23,7 @@ class RunConfig:
     tokenizer: str = "chars"  # tokenizer kind: chars | events | voices
     corpus: str = ""  # the corpus spec it was trained on (for the record)
     split: str = ""  # JSB json split, if any
+    val_split: str = ""  # validate on this split of the same JSON corpus instead of a held-out share
     # model
     layers: int = 2  # stacked LSTM layers
     units: int = 256  # LSTM units per layer

@@ -13,6 +13,9 @@ tokens starting at a random offset, shuffled with a seed derived from (seed, epo
 resumed run sees exactly the same batches. ``x`` is a window's first ``seq_len`` tokens and
 ``y`` the same window shifted by one. Memory grows with the corpus length only: batches are
 gathered from the id array on the fly, never materialized as one-hot or as all windows.
+In a distributed run every worker feeds only its own share of each global batch (and reads only
+that share unless augmenting, which is applied to the whole batch so that it is the same for
+any number of devices).
 """
 
 from __future__ import annotations
@@ -88,11 +91,15 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
     documents = corpus.documents()
     tokenizer = make_tokenizer(documents)
     encoded = []
-    for doc in documents:
-        try:
-            encoded.append(tokenizer.encode(doc))
-        except ValueError as e:
-            raise GeneratorError(f"corpus {corpus.name}: {e}") from None
+    from generator.progress import progress_bar
+
+    with progress_bar(len(documents), "tokenizing") as bar:  # draws only on a terminal, after a second
+        for doc in documents:
+            try:
+                encoded.append(tokenizer.encode(doc))
+            except ValueError as e:
+                raise GeneratorError(f"corpus {corpus.name}: {e}") from None
+            bar.update(1)
     result = concatenate(encoded, tokenizer)
     if len(result.ids) <= len(result.starts):
         raise GeneratorError(f"corpus {corpus.name} holds no tokens")
@@ -171,34 +178,47 @@ class WindowSampler:
         b = self.batch_size_for(n)
         return n // b if self.drop_remainder else -(-n // b)
 
-    def batches(self, epoch: int, start_batch: int = 0, shard: tuple[int, int] = (0, 1)):
-        """Yield (x, y) int32 arrays ``[batch, seq_len]``; ``shard`` = (index, count) of a worker.
+    def batches(self, epoch: int, start_batch: int = 0, shard: tuple[int, int] = (0, 1), replicas: int = 1):
+        """Yield (x, y) int32 arrays ``[rows, seq_len]`` of epoch ``epoch`` from batch ``start_batch`` on.
 
-        With ``count`` workers each yields ``batch_size // count`` rows of every global batch.
+        ``shard`` = (index, count) names one of ``count`` workers, each feeding ``replicas``
+        devices. Every global batch is split into ``count * replicas`` near-equal parts and the
+        worker yields its own ``replicas`` consecutive parts, one per device, so the parts of all
+        workers make up exactly the global batch. Augmentation is applied to the global batch
+        before it is split, so the data never depend on how many devices share them.
         """
         starts = self.window_starts(epoch)
         b = self.batch_size_for(len(starts))
         n_batches = len(starts) // b if self.drop_remainder else -(-len(starts) // b)
         index, count = shard
-        offsets = np.arange(self.seq_len + 1)
-        for k in range(n_batches):
+        parts = count * replicas
+        for k in range(start_batch, n_batches):
             chosen = starts[k * b:(k + 1) * b]
-            if count > 1:
-                chosen = np.array_split(chosen, count)[index]
-            if k < start_batch:
-                continue
-            windows = self.ids[chosen[:, None] + offsets].astype(np.int32)
-            if self.augment is not None:
-                windows = self.augment(windows, np.random.default_rng([self.seed, epoch, 2, k]))
-            yield windows[:, :-1], windows[:, 1:]
+            if parts == 1:
+                pieces = [self._windows(chosen, epoch, k)]
+            else:
+                rows = np.array_split(np.arange(len(chosen)), parts)[index * replicas:(index + 1) * replicas]
+                if self.augment is None:  # read only this worker's rows
+                    pieces = [self._windows(chosen[r], epoch, k) for r in rows]
+                else:
+                    windows = self._windows(chosen, epoch, k)
+                    pieces = [windows[r] for r in rows]
+            for windows in pieces:
+                yield windows[:, :-1], windows[:, 1:]
+
+    def _windows(self, chosen: np.ndarray, epoch: int, k: int) -> np.ndarray:
+        windows = self.ids[chosen[:, None] + np.arange(self.seq_len + 1)].astype(np.int32)
+        if self.augment is not None:
+            windows = self.augment(windows, np.random.default_rng([self.seed, epoch, 2, k]))
+        return windows
 
 
-def to_tf_dataset(sampler: WindowSampler, epoch: int, start_batch: int = 0, shard=(0, 1)):
-    """A prefetching tf.data.Dataset over ``sampler.batches``."""
+def to_tf_dataset(sampler: WindowSampler, epoch: int, start_batch: int = 0, shard=(0, 1), replicas: int = 1):
+    """A prefetching tf.data.Dataset over ``sampler.batches`` (one element per device and step)."""
     import tensorflow as tf
 
     spec = tf.TensorSpec([None, None], tf.int32)
-    ds = tf.data.Dataset.from_generator(lambda: sampler.batches(epoch, start_batch, shard),
+    ds = tf.data.Dataset.from_generator(lambda: sampler.batches(epoch, start_batch, shard, replicas),
                                         output_signature=(spec, spec))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF

@@ -6,16 +6,18 @@ import sys
 import time
 from contextlib import contextmanager
 
+MIN_SECONDS = 1.0  # loops that finish sooner draw nothing
+
 
 class ProgressBar:
     """Draws ``label [#####.....] n/total`` on stderr, at most ten times a second."""
 
-    def __init__(self, total: int, label: str, stream=None, min_seconds: float = 1.0):
+    def __init__(self, total: int, label: str, stream=None, min_seconds: float | None = None):
         self.total, self.label, self.count = max(int(total), 1), label, 0
         self.stream = stream or sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.monotonic()
-        self.min_seconds = min_seconds  # stay silent for loops shorter than this
+        self.min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
         self._last = 0.0
         self._drawn = False
 
@@ -42,3 +44,11 @@ def progress_bar(total: int, label: str, **kwargs):
         yield bar
     finally:
         bar.close()
+
+
+def track(chunks, total: int, label: str = "generating", **kwargs):
+    """Yield ``chunks`` (token arrays ``[batch, n]``) unchanged while a bar counts their columns."""
+    with progress_bar(total, label, **kwargs) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(chunk.shape[1])

@@ -112,13 +112,19 @@ def get(temperature: float = 1.0, top_k: int | None = None, top_p: float | None 
 
 
 class DecodeLoop:
-    """Compiled incremental decoding for one ``Decoder`` (see ``generator.model``) and sampler."""
+    """Compiled incremental decoding for one ``Decoder`` (see ``generator.model``) and sampler.
 
-    def __init__(self, decoder, sampler: Sampler, chunk: int = 32):
-        self.decoder, self.sampler, self.chunk = decoder, sampler, chunk
+    Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
+    (``jit=True``; compiled once per loop and batch size, whatever the length asked for). Where
+    XLA cannot compile the step, the loop falls back to an ordinary ``tf.function`` (whose random
+    draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
+    """
+
+    def __init__(self, decoder, sampler: Sampler, chunk: int = 256, jit: bool = True):
+        self.decoder, self.sampler, self.chunk, self.jit = decoder, sampler, int(chunk), jit
         self.constraint_state = None  # the tokenizer's state after the last emitted token
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
-        self._chunk = tf.function(self._chunk_impl, reduce_retracing=True)
+        self._chunk = tf.function(self._chunk_impl, jit_compile=jit, reduce_retracing=True)
         self._masked = tf.function(self._masked_impl, reduce_retracing=True)
 
     def _prime_impl(self, tokens):
@@ -127,15 +133,27 @@ class DecodeLoop:
         return logits[:, -1], states
 
     def _chunk_impl(self, logits, states, seed, first_step, n_steps):
-        out = tf.TensorArray(tf.int32, size=n_steps)
+        """``n_steps`` (at most ``chunk``) tokens; the output always has ``chunk`` columns."""
+        out = tf.TensorArray(tf.int32, size=self.chunk, element_shape=logits.shape[:1])
 
         def body(i, logits, states, out):
             token = self.sampler(logits, tf.random.experimental.stateless_fold_in(seed, first_step + i))
             logits, states = self.decoder.step(token, states)
             return i + 1, logits, states, out.write(i, token)
 
-        _, logits, states, out = tf.while_loop(lambda i, *_: i < n_steps, body, (0, logits, states, out))
+        _, logits, states, out = tf.while_loop(lambda i, *_: i < n_steps, body, (0, logits, states, out),
+                                               maximum_iterations=self.chunk)
         return tf.transpose(out.stack()), logits, states
+
+    def _run_chunk(self, *args):
+        try:
+            return self._chunk(*args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
+            if not self.jit:
+                raise
+            self.jit = False  # an op XLA cannot compile: run the same loop uncompiled
+            self._chunk = tf.function(self._chunk_impl, reduce_retracing=True)
+            return self._chunk(*args)
 
     def _masked_impl(self, logits, states, seed, step, allowed):
         logits = tf.where(allowed, logits, NEG_INF)
@@ -156,9 +174,9 @@ class DecodeLoop:
         if constraint is None:
             while done < length:
                 n = min(self.chunk, length - done)
-                tokens, logits, states = self._chunk(logits, states, seed_t, tf.constant(done), tf.constant(n))
+                tokens, logits, states = self._run_chunk(logits, states, seed_t, tf.constant(done), tf.constant(n))
                 done += n
-                yield tokens.numpy()
+                yield tokens.numpy()[:, :n]
             return
         tokenizer, self.constraint_state = constraint
         while done < length:

@@ -1,76 +1,55 @@
 """The trainer: one custom loop, run with ``strategy.run``, that serves every tf.distribute strategy.
 
 Keras 3's ``model.fit`` does not work under MultiWorkerMirroredStrategy (keras-team/keras#20585),
-so the loop is ours: a compiled train step, validation, early stopping with the best weights
-kept, learning-rate reduction on plateau, TensorBoard logs, ``history.csv`` and a resumable
-checkpoint (``resume.npz``) at the end of every epoch and, with ``save_every``, every N steps.
-Re-running the same command after an interruption continues from that checkpoint with the
-optimizer state and the same data order.
+so the loop is ours (its compiled steps live in ``steps.py``): validation, early stopping with the
+best weights kept, learning-rate reduction on plateau, TensorBoard logs, ``history.csv`` and a
+resumable checkpoint (``resume.npz``, see ``train_state.py``) at the end of every epoch and, with
+``save_every``, every N steps. Every file is replaced atomically, so a crash at any moment leaves
+the last checkpoint whole; re-running the same command continues from it with the same step
+count, optimizer state and data order (batch ``step_in_epoch`` of the epoch's seeded order).
+
+With several devices each step's global batch (``batch_size`` windows) is split over the
+replicas, each worker feeding only its own replicas. In a multi-worker run only the chief writes
+the run directory; the other workers write to temporary directories that are removed at the end,
+receive the chief's checkpoint at start, and take the chief's validation loss for every decision.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
+import hashlib
 import math
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from generator import checkpoints, dataset
+from generator import checkpoints, dataset, distribute
 from generator.config import MODEL_KEYS, RunConfig
 from generator.errors import GeneratorError
+from generator.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
 DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "seed", "modality")
+__all__ = ["Trainer", "LoopState", "bits"]
 
 
 def bits(nats: float) -> float:
     return nats / LN2
 
 
-def make_strategy(name: str):
-    """``auto``: MirroredStrategy with more than one GPU, else the default strategy."""
-    import tensorflow as tf
-
-    if name == "auto":
-        name = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else "default"
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    raise GeneratorError(f"unknown strategy {name!r}: use auto, default, mirrored or multi-worker")
-
-
-@dataclass
-class LoopState:
-    """Where the loop is and what early stopping knows; saved with every checkpoint."""
-
-    epoch: int = 0  # epochs completed
-    step_in_epoch: int = 0  # batches of the current epoch already trained (mid-epoch checkpoints)
-    global_step: int = 0
-    best_val: float = float("inf")
-    best_epoch: int = 0
-    wait: int = 0
-    lr_wait: int = 0
-    learning_rate: float = 0.0
-    seconds: float = 0.0
-    stopped_early: bool = False
-    complete: bool = False
-    history: list = field(default_factory=list)
-
-
 class Trainer:
-    """Trains ``config`` on a tokenized corpus into ``run_dir``; ``log`` receives user messages."""
+    """Trains ``config`` on a tokenized corpus into ``run_dir``; ``log`` receives user messages.
+
+    After ``train`` returns, ``model`` holds the trained model (last weights, not the best).
+    """
 
     def __init__(self, config: RunConfig, run_dir: Path, log=print, progress: bool = True):
         self.config, self.run_dir, self.log, self.progress = config, Path(run_dir), log, progress
+        self.model = None
+        self.chief = True
+        self.saved_at = None  # the position of the last checkpoint written
 
     # -- set-up ----------------------------------------------------------------------------
     def _prepare_run_dir(self, force: bool) -> bool:
@@ -92,100 +71,131 @@ class Trainer:
                 if changed:
                     raise GeneratorError(f"{d} holds a run with different settings ({', '.join(changed)}); "
                                          f"use --force to start over or choose another --output")
+                for leftover in list(d.glob(".*.tmp")) + list(d.glob(".*.tmp.keras")):  # from a killed write
+                    leftover.unlink(missing_ok=True)
                 return True
         d.mkdir(parents=True, exist_ok=True)
         return False
 
-    def train(self, corpus, make_tokenizer, force: bool = False) -> dict:
-        """Run (or resume) training; returns the final metrics."""
-        import tensorflow as tf
+    def _checkpoint_bytes(self, force: bool) -> bytes:
+        """The chief's resume checkpoint (empty for a fresh run)."""
+        path = self.run_dir / "resume.npz"
+        return path.read_bytes() if self._prepare_run_dir(force) and path.exists() else b""
 
-        resume = self._prepare_run_dir(force)
-        state = self._read_state() if resume else None
+    def _together(self, strategy, fn, doing: str):
+        """Run ``fn`` on every worker; when it fails on any of them, every worker stops."""
+        error, result = None, None
+        try:
+            result = fn()
+        except GeneratorError as e:
+            error = e
+        if not distribute.all_ok(strategy, error is None):
+            raise error or GeneratorError(f"another worker failed while {doing}; see its output")
+        return result
+
+    def train(self, corpus, make_tokenizer, force: bool = False, val_corpus=None) -> dict:
+        """Run (or resume) training; returns the final metrics (empty on a non-chief worker)."""
+        strategy = distribute.make_strategy(self.config.strategy)  # first: multi-worker needs a fresh TensorFlow
+        scratch = None
+        if not distribute.is_chief(strategy):
+            scratch = Path(tempfile.mkdtemp(prefix="generator-worker-"))
+            self.run_dir, log, self.progress = scratch / "run", self.log, False
+            task = strategy.cluster_resolver
+            self.log = lambda message: log(f"[{task.task_type} {task.task_id}] {message}")
+            self.log(f"not the chief: writing to the temporary {self.run_dir}")
+        try:
+            self.chief = scratch is None
+            self.val_corpus = val_corpus
+            return self._train(strategy, self.chief, corpus, make_tokenizer, force)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _train(self, strategy, chief: bool, corpus, make_tokenizer, force: bool) -> dict:
+        blob = self._together(strategy, lambda: self._checkpoint_bytes(force and chief), "opening the run directory")
+        blob = distribute.broadcast_bytes(strategy, blob)  # the chief's checkpoint, on every worker
+        state = unpack_state(blob, str(self.run_dir / "resume.npz")) if blob else None
         if state is not None and state.complete:
             self.log(f"{self.run_dir} is already trained ({state.epoch} epochs); use --force to train again")
-            return checkpoints.read_metrics(self.run_dir)
+            return checkpoints.read_metrics(self.run_dir) if chief else {}
 
-        data = dataset.tokenize(corpus, make_tokenizer)
+        data = self._together(strategy, lambda: dataset.tokenize(corpus, make_tokenizer), "reading the corpus")
         tokenizer = data.tokenizer
         config = self.config = self.config.replace(vocab_size=tokenizer.vocab_size)
-        train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.seed)
+        if self.val_corpus is not None:  # a separate validation corpus (e.g. the JSB valid split)
+            from generator.api import TokenizerFactory
+
+            fixed = TokenizerFactory(config.tokenizer, fixed=tokenizer)
+            val_data = self._together(strategy, lambda: dataset.tokenize(self.val_corpus, fixed), "reading the validation corpus")
+            train_ids, val_ids = data.ids, val_data.ids
+        else:
+            train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.seed)
         if len(train_ids) < 2:
             raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
+        settings = config.replace(corpus="").to_json()  # the corpus may sit at another path on each machine
+        digest = hashlib.sha256(f"{corpus.fingerprint}{tokenizer.to_json()}{settings}".encode()).digest()
+        if not distribute.all_ok(strategy, distribute.broadcast_bytes(strategy, digest) == digest):
+            raise GeneratorError("the workers disagree about the corpus or the settings: run the same command "
+                                 "on every worker, with the same corpus")
         augment = tokenizer.augment if config.augment else None
         train_windows = dataset.WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment)
         val_windows = (dataset.WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False)
                        if len(val_ids) >= 2 else None)
-        steps = config.steps_per_epoch or train_windows.num_batches()
         self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
                  f"{len(val_ids):,} validation tokens, vocabulary {tokenizer.vocab_size}")
+        rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
+        if rows < strategy.num_replicas_in_sync:
+            raise GeneratorError(f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
+                                 f"replicas: use a --batch-size of at least that many, or a larger corpus")
 
-        strategy = make_strategy(config.strategy)
         import keras
+        import tensorflow as tf
+
+        from generator import steps as compiled
 
         keras.utils.set_random_seed(config.seed)
-        from generator.model import build_model
-
-        with strategy.scope():
-            model = build_model(config)
-            optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm)
-            optimizer.build(model.trainable_variables)
+        model, optimizer = compiled.build(config, strategy)
+        self.model = model
         if state is None:
             state = LoopState(learning_rate=config.learning_rate)
             checkpoints.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
             checkpoints.atomic_write_text(self.run_dir / "tokenizer.json", tokenizer.to_json() + "\n")
         else:
-            self._restore(model, optimizer)
-            where = f"epoch {state.epoch + 1}" + (f", step {state.step_in_epoch}" if state.step_in_epoch else "")
-            self.log(f"resuming {self.run_dir} from {where} (after {state.global_step} steps)")
+            restore(blob, model, optimizer)
+            self.saved_at = state.position()
+            self.log(f"resuming {self.run_dir} from {state.position()}")
         optimizer.learning_rate.assign(state.learning_rate)
         params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
-        self.log(f"model: {config.layers} x LSTM({config.units}), embedding {config.embedding}, {params:,} parameters")
+        extras = "".join(f", {x}" for x in (config.mixed_precision and f"mixed precision {config.mixed_precision}",
+                                            config.jit and "XLA") if x)
+        self.log(f"model: {config.layers} x LSTM({config.units}), embedding {config.embedding}, {params:,} parameters; "
+                 f"{distribute.describe(strategy)}{extras}")
 
-        train_step, eval_step = self._compile_steps(strategy, model, optimizer)
+        train_step = compiled.make_train_step(strategy, model, optimizer, config)
+        eval_step = compiled.make_eval_step(model)
         writers = {k: tf.summary.create_file_writer(str(self.run_dir / "logs" / k)) for k in ("train", "validation")}
         try:
-            self._loop(state, strategy, model, optimizer, train_windows, val_windows, steps, train_step, eval_step, writers)
+            self._loop(state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers)
         except KeyboardInterrupt:
-            self.log(f"\ninterrupted; run the same command again to resume from epoch {state.epoch + 1}")
+            where = f"from {self.saved_at}" if self.saved_at else "at the start"
+            self.log(f"\ninterrupted; run the same command again to resume {where}")
             raise
         metrics = self._metrics(state, corpus, data, train_ids, val_ids, params)
         checkpoints.write_json(self.run_dir / "metrics.json", metrics)
-        return metrics
-
-    def _compile_steps(self, strategy, model, optimizer):
-        import tensorflow as tf
-
-        config = self.config
-        replicas = strategy.num_replicas_in_sync
-
-        def replica_train(x, y):
-            with tf.GradientTape() as tape:
-                logits = model(x, training=True)
-                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
-                # scaled by the global number of tokens, so summing over replicas gives the mean
-                loss = tf.reduce_sum(ce) / tf.cast(tf.size(y) * replicas, tf.float32)
-            grads = tape.gradient(loss, model.trainable_variables)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables))
-            return loss
-
-        jit = bool(config.jit) and replicas == 1
-
-        @tf.function(jit_compile=jit, reduce_retracing=True)
-        def train_step(x, y):
-            per_replica = strategy.run(replica_train, args=(x, y))
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-        @tf.function(reduce_retracing=True)
-        def eval_step(x, y):
-            logits = model(x, training=False)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
-            return tf.reduce_sum(ce), tf.size(y)
-
-        return train_step, eval_step
+        return metrics if chief else {}
 
     # -- the loop ------------------------------------------------------------------------------
-    def _loop(self, state, strategy, model, optimizer, train_windows, val_windows, steps, train_step, eval_step, writers):
+    def _epoch_batches(self, strategy, windows, epoch: int, start: int, count: int):
+        """The distributed dataset of ``count`` steps of ``epoch`` from batch ``start`` on."""
+
+        def dataset_fn(ctx):
+            local = strategy.num_replicas_in_sync // ctx.num_input_pipelines
+            ds = dataset.to_tf_dataset(windows, epoch, start, (ctx.input_pipeline_id, ctx.num_input_pipelines), local)
+            return ds.take(count * local)  # one element per replica and step
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _loop(self, state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers):
         import keras
         import tensorflow as tf
 
@@ -193,16 +203,18 @@ class Trainer:
         while state.epoch < config.epochs and not state.stopped_early:
             epoch = state.epoch
             started = time.monotonic()
+            n_windows = len(train_windows.window_starts(epoch))
+            steps = min(config.steps_per_epoch or n_windows, train_windows.num_batches(epoch))
+            global_tokens = tf.constant(float(train_windows.batch_size_for(n_windows) * train_windows.seq_len))
             bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "bits"], verbose=1) if self.progress else None
-            ds = dataset.to_tf_dataset(train_windows, epoch, state.step_in_epoch)
-            total, count = 0.0, 0
-            for x, y in ds.take(steps - state.step_in_epoch):
-                loss = float(train_step(x, y))
-                total, count = total + loss, count + 1
+            for batch in self._epoch_batches(strategy, train_windows, epoch, state.step_in_epoch, steps - state.step_in_epoch):
+                loss = float(train_step(batch, global_tokens))
+                state.epoch_loss += loss
                 state.step_in_epoch += 1
                 state.global_step += 1
+                mean = state.epoch_loss / state.step_in_epoch
                 if bar is not None:
-                    bar.update(state.step_in_epoch, [("loss", total / count), ("bits", bits(total / count))])
+                    bar.update(state.step_in_epoch, [("loss", mean), ("bits", bits(mean))])
                 if state.global_step % 50 == 0:
                     with writers["train"].as_default(step=state.global_step):
                         tf.summary.scalar("loss_nats", loss)
@@ -210,8 +222,9 @@ class Trainer:
                     state.seconds += time.monotonic() - started
                     started = time.monotonic()
                     self._save_state(state, model, optimizer)
-            train_loss = total / max(count, 1)
-            val_loss = self._validate(eval_step, val_windows) if val_windows else train_loss
+            train_loss = state.epoch_loss / max(state.step_in_epoch, 1)
+            val_loss = self._validate(eval_step, val_windows) if val_windows and self.chief else train_loss
+            val_loss = distribute.broadcast_float(strategy, val_loss)  # the chief's, so every worker decides alike
             seconds = time.monotonic() - started
             state.seconds += seconds
             self._end_epoch(state, model, optimizer, train_loss, val_loss, seconds, writers)
@@ -228,7 +241,7 @@ class Trainer:
 
         config = self.config
         state.epoch += 1
-        state.step_in_epoch = 0
+        state.step_in_epoch, state.epoch_loss = 0, 0.0
         lr = state.learning_rate
         improved = val_loss < state.best_val - 1e-4
         if improved:
@@ -258,45 +271,15 @@ class Trainer:
         if state.stopped_early:
             note += f", stopping: no improvement for {config.patience} epochs"
         state.complete = state.stopped_early or state.epoch >= config.epochs
-        self._write_history(state)
+        checkpoints.atomic_write_text(self.run_dir / "history.csv", history_csv(state))
         self._save_state(state, model, optimizer)
         self.log(f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
                  f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}")
 
     # -- persistence ------------------------------------------------------------------------------
-    def _write_history(self, state):
-        out = io.StringIO()
-        fields = ["epoch", "train_loss", "val_loss", "train_bits", "val_bits", "learning_rate", "seconds"]
-        writer = csv.DictWriter(out, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(state.history)
-        checkpoints.atomic_write_text(self.run_dir / "history.csv", out.getvalue())
-
     def _save_state(self, state, model, optimizer):
-        arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-        arrays["state"] = np.array(json.dumps(state.__dict__))
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        checkpoints.atomic_write_bytes(self.run_dir / "resume.npz", buffer.getvalue())
-
-    def _read_state(self) -> LoopState | None:
-        path = self.run_dir / "resume.npz"
-        if not path.exists():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return LoopState(**json.loads(str(data["state"])))
-        except Exception as e:
-            raise GeneratorError(f"{path} is damaged ({type(e).__name__}); use --force to start over") from None
-
-    def _restore(self, model, optimizer):
-        path = self.run_dir / "resume.npz"
-        with np.load(path, allow_pickle=False) as data:
-            weights = [data[f"w{i}"] for i in range(len(model.get_weights()))]
-            model.set_weights(weights)
-            for i, v in enumerate(optimizer.variables):
-                v.assign(data[f"o{i}"])
+        checkpoints.atomic_write_bytes(self.run_dir / "resume.npz", pack(state, model, optimizer))
+        self.saved_at = state.position()
 
     def _metrics(self, state, corpus, data, train_ids, val_ids, params) -> dict:
         import keras
@@ -316,7 +299,8 @@ class Trainer:
             "corpus": corpus.name,
             "corpus_fingerprint": corpus.fingerprint,
             "tokens": {"train": int(len(train_ids)), "validation": int(len(val_ids))},
-            "validation_split": ("whole documents" if data.num_documents >= dataset.WHOLE_DOCUMENT_THRESHOLD
+            "validation_split": (f"split {self.config.val_split!r}" if self.val_corpus is not None else
+                                 "whole documents" if data.num_documents >= dataset.WHOLE_DOCUMENT_THRESHOLD
                                  else "tail of each document"),
             "versions": {"generator": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
         }

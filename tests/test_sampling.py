@@ -104,3 +104,13 @@ def test_bad_top_k_and_top_p_are_rejected():
     for p in (0, 1.5, -0.1):
         with pytest.raises(ValueError):
             sampling.get(top_p=p)
+
+
+def test_compiled_and_uncompiled_loops_agree_when_greedy(table):
+    """XLA's loop and the plain tf.function one compute the same chain (length not a multiple of chunk)."""
+    outs = []
+    for jit in (True, False):
+        loop = sampling.DecodeLoop(FakeDecoder(table), sampling.get(greedy=True), chunk=16, jit=jit)
+        outs.append(np.concatenate(list(loop.generate(np.arange(3, dtype=np.int32)[:, None], 37, 0)), axis=1))
+    assert outs[0].shape == (3, 37)
+    np.testing.assert_array_equal(outs[0], outs[1])

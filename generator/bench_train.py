@@ -1,0 +1,200 @@
+"""Training throughput for ``generator bench``: the project's trainer, Keras ``fit`` and PyTorch.
+
+Each framework runs in its own process (``python -m generator.bench_train tf|torch SIZES``) so
+that thread pools and allocators of one never slow the other; each prints one JSON line of
+tokens per second. Every measurement trains the same model (Embedding -> N x LSTM -> Dense,
+dropout between layers and before the output, Adam with global-norm clipping) on the same
+batches of a synthetic token stream, skips the warm-up steps (tracing, XLA compilation) and
+reports the best of ``repeats`` windows of ``steps`` consecutive steps.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_SIZES = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,
+                     warmup=5, steps=20, repeats=3)
+
+
+def best_rate(ends: list[float], start: float, tokens_per_step: int, warmup: int, steps: int) -> float:
+    """Tokens per second of the fastest window of ``steps`` steps after ``warmup`` (``ends``: step end times)."""
+    times = [start] + list(ends)
+    rates = [steps * tokens_per_step / (times[i + steps] - times[i])
+             for i in range(warmup, len(times) - steps, steps)]
+    return max(rates)
+
+
+def synthetic_windows(sizes: dict):
+    """The same batches for every framework: windows of a seeded random token stream."""
+    from generator.dataset import WindowSampler
+
+    n_steps = sizes["warmup"] + sizes["steps"] * sizes["repeats"]
+    length = (n_steps + 2) * sizes["batch"] * sizes["seq_len"] + 1
+    ids = np.random.default_rng(0).integers(0, sizes["vocab"], length).astype(np.uint16)
+    return WindowSampler(ids, sizes["seq_len"], sizes["batch"], seed=0), n_steps
+
+
+def run_config(sizes: dict, **changes):
+    from generator.config import RunConfig
+
+    return RunConfig(layers=sizes["layers"], units=sizes["units"], embedding=sizes["embedding"],
+                     vocab_size=sizes["vocab"], seq_len=sizes["seq_len"], batch_size=sizes["batch"],
+                     dropout=sizes["dropout"], **changes)
+
+
+class FastForward:
+    """Stands in for the model in the trainer's step: the same variables, ``fast_lstm.forward`` as the call."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, tokens, training=False):
+        from generator import fast_lstm
+
+        return fast_lstm.forward(self.model, tokens, training=training)
+
+    @property
+    def trainable_variables(self):
+        return self.model.trainable_variables
+
+    @property
+    def layers(self):  # so that a trainer that already calls fast_lstm.forward(model) can take this too
+        return self.model.layers
+
+
+def project_step(config, fast: bool = False):
+    """The trainer's own compiled step (``generator.steps``) as ``step(x, y) -> loss``.
+
+    ``fast`` hands it ``FastForward(model)`` in place of the model (not yet what the trainer does).
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    try:
+        from generator import steps
+    except ImportError:  # before the trainer's steps moved to generator.steps
+        import keras
+
+        from generator.model import build_model
+        from generator.training import Trainer
+
+        model = build_model(config)
+        optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm)
+        optimizer.build(model.trainable_variables)
+        train_step, _ = Trainer(config, ".")._compile_steps(strategy, model, optimizer)
+        return train_step
+    model, optimizer = steps.build(config, strategy)
+    train_step = steps.make_train_step(strategy, FastForward(model) if fast else model, optimizer, config)
+    tokens = tf.constant(float(config.batch_size * config.seq_len))
+    return lambda x, y: train_step((x, y), tokens)
+
+
+def time_project(sizes: dict, jit: bool, fast: bool = False) -> float:
+    """The trainer's loop: its tf.data pipeline, its compiled step, one loss read back per step."""
+    import keras
+
+    from generator import dataset
+
+    keras.utils.set_random_seed(0)
+    config = run_config(sizes, jit=jit)
+    step = project_step(config, fast)
+    windows, n_steps = synthetic_windows(sizes)
+    ends, start = [], time.perf_counter()
+    for x, y in dataset.to_tf_dataset(windows, 0).take(n_steps):
+        float(step(x, y))
+        ends.append(time.perf_counter())
+    return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
+
+
+def time_keras_fit(sizes: dict, jit: bool) -> float:
+    """Plain ``model.compile`` + ``model.fit`` on the same model and batches."""
+    import keras
+
+    from generator import dataset
+    from generator.model import build_model
+
+    keras.utils.set_random_seed(0)
+    config = run_config(sizes)
+    model = build_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    windows, n_steps = synthetic_windows(sizes)
+    ends = []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            ends.append(time.perf_counter())
+
+    start = time.perf_counter()
+    model.fit(dataset.to_tf_dataset(windows, 0).take(n_steps), epochs=1, steps_per_epoch=n_steps, verbose=0,
+              callbacks=[Clock()])
+    return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
+
+
+def time_torch(sizes: dict) -> float:
+    """The same model in PyTorch with the usual char-RNN training loop."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class CharLSTM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = nn.Embedding(sizes["vocab"], sizes["embedding"])
+            self.lstm = nn.LSTM(sizes["embedding"], sizes["units"], num_layers=sizes["layers"], batch_first=True,
+                                dropout=sizes["dropout"] if sizes["layers"] > 1 else 0.0)
+            self.dropout = nn.Dropout(sizes["dropout"])
+            self.fc = nn.Linear(sizes["units"], sizes["vocab"])
+
+        def forward(self, x):
+            out, _ = self.lstm(self.embedding(x))
+            return self.fc(self.dropout(out))
+
+    model = CharLSTM()
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    criterion = nn.CrossEntropyLoss()
+    windows, n_steps = synthetic_windows(sizes)
+    ends, start = [], time.perf_counter()
+    for k, (x, y) in enumerate(windows.batches(0)):
+        if k == n_steps:
+            break
+        x, y = torch.from_numpy(x).long(), torch.from_numpy(y).long()
+        optimizer.zero_grad()
+        loss = criterion(model(x).reshape(-1, sizes["vocab"]), y.reshape(-1))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        loss.item()
+        ends.append(time.perf_counter())
+    return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
+
+
+def main(argv=None) -> None:
+    """``python -m generator.bench_train tf|torch '{"units": 256, ...}'``: one JSON line on stdout."""
+    argv = sys.argv[1:] if argv is None else argv
+    which, sizes = argv[0], {**DEFAULT_SIZES, **(json.loads(argv[1]) if len(argv) > 1 else {})}
+    if which == "torch":
+        result = {"torch": time_torch(sizes)}
+    else:
+        import os
+
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from generator.config import RunConfig
+
+        default_jit = bool(RunConfig().jit)  # what `generator train` does unless told otherwise
+        result = {"project": time_project(sizes, default_jit)}
+        result["project_xla" if not default_jit else "project_no_xla"] = time_project(sizes, not default_jit)
+        result["project_fast_lstm_xla"] = time_project(sizes, True, fast=True)
+        result["keras_fit"] = time_keras_fit(sizes, False)
+        result["keras_fit_xla"] = time_keras_fit(sizes, True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

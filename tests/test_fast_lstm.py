@@ -1,0 +1,61 @@
+"""``fast_lstm.forward`` computes what the plain Keras model computes, forward and backward."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from generator import fast_lstm
+from generator.config import RunConfig
+from generator.model import build_model
+
+
+def tiny(dropout=0.0, layers=2):
+    keras.utils.set_random_seed(3)
+    return build_model(RunConfig(layers=layers, units=12, embedding=6, vocab_size=20, dropout=dropout))
+
+
+def batch(seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 20, (3, 9)).astype("int32"), rng.integers(0, 20, (3, 9)).astype("int32")
+
+
+def loss_and_grads(model, forward, x, y):
+    with tf.GradientTape() as tape:
+        logits = forward(x)
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+    return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_variables)]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_same_logits_and_gradients_as_keras(jit):
+    model, (x, y) = tiny(), batch()
+    ours = tf.function(lambda x, y: loss_and_grads(model, lambda t: fast_lstm.forward(model, t, training=True), x, y),
+                       jit_compile=jit)
+    loss, grads = ours(x, y)
+    ref_loss, ref_grads = loss_and_grads(model, lambda t: model(t, training=True), x, y)
+    np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-6)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-6)
+    np.testing.assert_allclose(fast_lstm.forward(tiny(0.3), x).numpy(), tiny(0.3)(x).numpy(), atol=1e-6)
+
+
+def test_one_adam_step_gives_the_same_weights():
+    x, y = batch(1)
+    results = []
+    for use_fast in (False, True):
+        model = tiny()
+        optimizer = keras.optimizers.Adam(0.01, global_clipnorm=1.0)
+        forward = (lambda t: fast_lstm.forward(model, t, training=True)) if use_fast else (lambda t: model(t, training=True))
+        _, grads = loss_and_grads(model, forward, x, y)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        results.append(model.get_weights())
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_unsupported_layers_run_as_themselves():
+    model, (x, _) = tiny(), batch()
+    assert all(fast_lstm.supported(layer) for layer in model.layers if isinstance(layer, keras.layers.LSTM))
+    odd = keras.layers.LSTM(4, return_sequences=True, recurrent_dropout=0.1)
+    assert not fast_lstm.supported(odd)
