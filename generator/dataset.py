@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,7 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
             pass
     documents = corpus.documents()
     tokenizer = make_tokenizer(documents)
-    encoded = []
+    encoded, dropped = [], {}
     from generator.progress import progress_bar
 
     with progress_bar(len(documents), "tokenizing") as bar:  # draws only on a terminal, after a second
@@ -99,7 +100,12 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
                 encoded.append(tokenizer.encode(doc))
             except ValueError as e:
                 raise GeneratorError(f"corpus {corpus.name}: {e}") from None
+            for reason, count in (getattr(tokenizer, "last_dropped", None) or {}).items():
+                dropped[reason] = dropped.get(reason, 0) + count  # e.g. drum notes of the events tokenizer
             bar.update(1)
+    if any(dropped.values()):
+        what = ", ".join(f"{count:,} {reason.replace('_', ' ')}" for reason, count in dropped.items() if count)
+        (log or (lambda message: print(message, file=sys.stderr)))(f"corpus {corpus.name}: the tokenizer dropped {what}")
     result = concatenate(encoded, tokenizer)
     if len(result.ids) <= len(result.starts):
         raise GeneratorError(f"corpus {corpus.name} holds no tokens")

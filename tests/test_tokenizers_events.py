@@ -342,3 +342,24 @@ def test_constraint_rules_and_closing():
     closing = tok.closing_ids(state, 0)
     assert [tok.token_name(i) for i in closing] == ["TIME_SHIFT(50)", "NOTE_OFF(60)", "NOTE_OFF(64)"]
     assert tok.closing_ids(tok.new_constraint_state(1), 0) == []
+
+
+def test_dropped_drums_are_reported_when_a_corpus_is_tokenized(tmp_path, capsys):
+    """Drums never become pitched notes: they are dropped, and the user is told."""
+    import pretty_midi
+
+    from generator import dataset
+    from generator.api import TokenizerFactory
+    from generator.corpora import open_music
+
+    pm = pretty_midi.PrettyMIDI()
+    piano, drums = pretty_midi.Instrument(0), pretty_midi.Instrument(0, is_drum=True)
+    piano.notes.append(pretty_midi.Note(80, 60, 0.0, 1.0))
+    drums.notes.extend(pretty_midi.Note(100, 36, t / 2, t / 2 + 0.1) for t in range(4))
+    pm.instruments.extend([piano, drums])
+    pm.write(str(tmp_path / "band.mid"))
+    messages = []
+    data = dataset.tokenize(open_music(tmp_path / "band.mid"), TokenizerFactory("events"), use_cache=False,
+                            log=messages.append)
+    assert any("4 drum notes" in m for m in messages)
+    assert len(data.tokenizer.decode(data.document(0)).notes) == 1
