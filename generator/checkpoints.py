@@ -31,12 +31,9 @@ REQUIRED_FILES = ("config.json", "tokenizer.json", "model.keras")
 
 def bundled_dir() -> Path:
     """The folder holding the bundled checkpoints (repository ``checkpoints/``, shipped in the wheel)."""
-    try:
-        from importlib.resources import files
+    from generator.resources import bundled_folder
 
-        return Path(str(files("generator._checkpoints")))
-    except (ImportError, ModuleNotFoundError, TypeError):
-        return Path(__file__).resolve().parent.parent / "checkpoints"
+    return bundled_folder("_checkpoints", "checkpoints")
 
 
 def bundled_names() -> list[str]:

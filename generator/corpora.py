@@ -51,12 +51,9 @@ class Corpus:
 
 def _definitions_dir() -> Path:
     """The folder holding built-in corpus definitions (repository ``corpora/``, shipped in the wheel)."""
-    try:
-        from importlib.resources import files
+    from generator.resources import bundled_folder
 
-        return Path(str(files("generator._corpora")))
-    except (ImportError, ModuleNotFoundError, TypeError):
-        return Path(__file__).resolve().parent.parent / "corpora"
+    return bundled_folder("_corpora", "corpora")
 
 
 def builtin_definitions() -> dict[str, dict]:
