@@ -25,3 +25,26 @@ def test_shakespeare_meets_its_target_and_writes_english():
 def test_bach_composes_from_scratch():
     piece = api.load("bach").generate(length=300, random_seed=1)
     assert len(piece.notes) > 5
+
+
+def test_a_plain_install_ships_the_checkpoints_and_corpora(tmp_path):
+    """`pip install .` (not editable) must carry checkpoints/ and corpora/ inside the package."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    target = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                            str(repo)], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    probe = ("import generator.checkpoints as c, generator.corpora as k; "
+             "print(c.bundled_dir()); print(sorted(c.bundled_names())); print(sorted(k.builtin_definitions()))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(target)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+    folder, names, corpora = result.stdout.splitlines()
+    assert folder.startswith(str(target))
+    assert "'shakespeare'" in names and "'bach'" in names
+    assert "'austen'" in corpora and "'bach'" in corpora
