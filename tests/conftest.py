@@ -46,3 +46,17 @@ def tiny_run(tmp_path_factory, tiny_corpus) -> Path:
     out = tmp_path_factory.mktemp("runs") / "tiny"
     api.train(str(tiny_corpus), out, log=lambda *_: None, progress=False, **TINY_SETTINGS)
     return out
+
+
+@pytest.fixture(scope="session")
+def music_run(tmp_path_factory) -> Path:
+    """An untrained events model saved as a run directory."""
+    from generator.checkpoints import save_run
+    from generator.config import RunConfig
+    from generator.model import build_model
+    from generator.tokenizers.events import EventTokenizer
+
+    tokenizer = EventTokenizer()
+    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
+                       vocab_size=tokenizer.vocab_size)
+    return save_run(tmp_path_factory.mktemp("runs") / "music", build_model(config), tokenizer, config)

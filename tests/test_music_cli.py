@@ -9,22 +9,8 @@ import pretty_midi
 import pytest
 
 from generator.cli import generate_music_main, run
-from generator.config import RunConfig
-from generator.tokenizers.events import EventTokenizer
 
 TEST_MIDI = Path(music21.__file__).parent / "midi" / "testPrimitive"
-
-
-@pytest.fixture(scope="module")
-def music_run(tmp_path_factory):
-    """An untrained events model saved as a run directory."""
-    from generator.checkpoints import save_run
-    from generator.model import build_model
-
-    tokenizer = EventTokenizer()
-    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
-    return save_run(tmp_path_factory.mktemp("runs") / "music", build_model(config), tokenizer, config)
 
 
 def call(argv, capsys):

@@ -141,20 +141,6 @@ def test_generator_render_bad_files_exit_2(tmp_path, capsys, name, content, frag
     assert not path.with_suffix(".png").exists()
 
 
-@pytest.fixture(scope="module")
-def music_run(tmp_path_factory):
-    """An untrained events model saved as a run directory."""
-    from generator.checkpoints import save_run
-    from generator.config import RunConfig
-    from generator.model import build_model
-    from generator.tokenizers.events import EventTokenizer
-
-    tokenizer = EventTokenizer()
-    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
-    return save_run(tmp_path_factory.mktemp("runs") / "music", build_model(config), tokenizer, config)
-
-
 def test_generate_music_renders_beside_each_output(music_run, tmp_path, no_fluidsynth, capsys):
     out = tmp_path / "piece.mid"
     code = run(generate_music_main, ["--checkpoint", str(music_run), "--output", str(out), "--length", "150",
