@@ -48,3 +48,10 @@ def test_a_plain_install_ships_the_checkpoints_and_corpora(tmp_path):
     assert folder.startswith(str(target))
     assert "'shakespeare'" in names and "'bach'" in names
     assert "'austen'" in corpora and "'bach'" in corpora
+
+
+def test_jsb_chorales_checkpoint_writes_four_voices():
+    g = api.load("jsb-chorales")
+    assert g.tokenizer.kind == "voices"
+    piece = g.generate(length=256, random_seed=5)
+    assert len({n.track for n in piece.notes}) == 4
