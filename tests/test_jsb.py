@@ -91,3 +91,21 @@ def test_generate_music_writes_a_four_voice_chorale(tmp_path, capsys, voices_run
         end = max(n.end for i in pm.instruments for n in i.notes)
         if seed_pm is not None:
             assert end > seed_pm.get_end_time()
+
+
+def test_training_on_a_json_split_validates_on_its_valid_split(tmp_path, capsys):
+    from generator import checkpoints
+
+    path = tmp_path / "toy.json"
+    path.write_text(json.dumps(TOY))
+    out = tmp_path / "run"
+    code = run(generator_main, ["train", "music", "--corpus", str(path), "--output", str(out), "--layers", "1",
+                                "--units", "8", "--embedding", "4", "--epochs", "1", "--seq-len", "8",
+                                "--batch-size", "2"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    config = checkpoints.read_config(out)
+    assert (config.tokenizer, config.split, config.val_split) == ("voices", "train", "valid")
+    metrics = checkpoints.read_metrics(out)
+    assert metrics["validation_split"] == "split 'valid'"
+    assert metrics["tokens"] == {"train": 1 + 3 * 4, "validation": 2 + 7 * 4}
