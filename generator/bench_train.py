@@ -1,8 +1,8 @@
 """Training throughput for ``generator bench``: the project's trainer, Keras ``fit`` and PyTorch.
 
-Each framework runs in its own process (``python -m generator.bench_train tf|torch SIZES``) so
-that thread pools and allocators of one never slow the other; each prints one JSON line of
-tokens per second. Every measurement trains the same model (Embedding -> N x LSTM -> Dense,
+Each measurement runs in its own process (``python -m generator.bench_train VARIANT SIZES``) so
+that thread pools, allocators and compiled functions of one never slow another; the process
+prints one JSON line of tokens per second. Every measurement trains the same model (Embedding -> N x LSTM -> Dense,
 dropout between layers and before the output, Adam with global-norm clipping) on the same
 batches of a synthetic token stream, skips the warm-up steps (tracing, XLA compilation) and
 reports the best of ``repeats`` windows of ``steps`` consecutive steps.
@@ -175,25 +175,38 @@ def time_torch(sizes: dict) -> float:
     return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
 
 
+def measure(variant: str, sizes: dict) -> float:
+    """Tokens per second of one variant (``VARIANTS``)."""
+    if variant == "torch":
+        return time_torch(sizes)
+    from generator.config import RunConfig
+
+    default_jit = bool(RunConfig().jit)  # what `generator train` does unless told otherwise
+    return {"project": lambda: time_project(sizes, default_jit),
+            "project_xla": lambda: time_project(sizes, True),
+            "project_no_xla": lambda: time_project(sizes, False),
+            "project_fast_lstm_xla": lambda: time_project(sizes, True, fast=True),
+            "keras_fit": lambda: time_keras_fit(sizes, False),
+            "keras_fit_xla": lambda: time_keras_fit(sizes, True)}[variant]()
+
+
+def variants() -> list[str]:
+    """Every TensorFlow variant: the trainer as configured by default, with XLA the other way, with
+    ``fast_lstm``, and Keras ``fit`` with and without XLA."""
+    from generator.config import RunConfig
+
+    return ["project", "project_no_xla" if RunConfig().jit else "project_xla", "project_fast_lstm_xla",
+            "keras_fit", "keras_fit_xla"]
+
+
 def main(argv=None) -> None:
-    """``python -m generator.bench_train tf|torch '{"units": 256, ...}'``: one JSON line on stdout."""
+    """``python -m generator.bench_train VARIANT[,VARIANT...] '{"units": 256, ...}'``: one JSON line."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else argv
-    which, sizes = argv[0], {**DEFAULT_SIZES, **(json.loads(argv[1]) if len(argv) > 1 else {})}
-    if which == "torch":
-        result = {"torch": time_torch(sizes)}
-    else:
-        import os
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from generator.config import RunConfig
-
-        default_jit = bool(RunConfig().jit)  # what `generator train` does unless told otherwise
-        result = {"project": time_project(sizes, default_jit)}
-        result["project_xla" if not default_jit else "project_no_xla"] = time_project(sizes, not default_jit)
-        result["project_fast_lstm_xla"] = time_project(sizes, True, fast=True)
-        result["keras_fit"] = time_keras_fit(sizes, False)
-        result["keras_fit_xla"] = time_keras_fit(sizes, True)
-    print(json.dumps(result))
+    sizes = {**DEFAULT_SIZES, **(json.loads(argv[1]) if len(argv) > 1 else {})}
+    print(json.dumps({variant: measure(variant, sizes) for variant in argv[0].split(",")}))
 
 
 if __name__ == "__main__":
