@@ -69,10 +69,6 @@ def int_range(low: int, high: int | None = None):
     return parse
 
 
-def dropout_rate(text: str) -> float:
-    return fraction(text)
-
-
 # -- quiet TensorFlow ---------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -313,7 +309,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers.")
     p.add_argument("--units", type=int_range(1, 8192), help="Units (state size) of each LSTM layer.")
     p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
-    p.add_argument("--dropout", type=dropout_rate, help="Dropout rate between layers, at least 0 and below 1.")
+    p.add_argument("--dropout", type=fraction, help="Dropout rate between layers, at least 0 and below 1.")
     p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
     p.add_argument("--batch-size", type=int_range(1, 1_000_000),
                    help="Windows per training step, summed over all devices and machines (the global batch): "

@@ -21,7 +21,6 @@ any number of devices).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import tempfile
@@ -230,6 +229,3 @@ def to_tf_dataset(sampler: WindowSampler, epoch: int, start_batch: int = 0, shar
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(4)
 
-
-def describe(corpus: TokenizedCorpus) -> str:
-    return json.dumps({"documents": corpus.num_documents, "tokens": int(len(corpus.ids))})
