@@ -6,7 +6,10 @@ steps is one matrix multiply before the recurrence, and the backward pass is wri
 so that each time step costs one matmul (``dz @ R^T``) while the weight gradients are single
 large matmuls over all steps after the loop (the scheme of PyTorch's CPU LSTM). Keras's own
 loop differentiates each step separately: two matmuls forward and four backward per step.
-Under XLA (``jit_compile=True``) the loops compile to tight code.
+Under XLA (``jit_compile=True``) the loops compile to tight code. Two details matter there:
+one sigmoid over all four gates (the cell gate's columns doubled, since tanh(z) = 2 sigmoid(2z) - 1)
+sliced afterwards ran five times faster than ``tf.split`` followed by four activations, and
+dropout masks come from Philox (``dropout``), not from the generator TensorFlow picks itself.
 
 The variables are the model's own, so what is trained and saved stays an ordinary Keras model.
 On a GPU ``forward`` calls the model itself, which keeps the cuDNN kernel. Layers other than
@@ -29,35 +32,42 @@ def lstm_sequence(x, kernel, recurrent, bias):
     @tf.custom_gradient
     def run(x, kernel, recurrent, bias):
         n_steps, batch, units = tf.shape(x)[0], tf.shape(x)[1], tf.shape(recurrent)[0]
-        projected = tf.einsum("tbi,ig->tbg", x, kernel) + bias  # every step's input projection at once
+        u = recurrent.shape[0]
+        # The cell gate's columns are doubled so that one sigmoid gives every gate: tanh(z) = 2 sigmoid(2z) - 1.
+        # (Slicing one activation measured five times faster under XLA than tf.split and four activations.)
+        doubling = tf.concat([tf.ones([2 * u], x.dtype), 2 * tf.ones([u], x.dtype), tf.ones([u], x.dtype)], 0)
+        projected = (tf.einsum("tbi,ig->tbg", x, kernel) + bias) * doubling  # every step's input projection at once
+        recurrent_doubled = recurrent * doubling
         zeros = tf.zeros(tf.stack([batch, units]), x.dtype)
 
         def arrays():
             return tf.TensorArray(x.dtype, size=n_steps)
 
-        def step(t, h, c, hs, cs, gates):
-            i, f, g, o = tf.split(projected[t] + tf.matmul(h, recurrent), 4, axis=-1)
-            i, f, g, o = tf.sigmoid(i), tf.sigmoid(f), tf.tanh(g), tf.sigmoid(o)
-            c = f * c + i * g
-            h = o * tf.tanh(c)
-            return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, tf.concat([i, f, g, o], -1))
+        def step(t, h, c, hs, cs, acts):
+            a = tf.sigmoid(projected[t] + tf.matmul(h, recurrent_doubled))
+            c = a[:, u:2 * u] * c + a[:, :u] * (2 * a[:, 2 * u:3 * u] - 1)
+            h = a[:, 3 * u:] * tf.tanh(c)
+            return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, a)
 
-        _, _, _, hs, cs, gates = tf.while_loop(lambda t, *_: t < n_steps, step,
-                                               (0, zeros, zeros, arrays(), arrays(), arrays()))
-        hs, cs, gates = hs.stack(), cs.stack(), gates.stack()
+        _, _, _, hs, cs, acts = tf.while_loop(lambda t, *_: t < n_steps, step,
+                                              (0, zeros, zeros, arrays(), arrays(), arrays()))
+        hs, cs, acts = hs.stack(), cs.stack(), acts.stack()
 
         def grad(dhs):
             c_prev = tf.concat([zeros[None], cs[:-1]], 0)
             h_prev = tf.concat([zeros[None], hs[:-1]], 0)
 
+            recurrent_t = tf.transpose(recurrent)  # once, not in every step's matmul
+
             def back(t, dh_next, dc_next, dzs):
-                i, f, g, o = tf.split(gates[t], 4, axis=-1)
+                a = acts[t]
+                i, f, g, o = a[:, :u], a[:, u:2 * u], 2 * a[:, 2 * u:3 * u] - 1, a[:, 3 * u:]
                 dh = dhs[t] + dh_next
                 tanh_c = tf.tanh(cs[t])
                 dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
-                dz = tf.concat([dc * g * i * (1 - i), dc * c_prev[t] * f * (1 - f), dc * i * (1 - g * g),
-                                dh * tanh_c * o * (1 - o)], -1)  # gradient of the pre-activations
-                return t - 1, tf.matmul(dz, recurrent, transpose_b=True), dc * f, dzs.write(t, dz)
+                # the pre-activations' gradient: sigmoid' = a (1 - a), and tanh'(z) = 1 - g^2 = 4 a (1 - a)
+                dz = tf.concat([dc * g, dc * c_prev[t], 4 * dc * i, dh * tanh_c], -1) * a * (1 - a)
+                return t - 1, tf.matmul(dz, recurrent_t), dc * f, dzs.write(t, dz)
 
             _, _, _, dzs = tf.while_loop(lambda t, *_: t >= 0, back, (n_steps - 1, zeros, zeros, arrays()))
             dz = dzs.stack()  # [T, B, 4U]: every weight gradient below is one large matmul
@@ -77,6 +87,26 @@ def supported(layer) -> bool:
             and cell.activation is keras.activations.tanh and cell.recurrent_activation is keras.activations.sigmoid)
 
 
+def dropout(layer, x):
+    """``layer(x, training=True)`` for a Keras Dropout layer, with a cheaper random mask.
+
+    Keras leaves the generator to TensorFlow's automatic choice, which under XLA on a CPU took
+    250 ms for a [100, 64, 256] mask; Philox takes 6 ms, and 2.3 ms when each 32-bit draw
+    gives two 16-bit numbers. The rate is therefore rounded to a multiple of 1/65536, and the
+    kept values are scaled by the exact inverse of the kept fraction.
+    """
+    threshold = round(layer.rate * 65536)
+    if threshold == 0:
+        return x
+    seed = tf.cast(tf.math.floormod(layer.seed_generator.next(), tf.int32.max - 1), tf.int32)
+    size = tf.size(x)
+    bits = tf.random.stateless_uniform([(size + 1) // 2], seed, minval=None, maxval=None, dtype=tf.uint32,
+                                       alg="philox")
+    halves = tf.concat([tf.bitwise.bitwise_and(bits, 0xFFFF), tf.bitwise.right_shift(bits, 16)], 0)[:size]
+    keep = tf.reshape(halves >= threshold, tf.shape(x))
+    return tf.where(keep, x * tf.cast(65536 / (65536 - threshold), x.dtype), tf.zeros_like(x))
+
+
 def forward(model: keras.Model, tokens, training: bool = False):
     """``model(tokens, training=training)`` for ``build_model``'s layer chain, LSTMs by ``lstm_sequence``."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -88,7 +118,7 @@ def forward(model: keras.Model, tokens, training: bool = False):
             cell = layer.cell
             x = lstm_sequence(x, *(tf.cast(w, x.dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
         elif isinstance(layer, keras.layers.Dropout):
-            x = layer(x, training=training)
+            x = dropout(layer, x) if training else x
         else:
             x = layer(x)
     return tf.transpose(x, [1, 0, 2])
