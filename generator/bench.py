@@ -9,9 +9,10 @@ with (model 2 x LSTM(256), embedding 64, vocabulary 65, windows of 100, batch 64
 - sampling at batch 64: tokens per second, and the share of this machine's float32 matmul
   peak (numpy GEMM, measured here) that the model's matmul FLOPs per token reach; also against
   TensorFlow's own matmul peak, which is higher where numpy's BLAS build uses narrower vectors;
-- training: the trainer's compiled step against Keras ``model.fit`` (with and without XLA)
+- training: the trainer's compiled step as ``generator train`` runs it by default (on a CPU:
+  XLA with ``generator.fast_lstm``'s loops) against Keras ``model.fit`` (with and without XLA)
   and against the same model in PyTorch (``generator.bench_train``, one process each), plus
-  the trainer's step with XLA switched and with ``generator.fast_lstm``'s forward pass;
+  the trainer without XLA and with XLA over Keras's own LSTM layers;
 - memory: peak resident memory of ``generator train text`` preparing a generated 100 MB text
   corpus and training 200 steps on it (``ru_maxrss`` of that child process);
 - MIDI: files per second tokenized from a cold cache and from the tokenized-corpus cache,
@@ -44,8 +45,8 @@ QUICK = dict(layers=1, units=32, embedding=8, vocab=65, seq_len=20, batch=8, dro
              warmup=1, steps=2, rounds=0, gemm_sizes=(128,), corpus_mb=1, corpus_steps=3, midi_files=2, music21_files=1)
 TARGETS = {"sampling_b1_speedup": ">= 1000", "sampling_b64_tokens_per_s": ">= 80,000 (~75 % of peak)",
            "train_vs_torch": ">= 1.1", "memory_100mb_peak_rss_mb": "< 2,048"}
-VARIANTS = {"train_xla_tokens_per_s": "trainer with --jit", "train_no_xla_tokens_per_s": "trainer without XLA",
-            "train_fast_lstm_xla_tokens_per_s": "trainer step + fast_lstm, XLA"}
+VARIANTS = {"train_no_xla_tokens_per_s": "trainer, --no-jit (Keras LSTM layers)",
+            "train_xla_keras_lstm_tokens_per_s": "trainer, XLA over Keras LSTM layers"}
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tinyshakespeare's 65
 
 

@@ -46,54 +46,36 @@ def run_config(sizes: dict, **changes):
                      dropout=sizes["dropout"], **changes)
 
 
-class FastForward:
-    """Stands in for the model in the trainer's step: the same variables, ``fast_lstm.forward`` as the call."""
+class KerasLayersForward:
+    """Stands in for ``generator.fast_lstm`` in the trainer's step: the model's own Keras layers under XLA."""
 
-    def __init__(self, model):
-        self.model = model
-
-    def __call__(self, tokens, training=False):
-        from generator import fast_lstm
-
-        return fast_lstm.forward(self.model, tokens, training=training)
-
-    @property
-    def trainable_variables(self):
-        return self.model.trainable_variables
-
-    @property
-    def layers(self):  # so that a trainer that already calls fast_lstm.forward(model) can take this too
-        return self.model.layers
+    @staticmethod
+    def forward(model, tokens, training=False):
+        return model(tokens, training=training)
 
 
-def project_step(config, fast: bool = False):
+def project_step(config, keras_layers: bool = False):
     """The trainer's own compiled step (``generator.steps``) as ``step(x, y) -> loss``.
 
-    ``fast`` hands it ``FastForward(model)`` in place of the model (not yet what the trainer does).
+    ``keras_layers`` runs the model's Keras LSTM layers where the trainer would use ``fast_lstm``.
     """
     import tensorflow as tf
 
+    from generator import steps
+
     strategy = tf.distribute.get_strategy()
-    try:
-        from generator import steps
-    except ImportError:  # before the trainer's steps moved to generator.steps
-        import keras
-
-        from generator.model import build_model
-        from generator.training import Trainer
-
-        model = build_model(config)
-        optimizer = keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm)
-        optimizer.build(model.trainable_variables)
-        train_step, _ = Trainer(config, ".")._compile_steps(strategy, model, optimizer)
-        return train_step
     model, optimizer = steps.build(config, strategy)
-    train_step = steps.make_train_step(strategy, FastForward(model) if fast else model, optimizer, config)
+    saved = steps.fast_lstm
+    steps.fast_lstm = KerasLayersForward if keras_layers else saved
+    try:
+        train_step = steps.make_train_step(strategy, model, optimizer, config)
+    finally:
+        steps.fast_lstm = saved
     tokens = tf.constant(float(config.batch_size * config.seq_len))
     return lambda x, y: train_step((x, y), tokens)
 
 
-def time_project(sizes: dict, jit: bool, fast: bool = False) -> float:
+def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False) -> float:
     """The trainer's loop: its tf.data pipeline, its compiled step, one loss read back per step."""
     import keras
 
@@ -101,7 +83,7 @@ def time_project(sizes: dict, jit: bool, fast: bool = False) -> float:
 
     keras.utils.set_random_seed(0)
     config = run_config(sizes, jit=jit)
-    step = project_step(config, fast)
+    step = project_step(config, keras_layers)
     windows, n_steps = synthetic_windows(sizes)
     ends, start = [], time.perf_counter()
     for x, y in dataset.to_tf_dataset(windows, 0).take(n_steps):
@@ -176,27 +158,20 @@ def time_torch(sizes: dict) -> float:
 
 
 def measure(variant: str, sizes: dict) -> float:
-    """Tokens per second of one variant (``VARIANTS``)."""
+    """Tokens per second of one variant (``variants()``, or ``torch``)."""
     if variant == "torch":
         return time_torch(sizes)
-    from generator.config import RunConfig
-
-    default_jit = bool(RunConfig().jit)  # what `generator train` does unless told otherwise
-    return {"project": lambda: time_project(sizes, default_jit),
-            "project_xla": lambda: time_project(sizes, True),
+    return {"project": lambda: time_project(sizes, None),  # what `generator train` does by default
             "project_no_xla": lambda: time_project(sizes, False),
-            "project_fast_lstm_xla": lambda: time_project(sizes, True, fast=True),
+            "project_xla_keras_lstm": lambda: time_project(sizes, True, keras_layers=True),
             "keras_fit": lambda: time_keras_fit(sizes, False),
             "keras_fit_xla": lambda: time_keras_fit(sizes, True)}[variant]()
 
 
 def variants() -> list[str]:
-    """Every TensorFlow variant: the trainer as configured by default, with XLA the other way, with
-    ``fast_lstm``, and Keras ``fit`` with and without XLA."""
-    from generator.config import RunConfig
-
-    return ["project", "project_no_xla" if RunConfig().jit else "project_xla", "project_fast_lstm_xla",
-            "keras_fit", "keras_fit_xla"]
+    """Every TensorFlow variant: the trainer as configured by default, without XLA (``--no-jit``),
+    with XLA over Keras's own LSTM layers, and Keras ``fit`` with and without XLA."""
+    return ["project", "project_no_xla", "project_xla_keras_lstm", "keras_fit", "keras_fit_xla"]
 
 
 def main(argv=None) -> None:

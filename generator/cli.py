@@ -330,9 +330,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mixed-precision", choices=["bfloat16", "float16"],
                    help="Compute in 16-bit floats while keeping the weights in 32 bits, which is faster on GPUs "
                         "with tensor cores; float16 adds dynamic loss scaling. Off by default.")
-    p.add_argument("--jit", action="store_true", default=None,
-                   help="Compile each step's forward and backward pass with XLA. On a GPU this replaces the cuDNN "
-                        "LSTM kernel, so measure before relying on it. Off by default.")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="Compile each step's forward and backward pass with XLA, the LSTM layers running as "
+                        "hand-written loops (the fastest way on a CPU). On by default when no GPU is visible; on a "
+                        "GPU it would replace cuDNN's LSTM kernel, so there it is off unless asked for.")
     p.add_argument("--save-every", type=int_range(1), metavar="N",
                    help="Also save a resumable checkpoint every N training steps; one is always saved at the end "
                         "of every epoch. A killed run resumes from the last one when the same command is run again.")

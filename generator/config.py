@@ -48,7 +48,7 @@ class RunConfig:
     # execution
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
     mixed_precision: str = ""  # "" | bfloat16 | float16
-    jit: bool = False  # XLA-compile the train step
+    jit: bool | None = None  # XLA-compile the train step with fast_lstm's loops (None: when no GPU is visible)
     save_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)  # tokenizer options and notes

@@ -9,9 +9,13 @@ norm, so a step does the same whatever the number of devices. (Keras optimizers 
 sum, per replica; ``_SummedAdam`` therefore takes gradients that are already summed.)
 
 Mixed precision: ``bfloat16`` or ``float16`` compute with float32 variables and float32 logits;
-``float16`` adds dynamic loss scaling (``keras.optimizers.LossScaleOptimizer``). ``jit`` compiles
-each replica's forward and backward pass with XLA; XLA cannot compile cuDNN's LSTM kernel, so on a
-GPU the LSTM layers then run as XLA-compiled loops.
+``float16`` adds dynamic loss scaling (``keras.optimizers.LossScaleOptimizer``).
+
+``jit`` compiles each replica's forward and backward pass with XLA, the LSTM layers run by
+``generator.fast_lstm`` (same variables, same numbers, a hand-written backward pass); by default
+it is on when no GPU is visible. On a GPU ``fast_lstm`` defers to the model itself, and since XLA
+cannot compile cuDNN's LSTM kernel the layers then run as XLA-compiled Keras loops: there the
+default leaves ``jit`` off and keeps cuDNN.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import keras
 import tensorflow as tf
 
+from generator import fast_lstm
 from generator.config import RunConfig
 from generator.model import build_model, lstm_layers
 
@@ -52,6 +57,11 @@ if not hasattr(keras.optimizers.Adam, "_all_reduce_sum_gradients"):  # keep the 
                       "generator.steps must be updated")
 
 
+def use_jit(config: RunConfig) -> bool:
+    """Whether the train step is XLA-compiled: ``config.jit``, or when that is None, whether no GPU is visible."""
+    return config.jit if config.jit is not None else not tf.config.list_logical_devices("GPU")
+
+
 def build(config: RunConfig, strategy):
     """The model and its (built) optimizer, created in ``strategy``'s scope."""
     with strategy.scope():
@@ -61,7 +71,7 @@ def build(config: RunConfig, strategy):
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-    if config.jit:
+    if use_jit(config):
         for layer in lstm_layers(model):  # cuDNN kernels cannot be compiled by XLA
             layer.use_cudnn = False
     return model, optimizer
@@ -76,16 +86,17 @@ def make_train_step(strategy, model, optimizer, config: RunConfig):
     """``train_step(distributed_batch, global_tokens) -> mean loss per token of the global batch``."""
     variables = model.trainable_variables
     scaled = hasattr(optimizer, "dynamic_scale")
+    jit = use_jit(config)
 
     def forward_backward(x, y, global_tokens):
         with tf.GradientTape() as tape:
-            logits = model(x, training=True)
+            logits = fast_lstm.forward(model, x, training=True) if jit else model(x, training=True)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
             loss = tf.reduce_sum(ce) / global_tokens
             scaled_loss = optimizer.scale_loss(loss) if scaled else loss
         return loss, tape.gradient(scaled_loss, variables)
 
-    if config.jit:
+    if jit:
         forward_backward = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
 
     def replica_step(x, y, global_tokens):
@@ -106,12 +117,13 @@ def make_train_step(strategy, model, optimizer, config: RunConfig):
     return train_step
 
 
-def make_eval_step(model):
-    """``eval_step(x, y) -> (summed loss, tokens)`` on one device."""
+def make_eval_step(model, config: RunConfig):
+    """``eval_step(x, y) -> (summed loss, tokens)`` on one device (compiled like the train step)."""
+    jit = use_jit(config)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=jit)
     def eval_step(x, y):
-        logits = model(x, training=False)
+        logits = fast_lstm.forward(model, x) if jit else model(x, training=False)
         ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
         return tf.reduce_sum(ce), tf.size(y)
 

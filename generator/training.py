@@ -167,12 +167,12 @@ class Trainer:
         optimizer.learning_rate.assign(state.learning_rate)
         params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
         extras = "".join(f", {x}" for x in (config.mixed_precision and f"mixed precision {config.mixed_precision}",
-                                            config.jit and "XLA") if x)
+                                            compiled.use_jit(config) and "XLA") if x)
         self.log(f"model: {config.layers} x LSTM({config.units}), embedding {config.embedding}, {params:,} parameters; "
                  f"{distribute.describe(strategy)}{extras}")
 
         train_step = compiled.make_train_step(strategy, model, optimizer, config)
-        eval_step = compiled.make_eval_step(model)
+        eval_step = compiled.make_eval_step(model, config)
         writers = {k: tf.summary.create_file_writer(str(self.run_dir / "logs" / k)) for k in ("train", "validation")}
         try:
             self._loop(state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers)

@@ -29,8 +29,8 @@ def test_table_names_every_baseline():
 
     r = {k: 1.0 for k in KEYS}
     r.update(quick=True, sizes=bench.QUICK, torch_tokens_per_s=None, train_vs_torch=None, keras_fit_xla_tokens_per_s=2.0,
-             train_xla_tokens_per_s=3.0, midi_files_per_s_music21=0.5, midi_cold_vs_music21=2.0,
+             train_no_xla_tokens_per_s=3.0, midi_files_per_s_music21=0.5, midi_cold_vs_music21=2.0,
              machine={"cpu": "cpu", "cores": 2, "date": "today", "load_average": 0.0, "versions": {}})
     text = bench.table(r)
-    for words in ("predict on a 100-token window", "GEMM peak", "Keras fit", "PyTorch", "music21", "with --jit"):
+    for words in ("predict on a 100-token window", "GEMM peak", "Keras fit", "PyTorch", "music21", "--no-jit"):
         assert words in text
