@@ -40,7 +40,15 @@ class Sampler:
         return logits
 
     def choose(self, logits, seed):
-        return tf.cast(tf.random.stateless_categorical(logits, 1, seed)[:, 0], tf.int32)
+        """Inverse-CDF sampling: one Philox uniform per row against the cumulative probabilities.
+
+        Tokens whose logits were masked have probability 0 and are never chosen. (Under XLA on
+        a CPU, ``tf.random.stateless_categorical`` cost a sixth of a batch-1 decoding step.)
+        """
+        cumulative = tf.cumsum(tf.nn.softmax(logits), axis=-1)
+        u = tf.random.stateless_uniform(tf.shape(logits)[:1], seed, alg="philox")
+        threshold = u[:, None] * cumulative[:, -1:]
+        return tf.reduce_sum(tf.cast(cumulative <= threshold, tf.int32), axis=-1)
 
 
 class GreedySampler(Sampler):

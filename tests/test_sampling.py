@@ -114,3 +114,15 @@ def test_compiled_and_uncompiled_loops_agree_when_greedy(table):
         outs.append(np.concatenate(list(loop.generate(np.arange(3, dtype=np.int32)[:, None], 37, 0)), axis=1))
     assert outs[0].shape == (3, 37)
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_draws_follow_the_softmax_and_never_pick_a_masked_token(jit):
+    probs = np.array([0.5, 0.0, 0.2, 0.25, 0.05], np.float32)
+    logits = tf.constant(np.tile(np.log(np.maximum(probs, 1e-30)), (20000, 1)).astype(np.float32))
+    logits = tf.where(probs > 0, logits, sampling.NEG_INF)
+    draw = tf.function(sampling.get(temperature=1.0), jit_compile=jit)
+    tokens = draw(logits, tf.constant([7, 11])).numpy()
+    counts = np.bincount(tokens, minlength=5) / len(tokens)
+    assert counts[1] == 0
+    np.testing.assert_allclose(counts, probs, atol=0.012)  # about four standard errors at 20,000 draws
