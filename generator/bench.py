@@ -38,7 +38,7 @@ import numpy as np
 
 FULL = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,  # the model
             window_tokens=30, b1_tokens=4096, b64_tokens=1024, repeats=3,  # sampling
-            warmup=5, steps=20, rounds=2, gemm_sizes=(1024, 2048),  # training (steps per window), GEMM peak
+            warmup=5, steps=20, rounds=3, gemm_sizes=(1024, 2048),  # training (steps per window), GEMM peak
             corpus_mb=100, corpus_steps=200, midi_files=48, music21_files=6)
 QUICK = dict(layers=1, units=32, embedding=8, vocab=65, seq_len=20, batch=8, dropout=0.2,
              window_tokens=3, b1_tokens=64, b64_tokens=32, repeats=1,
