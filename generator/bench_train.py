@@ -54,41 +54,41 @@ class KerasLayersForward:
         return model(tokens, training=training)
 
 
-def project_step(config, keras_layers: bool = False):
-    """The trainer's own compiled step (``generator.steps``) as ``step(x, y) -> loss``.
-
-    ``keras_layers`` runs the model's Keras LSTM layers where the trainer would use ``fast_lstm``.
-    """
+def project_step(config):
+    """The trainer's own compiled step (``generator.steps``) as ``step(x, y) -> loss``."""
     import tensorflow as tf
 
     from generator import steps
 
     strategy = tf.distribute.get_strategy()
     model, optimizer = steps.build(config, strategy)
-    saved = steps.fast_lstm
-    steps.fast_lstm = KerasLayersForward if keras_layers else saved
-    try:
-        train_step = steps.make_train_step(strategy, model, optimizer, config)
-    finally:
-        steps.fast_lstm = saved
+    train_step = steps.make_train_step(strategy, model, optimizer, config)
     tokens = tf.constant(float(config.batch_size * config.seq_len))
     return lambda x, y: train_step((x, y), tokens)
 
 
 def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False) -> float:
-    """The trainer's loop: its tf.data pipeline, its compiled step, one loss read back per step."""
+    """The trainer's loop: its tf.data pipeline, its compiled step, one loss read back per step.
+
+    ``keras_layers`` runs the model's Keras LSTM layers where the trainer would use ``fast_lstm``
+    (the step is traced at its first call, so the stand-in stays in place until the end).
+    """
     import keras
 
-    from generator import dataset
+    from generator import dataset, steps
 
     keras.utils.set_random_seed(0)
-    config = run_config(sizes, jit=jit)
-    step = project_step(config, keras_layers)
-    windows, n_steps = synthetic_windows(sizes)
-    ends, start = [], time.perf_counter()
-    for x, y in dataset.to_tf_dataset(windows, 0).take(n_steps):
-        float(step(x, y))
-        ends.append(time.perf_counter())
+    saved = steps.fast_lstm
+    steps.fast_lstm = KerasLayersForward if keras_layers else saved
+    try:
+        step = project_step(run_config(sizes, jit=jit))
+        windows, n_steps = synthetic_windows(sizes)
+        ends, start = [], time.perf_counter()
+        for x, y in dataset.to_tf_dataset(windows, 0).take(n_steps):
+            float(step(x, y))
+            ends.append(time.perf_counter())
+    finally:
+        steps.fast_lstm = saved
     return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
 
 

@@ -75,3 +75,23 @@ def test_dropout_keeps_the_rate_and_the_mean_and_draws_a_new_mask_each_call():
     assert np.array_equal(tape.gradient(y, x).numpy() != 0, y.numpy() != 0)  # gradients pass where values do
     compiled = tf.function(lambda t: fast_lstm.dropout(layer, t), jit_compile=True)
     assert abs((compiled(x).numpy() != 0).mean() - 0.7) < 0.005
+
+
+def test_the_trainer_uses_it_by_default_on_cpus_and_steps_agree_with_keras_layers():
+    from generator import steps
+
+    assert not tf.config.list_logical_devices("GPU")
+    assert steps.use_jit(RunConfig()) and not steps.use_jit(RunConfig(jit=False)) and steps.use_jit(RunConfig(jit=True))
+    x, y = batch(2)
+    weights = []
+    for jit in (None, False):  # XLA + fast_lstm (the default here), then Keras's own layers without XLA
+        config = RunConfig(layers=2, units=12, embedding=6, vocab_size=20, dropout=0.0, jit=jit)
+        keras.utils.set_random_seed(3)
+        strategy = tf.distribute.get_strategy()
+        model, optimizer = steps.build(config, strategy)
+        train_step = steps.make_train_step(strategy, model, optimizer, config)
+        for _ in range(3):
+            train_step((tf.constant(x), tf.constant(y)), tf.constant(float(x.size)))
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, atol=1e-4)  # three Adam steps of lr 2e-3 (see above)
