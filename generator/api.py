@@ -165,6 +165,7 @@ class Generator:
         self.tokenizer = run.tokenizer
         self.config: RunConfig = run.config
         self._decoder = None
+        self._loops = {}  # (temperature, top_k, top_p) -> sampling.DecodeLoop, most recently used last
 
     def __repr__(self) -> str:
         loss = self.run.metrics.get("val_loss_nats")
@@ -215,7 +216,11 @@ class Generator:
             for column in prompts[:, 1:].T:
                 state = tokenizer.advance(state, column)
             constraint = (tokenizer, state)
-        self.last_loop = sampling.DecodeLoop(self.decoder, sampler)
+        key = (temperature, top_k, top_p)  # a compiled loop per sampler, reused by later calls
+        self.last_loop = self._loops.pop(key, None) or sampling.DecodeLoop(self.decoder, sampler)
+        self._loops[key] = self.last_loop
+        if len(self._loops) > 8:  # keep the eight most recently used
+            del self._loops[next(iter(self._loops))]
         yield from self.last_loop.generate(prompts, length, seed, constraint)
 
     @property
