@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 FULL = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,  # the model
-            window_tokens=30, b1_tokens=4096, b64_tokens=1024, repeats=3,  # sampling
+            window_tokens=20, b1_tokens=4096, b64_tokens=1024, repeats=3,  # sampling
             warmup=5, steps=20, rounds=3, gemm_sizes=(1024, 2048),  # training (steps per window), GEMM peak
             corpus_mb=100, corpus_steps=200, midi_files=48, music21_files=6)
 QUICK = dict(layers=1, units=32, embedding=8, vocab=65, seq_len=20, batch=8, dropout=0.2,
@@ -101,17 +101,23 @@ def _model(s: dict):
 
 
 def window_loop_rate(model, s: dict) -> float:
-    """Tokens per second of the tutorials' loop: predict on the last ``seq_len`` tokens, sample, slide."""
+    """Tokens per second of the tutorials' loop: predict on the last ``seq_len`` tokens, sample, slide.
+
+    Best of ``repeats`` runs of ``window_tokens`` tokens, like the decode loop it is compared with.
+    """
     rng = np.random.default_rng(0)
     window = rng.integers(0, s["vocab"], s["seq_len"]).astype(np.int32)
     model.predict(window[None], verbose=0)  # the first call traces the predict function
-    start = time.perf_counter()
-    for _ in range(s["window_tokens"]):
-        logits = model.predict(window[None], verbose=0)[0, -1].astype(np.float64)
-        probs = np.exp(logits - logits.max())
-        token = rng.choice(len(probs), p=probs / probs.sum())
-        window = np.append(window[1:], token).astype(np.int32)
-    return s["window_tokens"] / (time.perf_counter() - start)
+    best = 0.0
+    for _ in range(s["repeats"]):
+        start = time.perf_counter()
+        for _ in range(s["window_tokens"]):
+            logits = model.predict(window[None], verbose=0)[0, -1].astype(np.float64)
+            probs = np.exp(logits - logits.max())
+            token = rng.choice(len(probs), p=probs / probs.sum())
+            window = np.append(window[1:], token).astype(np.int32)
+        best = max(best, s["window_tokens"] / (time.perf_counter() - start))
+    return best
 
 
 def decode_rate(model, s: dict, batch: int, length: int) -> tuple[float, float]:

@@ -95,3 +95,21 @@ def test_the_trainer_uses_it_by_default_on_cpus_and_steps_agree_with_keras_layer
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(a, b, atol=1e-4)  # three Adam steps of lr 2e-3 (see above)
+
+
+def test_a_run_trained_this_way_loads_as_an_ordinary_keras_model(tiny_run):
+    code = ("import sys, keras, numpy as np; m = keras.saving.load_model(sys.argv[1], compile=False); "
+            "assert 'generator' not in sys.modules; "
+            "print([type(l).__name__ for l in m.layers]); np.save(sys.argv[2], m.predict(np.array([[1, 2, 3]]), verbose=0))")
+    import subprocess
+    import sys
+
+    out = tiny_run.parent / "plain.npy"
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_run / "model.keras"), str(out)], capture_output=True,
+                          text=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "'LSTM'" in done.stdout
+    from generator import api
+
+    model = api.load(tiny_run).run.model
+    np.testing.assert_allclose(np.load(out), model(np.array([[1, 2, 3]])).numpy(), atol=1e-6)
