@@ -255,7 +255,8 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path, proce
 
 # -- GPU switches, exercised on the CPU ------------------------------------------------------------------
 
-@pytest.mark.parametrize("precision,jit", [("bfloat16", False), ("float16", False), ("", True)])
+@pytest.mark.parametrize("precision,jit", [("bfloat16", False), ("bfloat16", None), ("float16", False), ("float16", None),
+                                           ("", True)])  # None: the CPU default, XLA with fast_lstm
 def test_mixed_precision_and_xla_train_and_resume(tmp_path, tiny_corpus, precision, jit):
     import keras
 
