@@ -1,7 +1,9 @@
 """The trainer's resumable state: where the loop is, and the ``resume.npz`` checkpoint holding it.
 
 ``resume.npz`` holds the model weights (``w0``, ``w1``, ...), Adam's variables (``o0``, ...), the
-loss-scale variables of a float16 run (``s0``, ...) and ``state``: ``LoopState`` as JSON. It is
+loss-scale variables of a float16 run (``s0``, ...), the dropout layers' random-generator states
+(``r0``, ...: a resumed run draws the masks an uninterrupted one would) and ``state``:
+``LoopState`` as JSON. It is
 written as bytes (``pack``) so that the chief of a multi-worker run can send it to the others.
 """
 
@@ -49,9 +51,15 @@ def _split(optimizer):
     return inner.variables, own
 
 
+def _seed_states(model) -> list:
+    """The state variables of the model's Keras seed generators (not part of ``get_weights``)."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
 def pack(state: LoopState, model, optimizer) -> bytes:
     """The checkpoint as the bytes of an ``.npz`` file."""
     arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    arrays.update({f"r{i}": np.asarray(v) for i, v in enumerate(_seed_states(model))})
     adam, scale = _split(optimizer)
     arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(adam)})
     arrays.update({f"s{i}": np.asarray(v) for i, v in enumerate(scale)})
@@ -76,6 +84,9 @@ def restore(blob: bytes, model, optimizer) -> None:
     """Load a checkpoint's weights and optimizer state into ``model`` and ``optimizer``."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
         model.set_weights([data[f"w{i}"] for i in range(len(model.get_weights()))])
+        for i, v in enumerate(_seed_states(model)):  # absent in checkpoints of earlier versions
+            if f"r{i}" in data:
+                v.assign(data[f"r{i}"])
         adam, scale = _split(optimizer)
         for i, v in enumerate(adam):
             v.assign(data[f"o{i}"])

@@ -67,6 +67,22 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
     assert any("already trained" in m for m in messages)
 
 
+def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, tiny_corpus):
+    settings = dict(TINY_SETTINGS, layers=2, dropout=0.3, epochs=2, steps_per_epoch=5)
+
+    def interrupt_after_first_epoch(message):
+        if message.startswith("epoch 1/"):
+            raise KeyboardInterrupt
+
+    api.train(str(tiny_corpus), tmp_path / "whole", log=lambda *_: None, progress=False, **settings)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(tiny_corpus), tmp_path / "resumed", log=interrupt_after_first_epoch, progress=False, **settings)
+    api.train(str(tiny_corpus), tmp_path / "resumed", log=lambda *_: None, progress=False, **settings)
+    whole, resumed = (api.load(tmp_path / name).run.model.get_weights() for name in ("whole", "resumed"))
+    for a, b in zip(whole, resumed):  # the dropout masks of epoch 2 are the same draws
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_different_settings_in_an_existing_run_directory_are_refused(tiny_run, tiny_corpus):
     from generator.errors import GeneratorError
 
