@@ -12,7 +12,7 @@ Mixed precision: ``bfloat16`` or ``float16`` compute with float32 variables and 
 ``float16`` adds dynamic loss scaling (``keras.optimizers.LossScaleOptimizer``).
 
 ``jit`` compiles each replica's forward and backward pass with XLA, the LSTM layers run by
-``generator.fast_lstm`` (same variables, same numbers, a hand-written backward pass); by default
+``generator.fast_lstm`` (the same variables and, to float rounding, the same numbers); by default
 it is on when no GPU is visible. On a GPU ``fast_lstm`` defers to the model itself, and since XLA
 cannot compile cuDNN's LSTM kernel the layers then run as XLA-compiled Keras loops: there the
 default leaves ``jit`` off and keeps cuDNN.
