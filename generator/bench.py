@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -58,17 +59,23 @@ def flops_per_token(s: dict) -> float:
     return 2.0 * macs
 
 
-def gemm_peak(sizes) -> float:
-    """This machine's float32 matmul rate in FLOP/s: numpy's BLAS, best of five, largest of ``sizes``."""
+def _best_flops(sizes, operands, matmul) -> float:
+    """Best FLOP/s of ``matmul`` over five runs for each ``n`` of ``sizes`` on ``operands(n)`` (two n x n)."""
     best = 0.0
     for n in sizes:
-        a, b = (np.random.default_rng(i).random((n, n), dtype=np.float32) for i in (1, 2))
-        a @ b
+        a, b = operands(n)
+        matmul(a, b)
         for _ in range(5):
             t = time.perf_counter()
-            a @ b
+            matmul(a, b)
             best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
     return best
+
+
+def gemm_peak(sizes) -> float:
+    """This machine's float32 matmul rate in FLOP/s: numpy's BLAS, best of five, largest of ``sizes``."""
+    return _best_flops(sizes, lambda n: [np.random.default_rng(i).random((n, n), dtype=np.float32) for i in (1, 2)],
+                       np.matmul)
 
 
 def tf_gemm_peak(sizes) -> float:
@@ -76,15 +83,8 @@ def tf_gemm_peak(sizes) -> float:
     import tensorflow as tf
 
     matmul = tf.function(tf.linalg.matmul)
-    best = 0.0
-    for n in sizes:
-        a, b = (tf.random.stateless_uniform([n, n], [i, 0]) for i in (1, 2))
-        matmul(a, b).numpy()
-        for _ in range(5):
-            t = time.perf_counter()
-            matmul(a, b).numpy()
-            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
-    return best
+    return _best_flops(sizes, lambda n: [tf.random.stateless_uniform([n, n], [i, 0]) for i in (1, 2)],
+                       lambda a, b: matmul(a, b).numpy())
 
 
 # -- sampling -------------------------------------------------------------------------------------
@@ -92,12 +92,11 @@ def tf_gemm_peak(sizes) -> float:
 def _model(s: dict):
     import keras
 
-    from generator.config import RunConfig
+    from generator.bench_train import run_config
     from generator.model import build_model
 
     keras.utils.set_random_seed(0)
-    return build_model(RunConfig(layers=s["layers"], units=s["units"], embedding=s["embedding"],
-                                 vocab_size=s["vocab"], dropout=s["dropout"]))
+    return build_model(run_config(s))
 
 
 def window_loop_rate(model, s: dict) -> float:
@@ -175,10 +174,9 @@ def bench_training(s: dict) -> dict:
     Round-robin keeps a slow spell of a shared machine from falling on one variant only.
     ``--quick`` runs all TensorFlow variants in one process, once.
     """
-    from generator.bench_train import variants
+    from generator.bench_train import DEFAULT_SIZES, variants
 
-    sizes = json.dumps({k: s[k] for k in ("layers", "units", "embedding", "vocab", "seq_len", "batch", "dropout",
-                                          "warmup", "steps", "repeats")})
+    sizes = json.dumps({k: s[k] for k in DEFAULT_SIZES})
     torch = ["torch"] if torch_available() else []
     groups = variants() + torch if s["rounds"] else [",".join(variants())] + torch
     rates: dict[str, float] = {}
@@ -204,10 +202,10 @@ def write_text_corpus(path: Path, megabytes: int) -> None:
     codes = np.frombuffer(ALPHABET.encode(), np.uint8)
     weights = 1.0 / np.arange(1, len(codes) + 1)  # Zipf-like letter frequencies
     weights[[0, 1]] = [2.0, 6.0]  # plenty of newlines and spaces
-    order = rng.permutation(len(codes))
+    letters = codes[rng.permutation(len(codes))]
     with open(path, "wb") as f:
         for _ in range(megabytes):
-            f.write(codes[order][rng.choice(len(codes), 1 << 20, p=weights / weights.sum())].tobytes())
+            f.write(letters[rng.choice(len(codes), 1 << 20, p=weights / weights.sum())].tobytes())
 
 
 def bench_memory(s: dict, workdir: Path) -> dict:
@@ -275,19 +273,12 @@ def bench_midi(s: dict, workdir: Path) -> dict:
     from generator.api import TokenizerFactory
 
     paths = write_midi_corpus(workdir / "midi", s["midi_files"])
-    saved = os.environ.get("GENERATOR_CACHE_DIR")
-    os.environ["GENERATOR_CACHE_DIR"] = str(workdir / "midi-cache")
-    try:
+    with mock.patch.dict(os.environ, {"GENERATOR_CACHE_DIR": str(workdir / "midi-cache")}):
         rates = []
         for _ in ("cold", "cached"):
             start = time.perf_counter()
             dataset.tokenize(corpora.open_music(workdir / "midi"), TokenizerFactory("events"))
             rates.append(len(paths) / (time.perf_counter() - start))
-    finally:
-        if saved is None:
-            os.environ.pop("GENERATOR_CACHE_DIR")
-        else:
-            os.environ["GENERATOR_CACHE_DIR"] = saved
     baseline = music21_rate(paths[:s["music21_files"]])
     return {"midi_files_per_s_cold": rates[0], "midi_files_per_s_cached": rates[1],
             "midi_files_per_s_music21": baseline, "midi_cold_vs_music21": rates[0] / baseline}

@@ -10,9 +10,12 @@ reports the best of ``repeats`` windows of ``steps`` consecutive steps.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
+import types
+from unittest import mock
 
 import numpy as np
 
@@ -20,12 +23,11 @@ DEFAULT_SIZES = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, b
                      warmup=5, steps=20, repeats=3)
 
 
-def best_rate(ends: list[float], start: float, tokens_per_step: int, warmup: int, steps: int) -> float:
-    """Tokens per second of the fastest window of ``steps`` steps after ``warmup`` (``ends``: step end times)."""
-    times = [start] + list(ends)
-    rates = [steps * tokens_per_step / (times[i + steps] - times[i])
-             for i in range(warmup, len(times) - steps, steps)]
-    return max(rates)
+def best_rate(ends: list[float], start: float, sizes: dict) -> float:
+    """Tokens per second of the fastest window of ``sizes["steps"]`` steps after the warm-up (``ends``: step end times)."""
+    times, steps = [start, *ends], sizes["steps"]
+    return max(steps * sizes["batch"] * sizes["seq_len"] / (times[i + steps] - times[i])
+               for i in range(sizes["warmup"], len(times) - steps, steps))
 
 
 def synthetic_windows(sizes: dict):
@@ -44,14 +46,6 @@ def run_config(sizes: dict, **changes):
     return RunConfig(layers=sizes["layers"], units=sizes["units"], embedding=sizes["embedding"],
                      vocab_size=sizes["vocab"], seq_len=sizes["seq_len"], batch_size=sizes["batch"],
                      dropout=sizes["dropout"], **changes)
-
-
-class KerasLayersForward:
-    """Stands in for ``generator.fast_lstm`` in the trainer's step: the model's own Keras layers under XLA."""
-
-    @staticmethod
-    def forward(model, tokens, training=False):
-        return model(tokens, training=training)
 
 
 def project_step(config):
@@ -78,18 +72,15 @@ def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False) -> f
     from generator import dataset, steps
 
     keras.utils.set_random_seed(0)
-    saved = steps.fast_lstm
-    steps.fast_lstm = KerasLayersForward if keras_layers else saved
-    try:
+    keras_lstm = types.SimpleNamespace(forward=lambda model, tokens, training=False: model(tokens, training=training))
+    with mock.patch.object(steps, "fast_lstm", keras_lstm) if keras_layers else contextlib.nullcontext():
         step = project_step(run_config(sizes, jit=jit))
         windows, n_steps = synthetic_windows(sizes)
         ends, start = [], time.perf_counter()
         for x, y in dataset.to_tf_dataset(windows, 0).take(n_steps):
             float(step(x, y))
             ends.append(time.perf_counter())
-    finally:
-        steps.fast_lstm = saved
-    return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
+    return best_rate(ends, start, sizes)
 
 
 def time_keras_fit(sizes: dict, jit: bool) -> float:
@@ -114,7 +105,7 @@ def time_keras_fit(sizes: dict, jit: bool) -> float:
     start = time.perf_counter()
     model.fit(dataset.to_tf_dataset(windows, 0).take(n_steps), epochs=1, steps_per_epoch=n_steps, verbose=0,
               callbacks=[Clock()])
-    return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
+    return best_rate(ends, start, sizes)
 
 
 def time_torch(sizes: dict) -> float:
@@ -139,7 +130,8 @@ def time_torch(sizes: dict) -> float:
 
     model = CharLSTM()
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    config = run_config(sizes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     criterion = nn.CrossEntropyLoss()
     windows, n_steps = synthetic_windows(sizes)
     ends, start = [], time.perf_counter()
@@ -150,28 +142,30 @@ def time_torch(sizes: dict) -> float:
         optimizer.zero_grad()
         loss = criterion(model(x).reshape(-1, sizes["vocab"]), y.reshape(-1))
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
         optimizer.step()
         loss.item()
         ends.append(time.perf_counter())
-    return best_rate(ends, start, sizes["batch"] * sizes["seq_len"], sizes["warmup"], sizes["steps"])
+    return best_rate(ends, start, sizes)
+
+
+MEASURES = {"project": lambda s: time_project(s, None),  # what `generator train` does by default
+            "project_no_xla": lambda s: time_project(s, False),
+            "project_xla_keras_lstm": lambda s: time_project(s, True, keras_layers=True),
+            "keras_fit": lambda s: time_keras_fit(s, False),
+            "keras_fit_xla": lambda s: time_keras_fit(s, True),
+            "torch": time_torch}
 
 
 def measure(variant: str, sizes: dict) -> float:
-    """Tokens per second of one variant (``variants()``, or ``torch``)."""
-    if variant == "torch":
-        return time_torch(sizes)
-    return {"project": lambda: time_project(sizes, None),  # what `generator train` does by default
-            "project_no_xla": lambda: time_project(sizes, False),
-            "project_xla_keras_lstm": lambda: time_project(sizes, True, keras_layers=True),
-            "keras_fit": lambda: time_keras_fit(sizes, False),
-            "keras_fit_xla": lambda: time_keras_fit(sizes, True)}[variant]()
+    """Tokens per second of one variant of ``MEASURES``."""
+    return MEASURES[variant](sizes)
 
 
 def variants() -> list[str]:
     """Every TensorFlow variant: the trainer as configured by default, without XLA (``--no-jit``),
     with XLA over Keras's own LSTM layers, and Keras ``fit`` with and without XLA."""
-    return ["project", "project_no_xla", "project_xla_keras_lstm", "keras_fit", "keras_fit_xla"]
+    return [name for name in MEASURES if name != "torch"]
 
 
 def main(argv=None) -> None:
