@@ -108,10 +108,11 @@ def load_config(source: RunConfig | str | os.PathLike, modality: str | None = No
             raise GeneratorError(f"{path} must hold a JSON object of RunConfig fields")
         for f in dataclasses.fields(RunConfig):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            kind = (int, float) if type(default) is float else type(default)
+            kinds = {float: (int, float), type(None): (bool, type(None))}.get(type(default), (type(default),))
             value = data.get(f.name, default)
-            if not isinstance(value, kind) or (isinstance(value, bool) and type(default) is not bool):
-                raise GeneratorError(f"{path}: {f.name} must be a {type(default).__name__}, not {value!r}")
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                what = "true, false or null" if default is None else f"a {type(default).__name__}"
+                raise GeneratorError(f"{path}: {f.name} must be {what}, not {value!r}")
         try:
             config = RunConfig.from_dict(data)
         except (TypeError, ValueError) as e:

@@ -93,6 +93,7 @@ def test_bad_search_flags_exit_2(tmp_path, tiny_corpus, capsys, flags, fragment)
     ('{"modality": "music", "tokenizer": "events"}', "music"),
     ('{"units": "many"}', "units"),
     ('{"colour": "blue"}', "colour"),
+    ('{"jit": "yes"}', "jit must be true, false or null"),
     ('{"modality": "text"}', "--corpus"),
 ])
 def test_bad_config_files_exit_2(tmp_path, capsys, content, fragment):
@@ -102,3 +103,12 @@ def test_bad_config_files_exit_2(tmp_path, capsys, content, fragment):
     code, _, err = call(["train", "text", "--config", str(path), "--output", str(tmp_path / "run")], capsys)
     one_line_error(code, err, fragment)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_may_set_jit_either_way(tmp_path):
+    from generator.api import load_config
+
+    path = tmp_path / "config.json"
+    for value in (True, False, None):  # a run's own config.json after --jit, --no-jit or neither
+        path.write_text(json.dumps({"jit": value}))
+        assert load_config(path).jit is value
