@@ -397,7 +397,11 @@ def generator_main(argv=None) -> None:
 
     if args.command == "render":
         return commands.render_main(args)
-    quiet_tensorflow(args.verbose, getattr(args, "strategy", None) == "multi-worker")
+    corpus = config = None
+    if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
+        corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
+    strategy = getattr(args, "strategy", None) or (config.strategy if config else None)
+    quiet_tensorflow(args.verbose, strategy == "multi-worker")
     if args.command == "tune":
         return commands.tune_main(args)
     if args.command == "bench":
@@ -408,7 +412,6 @@ def generator_main(argv=None) -> None:
 
     if args.command == "train":
         settings = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k, None) is not None}
-        corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
         metrics = api.train(corpus, args.output, modality=args.modality, force=args.force, config=config,
                             encoding=args.encoding, progress=sys.stdout.isatty(), **settings)
         if metrics:

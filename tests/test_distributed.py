@@ -288,3 +288,24 @@ def test_multi_worker_without_a_cluster_is_a_one_line_error(tmp_path, tiny_corpu
                                 "--strategy", "multi-worker", "--layers", "1", "--units", "8"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "TF_CONFIG" in err
+
+
+def test_a_config_file_naming_multi_worker_creates_the_strategy_before_tensorflow_runs(tmp_path, tiny_corpus,
+                                                                                      monkeypatch):
+    from generator import cli
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def record(verbose, multi_worker=False):
+        seen.append(multi_worker)
+        raise Stop
+
+    monkeypatch.setattr(cli, "quiet_tensorflow", record)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"strategy": "multi-worker", "corpus": str(tiny_corpus)}))
+    with pytest.raises(Stop):
+        cli.generator_main(["train", "text", "--config", str(config), "--output", str(tmp_path / "run")])
+    assert seen == [True]
