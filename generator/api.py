@@ -67,10 +67,11 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
     from generator import corpora
     from generator.training import Trainer
 
-    is_grid = str(corpus).lower().endswith(".json") or str(corpus) == "chorales"
-    if preset is None and modality == "music" and (is_grid or settings.get("tokenizer") == "voices"):
+    is_json = str(corpus).lower().endswith(".json")
+    if preset is None and modality == "music" and (is_json or str(corpus) == "chorales"
+                                                   or settings.get("tokenizer") == "voices"):
         preset = "chorales"  # SATB grids: the voices tokenizer and its hyperparameters
-    if is_grid and str(corpus).lower().endswith(".json"):
+    if is_json:
         settings.setdefault("split", "train")
         if settings["split"] == "train":
             settings.setdefault("val_split", "valid")  # validate on the corpus's own valid split

@@ -270,7 +270,7 @@ def generate_music_main(argv=None) -> None:
     from generator import commands
 
     check_outputs(paths + commands.render_targets(paths, args.render), args.force)
-    if args.render and "wav" in args.render and args.soundfont is not None:
+    if "wav" in args.render and args.soundfont is not None:
         from generator.render import find_soundfont
 
         find_soundfont(args.soundfont)  # a missing SoundFont fails before generating
@@ -295,7 +295,10 @@ def generate_music_main(argv=None) -> None:
         new = piece.sequence.end_time - piece.continuation_start
         print(f"wrote {path}: {len(piece.notes)} notes, {piece.sequence.end_time:.1f} s "
               f"({new:.1f} s generated)")
-        commands.render_files([path], args.render, args.soundfont, args.force)
+        if args.render:
+            from generator.render import render
+
+            render(path, args.render, args.soundfont, force=args.force)
 
 
 # -- generator (train, evaluate, corpora) ----------------------------------------------------------------

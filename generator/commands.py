@@ -64,14 +64,6 @@ def render_targets(midi_paths, render_formats) -> list[Path]:
     return [p for midi in midi_paths for p in output_paths(midi, render_formats).values()] if render_formats else []
 
 
-def render_files(midi_paths, render_formats, soundfont, force: bool) -> None:
-    from generator.render import render
-
-    for midi in midi_paths:
-        if render_formats:
-            render(midi, render_formats, soundfont, force=force)
-
-
 # -- generator render ------------------------------------------------------------------------------
 
 def add_render_parser(sub) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from generator.model import cell_gate_doubling
+from generator.model import cell_gate_doubling, doubled_gate_step
 
 
 def lstm_recurrence(projected, recurrent):
@@ -51,8 +51,7 @@ def lstm_recurrence(projected, recurrent):
 
         def step(t, h, c, hs, cs, acts):
             a = tf.sigmoid(projected[t] * doubling + tf.matmul(h, recurrent_doubled))
-            c = a[:, u:2 * u] * c + a[:, :u] * (2 * a[:, 2 * u:3 * u] - 1)
-            h = a[:, 3 * u:] * tf.tanh(c)
+            h, c = doubled_gate_step(a, c, u)
             return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, a)
 
         _, _, _, hs, cs, acts = tf.while_loop(lambda t, *_: t < n_steps, step,

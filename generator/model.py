@@ -2,9 +2,9 @@
 
 ``build_model`` gives an ordinary Keras model (what is trained and saved). ``Decoder`` reads
 that model's weights and runs the same network one step or one chunk at a time while
-carrying the LSTM states, which is what sampling, prompting and ``evaluate`` need. It
-computes the input projection of every time step in one matrix multiply before the
-recurrence. The training model uses plain ``keras.layers.LSTM`` with no recurrent dropout,
+carrying the LSTM states, which is what sampling, prompting and ``evaluate`` need. The first
+layer's input projection is a row lookup in a per-token table; deeper layers project every time
+step in one matrix multiply before the recurrence. The training model uses plain ``keras.layers.LSTM`` with no recurrent dropout,
 so on a GPU Keras runs it with the cuDNN kernel.
 """
 
@@ -50,6 +50,12 @@ def cell_gate_doubling(units: int, dtype=tf.float32) -> tf.Tensor:
     return tf.concat([tf.ones([2 * units], dtype), tf.fill([units], tf.constant(2, dtype)), tf.ones([units], dtype)], 0)
 
 
+def doubled_gate_step(a, c, units: int):
+    """``(h, c)`` of one LSTM step from ``a = sigmoid(z)``, ``z``'s cell-gate columns doubled."""
+    c = a[:, units:2 * units] * c + a[:, :units] * (2 * a[:, 2 * units:3 * units] - 1)
+    return a[:, 3 * units:] * tf.tanh(c), c
+
+
 class Decoder:
     """Runs a trained model incrementally: ``step`` for one token, ``forward`` for a chunk.
 
@@ -66,7 +72,7 @@ class Decoder:
         embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
         self.cells = [tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
                       for layer in lstm_layers(model)]
-        kernel, recurrent, bias = self.cells[0]
+        kernel, _, bias = self.cells[0]
         self.input_table = tf.matmul(embedding, kernel) + bias  # [vocab, 4 * units]: layer 1's projection
         dense = model.get_layer("logits")
         self.out_kernel = tf.convert_to_tensor(dense.kernel, tf.float32)
@@ -80,10 +86,7 @@ class Decoder:
     @staticmethod
     def _cell(z, c):
         """One LSTM step from pre-activations whose cell-gate columns are doubled (``double_cell_gate``)."""
-        u = c.shape[-1]
-        a = tf.sigmoid(z)
-        c = a[:, u:2 * u] * c + a[:, :u] * (2 * a[:, 2 * u:3 * u] - 1)
-        return a[:, 3 * u:] * tf.tanh(c), c
+        return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
 
     def step(self, tokens, states):
         """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""

@@ -310,11 +310,13 @@ def notebook_html(music) -> str:
     summary = html.escape(repr(music))
     if not sequence.notes:
         return f"<pre>{summary}: no notes to show</pre>"
-    png = piano_roll_png(to_pretty_midi(sequence), music.continuation_start or None)
+    whole = to_pretty_midi(sequence)
+    png = piano_roll_png(whole, music.continuation_start or None)
     clipped = sequence.end_time > NOTEBOOK_SECONDS
-    preview = dataclasses.replace(sequence, notes=[dataclasses.replace(n, end=min(n.end, NOTEBOOK_SECONDS))
-                                                   for n in sequence.notes if n.start < NOTEBOOK_SECONDS])
-    audio = wav_bytes(synthesize(to_pretty_midi(preview), NOTEBOOK_RATE), NOTEBOOK_RATE)
+    if clipped:
+        whole = to_pretty_midi(dataclasses.replace(sequence, notes=[
+            dataclasses.replace(n, end=min(n.end, NOTEBOOK_SECONDS)) for n in sequence.notes if n.start < NOTEBOOK_SECONDS]))
+    audio = wav_bytes(synthesize(whole, NOTEBOOK_RATE), NOTEBOOK_RATE)
     note = f"audio: sine-wave preview{f', first {NOTEBOOK_SECONDS:.0f} s' if clipped else ''}"
     if music.continuation_start:
         note += f"; generated music starts at {music.continuation_start:.1f} s"

@@ -77,11 +77,6 @@ def build(config: RunConfig, strategy):
     return model, optimizer
 
 
-def inner_optimizer(optimizer):
-    """The Adam inside a loss-scale optimizer (or ``optimizer`` itself)."""
-    return getattr(optimizer, "inner_optimizer", optimizer)
-
-
 def make_train_step(strategy, model, optimizer, config: RunConfig):
     """``train_step(distributed_batch, global_tokens) -> mean loss per token of the global batch``."""
     variables = model.trainable_variables

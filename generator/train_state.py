@@ -83,7 +83,7 @@ def unpack_state(blob: bytes, where: str) -> LoopState:
 def restore(blob: bytes, model, optimizer) -> None:
     """Load a checkpoint's weights and optimizer state into ``model`` and ``optimizer``."""
     with np.load(io.BytesIO(blob), allow_pickle=False) as data:
-        model.set_weights([data[f"w{i}"] for i in range(len(model.get_weights()))])
+        model.set_weights([data[f"w{i}"] for i in range(len(model.weights))])
         for i, v in enumerate(_seed_states(model)):  # absent in checkpoints of earlier versions
             if f"r{i}" in data:
                 v.assign(data[f"r{i}"])

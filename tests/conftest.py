@@ -60,3 +60,25 @@ def music_run(tmp_path_factory) -> Path:
     config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
                        vocab_size=tokenizer.vocab_size)
     return save_run(tmp_path_factory.mktemp("runs") / "music", build_model(config), tokenizer, config)
+
+
+def call(main, argv, capsys):
+    """Run a command-line entry point the way the console script does: (exit code, stdout, stderr)."""
+    from generator.cli import run
+
+    code = run(main, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, *fragments):
+    """The contract for bad input: exit status 2 and one line on stderr naming the problem."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert all(f in lines[0] for f in fragments), lines[0]
+
+
+def interrupt_after_first_epoch(message):
+    """A training ``log`` that stops the run (like Ctrl-C) once the first epoch is reported."""
+    if message.startswith("epoch 1/"):
+        raise KeyboardInterrupt

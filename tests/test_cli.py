@@ -5,22 +5,8 @@ import sys
 
 import pytest
 
-from generator.cli import generate_text_main, generator_main, run
-
-
-def call(main, argv, capsys):
-    code = run(main, argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    for fragment in fragments:
-        assert fragment in lines[0]
+from generator.cli import generate_text_main, generator_main
+from tests.conftest import call, one_line_error
 
 
 def train_argv(corpus, out, *extra):
@@ -30,7 +16,7 @@ def train_argv(corpus, out, *extra):
 
 def test_missing_corpus(tmp_path, capsys):
     code, _, err = call(generator_main, train_argv(tmp_path / "nope.txt", tmp_path / "run"), capsys)
-    assert_one_line_error(code, err, "nope.txt", "not found")
+    one_line_error(code, err, "nope.txt", "not found")
     assert not (tmp_path / "run").exists()
 
 
@@ -38,14 +24,14 @@ def test_empty_corpus(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     code, _, err = call(generator_main, train_argv(empty, tmp_path / "run"), capsys)
-    assert_one_line_error(code, err, "empty")
+    one_line_error(code, err, "empty")
 
 
 def test_non_utf8_corpus_offers_encoding(tmp_path, capsys):
     latin = tmp_path / "latin.txt"
     latin.write_bytes("café crème brûlée, à la carte ".encode("latin-1") * 20)
     code, _, err = call(generator_main, train_argv(latin, tmp_path / "run"), capsys)
-    assert_one_line_error(code, err, "latin.txt", "--encoding")
+    one_line_error(code, err, "latin.txt", "--encoding")
     code, out, _ = call(generator_main, train_argv(latin, tmp_path / "run", "--encoding", "latin-1"), capsys)
     assert code == 0 and "best validation loss" in out
 
@@ -53,25 +39,25 @@ def test_non_utf8_corpus_offers_encoding(tmp_path, capsys):
 @pytest.mark.parametrize("value", ["0", "-0.5", "nan", "inf", "hot"])
 def test_bad_temperature(value, capsys, tiny_run):
     code, _, err = call(generate_text_main, ["--checkpoint", str(tiny_run), "--temperature", value], capsys)
-    assert_one_line_error(code, err, "--temperature")
+    one_line_error(code, err, "--temperature")
 
 
 @pytest.mark.parametrize("flag,value", [("--top-p", "0"), ("--top-p", "1.5"), ("--top-k", "0"),
                                         ("--length", "-5"), ("--length", "10000000000")])
 def test_bad_sampling_flags(flag, value, capsys, tiny_run):
     code, _, err = call(generate_text_main, ["--checkpoint", str(tiny_run), flag, value], capsys)
-    assert_one_line_error(code, err, flag)
+    one_line_error(code, err, flag)
 
 
 def test_unknown_prompt_characters_are_named(capsys, tiny_run):
     code, out, err = call(generate_text_main, ["--checkpoint", str(tiny_run), "--prompt", "Zebra ☃"], capsys)
-    assert_one_line_error(code, err, "'Z'", "'☃'")
+    one_line_error(code, err, "'Z'", "'☃'")
     assert out == ""
 
 
 def test_unknown_checkpoint(capsys):
     code, _, err = call(generate_text_main, ["--checkpoint", "no-such-model"], capsys)
-    assert_one_line_error(code, err, "no-such-model")
+    one_line_error(code, err, "no-such-model")
 
 
 def test_generate_is_reproducible_and_writes_files(tmp_path, capsys, tiny_run):
@@ -83,7 +69,7 @@ def test_generate_is_reproducible_and_writes_files(tmp_path, capsys, tiny_run):
     code, printed, _ = call(generate_text_main, argv + ["--output", str(out)], capsys)
     assert code == 0 and printed == "" and out.read_text() == first.rstrip("\n")
     code, _, err = call(generate_text_main, argv + ["--output", str(out)], capsys)
-    assert_one_line_error(code, err, "already exists", "--force")
+    one_line_error(code, err, "already exists", "--force")
     code, _, _ = call(generate_text_main, argv + ["--output", str(out), "--force", "--num-samples", "3"], capsys)
     assert code == 0 and all((tmp_path / f"sample-{i}.txt").exists() for i in (1, 2, 3))
 

@@ -22,7 +22,7 @@ import pytest
 
 from generator import api, distribute
 from generator.train_state import unpack_state
-from tests.conftest import TINY_SETTINGS, TINY_TEXT
+from tests.conftest import TINY_SETTINGS, TINY_TEXT, interrupt_after_first_epoch
 
 CLI = "from generator.cli import generator; generator()"
 
@@ -263,12 +263,8 @@ def test_mixed_precision_and_xla_train_and_resume(tmp_path, tiny_corpus, precisi
     out = tmp_path / "run"
     settings = dict(TINY_SETTINGS, epochs=2, steps_per_epoch=4, mixed_precision=precision, jit=jit)
 
-    def stop_after_first_epoch(message):
-        if message.startswith("epoch 1/"):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        api.train(str(tiny_corpus), out, log=stop_after_first_epoch, progress=False, **settings)
+        api.train(str(tiny_corpus), out, log=interrupt_after_first_epoch, progress=False, **settings)
     assert keras.config.dtype_policy().name == "float32"  # the global policy is left as it was
     with np.load(out / "resume.npz") as saved:
         assert ("s0" in saved.files) == (precision == "float16")  # the loss scale is checkpointed

@@ -13,6 +13,7 @@ import pytest
 
 from generator import render as rendering
 from generator.cli import generate_music_main, generator_main, run
+from tests.conftest import one_line_error
 
 TEST_MIDI = Path(music21.__file__).parent / "midi" / "testPrimitive"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,12 +59,6 @@ with wave.open(args[args.index("-F") + 1], "wb") as out:
 def read_wav(path):
     with wave.open(str(path), "rb") as f:
         return f.getnchannels(), f.getsampwidth(), f.getframerate(), f.getnframes()
-
-
-def one_line_error(code, err, *fragments):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert all(f in lines[0] for f in fragments), lines[0]
 
 
 def test_render_writes_wav_png_and_musicxml_beside_the_midi(midi, no_fluidsynth):

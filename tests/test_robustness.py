@@ -5,13 +5,8 @@ import shutil
 
 import pytest
 
-from generator.cli import generate_text_main, generator_main, run
-
-
-def call(main, argv, capsys):
-    code = run(main, argv)
-    out, err = capsys.readouterr()
-    return code, out, err
+from generator.cli import generate_text_main, generator_main
+from tests.conftest import call
 
 
 def one_line(err):

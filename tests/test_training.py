@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from generator import api, checkpoints
-from tests.conftest import TINY_SETTINGS
+from tests.conftest import TINY_SETTINGS, interrupt_after_first_epoch
 
 
 def test_training_lowers_validation_loss(tiny_run):
@@ -47,10 +47,6 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
     out = tmp_path / "run"
     settings = dict(TINY_SETTINGS, epochs=3)
 
-    def interrupt_after_first_epoch(message):
-        if message.startswith("epoch 1/"):
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         api.train(str(tiny_corpus), out, log=interrupt_after_first_epoch, progress=False, **settings)
     assert (out / "resume.npz").exists() and not (out / "metrics.json").exists()
@@ -69,10 +65,6 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
 
 def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, tiny_corpus):
     settings = dict(TINY_SETTINGS, layers=2, dropout=0.3, epochs=2, steps_per_epoch=5)
-
-    def interrupt_after_first_epoch(message):
-        if message.startswith("epoch 1/"):
-            raise KeyboardInterrupt
 
     api.train(str(tiny_corpus), tmp_path / "whole", log=lambda *_: None, progress=False, **settings)
     with pytest.raises(KeyboardInterrupt):

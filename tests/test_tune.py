@@ -7,21 +7,15 @@ import pytest
 
 from generator.cli import generator_main, run
 from generator.config import RunConfig
+from tests.conftest import call as run_cli
+from tests.conftest import one_line_error
 
 SEARCH = ["--trials", "2", "--epochs", "1", "--layers", "1", "--units", "8,16", "--dropout", "0,0.2",
           "--learning-rate", "0.001,0.02", "--embedding", "8", "--seq-len", "16", "--batch-size", "8"]
 
 
 def call(argv, capsys):
-    code = run(generator_main, argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, *fragments):
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert all(f in lines[0] for f in fragments), lines[0]
+    return run_cli(generator_main, argv, capsys)
 
 
 @pytest.fixture(scope="module")
