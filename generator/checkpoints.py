@@ -90,6 +90,12 @@ def save_model(model, path: Path) -> None:
             tmp.unlink()
 
 
+def remove_partial_writes(folder: Path) -> None:
+    """Delete temporary files that a killed ``atomic_write_bytes`` or ``save_model`` left in ``folder``."""
+    for leftover in list(Path(folder).glob(".*.tmp")) + list(Path(folder).glob(".*.tmp.keras")):
+        leftover.unlink(missing_ok=True)
+
+
 # -- loading -----------------------------------------------------------------------------------
 
 @dataclass

@@ -205,23 +205,18 @@ def generate_text_main(argv=None) -> None:
     model = api.load(args.checkpoint)
     if model.config.modality != "text":
         raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-music")
-    ids = model.encode_prompt(prompt)
-    chunks = model.stream(ids, args.length, num_samples=args.num_samples, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, random_seed=args.random_seed)
-    decode = model.tokenizer.decode
+    options = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                   random_seed=args.random_seed)
+    ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
     if not paths and args.num_samples == 1:  # stream to the terminal as it is generated
         sys.stdout.write(prompt)
-        for chunk in chunks:
-            sys.stdout.write(decode(chunk[0]))
+        for chunk in model.stream(ids, args.length, **options):
+            sys.stdout.write(model.tokenizer.decode(chunk[0]))
             sys.stdout.flush()
         sys.stdout.write("\n")
         return
-    import numpy as np
-
-    from generator.progress import track
-
-    tokens = np.concatenate(list(track(chunks, args.length)), axis=1)  # a bar when it takes over a second
-    texts = [prompt + decode(row) for row in tokens]
+    texts = model.generate(prompt, args.length, **options)  # a progress bar when it takes over a second
+    texts = texts if isinstance(texts, list) else [texts]
     if not paths:
         for i, text in enumerate(texts, 1):
             print(f"----- sample {i} -----\n{text}")

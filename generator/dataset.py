@@ -178,10 +178,13 @@ class WindowSampler:
     def batch_size_for(self, n_windows: int) -> int:
         return max(1, min(self.batch_size, n_windows))
 
+    def batches_for(self, n_windows: int) -> int:
+        """Batches in an epoch of ``n_windows`` windows."""
+        b = self.batch_size_for(n_windows)
+        return n_windows // b if self.drop_remainder else -(-n_windows // b)
+
     def num_batches(self, epoch: int = 0) -> int:
-        n = len(self.window_starts(epoch))
-        b = self.batch_size_for(n)
-        return n // b if self.drop_remainder else -(-n // b)
+        return self.batches_for(len(self.window_starts(epoch)))
 
     def batches(self, epoch: int, start_batch: int = 0, shard: tuple[int, int] = (0, 1), replicas: int = 1):
         """Yield (x, y) int32 arrays ``[rows, seq_len]`` of epoch ``epoch`` from batch ``start_batch`` on.
@@ -193,8 +196,7 @@ class WindowSampler:
         before it is split, so the data never depend on how many devices share them.
         """
         starts = self.window_starts(epoch)
-        b = self.batch_size_for(len(starts))
-        n_batches = len(starts) // b if self.drop_remainder else -(-len(starts) // b)
+        b, n_batches = self.batch_size_for(len(starts)), self.batches_for(len(starts))
         index, count = shard
         parts = count * replicas
         for k in range(start_batch, n_batches):

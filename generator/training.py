@@ -71,8 +71,7 @@ class Trainer:
                 if changed:
                     raise GeneratorError(f"{d} holds a run with different settings ({', '.join(changed)}); "
                                          f"use --force to start over or choose another --output")
-                for leftover in list(d.glob(".*.tmp")) + list(d.glob(".*.tmp.keras")):  # from a killed write
-                    leftover.unlink(missing_ok=True)
+                checkpoints.remove_partial_writes(d)
                 return True
         d.mkdir(parents=True, exist_ok=True)
         return False
@@ -188,8 +187,9 @@ class Trainer:
     def _epoch_batches(self, strategy, windows, epoch: int, start: int, count: int):
         """The distributed dataset of ``count`` steps of ``epoch`` from batch ``start`` on."""
 
+        local = distribute.local_replicas(strategy)
+
         def dataset_fn(ctx):
-            local = strategy.num_replicas_in_sync // ctx.num_input_pipelines
             ds = dataset.to_tf_dataset(windows, epoch, start, (ctx.input_pipeline_id, ctx.num_input_pipelines), local)
             return ds.take(count * local)  # one element per replica and step
 
@@ -204,7 +204,7 @@ class Trainer:
             epoch = state.epoch
             started = time.monotonic()
             n_windows = len(train_windows.window_starts(epoch))
-            steps = min(config.steps_per_epoch or n_windows, train_windows.num_batches(epoch))
+            steps = min(config.steps_per_epoch or n_windows, train_windows.batches_for(n_windows))
             global_tokens = tf.constant(float(train_windows.batch_size_for(n_windows) * train_windows.seq_len))
             bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "bits"], verbose=1) if self.progress else None
             for batch in self._epoch_batches(strategy, train_windows, epoch, state.step_in_epoch, steps - state.step_in_epoch):
