@@ -17,39 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from generator import checkpoints
+from generator.training import checkpoints
 from generator.config import FORMAT_VERSION, PRESETS, RunConfig
+from generator.data.dataset import TokenizerFactory  # noqa: F401  (re-exported)
 from generator.errors import GeneratorError
-from generator.tokenizers.base import BOS
+from generator.data.tokenizers.base import BOS
 
 MAX_LENGTH = 1_000_000
-
-
-class TokenizerFactory:
-    """Builds the tokenizer of a run from the corpus documents; ``cache_key`` names it."""
-
-    def __init__(self, kind: str, options: dict | None = None, fixed=None):
-        self.kind, self.options, self.fixed = kind, dict(options or {}), fixed
-        if fixed is not None:
-            self.cache_key = "fixed:" + hashlib.sha256(fixed.to_json().encode()).hexdigest()
-        else:
-            self.cache_key = f"{kind}:{sorted(self.options.items())}"
-
-    def __call__(self, documents):
-        if self.fixed is not None:
-            return self.fixed
-        from generator.tokenizers import base, chars
-
-        if self.kind == "chars":
-            return chars.CharTokenizer.fit(documents)
-        base.from_json  # make sure every tokenizer registered itself
-        try:
-            from generator.tokenizers import events, voices  # noqa: F401
-        except ImportError:
-            pass
-        if self.kind not in base._REGISTRY:
-            raise GeneratorError(f"unknown tokenizer {self.kind!r}")
-        return base._REGISTRY[self.kind](**self.options)
 
 
 def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", preset: str | None = None,
@@ -64,8 +38,8 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         >>> generator.train("austen", "runs/austen", epochs=5, units=256)
         >>> generator.train("austen", "runs/tuned", config="tuning/best_config.json", epochs=30)
     """
-    from generator import corpora
-    from generator.training import Trainer
+    from generator.data import corpora
+    from generator.training.trainer import Trainer
 
     is_json = str(corpus).lower().endswith(".json")
     if preset is None and modality == "music" and (is_json or str(corpus) == "chorales"
@@ -177,15 +151,15 @@ class Generator:
     @property
     def decoder(self):
         if self._decoder is None:
-            from generator.model import Decoder
+            from generator.models import decoder as make_decoder
 
-            self._decoder = Decoder(self.run.model)
+            self._decoder = make_decoder(self.run.model)
         return self._decoder
 
     # -- text ------------------------------------------------------------------------------------
     def encode_prompt(self, prompt: str) -> list[int]:
         """Prompt text -> ids; characters outside the vocabulary are a GeneratorError naming them."""
-        from generator.tokenizers.chars import describe_chars
+        from generator.data.tokenizers.chars import describe_chars
 
         unknown = getattr(self.tokenizer, "unknown", None)
         if unknown is not None and unknown(prompt):
@@ -199,7 +173,7 @@ class Generator:
 
         ``tokenizer`` overrides the run's tokenizer for the sampling constraint.
         """
-        from generator import sampling
+        from generator.generation import sampling
 
         tokenizer = tokenizer or self.tokenizer
 
@@ -250,7 +224,7 @@ class Generator:
             >>> generator.load("bach").generate(seed="song.mid", temperature=0.9, seconds=20).save("out.mid")
         """
         if self.tokenizer.modality == "music":
-            from generator.compose import compose
+            from generator.generation.compose import compose
 
             pieces = compose(self, seed, length=length, num_samples=num_samples, temperature=temperature,
                              top_k=top_k, top_p=top_p, random_seed=random_seed, **music_options)
@@ -268,8 +242,9 @@ class Generator:
     # -- scoring ---------------------------------------------------------------------------------
     def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8") -> dict:
         """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start."""
-        from generator import corpora, dataset
-        from generator.evaluation import evaluate_documents
+        from generator.data import corpora
+        from generator.data import dataset
+        from generator.evaluation.likelihood import evaluate_documents
 
         source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
         data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))

@@ -25,10 +25,13 @@ class RunConfig:
     split: str = ""  # JSB json split, if any
     val_split: str = ""  # validate on this split of the same JSON corpus instead of a held-out share
     # model
-    layers: int = 2  # stacked LSTM layers
-    units: int = 256  # LSTM units per layer
+    arch: str = "lstm"  # lstm | lstm-attention | transformer (see generator/models)
+    layers: int = 2  # stacked LSTM layers, or Transformer blocks
+    units: int = 256  # LSTM units per layer, or the Transformer's model width
     embedding: int = 64  # token embedding width
     dropout: float = 0.2  # dropout between layers (not recurrent: keeps cuDNN eligible)
+    heads: int = 4  # attention heads (lstm-attention, transformer)
+    attention_window: int = 128  # lstm-attention: how many previous top-layer outputs each step attends to
     vocab_size: int = 0  # filled in from the tokenizer
     # data
     seq_len: int = 100  # tokens per training window (truncated backprop length)
@@ -70,7 +73,7 @@ class RunConfig:
 
 
 # The architecture knobs: a run that resumes must agree on these with the saved config.
-MODEL_KEYS = ("tokenizer", "layers", "units", "embedding", "vocab_size")
+MODEL_KEYS = ("arch", "tokenizer", "layers", "units", "embedding", "heads", "attention_window", "vocab_size")
 
 PRESETS: dict[str, RunConfig] = {
     "text": RunConfig(modality="text", tokenizer="chars", layers=2, units=512, embedding=64,

@@ -51,10 +51,10 @@ def tiny_run(tmp_path_factory, tiny_corpus) -> Path:
 @pytest.fixture(scope="session")
 def music_run(tmp_path_factory) -> Path:
     """An untrained events model saved as a run directory."""
-    from generator.checkpoints import save_run
+    from generator.training.checkpoints import save_run
     from generator.config import RunConfig
-    from generator.model import build_model
-    from generator.tokenizers.events import EventTokenizer
+    from generator.models import build_model
+    from generator.data.tokenizers.events import EventTokenizer
 
     tokenizer = EventTokenizer()
     config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
@@ -64,7 +64,7 @@ def music_run(tmp_path_factory) -> Path:
 
 def call(main, argv, capsys):
     """Run a command-line entry point the way the console script does: (exit code, stdout, stderr)."""
-    from generator.cli import run
+    from generator.cli.main import run
 
     code = run(main, argv)
     out, err = capsys.readouterr()

@@ -11,7 +11,7 @@ KEYS = ["sampling_b1_speedup", "sampling_b64_tokens_per_s", "sampling_b64_fracti
 
 
 def test_quick_bench_reports_every_figure(tmp_path):
-    code = "import sys; from generator.cli import generator; sys.argv[0] = 'generator'; generator()"
+    code = "import sys; from generator.cli.main import generator; sys.argv[0] = 'generator'; generator()"
     done = subprocess.run([sys.executable, "-c", code, "bench", "--quick", "--json"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -25,7 +25,7 @@ def test_quick_bench_reports_every_figure(tmp_path):
 
 
 def test_table_names_every_baseline():
-    from generator import bench
+    from generator.bench import suite as bench
 
     r = {k: 1.0 for k in KEYS}
     r.update(quick=True, sizes=bench.QUICK, torch_tokens_per_s=None, train_vs_torch=None, keras_fit_xla_tokens_per_s=2.0,

@@ -2,7 +2,8 @@
 
 import pytest
 
-from generator import api, checkpoints
+from generator import api
+from generator.training import checkpoints
 
 
 @pytest.mark.parametrize("name", ["shakespeare", "bach"])
@@ -39,7 +40,7 @@ def test_a_plain_install_ships_the_checkpoints_and_corpora(tmp_path):
     build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                             str(repo)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
-    probe = ("import generator.checkpoints as c, generator.corpora as k; "
+    probe = ("import generator.training.checkpoints as c, generator.data.corpora as k; "
              "print(c.bundled_dir()); print(sorted(c.bundled_names())); print(sorted(k.builtin_definitions()))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                             env={**os.environ, "PYTHONPATH": str(target)}, timeout=120)

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from generator.cli import generate_text_main, generator_main
+from generator.cli.main import generate_text_main, generator_main
 from tests.conftest import call, one_line_error
 
 
@@ -89,7 +89,7 @@ def test_corpora_list(capsys):
 
 def test_installed_entry_point_prints_only_the_text(tiny_run):
     """A real process: no TensorFlow start-up lines on stderr, text on stdout."""
-    result = subprocess.run([sys.executable, "-c", "from generator.cli import generate_text; generate_text()",
+    result = subprocess.run([sys.executable, "-c", "from generator.cli.main import generate_text; generate_text()",
                              "--checkpoint", str(tiny_run), "--prompt", "To", "--length", "40", "--random-seed", "1"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

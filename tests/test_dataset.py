@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from generator import dataset
-from generator.corpora import open_corpus
-from generator.tokenizers import BOS
-from generator.tokenizers.chars import CharTokenizer
+from generator.data import dataset
+from generator.data.corpora import open_corpus
+from generator.data.tokenizers import BOS
+from generator.data.tokenizers.chars import CharTokenizer
 
 
 def make_corpus(docs):

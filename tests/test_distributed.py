@@ -20,11 +20,12 @@ from contextlib import ExitStack, closing
 import numpy as np
 import pytest
 
-from generator import api, distribute
-from generator.train_state import unpack_state
+from generator import api
+from generator.training import distribute
+from generator.training.train_state import unpack_state
 from tests.conftest import TINY_SETTINGS, TINY_TEXT, interrupt_after_first_epoch
 
-CLI = "from generator.cli import generator; generator()"
+CLI = "from generator.cli.main import generator; generator()"
 
 
 def flags(settings: dict) -> list[str]:
@@ -69,7 +70,7 @@ def finish(p, timeout=300) -> str:
 @pytest.mark.parametrize("augment", [None, lambda w, rng: w + rng.integers(0, 3, (len(w), 1))])
 @pytest.mark.parametrize("workers,replicas", [(1, 2), (2, 1), (2, 3)])
 def test_the_shards_of_all_workers_make_up_each_global_batch(workers, replicas, augment):
-    from generator.dataset import WindowSampler
+    from generator.data.dataset import WindowSampler
 
     sampler = WindowSampler(np.arange(2000) % 97, seq_len=10, batch_size=13, seed=3, augment=augment)
     whole = list(sampler.batches(epoch=1, start_batch=2))
@@ -121,7 +122,8 @@ def test_mirrored_over_two_cpus_matches_the_default_strategy(tmp_path, tiny_corp
 WORKER_DRIVER = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
-    from generator import distribute, training
+    from generator.training import distribute
+    from generator.training import trainer as training
     distribute.make_strategy("multi-worker")  # before the CLI's first TensorFlow operation
     dump, kill_after, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     train, save = training.Trainer.train, training.Trainer._save_state
@@ -139,7 +141,7 @@ WORKER_DRIVER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     training.Trainer.train, training.Trainer._save_state = train_and_dump, save_then_maybe_die
-    from generator.cli import generator_main, run
+    from generator.cli.main import generator_main, run
     sys.exit(run(generator_main, argv))
 """)
 
@@ -276,7 +278,7 @@ def test_mixed_precision_and_xla_train_and_resume(tmp_path, tiny_corpus, precisi
 
 
 def test_multi_worker_without_a_cluster_is_a_one_line_error(tmp_path, tiny_corpus, capsys, monkeypatch):
-    from generator.cli import generator_main, run
+    from generator.cli.main import generator_main, run
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_PROCID", raising=False)
@@ -288,7 +290,7 @@ def test_multi_worker_without_a_cluster_is_a_one_line_error(tmp_path, tiny_corpu
 
 def test_a_config_file_naming_multi_worker_creates_the_strategy_before_tensorflow_runs(tmp_path, tiny_corpus,
                                                                                       monkeypatch):
-    from generator import cli
+    from generator.cli import main as cli
 
     class Stop(Exception):
         pass

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from generator import fast_lstm
+from generator.models import fast_lstm
 from generator.config import RunConfig
-from generator.model import build_model
+from generator.models import build_model
 
 
 def tiny(dropout=0.0, layers=2):
@@ -78,7 +78,7 @@ def test_dropout_keeps_the_rate_and_the_mean_and_draws_a_new_mask_each_call():
 
 
 def test_the_trainer_uses_it_by_default_on_cpus_and_steps_agree_with_keras_layers():
-    from generator import steps
+    from generator.training import steps
 
     assert not tf.config.list_logical_devices("GPU")
     assert steps.use_jit(RunConfig()) and not steps.use_jit(RunConfig(jit=False)) and steps.use_jit(RunConfig(jit=True))

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from generator.cli import generator_main, run
+from generator.cli.main import generator_main, run
 from generator.config import RunConfig
-from generator.tokenizers.voices import VoicesTokenizer
+from generator.data.tokenizers.voices import VoicesTokenizer
 
 TOY = {
     "train": [[[67, 64, 60, 48], [67, 64, 60, 48], [69, 65, 60, 53]]],
@@ -21,8 +21,8 @@ TOY = {
 
 @pytest.fixture(scope="module")
 def voices_run(tmp_path_factory):
-    from generator.checkpoints import save_run
-    from generator.model import build_model
+    from generator.training.checkpoints import save_run
+    from generator.models import build_model
 
     tokenizer = VoicesTokenizer()
     config = RunConfig(modality="music", tokenizer="voices", layers=1, units=12, embedding=6,
@@ -72,7 +72,7 @@ def test_generate_music_writes_a_four_voice_chorale(tmp_path, capsys, voices_run
     import music21
     import pretty_midi
 
-    from generator.cli import generate_music_main
+    from generator.cli.main import generate_music_main
 
     argv = ["--checkpoint", str(voices_run), "--output", str(tmp_path / "chorale.mid"), "--length", "64",
             "--random-seed", "4"]
@@ -94,7 +94,7 @@ def test_generate_music_writes_a_four_voice_chorale(tmp_path, capsys, voices_run
 
 
 def test_training_on_a_json_split_validates_on_its_valid_split(tmp_path, capsys):
-    from generator import checkpoints
+    from generator.training import checkpoints
 
     path = tmp_path / "toy.json"
     path.write_text(json.dumps(TOY))

@@ -1,4 +1,4 @@
-"""Tests of the music readers and writers (generator.midi_io), hostile input included."""
+"""Tests of the music readers and writers (generator.data.midi_io), hostile input included."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generator import midi_io
+from generator.data import midi_io
 from generator.errors import GeneratorError
-from generator.midi_io import (
+from generator.data.midi_io import (
     read_midi,
     read_midi_bytes,
     read_music21_score,
@@ -24,8 +24,8 @@ from generator.midi_io import (
     read_scores,
     write_midi,
 )
-from generator.notes import Instrument, Note, NoteSequence
-from generator.tokenizers.events import EventTokenizer
+from generator.data.notes import Instrument, Note, NoteSequence
+from generator.data.tokenizers.events import EventTokenizer
 
 TEST_MIDI = sorted((Path(music21.__file__).parent / "midi" / "testPrimitive").glob("*.mid"))
 KRN = Path(music21.__file__).parent / "corpus" / "palestrina" / "Credo_67_c.krn"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from generator.config import RunConfig
-from generator.model import Decoder, build_model
+from generator.models import build_model, decoder as make_decoder
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_output_shapes(model):
 def test_decoder_matches_the_keras_model(model):
     x = np.random.default_rng(2).integers(0, 20, (2, 9)).astype("int32")
     expected = model(x, training=False).numpy()
-    decoder = Decoder(model)
+    decoder = make_decoder(model)
     logits, states = decoder.forward(x, decoder.zero_states(2))
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-5)
     # one token at a time, carrying the states, gives the same logits

@@ -8,7 +8,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from generator.cli import generate_music_main, run
+from generator.cli.main import generate_music_main, run
 
 TEST_MIDI = Path(music21.__file__).parent / "midi" / "testPrimitive"
 

@@ -17,11 +17,11 @@ NOTEBOOK = REPO / "notebooks" / "sampling.ipynb"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Untrained text (characters of the tiny corpus) and music (events) run directories."""
-    from generator.checkpoints import save_run
+    from generator.training.checkpoints import save_run
     from generator.config import RunConfig
-    from generator.model import build_model
-    from generator.tokenizers.chars import CharTokenizer
-    from generator.tokenizers.events import EventTokenizer
+    from generator.models import build_model
+    from generator.data.tokenizers.chars import CharTokenizer
+    from generator.data.tokenizers.events import EventTokenizer
 
     root = tmp_path_factory.mktemp("runs")
     made = {}
@@ -85,7 +85,9 @@ class FakeTerminal(io.StringIO):
 
 def test_tokenizing_and_generating_show_a_progress_bar_on_a_terminal(runs, tiny_corpus, monkeypatch):
     """The bars draw only on a terminal and after MIN_SECONDS (lowered to 0 here)."""
-    from generator import api, corpora, dataset, progress
+    from generator import api, progress
+    from generator.data import corpora
+    from generator.data import dataset
 
     monkeypatch.setattr(progress, "MIN_SECONDS", 0.0)
     terminal = FakeTerminal()
@@ -99,7 +101,7 @@ def test_tokenizing_and_generating_show_a_progress_bar_on_a_terminal(runs, tiny_
 
 def test_generate_text_shows_a_bar_for_files_and_several_samples(runs, tmp_path, monkeypatch):
     from generator import progress
-    from generator.cli import generate_text_main, run
+    from generator.cli.main import generate_text_main, run
 
     monkeypatch.setattr(progress, "MIN_SECONDS", 0.0)
     terminal = FakeTerminal()

@@ -11,8 +11,8 @@ from pathlib import Path
 import music21
 import pytest
 
-from generator import render as rendering
-from generator.cli import generate_music_main, generator_main, run
+from generator.generation import render as rendering
+from generator.cli.main import generate_music_main, generator_main, run
 from tests.conftest import one_line_error
 
 TEST_MIDI = Path(music21.__file__).parent / "midi" / "testPrimitive"

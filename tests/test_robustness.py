@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from generator.cli import generate_text_main, generator_main
+from generator.cli.main import generate_text_main, generator_main
 from tests.conftest import call
 
 

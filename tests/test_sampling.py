@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from generator import sampling
+from generator.generation import sampling
 
 V = 12
 

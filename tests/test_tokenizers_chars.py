@@ -1,7 +1,7 @@
 import pytest
 
-from generator.tokenizers import BOS, from_json
-from generator.tokenizers.chars import CharTokenizer
+from generator.data.tokenizers import BOS, from_json
+from generator.data.tokenizers.chars import CharTokenizer
 
 
 @pytest.mark.parametrize("text", ["hello, world", "Ünïcödé ✓ 漢字 🎵", "tabs\tand\nnewlines\r"])

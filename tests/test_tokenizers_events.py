@@ -1,4 +1,4 @@
-"""Tests of the MIDI performance-event tokenizer (generator.tokenizers.events)."""
+"""Tests of the MIDI performance-event tokenizer (generator.data.tokenizers.events)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import music21
 import numpy as np
 import pytest
 
-from generator import midi_io
-from generator.notes import Instrument, Note, NoteSequence
-from generator.tokenizers.base import BOS, from_json
-from generator.tokenizers.events import EventTokenizer, grid_to_sequence
+from generator.data import midi_io
+from generator.data.notes import Instrument, Note, NoteSequence
+from generator.data.tokenizers.base import BOS, from_json
+from generator.data.tokenizers.events import EventTokenizer, grid_to_sequence
 
 TEST_MIDI = sorted((Path(music21.__file__).parent / "midi" / "testPrimitive").glob("*.mid"))
 CHORALES = ("bach/bwv66.6", "bach/bwv269", "bach/bwv347")
@@ -348,9 +348,9 @@ def test_dropped_drums_are_reported_when_a_corpus_is_tokenized(tmp_path, capsys)
     """Drums never become pitched notes: they are dropped, and the user is told."""
     import pretty_midi
 
-    from generator import dataset
+    from generator.data import dataset
     from generator.api import TokenizerFactory
-    from generator.corpora import open_music
+    from generator.data.corpora import open_music
 
     pm = pretty_midi.PrettyMIDI()
     piano, drums = pretty_midi.Instrument(0), pretty_midi.Instrument(0, is_drum=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.chorales import music21_chorales, read_jsb_json
+from generator.data.chorales import music21_chorales, read_jsb_json
 from generator.errors import GeneratorError
-from generator.notes import Instrument, Note, NoteSequence
-from generator.tokenizers.base import BOS
-from generator.tokenizers.voices import REST, VoicesTokenizer, grid_from_note_sequence
+from generator.data.notes import Instrument, Note, NoteSequence
+from generator.data.tokenizers.base import BOS
+from generator.data.tokenizers.voices import REST, VoicesTokenizer, grid_from_note_sequence
 
 _JSB_NAMES = ("Jsb16thSeparated.train-valid.json", "Jsb16thSeparated.json")
 _SHARED_DIRS = (
@@ -164,8 +164,8 @@ def test_config_json_round_trip():
     assert data.pop("kind") == "voices"
     again = VoicesTokenizer.from_config(data)
     assert again.config() == tokenizer.config() and again.vocab_size == tokenizer.vocab_size
-    pytest.importorskip("generator.tokenizers.chars")
-    from generator.tokenizers.base import from_json
+    pytest.importorskip("generator.data.tokenizers.chars")
+    from generator.data.tokenizers.base import from_json
 
     loaded = from_json(tokenizer.to_json())
     assert isinstance(loaded, VoicesTokenizer) and loaded.config() == tokenizer.config()
@@ -256,7 +256,7 @@ def test_jsb_json_reader_accepts_floats_and_reports_missing_files(tmp_path):
 def test_music21_chorales_match_their_midi_conversion():
     """The direct music21 reader and the MIDI path (music21 -> MIDI -> NoteSequence) agree."""
     pytest.importorskip("music21")
-    midi_io = pytest.importorskip("generator.midi_io")
+    midi_io = pytest.importorskip("generator.data.midi_io")
     from music21 import corpus
 
     names = list(corpus.chorales.Iterator(returnType="filename"))[:2]

@@ -3,7 +3,8 @@ import csv
 import numpy as np
 import pytest
 
-from generator import api, checkpoints
+from generator import api
+from generator.training import checkpoints
 from tests.conftest import TINY_SETTINGS, interrupt_after_first_epoch
 
 
@@ -26,7 +27,7 @@ def test_save_load_sample_gives_the_same_text(tiny_run):
     again = api.load(str(tiny_run)).generate("To be", length=80, random_seed=5)
     assert before == again and before.startswith("To be") and len(before) == 85
     # the in-memory model that was trained samples the same as the reloaded one
-    from generator.checkpoints import load_run
+    from generator.training.checkpoints import load_run
     run = load_run(tiny_run)
     run.model.set_weights(g.run.model.get_weights())
     assert api.Generator(run).generate("To be", length=80, random_seed=5) == before

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from generator.cli import generator_main, run
+from generator.cli.main import generator_main, run
 from generator.config import RunConfig
 from tests.conftest import call as run_cli
 from tests.conftest import one_line_error
@@ -54,7 +54,7 @@ def test_train_accepts_the_config_and_explicit_flags_override_it(search, tmp_pat
 
 
 def test_hyperband_keeps_to_the_trial_budget(tmp_path, tiny_corpus):
-    from generator.tune import SearchSpace, tune
+    from generator.training.tune import SearchSpace, tune
 
     result = tune(str(tiny_corpus), tmp_path, trials=2, epochs=1, algorithm="hyperband", log=lambda *_: None,
                   space=SearchSpace(layers=(1,), units=(8,), dropout=(0.0,), learning_rate=(0.001, 0.01)),

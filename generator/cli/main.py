@@ -1,0 +1,393 @@
+"""Command-line entry points: ``generate-text``, ``generate-music`` and ``generator``.
+
+Bad input of any kind prints one line on stderr and exits with status 2. TensorFlow's start-up
+chatter is silenced unless ``--verbose`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from generator.errors import GeneratorError
+
+from generator.cli.flags import EXIT_USAGE, Parser, fraction, int_range, positive_float, probability  # noqa: F401
+
+
+# -- quiet TensorFlow ---------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Send file descriptor 2 to /dev/null (TensorFlow's C++ logging writes there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def quiet_tensorflow(verbose: bool, multi_worker: bool = False) -> None:
+    """Import TensorFlow with its log lines and Python warnings silenced (unless verbose)."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    with _stderr_silenced():
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+        tf.autograph.set_verbosity(0)
+        if multi_worker:  # MultiWorkerMirroredStrategy must exist before TensorFlow's first operation
+            from generator.training.distribute import make_strategy
+
+            make_strategy("multi-worker")
+        tf.constant(0) + 1  # the first op prints device and oneDNN notices; let it happen silently
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+def run(main, argv=None) -> int:
+    """Call ``main(argv)`` turning user errors into one stderr line and exit status 2."""
+    try:
+        main(argv)
+        return 0
+    except GeneratorError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # argparse: --help (0) or a bad flag (2, message already printed)
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    except BrokenPipeError:
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+# -- shared flags ---------------------------------------------------------------------------------
+
+def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str, unit: str) -> None:
+    p.add_argument("--checkpoint", default=default_checkpoint,
+                   help=f"The bundled checkpoint name or the run directory to sample from (default: {default_checkpoint}).")
+    p.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="Sampling temperature: 1.0 uses the model's unaltered probabilities, greater than 1.0 "
+                        "makes the output more random, less than 1.0 less random. Must be greater than 0.")
+    p.add_argument("--top-k", type=int_range(1), default=None, metavar="K",
+                   help="Sample only among the K most likely next tokens. By default every token may be sampled.")
+    p.add_argument("--top-p", type=probability, default=None, metavar="P",
+                   help="Sample only among the most likely next tokens whose probabilities add up to P (nucleus "
+                        "sampling), a number in (0, 1]. By default every token may be sampled.")
+    p.add_argument("--num-samples", type=int_range(1, 1024), default=1, metavar="N",
+                   help=f"How many independent {unit} to sample; they are generated together as one batch.")
+    p.add_argument("--random-seed", type=int_range(0), default=None, metavar="S",
+                   help="Seed of the random sampling: the same seed, checkpoint and flags give byte-identical "
+                        "output. By default a fresh seed is drawn each run.")
+    p.add_argument("--force", action="store_true", help="Overwrite output files that already exist.")
+    p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+
+
+def output_paths(output: str, count: int) -> list[Path]:
+    """``out.txt`` for one sample, ``out-1.txt`` ... ``out-N.txt`` for several."""
+    path = Path(output)
+    if count == 1:
+        return [path]
+    return [path.with_name(f"{path.stem}-{i}{path.suffix}") for i in range(1, count + 1)]
+
+
+def check_outputs(paths: list[Path], force: bool) -> None:
+    for path in paths:
+        if path.exists() and not force:
+            raise GeneratorError(f"{path} already exists; pass --force to overwrite it")
+        if path.exists() and path.is_dir():
+            raise GeneratorError(f"{path} is a directory")
+        if not path.parent.is_dir():
+            raise GeneratorError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
+# -- generate-text -----------------------------------------------------------------------------------
+
+def text_parser() -> Parser:
+    p = Parser(prog="generate-text", description="Sample text from a trained character-level LSTM.")
+    p.add_argument("--prompt", default=None, help="Text the generated text continues; it is printed first.")
+    p.add_argument("--prompt-file", default=None, metavar="FILE",
+                   help="Read the prompt from this UTF-8 text file instead of --prompt.")
+    p.add_argument("--length", type=int_range(1, 1_000_000), default=500, metavar="N",
+                   help="How many characters to generate after the prompt.")
+    p.add_argument("--output", default=None, metavar="FILE",
+                   help="Write the text to FILE instead of printing it (FILE-1, FILE-2, ... with --num-samples). "
+                        "Existing files are kept unless --force is given.")
+    add_sampling_flags(p, "shakespeare", "texts")
+    return p
+
+
+def generate_text_main(argv=None) -> None:
+    args = text_parser().parse_args(argv)
+    if args.prompt is not None and args.prompt_file is not None:
+        raise GeneratorError("give --prompt or --prompt-file, not both")
+    prompt = args.prompt or ""
+    if args.prompt_file is not None:
+        from generator.data.corpora import read_text_file
+
+        prompt = read_text_file(Path(args.prompt_file))
+    paths = output_paths(args.output, args.num_samples) if args.output else []
+    check_outputs(paths, args.force)
+    quiet_tensorflow(args.verbose)
+    from generator import api
+
+    model = api.load(args.checkpoint)
+    if model.config.modality != "text":
+        raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-music")
+    options = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                   random_seed=args.random_seed)
+    ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
+    if not paths and args.num_samples == 1:  # stream to the terminal as it is generated
+        sys.stdout.write(prompt)
+        for chunk in model.stream(ids, args.length, **options):
+            sys.stdout.write(model.tokenizer.decode(chunk[0]))
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        return
+    texts = model.generate(prompt, args.length, **options)  # a progress bar when it takes over a second
+    texts = texts if isinstance(texts, list) else [texts]
+    if not paths:
+        for i, text in enumerate(texts, 1):
+            print(f"----- sample {i} -----\n{text}")
+        return
+    from generator.training.checkpoints import atomic_write_text
+
+    for path, text in zip(paths, texts):
+        atomic_write_text(path, text)
+        print(f"wrote {path}", file=sys.stderr)
+
+
+# -- generate-music ------------------------------------------------------------------------------------
+
+def music_parser() -> Parser:
+    p = Parser(prog="generate-music", description="Compose music with a trained LSTM, or continue a seed score.")
+    p.add_argument("--seed", default=None, metavar="FILE",
+                   help="A score to continue: .mid/.midi, or .musicxml/.mxl/.xml/.abc/.krn read through music21. "
+                        "Without it the model composes from scratch.")
+    prime = p.add_mutually_exclusive_group()
+    prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
+                       help="Prime the model with the last S seconds of the seed.")
+    prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
+                       help="Prime the model with the last N tokens of the encoded seed (default: up to 2048).")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
+                      help="How many tokens to generate (default 1000).")
+    size.add_argument("--seconds", type=positive_float, default=None, metavar="S",
+                      help="Generate until every sample holds at least S seconds of new music.")
+    p.add_argument("--output", default="generated.mid", metavar="FILE",
+                   help="The MIDI file to write (FILE-1.mid ... FILE-N.mid with --num-samples). Existing files "
+                        "are kept unless --force is given.")
+    p.add_argument("--continuation-only", action="store_true",
+                   help="Write only the newly generated music, without the seed in front of it.")
+    from generator.cli.commands import add_render_flags
+
+    add_render_flags(p)
+    add_sampling_flags(p, "bach", "pieces")
+    return p
+
+
+def generate_music_main(argv=None) -> None:
+    args = music_parser().parse_args(argv)
+    if not args.output.lower().endswith((".mid", ".midi")):
+        raise GeneratorError(f"--output {args.output} must end in .mid or .midi")
+    paths = output_paths(args.output, args.num_samples)
+    from generator.cli import commands
+
+    check_outputs(paths + commands.render_targets(paths, args.render), args.force)
+    if "wav" in args.render and args.soundfont is not None:
+        from generator.generation.render import find_soundfont
+
+        find_soundfont(args.soundfont)  # a missing SoundFont fails before generating
+    seed = None
+    if args.seed is not None:
+        from generator.generation.compose import read_seed
+
+        seed = read_seed(args.seed)  # bad seeds fail here, before TensorFlow starts
+    quiet_tensorflow(args.verbose)
+    from generator import api
+
+    model = api.load(args.checkpoint)
+    if model.config.modality != "music":
+        raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-text")
+    pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            random_seed=args.random_seed, prime_seconds=args.prime_seconds,
+                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only)
+    pieces = pieces if isinstance(pieces, list) else [pieces]
+    for path, piece in zip(paths, pieces):
+        piece.save(path, force=args.force)
+        new = piece.sequence.end_time - piece.continuation_start
+        print(f"wrote {path}: {len(piece.notes)} notes, {piece.sequence.end_time:.1f} s "
+              f"({new:.1f} s generated)")
+        if args.render:
+            from generator.generation.render import render
+
+            render(path, args.render, args.soundfont, force=args.force)
+
+
+# -- generator (train, evaluate, corpora) ----------------------------------------------------------------
+
+def add_training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", required=True, metavar="SPEC",
+                   help="What to train on: a file, a directory of files, or a built-in corpus name "
+                        "(see `generator corpora list`).")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="The run directory to write. Re-running the same command resumes an interrupted run.")
+    p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers.")
+    p.add_argument("--units", type=int_range(1, 8192), help="Units (state size) of each LSTM layer.")
+    p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
+    p.add_argument("--dropout", type=fraction, help="Dropout rate between layers, at least 0 and below 1.")
+    p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
+    p.add_argument("--batch-size", type=int_range(1, 1_000_000),
+                   help="Windows per training step, summed over all devices and machines (the global batch): "
+                        "each device trains on its share and the loss is averaged over the whole batch.")
+    p.add_argument("--epochs", type=int_range(1, 100_000), help="Maximum number of passes over the training data.")
+    p.add_argument("--learning-rate", type=positive_float, help="Initial learning rate of the Adam optimizer.")
+    p.add_argument("--patience", type=int_range(1), help="Stop after this many epochs without a better validation loss.")
+    p.add_argument("--val-fraction", type=fraction,
+                   help="Share of the corpus held out for validation: whole documents when the corpus has 20 or "
+                        "more, otherwise the tail of each document.")
+    p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
+    p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
+    p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
+                   help="How to spread training over devices: default uses one device; mirrored uses every GPU "
+                        "of this machine; multi-worker trains on several machines together, the cluster read from "
+                        "TF_CONFIG (or from the Slurm job step); auto, the default, uses mirrored when more than "
+                        "one GPU is visible and default otherwise.")
+    p.add_argument("--mixed-precision", choices=["bfloat16", "float16"],
+                   help="Compute in 16-bit floats while keeping the weights in 32 bits, which is faster on GPUs "
+                        "with tensor cores; float16 adds dynamic loss scaling. Off by default.")
+    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
+                   help="Compile each step's forward and backward pass with XLA, the LSTM layers running as "
+                        "hand-written loops (the fastest way on a CPU). On by default when no GPU is visible; on a "
+                        "GPU it would replace cuDNN's LSTM kernel, so there it is off unless asked for.")
+    p.add_argument("--save-every", type=int_range(1), metavar="N",
+                   help="Also save a resumable checkpoint every N training steps; one is always saved at the end "
+                        "of every epoch. A killed run resumes from the last one when the same command is run again.")
+    p.add_argument("--split", default=None, help="The split of a JSON corpus to train on (train, valid or test).")
+    p.add_argument("--val-split", default=None,
+                   help="Validate on this split of the same JSON corpus instead of holding out --val-fraction "
+                        "(default: valid, when training on the train split of a JSON corpus).")
+    p.add_argument("--tokenizer", choices=["chars", "events", "voices"], default=None,
+                   help="How documents become tokens: chars for text; events (note on/off, time shift, velocity) "
+                        "for music; voices (SATB on a 16th-note grid) for chorales. By default text uses chars, "
+                        "JSON grids and the chorales corpus use voices, other music uses events.")
+    p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
+    p.add_argument("--force", action="store_true", help="Delete an existing run in --output and start over.")
+    p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+
+
+TRAIN_SETTINGS = ("layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
+                  "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
+                  "split", "val_split", "tokenizer")
+
+
+def generator_parser() -> Parser:
+    from generator.cli import commands
+
+    p = Parser(prog="generator", description="Train, evaluate and inspect LSTM generators of text and music.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    train = sub.add_parser("train", help="Train a model on a corpus.", description="Train a model on a corpus.")
+    modality = train.add_subparsers(dest="modality", required=True, parser_class=Parser)
+    for name, text in (("text", "characters of text files"), ("music", "MIDI, MusicXML, ABC or kern scores")):
+        train_parser = modality.add_parser(name, help=f"Train on {text}.", description=f"Train on {text}.")
+        add_training_flags(train_parser)
+        commands.add_config_flag(train_parser)
+    ev = sub.add_parser("evaluate", help="Score a corpus with a trained model.",
+                        description="Print a corpus's mean loss per token, every token predicted from all the "
+                                    "tokens before it in its document.")
+    ev.add_argument("--checkpoint", required=True, help="The bundled checkpoint name or run directory to evaluate.")
+    ev.add_argument("--corpus", required=True, metavar="SPEC", help="The corpus to score: file, directory or built-in name.")
+    ev.add_argument("--split", default="", help="The split of a JSON corpus to score (train, valid or test).")
+    ev.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
+    ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")
+    ev.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
+    corpora.add_argument("action", choices=["list"], help="`list` prints every built-in corpus with its size.")
+    bench = sub.add_parser("bench", help="Measure speed and memory beside the baselines.",
+                           description="Measure sampling, training, memory and MIDI tokenization, each figure beside "
+                                       "its baseline measured in the same run (takes several minutes).")
+    bench.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    bench.add_argument("--quick", action="store_true",
+                       help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
+    bench.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    commands.add_render_parser(sub)
+    commands.add_tune_parser(sub)
+    return p
+
+
+def generator_main(argv=None) -> None:
+    args = generator_parser().parse_args(argv)
+    if args.command == "corpora":
+        return corpora_list()
+    from generator.cli import commands
+
+    if args.command == "render":
+        return commands.render_main(args)
+    corpus = config = None
+    if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
+        corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
+    strategy = getattr(args, "strategy", None) or (config.strategy if config else None)
+    quiet_tensorflow(args.verbose, strategy == "multi-worker")
+    if args.command == "tune":
+        return commands.tune_main(args)
+    if args.command == "bench":
+        from generator.bench import suite as bench
+
+        return bench.main(quick=args.quick, as_json=args.json)
+    from generator import api
+
+    if args.command == "train":
+        settings = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k, None) is not None}
+        metrics = api.train(corpus, args.output, modality=args.modality, force=args.force, config=config,
+                            encoding=args.encoding, progress=sys.stdout.isatty(), **settings)
+        if metrics:
+            print(f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "
+                  f"bits) per token at epoch {metrics['best_epoch']}; run directory {args.output}")
+    elif args.command == "evaluate":
+        result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"{result['corpus']}: {result['nll_per_token']:.4f} nats ({result['bits_per_token']:.4f} bits) "
+                  f"per token over {result['tokens']:,} tokens in {result['documents']} documents")
+
+
+def corpora_list() -> None:
+    from generator.data.corpora import builtin_definitions, builtin_size
+
+    for name, definition in builtin_definitions().items():
+        print(f"{name:<12} {definition['modality']:<6} {builtin_size(definition):<18} {definition.get('description', '')}")
+
+
+def generate_text() -> None:
+    sys.exit(run(generate_text_main))
+
+
+def generate_music() -> None:
+    sys.exit(run(generate_music_main))
+
+
+def generator() -> None:
+    sys.exit(run(generator_main))

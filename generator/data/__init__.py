@@ -1,0 +1,1 @@
+"""Corpus specs -> documents -> token ids -> windows: readers, tokenizers and datasets."""

@@ -1,0 +1,261 @@
+"""Corpus specs -> documents.
+
+A *spec* is what the user types after ``--corpus``: a file, a directory, or the name of a
+built-in corpus defined by a small TOML file in the repository's ``corpora/`` folder (shipped
+in the package). Text documents are strings; music documents are ``NoteSequence`` objects or
+SATB grids (numpy ``[steps, 4]`` arrays). Every problem with the input becomes a
+``GeneratorError`` naming the file.
+
+A corpus carries a *fingerprint* computed from its raw bytes before anything is parsed, so
+that a tokenized copy can be found in the cache without reading the documents again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from generator.errors import GeneratorError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TEXT_SUFFIXES = (".txt",)
+MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".mxl", ".xml", ".abc", ".krn")
+
+
+@dataclass
+class Corpus:
+    """A resolved corpus: where it comes from, its fingerprint and how to read its documents."""
+
+    name: str
+    modality: str
+    fingerprint: str
+    read: Callable[[], list] = field(repr=False)  # returns the documents
+    description: str = ""
+
+    def documents(self) -> list:
+        docs = self.read()
+        if not docs:
+            raise GeneratorError(f"corpus {self.name} has no usable documents")
+        return docs
+
+
+# -- built-in corpora ----------------------------------------------------------------------
+
+def _definitions_dir() -> Path:
+    """The folder holding built-in corpus definitions (repository ``corpora/``, shipped in the wheel)."""
+    from generator.resources import bundled_folder
+
+    return bundled_folder("_corpora", "corpora")
+
+
+def builtin_definitions() -> dict[str, dict]:
+    """Name -> definition of every built-in corpus."""
+    found = {}
+    for path in sorted(_definitions_dir().glob("*.toml")):
+        with open(path, "rb") as f:
+            definition = tomllib.load(f)
+        found[definition["name"]] = definition
+    return found
+
+
+def _music21_root() -> Path:
+    import music21
+
+    return Path(music21.__file__).resolve().parent
+
+
+def builtin_size(definition: dict) -> str:
+    """A human description of a built-in corpus's size, without parsing it."""
+    root = _music21_root()
+    if definition["reader"] == "music21-chorales":
+        return f"{len(_builtin_music_files({**definition, 'path': 'corpus/bach', 'glob': 'bwv*.mxl'}))} scores"
+    if definition["reader"] == "music21-text":
+        size = (root / definition["path"]).stat().st_size
+        return f"{size / 1024:.0f} KiB of text"
+    files = _builtin_music_files(definition)
+    return f"{len(files)} files"
+
+
+def _builtin_music_files(definition: dict) -> list[Path]:
+    root = _music21_root() / definition["path"]
+    pattern = definition.get("glob", "*")
+    return sorted(p for p in root.glob(pattern) if p.suffix.lower() in MUSIC_SUFFIXES)
+
+
+def _open_builtin(name: str, definition: dict, encoding: str) -> Corpus:
+    import music21
+
+    reader = definition["reader"]
+    if reader == "music21-text":
+        path = _music21_root() / definition["path"]
+        corpus = open_text(path, encoding=definition.get("encoding", "utf-8"))
+        corpus.name = name
+        return corpus
+    if reader == "music21-files":
+        files = _builtin_music_files(definition)
+        digest = _hash_strings([f"music21 {music21.__version__}", name] + [p.name for p in files])
+        return Corpus(name, "music", digest, lambda: read_music_files(files), definition.get("description", ""))
+    if reader == "music21-chorales":
+        from generator.data import chorales
+
+        digest = _hash_strings([f"music21 {music21.__version__}", name, reader])
+        return Corpus(name, "music", digest, lambda: chorales.music21_chorales(), definition.get("description", ""))
+    raise GeneratorError(f"built-in corpus {name} has an unknown reader {reader!r}")
+
+
+# -- resolving specs -------------------------------------------------------------------------
+
+def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "utf-8") -> Corpus:
+    """Resolve a ``--corpus`` spec for ``modality`` ("text" or "music")."""
+    definitions = builtin_definitions()
+    path = Path(spec).expanduser()
+    if not path.exists() and spec in definitions:
+        definition = definitions[spec]
+        if definition["modality"] != modality:
+            raise GeneratorError(f"built-in corpus {spec} is {definition['modality']}, not {modality}")
+        return _open_builtin(spec, definition, encoding)
+    if not path.exists():
+        names = ", ".join(n for n, d in definitions.items() if d["modality"] == modality)
+        raise GeneratorError(f"corpus {spec} not found: give a file, a directory or a built-in name ({names})")
+    if modality == "text":
+        return open_text(path, encoding=encoding)
+    if path.suffix.lower() == ".json":
+        return open_grid_json(path, split or "train")
+    return open_music(path)
+
+
+def _hash_strings(parts: list[str]) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+    return h.hexdigest()
+
+
+def _hash_files(paths: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(str(p.relative_to(root) if p != root else p.name).encode("utf-8", "surrogateescape") + b"\0")
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def _files_under(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+
+
+# -- text ------------------------------------------------------------------------------------
+
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """Read a text document; undecodable bytes become a GeneratorError that offers --encoding."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise GeneratorError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise GeneratorError(
+            f"{path} is not valid {encoding} (byte 0x{data[e.start]:02x} at offset {e.start}); "
+            f"pass --encoding with the file's encoding, e.g. --encoding latin-1"
+        ) from None
+    except LookupError:
+        raise GeneratorError(f"unknown encoding {encoding!r}") from None
+    if "\0" in text:
+        raise GeneratorError(f"{path} looks like a binary file, not text")
+    return text.replace("\r\n", "\n")
+
+
+def open_text(path: Path, encoding: str = "utf-8") -> Corpus:
+    """A text corpus: one .txt file, or every .txt file under a directory (one document each)."""
+    path = Path(path)
+    files = _files_under(path, TEXT_SUFFIXES)
+    if not files:
+        raise GeneratorError(f"corpus {path} holds no .txt files")
+    fingerprint = _hash_files(files, path) + f":{encoding}"
+
+    def read() -> list[str]:
+        docs = [read_text_file(p, encoding) for p in files]
+        docs = [d for d in docs if d]
+        if not docs:
+            raise GeneratorError(f"corpus {path} is empty")
+        return docs
+
+    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read)
+
+
+# -- music -----------------------------------------------------------------------------------
+
+def open_music(path: Path) -> Corpus:
+    """A music corpus: one MIDI/MusicXML/ABC/kern file, or every such file under a directory."""
+    files = _files_under(path, MUSIC_SUFFIXES)
+    if not files:
+        raise GeneratorError(f"corpus {path} holds no music files ({', '.join(MUSIC_SUFFIXES)})")
+    return Corpus(str(path), "music", _hash_files(files, path), lambda: read_music_files(files))
+
+
+def _parse_one(path: str):
+    """Worker: parse one file; returns (documents, error message)."""
+    from generator.data import midi_io
+
+    try:
+        return midi_io.read_score_documents(path), None
+    except GeneratorError as e:
+        return [], str(e)
+    except Exception as e:  # a parser bug must not abort the corpus either
+        return [], f"{path}: {type(e).__name__}: {e}"
+
+
+def read_music_files(files: list[Path], report: Callable[[str], None] | None = None) -> list:
+    """Parse music files on every core with a progress bar; failures are reported and skipped."""
+    from generator.progress import progress_bar
+
+    report = report or (lambda message: print(message, file=sys.stderr))
+    documents, failures = [], 0
+    names = [str(p) for p in files]
+    workers = min(len(names), os.cpu_count() or 1)
+    with progress_bar(len(names), "parsing") as bar:
+        if workers <= 1 or len(names) < 4:
+            results: Iterator = map(_parse_one, names)
+            for docs, error in results:
+                failures += _collect(docs, error, documents, report)
+                bar.update(1)
+        else:
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(workers) as pool:
+                for docs, error in pool.imap(_parse_one, names, chunksize=4):
+                    failures += _collect(docs, error, documents, report)
+                    bar.update(1)
+    if failures:
+        report(f"skipped {failures} of {len(names)} files that could not be read")
+    return documents
+
+
+def _collect(docs, error, documents, report) -> int:
+    if error:
+        report(f"skipping {error}")
+        return 1
+    documents.extend(d for d in docs if len(d.notes))
+    return 0
+
+
+def open_grid_json(path: Path, split: str) -> Corpus:
+    """JSB Chorales in the Boulanger-Lewandowski JSON layout: one SATB grid per chorale."""
+    from generator.data import chorales
+
+    fingerprint = _hash_files([path], path) + ":" + split
+    return Corpus(f"{path}:{split}", "music", hashlib.sha256(fingerprint.encode()).hexdigest(),
+                  lambda: chorales.read_jsb_json(path, split))

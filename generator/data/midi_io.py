@@ -1,0 +1,346 @@
+"""Music files to ``NoteSequence`` and back: MIDI through pretty_midi/mido, scores through music21.
+
+Readers treat every file as hostile. Before mido sees a MIDI file its size and chunk layout
+are checked (nothing is allocated from a length field the file claims), its largest tick and
+tempi are bounded, and notes that are never released are closed at the end of the file. Any
+problem, whatever library notices it, comes out as one ``GeneratorError`` whose message names
+the file: ``"song.mid: not a MIDI file (no MThd header)"``.
+
+Policies worth knowing:
+
+- MIDI type 2 (independent sequential patterns) and SMPTE time division are refused.
+- Tempi are clamped to ``MIN_BPM``..``MAX_BPM``; a tempo of 0 (invalid) counts as ``MAX_BPM``.
+- A file with no notes, longer than ``MAX_SECONDS`` or larger than ``MAX_FILE_BYTES`` is refused.
+- Scores (MusicXML, ABC, Humdrum) are parsed by music21, rendered to MIDI in memory by music21
+  (ties, chords, tempo marks and parts become MIDI tracks) and then read like a MIDI file.
+
+No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import warnings
+from pathlib import Path
+
+from generator.errors import GeneratorError
+from generator.data.notes import Instrument, Note, NoteSequence
+
+MIDI_SUFFIXES = (".mid", ".midi")
+SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".abc", ".krn")
+MUSIC_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES
+
+MAX_FILE_BYTES = 32 * 1024 * 1024  # no real MIDI file or score in a corpus comes near this
+MAX_TICK = 10_000_000  # pretty_midi builds a tick -> seconds table this long
+MAX_SECONDS = 6 * 3600.0  # longer "music" is a corrupt delta time, not a piece
+MIN_BPM, MAX_BPM = 1.0, 1000.0
+WRITE_RESOLUTION = 480  # ticks per quarter note in the files we write
+_MIN_WRITE_SECONDS = 0.005  # shortest note written, so note-on and note-off never share a tick
+
+
+def _fail(name: str, problem: object) -> GeneratorError:
+    """A one-line GeneratorError naming the file."""
+    text = " ".join(str(problem).split()) or type(problem).__name__
+    return GeneratorError(f"{name}: {text[:300]}")
+
+
+# -- reading MIDI ----------------------------------------------------------------------------
+def read_midi(path) -> NoteSequence:
+    """Read a standard MIDI file into a NoteSequence; any problem raises GeneratorError."""
+    path = Path(path)
+    name = str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise _fail(name, f"cannot read file ({error.strerror or error})") from None
+    if size > MAX_FILE_BYTES:
+        raise _fail(name, f"file is {size} bytes, larger than the {MAX_FILE_BYTES} accepted")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise _fail(name, f"cannot read file ({error.strerror or error})") from None
+    return read_midi_bytes(data, name)
+
+
+def read_midi_bytes(data: bytes, source: str = "<bytes>") -> NoteSequence:
+    """Read MIDI file content already in memory; ``source`` names it in messages."""
+    try:
+        return _read_midi_bytes(data, source)
+    except GeneratorError:
+        raise
+    except Exception as error:  # mido, pretty_midi and numpy raise many types on bad input
+        detail = "data ends in the middle of an event" if isinstance(error, EOFError) else str(error)
+        raise _fail(source, f"corrupt MIDI data: {detail} ({type(error).__name__})") from None
+
+
+def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
+    import mido
+    import pretty_midi
+
+    clean = _checked_midi_bytes(data, source)
+    midi = mido.MidiFile(file=io.BytesIO(clean), clip=True)
+    _repair(midi, source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pm = pretty_midi.PrettyMIDI(mido_object=midi)
+    seq = from_pretty_midi(pm, source)
+    if not seq.notes:
+        raise _fail(source, "contains no notes")
+    if seq.end_time > MAX_SECONDS:
+        raise _fail(source, f"lasts {seq.end_time:.0f} s, longer than the {MAX_SECONDS:.0f} s accepted")
+    return seq
+
+
+def _checked_midi_bytes(data: bytes, source: str) -> bytes:
+    """Validate the chunk layout; return a header plus only the MTrk chunks, in order."""
+    if not data:
+        raise _fail(source, "file is empty")
+    if len(data) > MAX_FILE_BYTES:
+        raise _fail(source, f"file is {len(data)} bytes, larger than the {MAX_FILE_BYTES} accepted")
+    if data[:4] != b"MThd":
+        raise _fail(source, "not a MIDI file (no MThd header)")
+    if len(data) < 14:
+        raise _fail(source, "truncated MIDI header")
+    header_length = struct.unpack(">L", data[4:8])[0]
+    if header_length < 6 or 8 + header_length > len(data):
+        raise _fail(source, f"corrupt MIDI header (length {header_length})")
+    midi_type, _declared_tracks, division = struct.unpack(">HHH", data[8:14])
+    if midi_type == 2:
+        raise _fail(source, "MIDI type 2 (sequential patterns) is not supported")
+    if midi_type > 2:
+        raise _fail(source, f"unknown MIDI file type {midi_type}")
+    if division & 0x8000:
+        raise _fail(source, "SMPTE time division is not supported")
+    if division == 0:
+        raise _fail(source, "corrupt MIDI header (0 ticks per quarter note)")
+    tracks, position = [], 8 + header_length
+    while position + 8 <= len(data):
+        kind = data[position : position + 4]
+        length = struct.unpack(">L", data[position + 4 : position + 8])[0]
+        end = position + 8 + length
+        if end > len(data):
+            remain = len(data) - position - 8
+            raise _fail(source, f"truncated or corrupt: a chunk claims {length} bytes, {remain} remain")
+        if kind == b"MTrk":
+            tracks.append(data[position:end])
+        position = end
+    if not tracks:
+        raise _fail(source, "has no tracks")
+    header = b"MThd" + struct.pack(">LHHH", 6, 1 if len(tracks) > 1 else midi_type, len(tracks), division)
+    return header + b"".join(tracks)
+
+
+def _repair(midi, source: str) -> None:
+    """Bound ticks and tempi, and close notes never released (in place, delta ticks kept)."""
+    import mido
+
+    ends, open_notes = [], []
+    for track in midi.tracks:
+        tick, sounding = 0, {}  # (channel, pitch) -> start ticks, paired the way pretty_midi pairs
+        for message in track:
+            tick += message.time
+            if message.type == "set_tempo":
+                bpm = 6e7 / message.tempo if message.tempo > 0 else MAX_BPM
+                message.tempo = int(round(6e7 / min(max(bpm, MIN_BPM), MAX_BPM)))
+            elif message.type == "note_on" and message.velocity > 0:
+                sounding.setdefault((message.channel, message.note), []).append(tick)
+            elif message.type in ("note_on", "note_off"):
+                starts = sounding.get((message.channel, message.note))
+                if starts:  # pretty_midi closes every earlier start; same-tick starts survive
+                    keep = [s for s in starts if s == tick]
+                    sounding[(message.channel, message.note)] = keep if len(keep) < len(starts) else []
+        ends.append(tick)
+        open_notes.append({key: max(starts) for key, starts in sounding.items() if starts})
+    file_end = max(ends)
+    if file_end > MAX_TICK:
+        raise _fail(source, f"largest tick is {file_end}, more than {MAX_TICK}: corrupt delta times")
+    for track, track_end, still_open in zip(midi.tracks, ends, open_notes):
+        tick = track_end
+        closes = sorted(
+            (max(file_end, start + midi.ticks_per_beat), key)
+            for key, start in still_open.items()
+        )
+        for close_tick, (channel, pitch) in closes:
+            track.append(mido.Message("note_off", channel=channel, note=pitch, time=close_tick - tick))
+            tick = close_tick
+
+
+def from_pretty_midi(pm, source: str = "") -> NoteSequence:
+    """Convert a ``pretty_midi.PrettyMIDI`` into a NoteSequence (notes sorted by start)."""
+    instruments, notes = [], []
+    for track, inst in enumerate(pm.instruments):
+        program, is_drum = int(inst.program), bool(inst.is_drum)
+        instruments.append(Instrument(program=program, is_drum=is_drum, name=str(inst.name or "")))
+        for n in inst.notes:
+            if n.end > n.start:
+                start, end = float(n.start), float(n.end)
+                notes.append(Note(int(n.pitch), start, end, int(n.velocity), program, is_drum, track))
+    notes.sort(key=lambda n: (n.start, n.track, n.pitch))
+    times, bpms = pm.get_tempo_changes()
+    tempos = [(float(t), float(min(max(b, MIN_BPM), MAX_BPM))) for t, b in zip(times, bpms)] or [(0.0, 120.0)]
+    time_signature = (4, 4)
+    for ts in pm.time_signature_changes[:1]:
+        if _valid_time_signature(ts.numerator, ts.denominator):
+            time_signature = (int(ts.numerator), int(ts.denominator))
+    return NoteSequence(
+        notes=notes,
+        tempos=tempos,
+        time_signature=time_signature,
+        instruments=instruments or [Instrument()],
+        source=source,
+    )
+
+
+def _valid_time_signature(numerator, denominator) -> bool:
+    return 1 <= numerator <= 64 and denominator in (1, 2, 4, 8, 16, 32, 64)
+
+
+# -- reading scores --------------------------------------------------------------------------
+def read_score(path) -> NoteSequence:
+    """Read a MIDI, MusicXML, ABC or Humdrum file (first piece of a collection); GeneratorError on failure."""
+    return read_scores(path)[0]
+
+
+def read_scores(path) -> list[NoteSequence]:
+    """Read every piece of a music file (an ABC book or a music21 Opus holds several)."""
+    path = Path(path)
+    name = str(path)
+    suffix = path.suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        return [read_midi(path)]
+    if suffix not in SCORE_SUFFIXES:
+        raise _fail(name, f"unsupported suffix {suffix!r}; expected one of {', '.join(MUSIC_SUFFIXES)}")
+    try:
+        size = path.stat().st_size
+    except OSError as error:
+        raise _fail(name, f"cannot read file ({error.strerror or error})") from None
+    if size == 0:
+        raise _fail(name, "file is empty")
+    if size > MAX_FILE_BYTES:
+        raise _fail(name, f"file is {size} bytes, larger than the {MAX_FILE_BYTES} accepted")
+    try:
+        import music21
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parsed = music21.converter.parse(str(path))
+    except Exception as error:
+        raise _fail(name, f"cannot parse score ({type(error).__name__}: {error})") from None
+    pieces = list(parsed.scores) if isinstance(parsed, music21.stream.Opus) else [parsed]
+    if not pieces:
+        raise _fail(name, "contains no pieces")
+    if len(pieces) == 1:
+        return [read_music21_score(pieces[0], name)]
+    return [read_music21_score(piece, f"{name}#{i + 1}") for i, piece in enumerate(pieces)]
+
+
+read_score_documents = read_scores  # the name generator.data.corpora uses
+
+
+def read_music21_score(score, source: str = "") -> NoteSequence:
+    """Convert an already parsed music21 stream (e.g. a corpus chorale) into a NoteSequence."""
+    source = source or _music21_name(score)
+    try:
+        import music21
+
+        if isinstance(score, music21.stream.Opus):
+            if not score.scores:
+                raise _fail(source, "contains no pieces")
+            score = score.scores[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = music21.midi.translate.streamToMidiFile(score).writestr()
+    except GeneratorError:
+        raise
+    except Exception as error:
+        raise _fail(source, f"cannot convert score to MIDI ({type(error).__name__}: {error})") from None
+    return read_midi_bytes(data, source)
+
+
+def _music21_name(score) -> str:
+    try:
+        return str(score.metadata.corpusFilePath or score.metadata.title or "music21 score")
+    except Exception:  # metadata is optional and varies between music21 versions
+        return "music21 score"
+
+
+# -- writing ---------------------------------------------------------------------------------
+def to_pretty_midi(seq: NoteSequence):
+    """Build a ``pretty_midi.PrettyMIDI`` with the tempo map, time signature and instruments of seq."""
+    import pretty_midi
+
+    tempos = sorted((max(float(t), 0.0), min(max(float(b), MIN_BPM), MAX_BPM)) for t, b in seq.tempos)
+    tempos = tempos or [(0.0, 120.0)]
+    pm = pretty_midi.PrettyMIDI(resolution=WRITE_RESOLUTION, initial_tempo=tempos[0][1])
+    scales = [(0, 60.0 / (tempos[0][1] * WRITE_RESOLUTION))]
+    last_time = 0.0
+    for time, bpm in tempos[1:]:
+        tick = scales[-1][0] + int(round((time - last_time) / scales[-1][1]))
+        scale = 60.0 / (bpm * WRITE_RESOLUTION)
+        if tick == scales[-1][0]:
+            scales[-1] = (tick, scale)
+        elif scale != scales[-1][1]:
+            scales.append((tick, scale))
+        last_time = time
+    # pretty_midi has no public call for a tempo map; these two are what its own reader fills.
+    pm._tick_scales = scales
+    pm._update_tick_to_time(scales[-1][0] + 1)
+    numerator, denominator = seq.time_signature
+    if not _valid_time_signature(numerator, denominator):
+        numerator, denominator = 4, 4
+    pm.time_signature_changes = [pretty_midi.TimeSignature(int(numerator), int(denominator), 0.0)]
+
+    tracks = [
+        pretty_midi.Instrument(program=_clamp(i.program, 0, 127), is_drum=bool(i.is_drum), name=i.name or "")
+        for i in seq.instruments
+    ]
+    extra: dict[tuple[int, bool], object] = {}
+    for note in seq.notes:
+        if not 0 <= note.pitch <= 127:
+            continue
+        if 0 <= note.track < len(tracks) and tracks[note.track].is_drum == bool(note.is_drum):
+            target = tracks[note.track]
+        else:  # a note whose track index is missing or wrong goes to a track of its own kind
+            key = (_clamp(note.program, 0, 127), bool(note.is_drum))
+            if key not in extra:
+                extra[key] = pretty_midi.Instrument(program=key[0], is_drum=key[1])
+            target = extra[key]
+        start = max(float(note.start), 0.0)
+        end = max(float(note.end), start + _MIN_WRITE_SECONDS)
+        target.notes.append(pretty_midi.Note(_clamp(note.velocity, 1, 127), int(note.pitch), start, end))
+    pm.instruments = [t for t in tracks + list(extra.values()) if t.notes]
+    return pm
+
+
+def _clamp(value, low: int, high: int) -> int:
+    return int(min(max(int(value), low), high))
+
+
+def write_midi(seq: NoteSequence, path, force: bool = False) -> Path:
+    """Write seq as a standard MIDI file, atomically; refuse to overwrite unless ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise GeneratorError(f"{path}: already exists; use force=True (--force) to overwrite it")
+    if path.is_dir():
+        raise GeneratorError(f"{path}: is a directory")
+    try:
+        pm = to_pretty_midi(seq)
+    except Exception as error:
+        raise _fail(str(path), f"cannot build MIDI data ({type(error).__name__}: {error})") from None
+    temporary = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        pm.write(temporary)
+        os.replace(temporary, path)
+        temporary = None
+    except Exception as error:
+        raise _fail(str(path), f"cannot write MIDI file ({type(error).__name__}: {error})") from None
+    finally:
+        if temporary is not None and os.path.exists(temporary):
+            os.unlink(temporary)
+    return path

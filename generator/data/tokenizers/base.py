@@ -1,0 +1,109 @@
+"""The tokenizer interface shared by text and music.
+
+A tokenizer turns one *document* (a string for text, a score for music) into a list of
+integer ids and back. Id 0 is always ``BOS``, the start-of-document token: the data pipeline
+puts it in front of every document, so a model learns how documents begin and every real
+token of a document can be scored from the start (``generator evaluate``). ``encode`` never
+emits it and ``decode`` drops it.
+
+Music tokenizers may also keep generated sequences well-formed: ``new_constraint_state``,
+``allowed`` and ``advance`` let the sampler ask which tokens may come next without knowing
+what they mean. Tokenizers import no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import numpy as np
+
+BOS = 0
+BOS_NAME = "<bos>"
+
+_REGISTRY: dict[str, type["Tokenizer"]] = {}
+
+
+def register(cls: type["Tokenizer"]) -> type["Tokenizer"]:
+    """Class decorator: make a tokenizer loadable by its ``kind`` name from JSON."""
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+class Tokenizer:
+    """Base class: a vocabulary of ``vocab_size`` ids, id 0 being ``BOS``."""
+
+    kind: ClassVar[str] = ""
+    modality: ClassVar[str] = ""  # "text" or "music": picks the output writer, nothing else
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, document: Any) -> list[int]:
+        """Turn one document into token ids (without BOS)."""
+        raise NotImplementedError
+
+    def decode(self, ids) -> Any:
+        """Turn token ids back into a document; BOS ids are skipped."""
+        raise NotImplementedError
+
+    def duration(self, ids) -> float:
+        """Seconds of music that ``ids`` span (music tokenizers; the clock position after the last id)."""
+        return float(getattr(self.decode(ids), "end_time", 0.0))
+
+    def token_name(self, token_id: int) -> str:
+        """A readable name for one id, for messages and debugging."""
+        return str(token_id)
+
+    # -- serialization -------------------------------------------------------------------
+    def config(self) -> dict:
+        """Everything needed to rebuild this tokenizer (JSON-serializable)."""
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, **self.config()}, ensure_ascii=False, indent=1)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Tokenizer":
+        return cls(**config)
+
+    # -- training-time augmentation ----------------------------------------------------------
+    def augment(self, windows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Return an augmented copy of a batch of id windows ``[batch, time]`` (default: none)."""
+        return windows
+
+    # -- constrained sampling ------------------------------------------------------------------
+    has_constraint: ClassVar[bool] = False
+
+    def new_constraint_state(self, batch_size: int) -> Any:
+        """State for ``batch_size`` sequences that start at BOS."""
+        return None
+
+    def allowed(self, state: Any) -> np.ndarray:
+        """Boolean mask ``[batch, vocab_size]`` of the ids that may come next."""
+        raise NotImplementedError
+
+    def advance(self, state: Any, ids: np.ndarray) -> Any:
+        """The state after each sequence of the batch emitted ``ids[b]``."""
+        return state
+
+    def closing_ids(self, state: Any, index: int) -> list[int]:
+        """Ids that end sequence ``index`` cleanly (e.g. NOTE_OFF for every sounding note)."""
+        return []
+
+
+def from_json(text: str | dict) -> Tokenizer:
+    """Rebuild a tokenizer from ``Tokenizer.to_json()`` output."""
+    # Import the implementations so that they register themselves.
+    from generator.data.tokenizers import chars  # noqa: F401
+
+    try:
+        from generator.data.tokenizers import events, voices  # noqa: F401
+    except ImportError:  # music tokenizers are optional until they exist
+        pass
+    data = json.loads(text) if isinstance(text, str) else dict(text)
+    kind = data.pop("kind", None)
+    if kind not in _REGISTRY:
+        raise ValueError(f"unknown tokenizer kind {kind!r}")
+    return _REGISTRY[kind].from_config(data)

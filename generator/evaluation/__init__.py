@@ -1,0 +1,1 @@
+"""Likelihood of held-out data and statistics of generated music."""

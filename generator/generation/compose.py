@@ -1,0 +1,190 @@
+"""Music generation on top of ``Generator.stream``: seeds, priming, continuation, results.
+
+A seed file is read into a ``NoteSequence``, its tail is encoded to prime the model, the
+sampler continues it under the tokenizer's constraint, every note left sounding is closed,
+and the continuation is put after the seed in the seed's own tempo, time signature and
+instruments.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from generator.errors import GeneratorError
+from generator.data.notes import Instrument, Note, NoteSequence
+from generator.data.tokenizers.base import BOS
+
+DEFAULT_PRIME_TOKENS = 2048  # the most of a seed's end that primes the model by default
+MAX_SECONDS = 3600.0
+
+
+@dataclass
+class Music:
+    """A generated piece: ``save(path)``, ``to_pretty_midi()``, ``to_music21()``, and a notebook view."""
+
+    sequence: NoteSequence
+    continuation_start: float = 0.0  # where the new music begins (after the seed), in seconds
+    notices: list[str] = field(default_factory=list)
+
+    def save(self, path, force: bool = False) -> Path:
+        """Write a standard MIDI file (atomically; an existing file only with ``force``)."""
+        from generator.data.midi_io import write_midi
+
+        return write_midi(self.sequence, path, force=force)
+
+    def to_pretty_midi(self):
+        from generator.data.midi_io import to_pretty_midi
+
+        return to_pretty_midi(self.sequence)
+
+    def to_music21(self):
+        """A music21 score of the piece (through MIDI)."""
+        import io
+
+        import music21
+
+        buffer = io.BytesIO()
+        self.to_pretty_midi().write(buffer)
+        return music21.converter.parseData(buffer.getvalue(), format="midi")
+
+    @property
+    def notes(self) -> list[Note]:
+        return self.sequence.notes
+
+    def __repr__(self) -> str:
+        return f"Music({len(self.notes)} notes, {self.sequence.end_time:.1f} s)"
+
+    def _repr_html_(self) -> str:
+        try:
+            from generator.generation.render import notebook_html
+        except ImportError:
+            return f"<pre>{self!r}</pre>"
+        return notebook_html(self)
+
+
+def read_seed(path) -> NoteSequence:
+    """Read a seed score (.mid/.midi/.musicxml/.mxl/.xml/.abc/.krn)."""
+    from generator.data import midi_io
+
+    path = Path(path)
+    if not path.exists():
+        raise GeneratorError(f"seed {path} not found")
+    if path.is_dir():
+        raise GeneratorError(f"seed {path} is a directory, not a score file")
+    if path.suffix.lower() not in midi_io.MUSIC_SUFFIXES:
+        raise GeneratorError(f"seed {path}: unsupported file type {path.suffix or '(none)'}; "
+                             f"use one of {', '.join(midi_io.MUSIC_SUFFIXES)}")
+    return midi_io.read_score(path)
+
+
+def tail_seconds(seq: NoteSequence, seconds: float) -> NoteSequence:
+    """The notes of the last ``seconds`` of ``seq`` (notes that sound then, cut at the window start)."""
+    end = seq.end_time
+    start = max(0.0, end - seconds)
+    out = copy.copy(seq)
+    out.notes = [Note(n.pitch, max(n.start, start) - start, n.end - start, n.velocity, n.program, n.is_drum, n.track)
+                 for n in seq.notes if n.end > start]
+    return out
+
+
+def tokenizer_for(tokenizer, seed: NoteSequence | None):
+    """A voices tokenizer decodes at the seed's tempo; others are returned unchanged."""
+    if seed is not None and hasattr(tokenizer, "bpm"):
+        return type(tokenizer).from_config({**tokenizer.config(), "bpm": seed.initial_bpm})
+    return tokenizer
+
+
+def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_tokens: int | None) -> list[int]:
+    if prime_seconds is not None:
+        seed = tail_seconds(seed, prime_seconds)
+    try:
+        ids = tokenizer.encode(seed)
+    except ValueError as e:
+        raise GeneratorError(f"seed {seed.source}: {e}") from None
+    limit = prime_tokens if prime_tokens is not None else DEFAULT_PRIME_TOKENS
+    if hasattr(tokenizer, "steps_per_quarter"):  # keep whole grid steps so voices stay aligned
+        limit -= limit % 4
+    return ids[-limit:] if limit else []
+
+
+def compose(generator, seed=None, *, length: int | None = None, seconds: float | None = None,
+            prime_seconds: float | None = None, prime_tokens: int | None = None, num_samples: int = 1,
+            temperature: float = 1.0, top_k=None, top_p=None, random_seed=None,
+            continuation_only: bool = False, log=None) -> list[Music]:
+    """Continue ``seed`` (a path or NoteSequence; None composes from scratch) ``num_samples`` times."""
+    log = log or (lambda message: print(message, file=sys.stderr))
+    if seconds is not None and not (0 < seconds <= MAX_SECONDS):
+        raise GeneratorError(f"--seconds must be greater than 0 and at most {MAX_SECONDS:.0f}, not {seconds}")
+    if prime_seconds is not None and not prime_seconds > 0:
+        raise GeneratorError(f"--prime-seconds must be greater than 0, not {prime_seconds}")
+    notices: list[str] = []
+    seq = read_seed(seed) if isinstance(seed, (str, Path)) else seed
+    if seq is not None and not any(not n.is_drum for n in seq.notes):
+        notices.append(f"the seed {seq.source or ''} has no pitched notes; composing from scratch".replace("  ", " "))
+        seq = None
+    tokenizer = tokenizer_for(generator.tokenizer, seq)
+    prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens) if seq is not None else []
+    if seq is not None and not prompt:
+        notices.append("nothing of the seed could be encoded; composing from scratch")
+        seq = None
+    for notice in notices:
+        log(notice)
+    budget = length if length is not None else (None if seconds is not None else 1000)
+    max_tokens = budget if budget is not None else 200_000
+    prompt_seconds = tokenizer.duration(prompt)
+    chunks, done = [], 0
+    stream = generator.stream(prompt, max_tokens, num_samples=num_samples, temperature=temperature, top_k=top_k,
+                              top_p=top_p, random_seed=random_seed, tokenizer=tokenizer)
+    from generator.progress import progress_bar
+
+    with progress_bar(max_tokens if budget is not None else int(seconds * 10), "generating") as bar:
+        for chunk in stream:
+            chunks.append(chunk)
+            done += chunk.shape[1]
+            if budget is not None:
+                bar.update(chunk.shape[1])
+            elif done % 64 == 0:
+                reached = min(tokenizer.duration(row) for row in np.concatenate(chunks, axis=1))
+                bar.count = int(min(reached, seconds) * 10)
+                bar.update(0)
+                if reached >= seconds:
+                    break
+    new = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
+    state = generator.last_constraint_state
+    results = []
+    for index, row in enumerate(new):
+        row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
+        full = tokenizer.decode([BOS] + prompt + row)
+        continuation = [n for n in full.notes if n.start >= prompt_seconds - 1e-9]
+        results.append(assemble(seq, continuation, prompt_seconds, continuation_only, notices))
+    return results
+
+
+def assemble(seed: NoteSequence | None, continuation: list[Note], prompt_seconds: float,
+             continuation_only: bool, notices: list[str]) -> Music:
+    """Put the continuation after the seed, in the seed's tempo, metre and instruments."""
+    if seed is None:
+        seq = NoteSequence(notes=[copy.copy(n) for n in continuation])
+        tracks = sorted({n.track for n in continuation}) or [0]
+        seq.instruments = [Instrument(program=_program_of(continuation, t)) for t in range(max(tracks) + 1)]
+        return Music(seq, 0.0, list(notices))
+    pitched = [i for i, inst in enumerate(seed.instruments) if not inst.is_drum] or [0]
+    offset = 0.0 if continuation_only else seed.end_time
+    notes = [] if continuation_only else [copy.copy(n) for n in seed.notes]
+    for n in continuation:
+        track = pitched[n.track % len(pitched)]
+        program = seed.instruments[track].program if track < len(seed.instruments) else n.program
+        notes.append(Note(n.pitch, n.start - prompt_seconds + offset, n.end - prompt_seconds + offset,
+                          n.velocity, program, False, track))
+    seq = NoteSequence(notes=notes, tempos=list(seed.tempos), time_signature=seed.time_signature,
+                       instruments=list(seed.instruments) or [Instrument()], source=seed.source)
+    return Music(seq, offset, list(notices))
+
+
+def _program_of(notes: list[Note], track: int) -> int:
+    return next((n.program for n in notes if n.track == track), 0)

@@ -1,0 +1,56 @@
+"""One file per architecture behind one small interface.
+
+Each architecture module (``lstm``, ``attention``, ``transformer``) provides:
+
+- ``NAME``: the Keras model's name, which is how a saved model tells its architecture;
+- ``build(config) -> keras.Model``: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``;
+- ``Decoder(model)``: incremental decoding with ``zero_states(batch)``, ``step(tokens, states) ->
+  (logits, states)`` and ``forward(tokens, states) -> (logits, states)``; the states are a nest
+  of tensors that nobody outside the module looks into;
+- ``training_forward(model, tokens, training)``: the forward pass the trainer runs under XLA
+  (``model(tokens, training=training)`` where the architecture has nothing faster).
+
+The trainer, the sampler, ``evaluate`` and the checkpoint code call only the functions below and
+never ask which architecture they hold.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+ARCHS = {  # --arch name -> module
+    "lstm": "generator.models.lstm",
+    "lstm-attention": "generator.models.attention",
+    "transformer": "generator.models.transformer",
+}
+
+
+def module(arch: str):
+    """The module of architecture ``arch`` (a ValueError naming the choices when unknown)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    return importlib.import_module(ARCHS[arch])
+
+
+def arch_of(model) -> str:
+    """The architecture of a built or loaded Keras model, read from its name."""
+    for arch in ARCHS:
+        mod = module(arch)
+        if model.name == mod.NAME:
+            return arch
+    raise ValueError(f"model {model.name!r} is not one of this project's architectures")
+
+
+def build_model(config):
+    """The training model of ``config.arch``."""
+    return module(config.arch).build(config)
+
+
+def decoder(model):
+    """The incremental decoder of a trained model of any architecture."""
+    return module(arch_of(model)).Decoder(model)
+
+
+def training_forward(model, tokens, training: bool = False):
+    """The logits the trainer computes under XLA (fast paths where the architecture has them)."""
+    return module(arch_of(model)).training_forward(model, tokens, training=training)

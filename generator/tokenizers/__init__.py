@@ -1,5 +1,0 @@
-"""Tokenizers: documents (text, scores) to integer ids and back. No TensorFlow here."""
-
-from generator.tokenizers.base import BOS, Tokenizer, from_json
-
-__all__ = ["BOS", "Tokenizer", "from_json"]

@@ -1,0 +1,1 @@
+"""The trainer, its compiled steps, resumable state, tf.distribute strategies, run directories and tuning."""

@@ -1,0 +1,308 @@
+"""The trainer: one custom loop, run with ``strategy.run``, that serves every tf.distribute strategy.
+
+Keras 3's ``model.fit`` does not work under MultiWorkerMirroredStrategy (keras-team/keras#20585),
+so the loop is ours (its compiled steps live in ``steps.py``): validation, early stopping with the
+best weights kept, learning-rate reduction on plateau, TensorBoard logs, ``history.csv`` and a
+resumable checkpoint (``resume.npz``, see ``train_state.py``) at the end of every epoch and, with
+``save_every``, every N steps. Every file is replaced atomically, so a crash at any moment leaves
+the last checkpoint whole; re-running the same command continues from it with the same step
+count, optimizer state and data order (batch ``step_in_epoch`` of the epoch's seeded order).
+
+With several devices each step's global batch (``batch_size`` windows) is split over the
+replicas, each worker feeding only its own replicas. In a multi-worker run only the chief writes
+the run directory; the other workers write to temporary directories that are removed at the end,
+receive the chief's checkpoint at start, and take the chief's validation loss for every decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from generator.training import checkpoints
+from generator.data import dataset
+from generator.training import distribute
+from generator.config import MODEL_KEYS, RunConfig
+from generator.errors import GeneratorError
+from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
+
+LN2 = math.log(2.0)
+DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "seed", "modality")
+__all__ = ["Trainer", "LoopState", "bits"]
+
+
+def bits(nats: float) -> float:
+    return nats / LN2
+
+
+class Trainer:
+    """Trains ``config`` on a tokenized corpus into ``run_dir``; ``log`` receives user messages.
+
+    After ``train`` returns, ``model`` holds the trained model (last weights, not the best).
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path, log=print, progress: bool = True):
+        self.config, self.run_dir, self.log, self.progress = config, Path(run_dir), log, progress
+        self.model = None
+        self.chief = True
+        self.saved_at = None  # the position of the last checkpoint written
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _prepare_run_dir(self, force: bool) -> bool:
+        """Returns True when an earlier run of the same configuration should be resumed."""
+        d = self.run_dir
+        if d.exists() and not d.is_dir():
+            raise GeneratorError(f"output {d} exists and is not a directory")
+        if d.is_dir() and any(d.iterdir()):
+            is_run = (d / "config.json").exists()
+            if force:
+                if not is_run:
+                    raise GeneratorError(f"output {d} is not empty and is not a run directory; refusing to delete it")
+                shutil.rmtree(d)
+            elif not is_run:
+                raise GeneratorError(f"output {d} exists and is not empty; choose a new --output")
+            else:
+                saved = checkpoints.read_config(d)
+                changed = [k for k in MODEL_KEYS + DATA_KEYS if k != "vocab_size" and getattr(saved, k) != getattr(self.config, k)]
+                if changed:
+                    raise GeneratorError(f"{d} holds a run with different settings ({', '.join(changed)}); "
+                                         f"use --force to start over or choose another --output")
+                checkpoints.remove_partial_writes(d)
+                return True
+        d.mkdir(parents=True, exist_ok=True)
+        return False
+
+    def _checkpoint_bytes(self, force: bool) -> bytes:
+        """The chief's resume checkpoint (empty for a fresh run)."""
+        path = self.run_dir / "resume.npz"
+        return path.read_bytes() if self._prepare_run_dir(force) and path.exists() else b""
+
+    def _together(self, strategy, fn, doing: str):
+        """Run ``fn`` on every worker; when it fails on any of them, every worker stops."""
+        error, result = None, None
+        try:
+            result = fn()
+        except GeneratorError as e:
+            error = e
+        if not distribute.all_ok(strategy, error is None):
+            raise error or GeneratorError(f"another worker failed while {doing}; see its output")
+        return result
+
+    def train(self, corpus, make_tokenizer, force: bool = False, val_corpus=None) -> dict:
+        """Run (or resume) training; returns the final metrics (empty on a non-chief worker)."""
+        strategy = distribute.make_strategy(self.config.strategy)  # first: multi-worker needs a fresh TensorFlow
+        scratch = None
+        if not distribute.is_chief(strategy):
+            scratch = Path(tempfile.mkdtemp(prefix="generator-worker-"))
+            self.run_dir, log, self.progress = scratch / "run", self.log, False
+            task = strategy.cluster_resolver
+            self.log = lambda message: log(f"[{task.task_type} {task.task_id}] {message}")
+            self.log(f"not the chief: writing to the temporary {self.run_dir}")
+        try:
+            self.chief = scratch is None
+            self.val_corpus = val_corpus
+            return self._train(strategy, self.chief, corpus, make_tokenizer, force)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+    def _train(self, strategy, chief: bool, corpus, make_tokenizer, force: bool) -> dict:
+        blob = self._together(strategy, lambda: self._checkpoint_bytes(force and chief), "opening the run directory")
+        blob = distribute.broadcast_bytes(strategy, blob)  # the chief's checkpoint, on every worker
+        state = unpack_state(blob, str(self.run_dir / "resume.npz")) if blob else None
+        if state is not None and state.complete:
+            self.log(f"{self.run_dir} is already trained ({state.epoch} epochs); use --force to train again")
+            return checkpoints.read_metrics(self.run_dir) if chief else {}
+
+        data = self._together(strategy, lambda: dataset.tokenize(corpus, make_tokenizer), "reading the corpus")
+        tokenizer = data.tokenizer
+        config = self.config = self.config.replace(vocab_size=tokenizer.vocab_size)
+        if self.val_corpus is not None:  # a separate validation corpus (e.g. the JSB valid split)
+            from generator.data.dataset import TokenizerFactory
+
+            fixed = TokenizerFactory(config.tokenizer, fixed=tokenizer)
+            val_data = self._together(strategy, lambda: dataset.tokenize(self.val_corpus, fixed), "reading the validation corpus")
+            train_ids, val_ids = data.ids, val_data.ids
+        else:
+            train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.seed)
+        if len(train_ids) < 2:
+            raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
+        settings = config.replace(corpus="").to_json()  # the corpus may sit at another path on each machine
+        digest = hashlib.sha256(f"{corpus.fingerprint}{tokenizer.to_json()}{settings}".encode()).digest()
+        if not distribute.all_ok(strategy, distribute.broadcast_bytes(strategy, digest) == digest):
+            raise GeneratorError("the workers disagree about the corpus or the settings: run the same command "
+                                 "on every worker, with the same corpus")
+        augment = tokenizer.augment if config.augment else None
+        train_windows = dataset.WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment)
+        val_windows = (dataset.WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False)
+                       if len(val_ids) >= 2 else None)
+        self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
+                 f"{len(val_ids):,} validation tokens, vocabulary {tokenizer.vocab_size}")
+        rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
+        if rows < strategy.num_replicas_in_sync:
+            raise GeneratorError(f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
+                                 f"replicas: use a --batch-size of at least that many, or a larger corpus")
+
+        import keras
+        import tensorflow as tf
+
+        from generator.training import steps as compiled
+
+        keras.utils.set_random_seed(config.seed)
+        model, optimizer = compiled.build(config, strategy)
+        self.model = model
+        if state is None:
+            state = LoopState(learning_rate=config.learning_rate)
+            checkpoints.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
+            checkpoints.atomic_write_text(self.run_dir / "tokenizer.json", tokenizer.to_json() + "\n")
+        else:
+            restore(blob, model, optimizer)
+            self.saved_at = state.position()
+            self.log(f"resuming {self.run_dir} from {state.position()}")
+        optimizer.learning_rate.assign(state.learning_rate)
+        params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
+        extras = "".join(f", {x}" for x in (config.mixed_precision and f"mixed precision {config.mixed_precision}",
+                                            compiled.use_jit(config) and "XLA") if x)
+        self.log(f"model: {config.layers} x LSTM({config.units}), embedding {config.embedding}, {params:,} parameters; "
+                 f"{distribute.describe(strategy)}{extras}")
+
+        train_step = compiled.make_train_step(strategy, model, optimizer, config)
+        eval_step = compiled.make_eval_step(model, config)
+        writers = {k: tf.summary.create_file_writer(str(self.run_dir / "logs" / k)) for k in ("train", "validation")}
+        try:
+            self._loop(state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers)
+        except KeyboardInterrupt:
+            where = f"from {self.saved_at}" if self.saved_at else "at the start"
+            self.log(f"\ninterrupted; run the same command again to resume {where}")
+            raise
+        metrics = self._metrics(state, corpus, data, train_ids, val_ids, params)
+        checkpoints.write_json(self.run_dir / "metrics.json", metrics)
+        return metrics if chief else {}
+
+    # -- the loop ------------------------------------------------------------------------------
+    def _epoch_batches(self, strategy, windows, epoch: int, start: int, count: int):
+        """The distributed dataset of ``count`` steps of ``epoch`` from batch ``start`` on."""
+
+        local = distribute.local_replicas(strategy)
+
+        def dataset_fn(ctx):
+            ds = dataset.to_tf_dataset(windows, epoch, start, (ctx.input_pipeline_id, ctx.num_input_pipelines), local)
+            return ds.take(count * local)  # one element per replica and step
+
+        return strategy.distribute_datasets_from_function(dataset_fn)
+
+    def _loop(self, state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers):
+        import keras
+        import tensorflow as tf
+
+        config = self.config
+        while state.epoch < config.epochs and not state.stopped_early:
+            epoch = state.epoch
+            started = time.monotonic()
+            n_windows = len(train_windows.window_starts(epoch))
+            steps = min(config.steps_per_epoch or n_windows, train_windows.batches_for(n_windows))
+            global_tokens = tf.constant(float(train_windows.batch_size_for(n_windows) * train_windows.seq_len))
+            bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "bits"], verbose=1) if self.progress else None
+            for batch in self._epoch_batches(strategy, train_windows, epoch, state.step_in_epoch, steps - state.step_in_epoch):
+                loss = float(train_step(batch, global_tokens))
+                state.epoch_loss += loss
+                state.step_in_epoch += 1
+                state.global_step += 1
+                mean = state.epoch_loss / state.step_in_epoch
+                if bar is not None:
+                    bar.update(state.step_in_epoch, [("loss", mean), ("bits", bits(mean))])
+                if state.global_step % 50 == 0:
+                    with writers["train"].as_default(step=state.global_step):
+                        tf.summary.scalar("loss_nats", loss)
+                if config.save_every and state.global_step % config.save_every == 0 and state.step_in_epoch < steps:
+                    state.seconds += time.monotonic() - started
+                    started = time.monotonic()
+                    self._save_state(state, model, optimizer)
+            train_loss = state.epoch_loss / max(state.step_in_epoch, 1)
+            val_loss = self._validate(eval_step, val_windows) if val_windows and self.chief else train_loss
+            val_loss = distribute.broadcast_float(strategy, val_loss)  # the chief's, so every worker decides alike
+            seconds = time.monotonic() - started
+            state.seconds += seconds
+            self._end_epoch(state, model, optimizer, train_loss, val_loss, seconds, writers)
+
+    def _validate(self, eval_step, windows) -> float:
+        total, count = 0.0, 0
+        for x, y in windows.batches(0):
+            s, n = eval_step(x, y)
+            total, count = total + float(s), count + int(n)
+        return total / max(count, 1)
+
+    def _end_epoch(self, state, model, optimizer, train_loss, val_loss, seconds, writers):
+        import tensorflow as tf
+
+        config = self.config
+        state.epoch += 1
+        state.step_in_epoch, state.epoch_loss = 0, 0.0
+        lr = state.learning_rate
+        improved = val_loss < state.best_val - 1e-4
+        if improved:
+            state.best_val, state.best_epoch, state.wait, state.lr_wait = val_loss, state.epoch, 0, 0
+            checkpoints.save_model(model, self.run_dir / "model.keras")
+        else:
+            state.wait += 1
+            state.lr_wait += 1
+            if state.lr_wait >= config.lr_patience and lr > config.min_learning_rate:
+                state.learning_rate = max(lr * config.lr_factor, config.min_learning_rate)
+                state.lr_wait = 0
+                optimizer.learning_rate.assign(state.learning_rate)
+            if state.wait >= config.patience:
+                state.stopped_early = True
+        state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,
+                              "train_bits": bits(train_loss), "val_bits": bits(val_loss),
+                              "learning_rate": lr, "seconds": round(seconds, 1)})
+        for name, value in (("train", train_loss), ("validation", val_loss)):
+            with writers[name].as_default(step=state.epoch):
+                tf.summary.scalar("epoch_loss_nats", value)
+                tf.summary.scalar("epoch_bits_per_token", bits(value))
+                tf.summary.scalar("learning_rate", lr)
+            writers[name].flush()
+        note = " (best)" if improved else ""
+        if state.learning_rate != lr:
+            note += f", learning rate lowered to {state.learning_rate:.2g}"
+        if state.stopped_early:
+            note += f", stopping: no improvement for {config.patience} epochs"
+        state.complete = state.stopped_early or state.epoch >= config.epochs
+        checkpoints.atomic_write_text(self.run_dir / "history.csv", history_csv(state))
+        self._save_state(state, model, optimizer)
+        self.log(f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
+                 f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}")
+
+    # -- persistence ------------------------------------------------------------------------------
+    def _save_state(self, state, model, optimizer):
+        checkpoints.atomic_write_bytes(self.run_dir / "resume.npz", pack(state, model, optimizer))
+        self.saved_at = state.position()
+
+    def _metrics(self, state, corpus, data, train_ids, val_ids, params) -> dict:
+        import keras
+        import tensorflow as tf
+
+        from generator import __version__
+
+        return {
+            "val_loss_nats": state.best_val,
+            "val_bits_per_token": bits(state.best_val),
+            "best_epoch": state.best_epoch,
+            "epochs_run": state.epoch,
+            "stopped_early": state.stopped_early,
+            "complete": state.complete,
+            "training_seconds": round(state.seconds, 1),
+            "parameters": params,
+            "corpus": corpus.name,
+            "corpus_fingerprint": corpus.fingerprint,
+            "tokens": {"train": int(len(train_ids)), "validation": int(len(val_ids))},
+            "validation_split": (f"split {self.config.val_split!r}" if self.val_corpus is not None else
+                                 "whole documents" if data.num_documents >= dataset.WHOLE_DOCUMENT_THRESHOLD
+                                 else "tail of each document"),
+            "versions": {"generator": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
+        }
