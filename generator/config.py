@@ -29,7 +29,11 @@ class RunConfig:
     layers: int = 2  # stacked LSTM layers, or Transformer blocks
     units: int = 256  # LSTM units per layer, or the Transformer's model width
     embedding: int = 64  # token embedding width
-    dropout: float = 0.2  # dropout between layers (not recurrent: keeps cuDNN eligible)
+    dropout: float = 0.2  # dropout on each LSTM layer's output (not recurrent: keeps cuDNN eligible)
+    locked_dropout: bool = False  # dropout masks shared by all time steps of a sequence (variational, AWD-LSTM)
+    input_dropout: float = 0.0  # dropout on the embedding output, layer 1's input (locked when locked_dropout)
+    embedding_dropout: float = 0.0  # share of embedding rows (whole tokens) zeroed in each training batch
+    tie_weights: bool = False  # output layer reuses the embedding table (through a projection when widths differ)
     heads: int = 4  # attention heads (lstm-attention, transformer)
     attention_window: int = 128  # lstm-attention: how many previous top-layer outputs each step attends to
     vocab_size: int = 0  # filled in from the tokenizer
@@ -37,10 +41,13 @@ class RunConfig:
     seq_len: int = 100  # tokens per training window (truncated backprop length)
     batch_size: int = 64  # global batch, summed over all replicas and workers
     val_fraction: float = 0.1  # share of the corpus kept for validation
+    holdout: str = "auto"  # auto | blocks | tail | documents: how val_fraction is held out (see data.dataset)
+    holdout_block: int = 2000  # tokens per held-out block (holdout "blocks")
     augment: bool = True  # training-only augmentation when the tokenizer offers one
     # optimisation
     epochs: int = 20  # maximum number of epochs
     learning_rate: float = 2e-3  # Adam's initial learning rate
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW) per step, relative to the learning rate
     clip_norm: float = 1.0  # global gradient-norm clipping
     patience: int = 3  # epochs without validation improvement before stopping
     lr_patience: int = 2  # epochs without improvement before the learning rate is halved
@@ -73,7 +80,8 @@ class RunConfig:
 
 
 # The architecture knobs: a run that resumes must agree on these with the saved config.
-MODEL_KEYS = ("arch", "tokenizer", "layers", "units", "embedding", "heads", "attention_window", "vocab_size")
+MODEL_KEYS = ("arch", "tokenizer", "layers", "units", "embedding", "heads", "attention_window", "vocab_size",
+              "tie_weights")
 
 PRESETS: dict[str, RunConfig] = {
     "text": RunConfig(modality="text", tokenizer="chars", layers=2, units=512, embedding=64,

@@ -257,7 +257,23 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers.")
     p.add_argument("--units", type=int_range(1, 8192), help="Units (state size) of each LSTM layer.")
     p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
-    p.add_argument("--dropout", type=fraction, help="Dropout rate between layers, at least 0 and below 1.")
+    p.add_argument("--dropout", type=fraction,
+                   help="Dropout rate on each LSTM layer's output, at least 0 and below 1.")
+    p.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=None,
+                   help="Draw one dropout mask per sequence and share it across all its time steps (variational "
+                        "dropout, as in AWD-LSTM) instead of a fresh mask at every step. Off by default.")
+    p.add_argument("--input-dropout", type=fraction,
+                   help="Dropout rate on the embedding output, the first layer's input (locked with "
+                        "--locked-dropout); 0, the default, turns it off.")
+    p.add_argument("--embedding-dropout", type=fraction,
+                   help="Share of embedding rows zeroed in each training batch, so that every occurrence of a "
+                        "dropped token loses its embedding at once; 0, the default, turns it off.")
+    p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
+                   help="Compute the output logits with the embedding table (transposed), through a projection "
+                        "from the last layer's width to the embedding's when they differ. Off by default.")
+    p.add_argument("--weight-decay", type=fraction,
+                   help="Decoupled weight decay (AdamW): each step shrinks every weight by learning rate times "
+                        "this factor, apart from the gradient; 0, the default, turns it off.")
     p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
     p.add_argument("--batch-size", type=int_range(1, 1_000_000),
                    help="Windows per training step, summed over all devices and machines (the global batch): "
@@ -266,8 +282,14 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--learning-rate", type=positive_float, help="Initial learning rate of the Adam optimizer.")
     p.add_argument("--patience", type=int_range(1), help="Stop after this many epochs without a better validation loss.")
     p.add_argument("--val-fraction", type=fraction,
-                   help="Share of the corpus held out for validation: whole documents when the corpus has 20 or "
-                        "more, otherwise the tail of each document.")
+                   help="Share of the corpus held out for validation, taken as --holdout says.")
+    p.add_argument("--holdout", choices=["auto", "blocks", "tail", "documents"],
+                   help="How --val-fraction is held out: blocks holds out seeded random blocks of --holdout-block "
+                        "tokens spread over every document; tail holds out the end of each document; documents "
+                        "holds out whole documents. auto, the default, takes documents when the corpus has 20 or "
+                        "more and blocks otherwise. Training windows never cross into held-out tokens.")
+    p.add_argument("--holdout-block", type=int_range(2), metavar="TOKENS",
+                   help="Length in tokens of each held-out block with --holdout blocks (default 2000).")
     p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
     p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
@@ -300,7 +322,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 
 TRAIN_SETTINGS = ("layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
                   "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
-                  "split", "val_split", "tokenizer")
+                  "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
+                  "tie_weights", "weight_decay", "holdout", "holdout_block")
 
 
 def generator_parser() -> Parser:
