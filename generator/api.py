@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from generator.training import checkpoints
-from generator.config import FORMAT_VERSION, PRESETS, RunConfig
+from generator.config import FORMAT_VERSION, RunConfig
+from generator.config import preset as config_preset
 from generator.data.dataset import TokenizerFactory  # noqa: F401  (re-exported)
 from generator.errors import GeneratorError
 from generator.data.tokenizers.base import BOS
@@ -49,7 +50,8 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         settings.setdefault("split", "train")
         if settings["split"] == "train":
             settings.setdefault("val_split", "valid")  # validate on the corpus's own valid split
-    base = load_config(config, modality) if config is not None else PRESETS[preset or modality]
+    base = (load_config(config, modality) if config is not None
+            else config_preset(preset or modality, settings.get("arch") or "lstm"))
     config = base.replace(corpus=str(corpus), modality=modality)
     try:
         config = config.replace(**settings)
@@ -146,7 +148,7 @@ class Generator:
     def __repr__(self) -> str:
         loss = self.run.metrics.get("val_loss_nats")
         extra = f", validation {loss:.3f} nats/token" if isinstance(loss, float) else ""
-        return f"Generator({self.run.path.name}: {self.config.modality}, {self.config.layers}x{self.config.units} LSTM{extra})"
+        return f"Generator({self.run.path.name}: {self.config.modality}, {self.config.arch} {self.config.layers}x{self.config.units}{extra})"
 
     @property
     def decoder(self):

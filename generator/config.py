@@ -91,3 +91,29 @@ PRESETS: dict[str, RunConfig] = {
     "chorales": RunConfig(modality="music", tokenizer="voices", layers=2, units=256, embedding=32,
                           dropout=0.3, seq_len=256, batch_size=32),
 }
+
+# Each architecture's own sizes on top of a modality preset (``preset(name, arch)``); lstm uses PRESETS as is.
+# lstm-attention adds ~4 units^2 weights to the LSTM; the Transformer's sizes follow nanoGPT's small
+# character model scaled to a CPU (about the LSTM preset's parameter count).
+ARCH_PRESETS: dict[str, dict[str, dict]] = {
+    "lstm-attention": {
+        "text": dict(heads=4, attention_window=128),
+        "music": dict(heads=4, attention_window=64),
+        "chorales": dict(heads=4, attention_window=64),
+    },
+    "transformer": {
+        "text": dict(layers=4, units=256, embedding=256, heads=4, dropout=0.1, seq_len=256, batch_size=32,
+                     learning_rate=1e-3),
+        "music": dict(layers=4, units=256, embedding=256, heads=4, dropout=0.1, seq_len=512, batch_size=16,
+                      learning_rate=1e-3),
+        "chorales": dict(layers=4, units=128, embedding=128, heads=4, dropout=0.2, seq_len=256, batch_size=32,
+                         learning_rate=1e-3),
+    },
+}
+
+
+def preset(name: str, arch: str = "lstm") -> RunConfig:
+    """The preset ``name`` (text, music, chorales) with architecture ``arch``'s own sizes."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name].replace(arch=arch, **ARCH_PRESETS.get(arch, {}).get(name, {}))

@@ -254,9 +254,22 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                         "(see `generator corpora list`).")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="The run directory to write. Re-running the same command resumes an interrupted run.")
-    p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers.")
-    p.add_argument("--units", type=int_range(1, 8192), help="Units (state size) of each LSTM layer.")
+    p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer"],
+                   help="The architecture: lstm (stacked LSTMs, the default), lstm-attention (stacked LSTMs whose "
+                        "top-layer outputs attend over the last --attention-window outputs) or transformer "
+                        "(decoder-only, causal self-attention with rotary positions). Each has its own preset of "
+                        "sizes, which the other flags override.")
+    p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers, or of Transformer blocks.")
+    p.add_argument("--units", type=int_range(1, 8192),
+                   help="Units (state size) of each LSTM layer, or the Transformer's model width.")
     p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
+    p.add_argument("--heads", type=int_range(1, 256),
+                   help="Attention heads of lstm-attention and transformer; the attention width (--units) must "
+                        "be a multiple of it.")
+    p.add_argument("--attention-window", type=int_range(1, 100_000),
+                   help="lstm-attention: how many of the previous top-layer LSTM outputs (the current one "
+                        "included) each step attends to (default 128 for text, 64 for music). The decode state "
+                        "keeps that many keys and values, so sampling memory stays constant however long the output.")
     p.add_argument("--dropout", type=fraction,
                    help="Dropout rate on each LSTM layer's output, at least 0 and below 1.")
     p.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=None,
@@ -320,7 +333,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
 
-TRAIN_SETTINGS = ("layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
+TRAIN_SETTINGS = ("arch", "heads", "attention_window", "layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
                   "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
                   "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
                   "tie_weights", "weight_decay", "holdout", "holdout_block")

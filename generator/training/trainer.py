@@ -169,7 +169,7 @@ class Trainer:
         params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
         extras = "".join(f", {x}" for x in (config.mixed_precision and f"mixed precision {config.mixed_precision}",
                                             compiled.use_jit(config) and "XLA") if x)
-        self.log(f"model: {config.layers} x LSTM({config.units}), embedding {config.embedding}, {params:,} parameters; "
+        self.log(f"model: {config.arch}, {config.layers} layers of {config.units}, embedding {config.embedding}, {params:,} parameters; "
                  f"{distribute.describe(strategy)}{extras}")
 
         train_step = compiled.make_train_step(strategy, model, optimizer, config)
