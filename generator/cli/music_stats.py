@@ -1,0 +1,75 @@
+"""``generator music-stats REAL GENERATED [--json] [--plot FILE.png]``: per-piece features of two sets compared.
+
+See ``generator.evaluation.music_stats``. No TensorFlow is needed (nor started).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from generator.errors import GeneratorError
+
+SET_HELP = ("a directory (or one file) of MIDI/MusicXML/ABC/kern pieces, a built-in music corpus name, a JSB "
+            "Chorales JSON file (with --split), or heldout:CHECKPOINT for the whole pieces that checkpoint held out "
+            "for validation (e.g. heldout:bach).")
+
+
+def add_parser(sub) -> None:
+    from generator.cli.flags import int_range
+
+    p = sub.add_parser(
+        "music-stats", help="Compare generated pieces with real ones, feature by feature.",
+        description="Compute pitch, rhythm, line and four-voice features of every piece of two sets and compare "
+                    "them: each feature's mean and standard deviation in both sets, and the overlapping area (OA) "
+                    "and KL divergence (KLD) between the real set's distances among its own pieces and its "
+                    "distances to the generated pieces (Yang & Lerch 2018), beside the same figures for the real "
+                    "set split in two halves (the best a generated set of that size can expect).")
+    p.add_argument("real", metavar="REAL", help="The real pieces: " + SET_HELP)
+    p.add_argument("generated", metavar="GENERATED", help="The generated pieces: " + SET_HELP)
+    p.add_argument("--split", default="", help="The split to read from JSON corpora given as REAL or GENERATED "
+                                                  "(train, valid or test).")
+    p.add_argument("--real-split", default=None, metavar="SPLIT",
+                   help="The split of a JSON corpus given as REAL, when it differs from --split.")
+    p.add_argument("--generated-split", default=None, metavar="SPLIT",
+                   help="The split of a JSON corpus given as GENERATED, when it differs from --split.")
+    p.add_argument("--merge-tracks", action="store_true",
+                   help="Read every piece as one stream of notes, as the events tokenizer does: lines are then "
+                        "each piece's top notes, and four voices are taken by pitch order (so they never cross) "
+                        "where four notes sound. Use it when one set has its parts merged and the other does not.")
+    p.add_argument("--seed", type=int_range(0), default=0,
+                   help="Seed of the permutation that splits REAL into the two halves of the reference (default 0).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    p.add_argument("--plot", default=None, metavar="FILE.png",
+                   help="Also draw every feature's distribution in both sets side by side into this PNG file.")
+    p.add_argument("--force", action="store_true", help="Overwrite the --plot file if it exists.")
+    p.add_argument("--verbose", action="store_true", help="Accepted for symmetry with other commands; "
+                                                        "music-stats does not start TensorFlow.")
+
+
+def main(args) -> None:
+    from generator.evaluation import music_stats as ms
+
+    plot = Path(args.plot) if args.plot else None
+    if plot is not None:
+        if plot.suffix.lower() != ".png":
+            raise GeneratorError(f"--plot {plot} must end in .png")
+        if plot.exists() and not args.force:
+            raise GeneratorError(f"{plot} already exists; pass --force to overwrite it")
+        if not plot.parent.is_dir():
+            raise GeneratorError(f"cannot write {plot}: folder {plot.parent} does not exist")
+    report = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    real = ms.load_set(args.real, split=args.real_split or args.split, report=report)
+    generated = ms.load_set(args.generated, split=args.generated_split or args.split, report=report)
+    real_table = ms.feature_table(real, merge_tracks=args.merge_tracks)
+    generated_table = ms.feature_table(generated, merge_tracks=args.merge_tracks)
+    result = ms.compare_sets(real_table, generated_table, seed=args.seed)
+    result["real"], result["generated"] = args.real, args.generated
+    if plot is not None:
+        ms.plot_report(real_table, generated_table, plot, labels=(args.real, args.generated))
+        print(f"wrote {plot}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(ms.format_report(result, args.real, args.generated))
