@@ -370,6 +370,9 @@ def generator_parser() -> Parser:
     bench.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     commands.add_render_parser(sub)
     commands.add_tune_parser(sub)
+    from generator.cli import music_stats
+
+    music_stats.add_parser(sub)
     return p
 
 
@@ -381,6 +384,10 @@ def generator_main(argv=None) -> None:
 
     if args.command == "render":
         return commands.render_main(args)
+    if args.command == "music-stats":  # no TensorFlow needed
+        from generator.cli import music_stats
+
+        return music_stats.main(args)
     corpus = config = None
     if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
         corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
