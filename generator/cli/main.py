@@ -359,6 +359,9 @@ def generator_parser() -> Parser:
     ev.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")
     ev.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    from generator.cli.music_stats import add_continuation_flags
+
+    add_continuation_flags(ev)
     corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
     corpora.add_argument("action", choices=["list"], help="`list` prints every built-in corpus with its size.")
     bench = sub.add_parser("bench", help="Measure speed and memory beside the baselines.",
@@ -408,6 +411,10 @@ def generator_main(argv=None) -> None:
         if metrics:
             print(f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "
                   f"bits) per token at epoch {metrics['best_epoch']}; run directory {args.output}")
+    elif args.command == "evaluate" and args.continuations:
+        from generator.cli.music_stats import continuations_main
+
+        continuations_main(args)
     elif args.command == "evaluate":
         result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding)
         if args.json:

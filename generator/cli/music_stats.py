@@ -73,3 +73,54 @@ def main(args) -> None:
         print(json.dumps(result))
     else:
         print(ms.format_report(result, args.real, args.generated))
+
+
+# -- generator evaluate --continuations ----------------------------------------------------------------
+def add_continuation_flags(p) -> None:
+    """The ``--continuations`` flags of ``generator evaluate``."""
+    from generator.cli.flags import int_range, positive_float, probability
+
+    p.add_argument("--continuations", type=int_range(1, 1024), default=0, metavar="K",
+                   help="Instead of the loss, sample K continuations of the start of every piece of --corpus (music "
+                        "models) and compare them with the real continuations: features, OA and KLD as in "
+                        "`generator music-stats`, prompt consistency and the rate of invalid events. --corpus may "
+                        "also be heldout:CHECKPOINT, the whole pieces that checkpoint held out for validation.")
+    p.add_argument("--prompt-beats", type=positive_float, default=8.0, metavar="N",
+                   help="With --continuations: the prompt is each piece's first N quarter-note beats, found with "
+                        "the piece's tempo map (default 8).")
+    p.add_argument("--continuation-beats", type=positive_float, default=16.0, metavar="M",
+                   help="With --continuations: how many beats each continuation lasts, and how much of the real "
+                        "piece after the prompt it is compared with (less where the piece ends sooner; default 16).")
+    p.add_argument("--temperature", type=positive_float, default=1.0,
+                   help="With --continuations: the sampling temperature. 1.0 uses the model's unaltered "
+                        "probabilities, greater than 1.0 makes the output more random, less than 1.0 less random.")
+    p.add_argument("--top-k", type=int_range(1), default=None, metavar="K",
+                   help="With --continuations: sample only among the K most likely next tokens (default: all).")
+    p.add_argument("--top-p", type=probability, default=None, metavar="P",
+                   help="With --continuations: sample only among the most likely next tokens whose probabilities "
+                        "add up to P, a number in (0, 1] (default: all).")
+    p.add_argument("--random-seed", type=int_range(0), default=0, metavar="S",
+                   help="With --continuations: piece i's continuations are sampled with seed S + i, so the same "
+                        "seed gives the same figures (default 0).")
+    p.add_argument("--max-pieces", type=int_range(1), default=None, metavar="N",
+                   help="With --continuations: use only the first N pieces of --corpus.")
+
+
+def continuations_main(args) -> None:
+    """``generator evaluate --continuations K``: print the comparison (a table, or one JSON object)."""
+    from generator import api
+    from generator.evaluation import continuations as cont
+    from generator.evaluation.music_stats import load_set
+
+    report = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    model = api.load(args.checkpoint)
+    if model.config.modality != "music":
+        raise GeneratorError(f"--continuations needs a music model; checkpoint {args.checkpoint} is "
+                             f"{model.config.modality}")
+    pieces = load_set(args.corpus, split=args.split, report=report)[: args.max_pieces]
+    result = cont.evaluate_continuations(model, pieces, samples=args.continuations, prompt_beats=args.prompt_beats,
+                                         continuation_beats=args.continuation_beats, temperature=args.temperature,
+                                         top_k=args.top_k, top_p=args.top_p, seed=args.random_seed, log=report)
+    result = {"checkpoint": str(args.checkpoint), "corpus": args.corpus + (f":{args.split}" if args.split else ""),
+              **result}
+    print(json.dumps(result) if args.json else cont.format_continuations(result))
