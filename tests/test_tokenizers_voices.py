@@ -213,7 +213,7 @@ def test_constraint_forbids_bos_and_closes_the_step():
     assert mask.shape == (2, tokenizer.vocab_size) and not mask[:, BOS].any() and mask[:, 1:].all()
     for _ in range(5):
         state = tokenizer.advance(state, np.array([REST, 30]))
-    assert state.tolist() == [5, 5]
+    assert state[:, 0].tolist() == [5, 5]
     assert tokenizer.closing_ids(state, 0) == [REST] * 3
     state = tokenizer.advance(state, np.array([2, 2]))
     state = tokenizer.advance(state, np.array([2, 2]))

@@ -204,6 +204,10 @@ def music_parser() -> Parser:
 
     add_render_flags(p)
     add_sampling_flags(p, "bach", "pieces")
+    p.add_argument("--no-voice-leading", action="store_true",
+                   help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
+                        "crosses the one above it, alto and tenor stay within an octave of the voice above, and "
+                        "no two voices move in parallel fifths or octaves.")
     return p
 
 
@@ -230,6 +234,8 @@ def generate_music_main(argv=None) -> None:
     model = api.load(args.checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-text")
+    if args.no_voice_leading and hasattr(model.tokenizer, "without_voice_leading"):
+        model.tokenizer = model.tokenizer.without_voice_leading()
     pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             random_seed=args.random_seed, prime_seconds=args.prime_seconds,

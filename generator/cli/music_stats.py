@@ -104,6 +104,10 @@ def add_continuation_flags(p) -> None:
                         "seed gives the same figures (default 0).")
     p.add_argument("--max-pieces", type=int_range(1), default=None, metavar="N",
                    help="With --continuations: use only the first N pieces of --corpus.")
+    p.add_argument("--no-voice-leading", action="store_true",
+                   help="With --continuations: sample SATB chorales (voices models) without the voice-leading rules "
+                        "(no crossing, alto and tenor within an octave of the voice above, no parallel fifths or "
+                        "octaves), which are on by default.")
 
 
 def continuations_main(args) -> None:
@@ -117,6 +121,8 @@ def continuations_main(args) -> None:
     if model.config.modality != "music":
         raise GeneratorError(f"--continuations needs a music model; checkpoint {args.checkpoint} is "
                              f"{model.config.modality}")
+    if args.no_voice_leading and hasattr(model.tokenizer, "without_voice_leading"):
+        model.tokenizer = model.tokenizer.without_voice_leading()
     pieces = load_set(args.corpus, split=args.split, report=report)[: args.max_pieces]
     result = cont.evaluate_continuations(model, pieces, samples=args.continuations, prompt_beats=args.prompt_beats,
                                          continuation_beats=args.continuation_beats, temperature=args.temperature,

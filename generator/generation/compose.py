@@ -161,7 +161,10 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         full = tokenizer.decode([BOS] + prompt + row)
         continuation = [n for n in full.notes if n.start >= prompt_seconds - 1e-9]
-        results.append(assemble(seq, continuation, prompt_seconds, continuation_only, notices))
+        music = assemble(seq, continuation, prompt_seconds, continuation_only, notices)
+        if seq is None and len(full.instruments) == len(music.sequence.instruments):
+            music.sequence.instruments = list(full.instruments)  # keep the decoded parts' names (Soprano, ...)
+        results.append(music)
     return results
 
 

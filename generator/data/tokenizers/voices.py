@@ -31,6 +31,16 @@ highest. With any other number of tracks, the notes sounding at each step are so
 high to low: with four or more, S, A, T take the three highest and B the lowest; with three,
 S, A, B; with two, S and B; with one, S.
 
+Sampling constraint (``allowed``/``advance``): never BOS after the start (well-formedness),
+and, unless ``voice_leading=False``, the voice-leading rules of four-part writing for the voice
+about to be sampled, checked against the voices already sampled in this step and the last step
+where all four voices sounded (the last *chord*): no pitch above the voice above it (crossing);
+alto and tenor at most an octave below the voice above (spacing); and no parallel fifths or
+octaves/unisons: a pair of voices that both move in the same direction from a (compound) fifth
+or octave to the same interval class. The rules only narrow sampling: REST stays allowed, and a
+voice for which the rules leave no pitch is left unconstrained. Likelihood (``evaluate``) is
+unaffected: it never consults the constraint.
+
 To a ``NoteSequence`` (``decode``): four instruments Soprano, Alto, Tenor, Bass, all with
 General MIDI ``program`` (default 52, Choir Aahs), tempo ``bpm`` (default 120); consecutive
 equal pitches of one voice become one held note, rests are silence. A final step with fewer
@@ -180,6 +190,7 @@ class VoicesTokenizer(Tokenizer):
         program: int = 52,  # General MIDI program of decoded voices (52 = Choir Aahs)
         max_shift: int = 5,  # augmentation: random transposition within +-max_shift semitones
         out_of_range: str = "transpose",  # "transpose" by octaves into low..high, or "error"
+        voice_leading: bool = True,  # sampling forbids crossing, spacing over an octave and parallel 5ths/8ves
     ):
         if not 0 <= low <= high <= 127:
             raise ValueError(f"need 0 <= low <= high <= 127, got low={low} high={high}")
@@ -195,6 +206,7 @@ class VoicesTokenizer(Tokenizer):
         self.program = int(program)
         self.max_shift = int(max_shift)
         self.out_of_range = out_of_range
+        self.voice_leading = bool(voice_leading)
 
     @property
     def vocab_size(self) -> int:
@@ -272,6 +284,7 @@ class VoicesTokenizer(Tokenizer):
             "program": self.program,
             "max_shift": self.max_shift,
             "out_of_range": self.out_of_range,
+            "voice_leading": self.voice_leading,
         }
 
     # -- augmentation ----------------------------------------------------------------------------
@@ -290,20 +303,72 @@ class VoicesTokenizer(Tokenizer):
         return np.where(is_pitch, windows + shift[..., None], windows).astype(windows.dtype)
 
     # -- constrained sampling ----------------------------------------------------------------------
+    def without_voice_leading(self) -> "VoicesTokenizer":
+        """The same tokenizer with the voice-leading rules of sampling turned off."""
+        return type(self).from_config({**self.config(), "voice_leading": False})
+
+    # The state is an int64 array [batch, 9]: column 0 counts the tokens since BOS (voice = count % 4),
+    # columns 1-4 hold the last chord (the last step where all four voices sounded; -1 before
+    # any) and columns 5-8 the pitches sampled so far in the current step (-1: rest or not yet).
     def new_constraint_state(self, batch_size: int) -> np.ndarray:
-        """Per sequence, the number of tokens emitted since BOS (voice = count % 4)."""
-        return np.zeros(batch_size, dtype=np.int64)
+        """Per sequence: tokens since BOS, the last chord and the current step so far (all empty)."""
+        state = np.full((batch_size, 1 + 2 * NUM_VOICES), -1, dtype=np.int64)
+        state[:, 0] = 0
+        return state
 
     def allowed(self, state: np.ndarray) -> np.ndarray:
-        """Every pitch and REST; never BOS after the start."""
+        """Every pitch and REST, never BOS after the start; with ``voice_leading`` the rules above."""
+        state = np.asarray(state)
         mask = np.ones((len(state), self.vocab_size), dtype=bool)
         mask[:, BOS] = False
+        if self.voice_leading and len(state):
+            mask[:, PITCH_OFFSET:] = self._voice_leading_mask(state)
         return mask
 
+    def _voice_leading_mask(self, state: np.ndarray) -> np.ndarray:
+        """[batch, pitches]: the pitches the next voice may take under the voice-leading rules."""
+        rows = np.arange(len(state))
+        voice = state[:, 0] % NUM_VOICES
+        chord, current = state[:, 1:1 + NUM_VOICES], state[:, 1 + NUM_VOICES:]
+        pitch = np.arange(self.low, self.high + 1)[None, :]
+        above = np.where(voice > 0, current[rows, np.maximum(voice - 1, 0)], -1)[:, None]
+        basic = (above < 0) | (pitch <= above)  # no crossing with the voice above
+        spaced = ((voice == 1) | (voice == 2))[:, None] & (above >= 0)
+        basic &= ~spaced | (above - pitch <= 12)  # alto and tenor within an octave of the voice above
+        ok = basic.copy()
+        had_chord = (chord >= 0).all(axis=1)
+        before_v = chord[rows, voice][:, None]
+        move_v = pitch - before_v
+        for u in range(NUM_VOICES - 1):  # no parallel fifths or octaves with any voice above
+            active = (had_chord & (u < voice) & (current[:, u] >= 0))[:, None]
+            move_u = (current[:, u] - chord[:, u])[:, None]
+            similar = (move_u != 0) & (np.sign(move_u) == np.sign(move_v))
+            interval_before = np.abs(chord[:, u][:, None] - before_v) % 12
+            interval_after = np.abs(current[:, u][:, None] - pitch) % 12
+            perfect = (interval_after == 0) | (interval_after == 7)
+            ok &= ~(active & similar & perfect & (interval_before == interval_after))
+        stuck = ~ok.any(axis=1)
+        ok[stuck] = basic[stuck]  # no pitch avoids the parallels: keep crossing and spacing only
+        ok[~ok.any(axis=1)] = True  # (cannot happen in range: the voice above's own pitch is allowed)
+        return ok
+
     def advance(self, state: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The state after each sequence emitted ``ids[b]`` (BOS starts it afresh)."""
         ids = np.asarray(ids).reshape(-1)
-        return np.where(ids == BOS, 0, np.asarray(state) + 1)
+        state = np.array(state, dtype=np.int64, copy=True)
+        rows = np.arange(len(state))
+        voice = state[:, 0] % NUM_VOICES
+        state[rows, 1 + NUM_VOICES + voice] = np.where(ids >= PITCH_OFFSET, ids - PITCH_OFFSET + self.low, -1)
+        state[:, 0] += 1
+        step_done = state[:, 0] % NUM_VOICES == 0
+        current = state[:, 1 + NUM_VOICES:]
+        full = step_done & (current >= 0).all(axis=1)
+        state[full, 1:1 + NUM_VOICES] = current[full]
+        state[step_done, 1 + NUM_VOICES:] = -1
+        bos = ids == BOS
+        state[bos] = self.new_constraint_state(int(bos.sum()))
+        return state
 
     def closing_ids(self, state: np.ndarray, index: int) -> list[int]:
         """RESTs that complete the current step, so the last step has all four voices."""
-        return [REST] * (-int(state[index]) % NUM_VOICES)
+        return [REST] * (-int(np.asarray(state)[index, 0]) % NUM_VOICES)
