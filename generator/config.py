@@ -55,6 +55,7 @@ class RunConfig:
     min_learning_rate: float = 1e-5
     steps_per_epoch: int = 0  # 0: one pass over the training windows
     seed: int = 1234  # data order, initialisation and augmentation
+    init_from: str = ""  # start from the weights of this run directory or bundled checkpoint (same architecture)
     # execution
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
     mixed_precision: str = ""  # "" | bfloat16 | float16

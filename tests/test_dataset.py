@@ -50,7 +50,7 @@ def test_epoch_order_is_reproducible_and_resumable():
 
 def test_tail_split_for_few_documents_and_whole_documents_for_many():
     few = make_corpus(["a" * 100, "b" * 50])
-    train, val = dataset.split_segments(few, 0.1)
+    train, val = dataset.split_segments(few, 0.1, holdout="tail")
     assert len(val) == 10 + 5 and len(train) + len(val) == len(few.ids)
     assert set(val.tolist()) == set(few.tokenizer.encode("ab"))  # the tail of each
     many = make_corpus([f"{chr(97 + i % 26)}" * 10 for i in range(40)])

@@ -311,6 +311,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="Length in tokens of each held-out block with --holdout blocks (default 2000).")
     p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
     p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
+    p.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="Start from the weights of this run directory or bundled checkpoint instead of random "
+                        "ones (fine-tuning); its layers and their sizes must match the new run's. Make sure its "
+                        "training data did not include the new run's validation data.")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
                    help="How to spread training over devices: default uses one device; mirrored uses every GPU "
                         "of this machine; multi-worker trains on several machines together, the cluster read from "
@@ -342,7 +346,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 TRAIN_SETTINGS = ("arch", "heads", "attention_window", "layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
                   "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
                   "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
-                  "tie_weights", "weight_decay", "holdout", "holdout_block")
+                  "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from")
 
 
 def generator_parser() -> Parser:

@@ -4,16 +4,21 @@ A tokenized corpus is one integer array holding every document, each preceded by
 the offset where each document starts. It is cached on disk (``cache_dir()``), keyed by the
 corpus fingerprint and the tokenizer, so a second run skips reading and tokenizing.
 
-Validation split (``split_segments``): with 20 or more documents, whole documents are held
-out (every document whose seeded hash falls in the validation share); with fewer, the
-contiguous tail of each document is. Training windows never cross into validation data.
+Validation split (``split_segments``), by ``holdout``: "documents" holds out whole documents
+(every document whose seeded draw falls in the validation share); "blocks" holds out seeded random
+blocks of about ``block`` tokens, one drawn in each of ``n`` equal stretches of the concatenated
+corpus, so that they add up to ``val_fraction`` and are spread over the whole text; "tail" holds
+out the contiguous tail of each document. "auto" takes documents for corpora of 20 or more
+documents and blocks for fewer (a long novel or a collection of plays). Training windows are cut
+within the training segments between held-out blocks, so none touches validation data.
 
 Windows (``WindowSampler``): each epoch takes non-overlapping windows of ``seq_len + 1``
 tokens starting at a random offset, shuffled with a seed derived from (seed, epoch), so a
 resumed run sees exactly the same batches. ``x`` is a window's first ``seq_len`` tokens and
 ``y`` the same window shifted by one. Memory grows with the corpus length only: batches are
 gathered from the id array on the fly, never materialized as one-hot or as all windows.
-In a distributed run every worker feeds only its own share of each global batch (and reads only
+With ``segments`` (the start of each contiguous stretch of ``ids``), windows are cut within each
+stretch and never span two. In a distributed run every worker feeds only its own share of each global batch (and reads only
 that share unless augmenting, which is applied to the whole batch so that it is the same for
 any number of devices).
 """
@@ -127,30 +132,96 @@ def _save_cache(path: Path, data: TokenizedCorpus) -> None:
 # -- splitting ---------------------------------------------------------------------------------
 
 WHOLE_DOCUMENT_THRESHOLD = 20
+HOLDOUTS = ("auto", "blocks", "tail", "documents")
 
 
-def split_segments(corpus: TokenizedCorpus, val_fraction: float, seed: int = 0):
-    """Return (train_ids, val_ids): two id arrays, validation taken as documented above."""
-    n_docs = corpus.num_documents
-    bounds = list(corpus.starts) + [len(corpus.ids)]
-    train, val = [], []
-    if val_fraction <= 0:
-        return corpus.ids, corpus.ids[:0]
-    if n_docs >= WHOLE_DOCUMENT_THRESHOLD:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(n_docs)
-        n_val = max(1, int(round(n_docs * val_fraction)))
-        held = set(order[:n_val].tolist())
-        for i in range(n_docs):
-            (val if i in held else train).append(corpus.ids[bounds[i]:bounds[i + 1]])
-    else:
-        for i in range(n_docs):
-            start, end = bounds[i], bounds[i + 1]
-            cut = end - int((end - start) * val_fraction)
-            train.append(corpus.ids[start:cut])
-            val.append(corpus.ids[cut:end])
-    join = lambda parts: np.concatenate(parts) if parts else corpus.ids[:0]  # noqa: E731
-    return join(train), join(val)
+@dataclass
+class Split:
+    """Training and validation ids, each with the start of every contiguous segment in it.
+
+    Unpacks as ``train_ids, val_ids``. ``method`` is the holdout used and ``blocks`` the number
+    of held-out blocks or documents.
+    """
+
+    train_ids: np.ndarray
+    train_segments: np.ndarray
+    val_ids: np.ndarray
+    val_segments: np.ndarray
+    method: str
+    blocks: int
+
+    def __iter__(self):
+        return iter((self.train_ids, self.val_ids))
+
+    def describe(self) -> str:
+        """One line for metrics.json and the log."""
+        if self.method == "documents":
+            return f"{self.blocks} whole documents"
+        if self.method == "blocks":
+            size = len(self.val_ids) // max(self.blocks, 1)
+            return f"{self.blocks} seeded blocks of about {size:,} tokens spread over the corpus"
+        return "the tail of each document" if self.method == "tail" else "none"
+
+
+def resolve_holdout(holdout: str, num_documents: int) -> str:
+    """The holdout that ``holdout`` means for a corpus of ``num_documents`` ("auto" resolved)."""
+    if holdout not in HOLDOUTS:
+        raise GeneratorError(f"unknown holdout {holdout!r}; choose one of {', '.join(HOLDOUTS)}")
+    if holdout == "auto":
+        return "documents" if num_documents >= WHOLE_DOCUMENT_THRESHOLD else "blocks"
+    return holdout
+
+
+def held_out_intervals(corpus: TokenizedCorpus, val_fraction: float, seed: int, method: str, block: int):
+    """Sorted, disjoint ``(start, end)`` intervals of ``corpus.ids`` held out for validation."""
+    n = len(corpus.ids)
+    bounds = list(corpus.starts) + [n]
+    if method == "documents":
+        n_docs = corpus.num_documents
+        order = np.random.default_rng(seed).permutation(n_docs)
+        held = sorted(order[:max(1, int(round(n_docs * val_fraction)))].tolist())
+        return [(int(bounds[i]), int(bounds[i + 1])) for i in held]
+    if method == "tail":
+        return [(int(e - int((e - s) * val_fraction)), int(e)) for s, e in zip(bounds[:-1], bounds[1:]) if int((e - s) * val_fraction)]
+    # blocks: n_blocks blocks of equal length, one at a seeded position inside each of n_blocks equal stretches
+    wanted = n * val_fraction
+    n_blocks = max(1, int(round(wanted / block)))
+    length = int(round(wanted / n_blocks))
+    if length < 1:
+        return []
+    rng = np.random.default_rng([seed, 13])
+    edges = np.linspace(0, n, n_blocks + 1).astype(np.int64)
+    intervals = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        room = max(int(hi - lo) - length, 0)
+        start = int(lo) + int(rng.integers(0, room + 1))
+        intervals.append((start, min(start + length, n)))
+    return intervals
+
+
+def split_segments(corpus: TokenizedCorpus, val_fraction: float, seed: int = 0, holdout: str = "auto",
+                   block: int = 2000) -> Split:
+    """Hold out ``val_fraction`` of the corpus as documented above; unpacks as ``(train_ids, val_ids)``."""
+    method = resolve_holdout(holdout, corpus.num_documents)
+    n = len(corpus.ids)
+    intervals = held_out_intervals(corpus, val_fraction, seed, method, block) if val_fraction > 0 else []
+    if not intervals:
+        return Split(corpus.ids, np.zeros(1, np.int64), corpus.ids[:0], np.zeros(0, np.int64), method, 0)
+    train_spans, cursor = [], 0
+    for start, end in intervals:
+        if start > cursor:
+            train_spans.append((cursor, start))
+        cursor = end
+    if cursor < n:
+        train_spans.append((cursor, n))
+
+    def gather(spans):
+        ids = np.concatenate([corpus.ids[s:e] for s, e in spans]) if spans else corpus.ids[:0]
+        if method != "blocks":  # pieces end at document ends, where the next one's BOS begins: one segment, as ever
+            return ids, np.zeros(1 if spans else 0, np.int64)
+        return ids, np.concatenate([[0], np.cumsum([e - s for s, e in spans])[:-1]]).astype(np.int64)
+
+    return Split(*gather(train_spans), *gather(intervals), method, len(intervals))
 
 
 # -- windows -------------------------------------------------------------------------------------
@@ -159,11 +230,16 @@ class WindowSampler:
     """Batches of (x, y) windows from one id array, reproducible per (seed, epoch)."""
 
     def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, augment=None, drop_remainder: bool = True):
+                 seed: int = 0, augment=None, drop_remainder: bool = True, segments=None):
         if len(ids) < 2:
             raise GeneratorError("not enough tokens to make a single training window")
         self.ids = ids
-        self.seq_len = min(seq_len, len(ids) - 1)
+        starts = np.asarray([0] if segments is None or len(segments) == 0 else segments, np.int64)
+        self.segments = np.stack([starts, np.append(starts[1:], len(ids))], 1)  # [n, 2]: (start, end)
+        longest = int((self.segments[:, 1] - self.segments[:, 0]).max())
+        if longest < 2:
+            raise GeneratorError("not enough contiguous tokens to make a single training window")
+        self.seq_len = min(seq_len, longest - 1)
         self.batch_size = batch_size
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.drop_remainder = drop_remainder
@@ -171,8 +247,11 @@ class WindowSampler:
     def window_starts(self, epoch: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, epoch])
         span = self.seq_len + 1
-        offset = int(rng.integers(0, self.seq_len)) if self.shuffle and len(self.ids) - span >= self.seq_len else 0
-        starts = np.arange(offset, len(self.ids) - span + 1, self.seq_len, dtype=np.int64)
+        pieces = []
+        for begin, end in self.segments:  # windows lie inside one segment
+            offset = int(rng.integers(0, self.seq_len)) if self.shuffle and end - begin - span >= self.seq_len else 0
+            pieces.append(np.arange(begin + offset, end - span + 1, self.seq_len, dtype=np.int64))
+        starts = np.concatenate(pieces)
         return rng.permutation(starts) if self.shuffle else starts
 
     def batch_size_for(self, n_windows: int) -> int:

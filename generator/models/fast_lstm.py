@@ -13,7 +13,8 @@ What mattered under XLA on a CPU (2 x LSTM(256), batch 64, sequences of 100):
 - matmuls over all steps written on 2-D arrays: as 3-D einsums summing over time and batch,
   XLA transposed their operands in full (about 9 % of a step);
 - dropout masks from a hash of each element's index (``dropout``): TensorFlow's own choice of
-  generator took 250 ms per mask.
+  generator took 250 ms per mask. Locked dropout (``noise_shape`` (None, 1, units)) hashes one
+  ``[batch, units]`` mask and broadcasts it over time.
 
 What is trained and saved stays an ordinary Keras model. On a GPU ``forward`` calls the model
 itself, which keeps the cuDNN kernel. Layers other than plain LSTMs (tanh/sigmoid, bias, no
@@ -125,7 +126,10 @@ def dropout(layer, x):
         return x
     seed = tf.cast(layer.seed_generator.next(), tf.uint32)
     key = _mix(tf.bitwise.bitwise_xor(seed[0], _mix(seed[1] + tf.constant(0x9E3779B9, tf.uint32))))
-    index = tf.reshape(tf.range(tf.size(x)), tf.shape(x))
+    shape = tf.shape(x)
+    if layer.noise_shape is not None:  # locked dropout: one mask per sequence, broadcast over time (axis 0 here)
+        shape = tf.concat([[1], shape[1:]], 0)
+    index = tf.reshape(tf.range(tf.reduce_prod(shape)), shape)
     bits = _mix(tf.cast(tf.bitwise.right_shift(index, 1), tf.uint32) * tf.constant(0x9E3779B9, tf.uint32) + key)
     halves = tf.where(tf.bitwise.bitwise_and(index, 1) == 0, tf.bitwise.bitwise_and(bits, 0xFFFF),
                       tf.bitwise.right_shift(bits, 16))
@@ -137,7 +141,8 @@ def forward(model: keras.Model, tokens, training: bool = False):
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if tf.config.list_logical_devices("GPU") or not any(supported(layer) for layer in layers):
         return model(tokens, training=training)
-    x = layers[0](tf.transpose(tokens))  # the embedding, time major from here on
+    embedding = layers[0]
+    x = embedding(tf.transpose(tokens), training=training)  # time major from here on
     for layer in layers[1:]:
         if supported(layer):
             cell = layer.cell
@@ -146,4 +151,6 @@ def forward(model: keras.Model, tokens, training: bool = False):
             x = dropout(layer, x) if training else x
         else:
             x = layer(x)
+    if getattr(embedding, "tied", False):  # the output layer is the embedding table, transposed
+        x = embedding(x, reverse=True)
     return tf.transpose(x, [1, 0, 2])

@@ -1,5 +1,10 @@
 """The model: Embedding -> N x LSTM -> Dense logits, and the stateful decoder used to sample.
 
+Regularization (all off at inference, all optional, see ``build``): dropout on each LSTM
+layer's output and on the embedding output, optionally locked (one mask per sequence, shared
+across time steps: variational dropout); embedding dropout (whole rows of the table); weight
+tying (the output layer reuses the embedding table). Weight decay lives in the optimizer.
+
 ``build_model`` gives an ordinary Keras model (what is trained and saved). ``Decoder`` reads
 that model's weights and runs the same network one step or one chunk at a time while
 carrying the LSTM states, which is what sampling, prompting and ``evaluate`` need. The first
@@ -18,17 +23,92 @@ from generator.config import RunConfig
 NAME = "lstm_generator"
 
 
+@keras.saving.register_keras_serializable(package="generator")
+class TokenEmbedding(keras.layers.Embedding):
+    """An Embedding with embedding dropout and an optional tied output layer.
+
+    ``row_dropout``: in training, each row of the table (one token) is zeroed with this
+    probability for the whole batch and the kept rows are scaled by ``1 / (1 - row_dropout)``,
+    so every occurrence of a dropped token loses its vector at once (AWD-LSTM's embedding
+    dropout). ``tied``: the layer also owns a bias of ``input_dim`` entries, and
+    ``layer(h, reverse=True)`` gives float32 logits ``h @ table^T + bias`` (weight tying: the
+    output layer reuses the table). Both are off at inference.
+    """
+
+    def __init__(self, input_dim, output_dim, row_dropout: float = 0.0, tied: bool = False, seed=None, **kwargs):
+        super().__init__(input_dim, output_dim, **kwargs)
+        self.row_dropout, self.tied, self.seed = float(row_dropout), bool(tied), seed
+        self.seed_generator = keras.random.SeedGenerator(seed) if self.row_dropout > 0 else None
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        if self.tied:
+            self.output_bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="output_bias")
+
+    def table(self, training=None):
+        """The embedding table, with embedding dropout applied when ``training``."""
+        table = self.embeddings
+        if training and self.row_dropout > 0:
+            keep = keras.random.uniform((self.input_dim, 1), seed=self.seed_generator) >= self.row_dropout
+            table = table * keras.ops.cast(keep, table.dtype) / (1.0 - self.row_dropout)
+        return table
+
+    def call(self, inputs, training=None, reverse=False):
+        if reverse:
+            table = keras.ops.cast(self.embeddings, "float32")
+            return keras.ops.matmul(keras.ops.cast(inputs, "float32"), keras.ops.transpose(table)) + self.output_bias
+        if inputs.dtype != "int32" and inputs.dtype != "int64":
+            inputs = keras.ops.cast(inputs, "int32")
+        return keras.ops.cast(keras.ops.take(self.table(training), inputs, axis=0), self.compute_dtype)
+
+    def compute_output_spec(self, inputs, training=None, reverse=False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype="float32")
+        return keras.KerasTensor((*inputs.shape, self.output_dim), dtype=self.compute_dtype)
+
+    def save_own_variables(self, store):  # the table and the output bias (Embedding's own saves only the table)
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+    def get_config(self):
+        return {**super().get_config(), "row_dropout": self.row_dropout, "tied": self.tied, "seed": self.seed}
+
+
+def dropout_layer(rate: float, width: int, locked: bool, name: str):
+    """Dropout on ``[batch, time, width]``; ``locked``: one mask per sequence, shared by all its time steps."""
+    return keras.layers.Dropout(rate, noise_shape=(None, 1, width) if locked else None, name=name)
+
+
 def build(config: RunConfig) -> keras.Model:
-    """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
+    """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``.
+
+    Embedding (optionally ``TokenEmbedding`` with embedding dropout or a tied output) -> input
+    dropout -> N x (LSTM -> dropout) -> Dense logits, or with ``tie_weights`` a linear projection
+    to the embedding width (when it differs from ``units``) and the embedding table transposed.
+    """
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")(tokens)
+    if config.embedding_dropout > 0 or config.tie_weights:
+        embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
+                                   tied=config.tie_weights, seed=config.seed, name="embedding")
+    else:
+        embedding = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")
+    x = embedding(tokens)
+    if config.input_dropout > 0:
+        x = dropout_layer(config.input_dropout, config.embedding, config.locked_dropout, "input_dropout")(x)
     for i in range(config.layers):
         x = keras.layers.LSTM(config.units, return_sequences=True, name=f"lstm_{i + 1}")(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
-    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+            x = dropout_layer(config.dropout, config.units, config.locked_dropout, f"dropout_{i + 1}")(x)
+    if config.tie_weights:
+        if config.units != config.embedding:
+            x = keras.layers.Dense(config.embedding, name="projection")(x)
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
     return keras.Model(tokens, logits, name=NAME)
 
 
@@ -83,9 +163,18 @@ class Decoder:
                       for layer in lstm_layers(model)]
         kernel, _, bias = self.cells[0]
         self.input_table = tf.matmul(embedding, kernel) + bias  # [vocab, 4 * units]: layer 1's projection
-        dense = model.get_layer("logits")
-        self.out_kernel = tf.convert_to_tensor(dense.kernel, tf.float32)
-        self.out_bias = tf.convert_to_tensor(dense.bias, tf.float32)
+        self.projection = None  # (kernel, bias) of a tied model's projection to the embedding width
+        names = {layer.name for layer in model.layers}
+        if "logits" in names:
+            dense = model.get_layer("logits")
+            self.out_kernel = tf.convert_to_tensor(dense.kernel, tf.float32)
+            self.out_bias = tf.convert_to_tensor(dense.bias, tf.float32)
+        else:  # tied: the embedding table, transposed
+            self.out_kernel = tf.transpose(embedding)
+            self.out_bias = tf.convert_to_tensor(model.get_layer("embedding").output_bias, tf.float32)
+            if "projection" in names:
+                dense = model.get_layer("projection")
+                self.projection = (tf.convert_to_tensor(dense.kernel, tf.float32), tf.convert_to_tensor(dense.bias, tf.float32))
         self.units = [int(r.shape[0]) for _, r, _ in self.cells]
         self.vocab_size = int(self.out_kernel.shape[1])
 
@@ -105,6 +194,8 @@ class Decoder:
         for (kernel, recurrent, bias), (h_l, c_l) in zip(self.cells[1:], rest):
             h, c = self._cell(tf.matmul(h, kernel) + tf.matmul(h_l, recurrent) + bias, c_l)
             new_states.append((h, c))
+        if self.projection is not None:
+            h = tf.matmul(h, self.projection[0]) + self.projection[1]
         return tf.matmul(h, self.out_kernel) + self.out_bias, tuple(new_states)
 
     def forward(self, tokens, states):
@@ -122,5 +213,7 @@ class Decoder:
             hs, cs = tf.scan(body, projected, initializer=(h, c))
             new_states.append((hs[-1], cs[-1]))
             x = hs
+        if self.projection is not None:
+            x = tf.einsum("tbu,ue->tbe", x, self.projection[0]) + self.projection[1]
         logits = tf.einsum("tbu,uv->btv", x, self.out_kernel) + self.out_bias
         return logits, tuple(new_states)

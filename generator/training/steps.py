@@ -8,6 +8,9 @@ summed over every replica of every worker (one all-reduce) and only then clipped
 norm, so a step does the same whatever the number of devices. (Keras optimizers clip before they
 sum, per replica; ``_SummedAdam`` therefore takes gradients that are already summed.)
 
+Weight decay (``config.weight_decay``) is decoupled, as in AdamW: Keras applies it to each variable
+in ``apply_gradients``, so it reaches every architecture.
+
 Mixed precision: ``bfloat16`` or ``float16`` compute with float32 variables and float32 logits;
 ``float16`` adds dynamic loss scaling (``keras.optimizers.LossScaleOptimizer``).
 
@@ -56,6 +59,19 @@ if not hasattr(keras.optimizers.Adam, "_all_reduce_sum_gradients"):  # keep the 
                       "generator.training.steps must be updated")
 
 
+NO_DECAY = ("bias", "gamma", "beta")  # variable names weight decay leaves alone (biases, layer norms)
+
+
+def make_optimizer(config: RunConfig) -> _SummedAdam:
+    """Adam, or with ``config.weight_decay`` AdamW (Loshchilov and Hutter, 2019): after each update every
+    weight matrix (kernels and embedding tables) shrinks by ``learning_rate * weight_decay`` times itself,
+    apart from the gradient; biases and layer-norm scales are not decayed."""
+    optimizer = _SummedAdam(config.learning_rate, weight_decay=config.weight_decay or None, name="adam")
+    if config.weight_decay:
+        optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
+    return optimizer
+
+
 def use_jit(config: RunConfig) -> bool:
     """Whether the train step is XLA-compiled: ``config.jit``, or when that is None, whether no GPU is visible."""
     return config.jit if config.jit is not None else not tf.config.list_logical_devices("GPU")
@@ -66,7 +82,7 @@ def build(config: RunConfig, strategy):
     with strategy.scope():
         with dtype_policy(config.mixed_precision):
             model = models.build_model(config)
-        optimizer = _SummedAdam(config.learning_rate, name="adam")
+        optimizer = make_optimizer(config)
         if config.mixed_precision == "float16":
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)

@@ -33,12 +33,41 @@ from generator.errors import GeneratorError
 from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
-DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "seed", "modality")
+DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "seed", "modality")
 __all__ = ["Trainer", "LoopState", "bits"]
 
 
 def bits(nats: float) -> float:
     return nats / LN2
+
+
+OVERFIT_GAP = 0.05  # validation loss this much (relative) above the training loss at the best epoch: overfitting
+
+
+def summary(history: list[dict], best_epoch: int) -> list[str]:
+    """The end-of-training lines: best epoch, the train/validation gap there, and an overfitting warning.
+
+    The training loss of an epoch is averaged while the weights change and with dropout on, so a
+    regularized model can show a training loss above its validation loss; a validation loss more
+    than ``OVERFIT_GAP`` above it, or one that rose 2 % above its best while the training loss kept falling, is
+    the sign of overfitting.
+    """
+    best = next((h for h in history if h["epoch"] == best_epoch), None)
+    if best is None:
+        return []
+    train, val = best["train_loss"], best["val_loss"]
+    gap = val - train
+    lines = [f"best epoch {best_epoch} of {len(history)}: validation {val:.4f} nats ({bits(val):.3f} bits) per token, "
+             f"training {train:.4f}; gap {gap:+.4f} nats ({gap / max(train, 1e-9):+.1%} of the training loss)"]
+    last = history[-1]
+    rising = last["epoch"] > best_epoch and last["train_loss"] < train and last["val_loss"] > val * 1.02
+    if gap > OVERFIT_GAP * train or rising:
+        why = "the validation loss is well above the training loss" if gap > OVERFIT_GAP * train else \
+            "the validation loss rose 2 % above its best while the training loss kept falling"
+        lines.append(f"warning: the model overfits ({why}); more regularization helps: raise --dropout, add "
+                     "--locked-dropout, --input-dropout, --embedding-dropout or --weight-decay, or use fewer "
+                     "--units or --layers")
+    return lines
 
 
 class Trainer:
@@ -52,6 +81,7 @@ class Trainer:
         self.model = None
         self.chief = True
         self.saved_at = None  # the position of the last checkpoint written
+        self.split = None  # dataset.Split of a held-out validation share (None with a separate validation split)
 
     # -- set-up ----------------------------------------------------------------------------
     def _prepare_run_dir(self, force: bool) -> bool:
@@ -129,8 +159,11 @@ class Trainer:
             fixed = TokenizerFactory(config.tokenizer, fixed=tokenizer)
             val_data = self._together(strategy, lambda: dataset.tokenize(self.val_corpus, fixed), "reading the validation corpus")
             train_ids, val_ids = data.ids, val_data.ids
+            self.split = None
         else:
-            train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.seed)
+            self.split = dataset.split_segments(data, config.val_fraction, config.seed, config.holdout, config.holdout_block)
+            train_ids, val_ids = self.split
+        segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
         if len(train_ids) < 2:
             raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
         settings = config.replace(corpus="").to_json()  # the corpus may sit at another path on each machine
@@ -139,11 +172,13 @@ class Trainer:
             raise GeneratorError("the workers disagree about the corpus or the settings: run the same command "
                                  "on every worker, with the same corpus")
         augment = tokenizer.augment if config.augment else None
-        train_windows = dataset.WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment)
-        val_windows = (dataset.WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False)
+        train_windows = dataset.WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
+                                              segments=segments.get("train"))
+        val_windows = (dataset.WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
+                                             segments=segments.get("val"))
                        if len(val_ids) >= 2 else None)
         self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
-                 f"{len(val_ids):,} validation tokens, vocabulary {tokenizer.vocab_size}")
+                 f"{len(val_ids):,} validation tokens ({self._split_description()}), vocabulary {tokenizer.vocab_size}")
         rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
         if rows < strategy.num_replicas_in_sync:
             raise GeneratorError(f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
@@ -158,6 +193,8 @@ class Trainer:
         model, optimizer = compiled.build(config, strategy)
         self.model = model
         if state is None:
+            if config.init_from:
+                self._init_weights(model, config.init_from)
             state = LoopState(learning_rate=config.learning_rate)
             checkpoints.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
             checkpoints.atomic_write_text(self.run_dir / "tokenizer.json", tokenizer.to_json() + "\n")
@@ -183,6 +220,9 @@ class Trainer:
             raise
         metrics = self._metrics(state, corpus, data, train_ids, val_ids, params)
         checkpoints.write_json(self.run_dir / "metrics.json", metrics)
+        if chief:
+            for line in summary(state.history, state.best_epoch):
+                self.log(line)
         return metrics if chief else {}
 
     # -- the loop ------------------------------------------------------------------------------
@@ -204,7 +244,7 @@ class Trainer:
         config = self.config
         while state.epoch < config.epochs and not state.stopped_early:
             epoch = state.epoch
-            started = time.monotonic()
+            started = epoch_started = time.monotonic()
             n_windows = len(train_windows.window_starts(epoch))
             steps = min(config.steps_per_epoch or n_windows, train_windows.batches_for(n_windows))
             global_tokens = tf.constant(float(train_windows.batch_size_for(n_windows) * train_windows.seq_len))
@@ -227,8 +267,8 @@ class Trainer:
             train_loss = state.epoch_loss / max(state.step_in_epoch, 1)
             val_loss = self._validate(eval_step, val_windows) if val_windows and self.chief else train_loss
             val_loss = distribute.broadcast_float(strategy, val_loss)  # the chief's, so every worker decides alike
-            seconds = time.monotonic() - started
-            state.seconds += seconds
+            state.seconds += time.monotonic() - started
+            seconds = time.monotonic() - epoch_started  # the whole epoch, checkpoints included
             self._end_epoch(state, model, optimizer, train_loss, val_loss, seconds, writers)
 
     def _validate(self, eval_step, windows) -> float:
@@ -278,6 +318,20 @@ class Trainer:
         self.log(f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
                  f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}")
 
+    def _split_description(self) -> str:
+        if self.split is None:
+            return f"split {self.config.val_split!r}"
+        return f"held out: {self.split.describe()}"
+
+    def _init_weights(self, model, source: str) -> None:
+        """Copy the weights of run directory or bundled checkpoint ``source`` into ``model``."""
+        src = checkpoints.load_run(source).model
+        mine, theirs = model.get_weights(), src.get_weights()
+        if [w.shape for w in mine] != [w.shape for w in theirs]:
+            raise GeneratorError(f"--init-from {source}: its weights do not fit this model (different layers or sizes)")
+        model.set_weights(theirs)
+        self.log(f"starting from the weights of {source}")
+
     # -- persistence ------------------------------------------------------------------------------
     def _save_state(self, state, model, optimizer):
         checkpoints.atomic_write_bytes(self.run_dir / "resume.npz", pack(state, model, optimizer))
@@ -301,8 +355,10 @@ class Trainer:
             "corpus": corpus.name,
             "corpus_fingerprint": corpus.fingerprint,
             "tokens": {"train": int(len(train_ids)), "validation": int(len(val_ids))},
-            "validation_split": (f"split {self.config.val_split!r}" if self.val_corpus is not None else
-                                 "whole documents" if data.num_documents >= dataset.WHOLE_DOCUMENT_THRESHOLD
-                                 else "tail of each document"),
+            "validation_split": self._split_description(),
+            "holdout": {"method": self.split.method, "held_out": self.split.blocks, "seed": self.config.seed,
+                        "val_fraction": self.config.val_fraction, "block_tokens": self.config.holdout_block}
+            if self.split is not None else {"method": "split", "split": self.config.val_split},
+            "best_epoch_train_loss_nats": next((h["train_loss"] for h in state.history if h["epoch"] == state.best_epoch), None),
             "versions": {"generator": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
         }
