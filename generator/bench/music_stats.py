@@ -1,0 +1,79 @@
+"""Benchmark of ``generator music-stats``: seconds to read, featurize and compare 1,000 pieces.
+
+    python -m generator.bench.music_stats [--folder DIR] [--pieces 1000]
+
+With ``--folder`` (default: the POP909 MIDI files in ``../shared/corpora/pop909`` when present)
+the pieces are real MIDI files read with the project's reader on every core, files repeated in
+order until there are ``--pieces`` of them; without one they are random two-track pieces made
+in memory (no reading). The set is compared with itself shifted by half (two different orders
+of the same pieces, so every distance is computed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "pop909"
+
+
+def random_pieces(count: int, seed: int = 0) -> list:
+    """``count`` random two-track pieces of 200-600 notes in memory."""
+    from generator.data.notes import Instrument, Note, NoteSequence
+
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for _ in range(count):
+        n = int(rng.integers(200, 600))
+        starts = np.cumsum(rng.choice([0.125, 0.25, 0.5], n))
+        notes = [Note(int(p), float(s), float(s + d), track=int(t))
+                 for p, s, d, t in zip(rng.integers(40, 90, n), starts, rng.choice([0.25, 0.5, 1.0], n),
+                                       rng.integers(0, 2, n))]
+        pieces.append(NoteSequence(notes=notes, tempos=[(0.0, float(rng.integers(70, 150)))],
+                                   instruments=[Instrument(), Instrument(33)]))
+    return pieces
+
+
+def run(folder: Path | None, pieces: int = 1000) -> dict:
+    """Time each stage; returns seconds per stage and the piece count."""
+    from generator.data.corpora import MUSIC_SUFFIXES, read_music_files
+    from generator.evaluation.compare import compare_sets, feature_table
+
+    timings = {}
+    start = time.perf_counter()
+    if folder is not None:
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MUSIC_SUFFIXES)
+        files = [files[i % len(files)] for i in range(pieces)]
+        docs = read_music_files(files, report=lambda message: None)
+        timings["read"] = time.perf_counter() - start
+    else:
+        docs = random_pieces(pieces)
+        timings["read"] = 0.0
+    start = time.perf_counter()
+    table = feature_table(docs)
+    timings["features"] = time.perf_counter() - start
+    start = time.perf_counter()
+    compare_sets(table, np.roll(table, len(table) // 2, axis=0))
+    timings["compare"] = time.perf_counter() - start
+    timings["total"] = sum(timings.values())
+    return {"pieces": len(docs), "source": str(folder) if folder else "random in memory", **timings}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Time music-stats on 1,000 pieces.")
+    p.add_argument("--folder", default=None, help="A folder of MIDI files (default: POP909 when present).")
+    p.add_argument("--pieces", type=int, default=1000, help="How many pieces (default 1000).")
+    p.add_argument("--random", action="store_true", help="Use random pieces made in memory instead of files.")
+    args = p.parse_args(argv)
+    folder = None if args.random else Path(args.folder) if args.folder else (
+        DEFAULT_FOLDER if DEFAULT_FOLDER.is_dir() else None)
+    r = run(folder, args.pieces)
+    print(f"{r['pieces']} pieces ({r['source']}): read {r['read']:.1f} s, features {r['features']:.1f} s, "
+          f"compare {r['compare']:.1f} s, total {r['total']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
