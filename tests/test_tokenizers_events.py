@@ -23,6 +23,7 @@ TOKENIZERS = {
     "default": {},
     "chained-shifts": {"steps_per_second": 50, "max_shift_steps": 10, "velocity_bins": 0},
     "drums-coarse-velocity": {"velocity_bins": 8, "drums": True, "max_polyphony": 32},
+    "two-tracks": {"velocity_bins": 8, "tracks": 2},
 }
 
 
@@ -363,3 +364,149 @@ def test_dropped_drums_are_reported_when_a_corpus_is_tokenized(tmp_path, capsys)
                             log=messages.append)
     assert any("4 drum notes" in m for m in messages)
     assert len(data.tokenizer.decode(data.document(0)).notes) == 1
+
+
+# -- track slots, beat-relative time, the note-length cap ------------------------------------
+def _pop_seed(bpm: float = 90.0) -> NoteSequence:
+    """Two bars of a melody (track 0) over block chords (track 1) at ``bpm``."""
+    beat = 60.0 / bpm
+    melody = [Note(p, i * beat, (i + 1) * beat, 90, 0, False, 0) for i, p in enumerate([72, 74, 76, 79, 76, 74, 72, 71])]
+    chords = [Note(p, bar * 4 * beat, (bar + 1) * 4 * beat, 60, 0, False, 1)
+              for bar, chord in enumerate([(48, 55, 60, 64), (43, 55, 59, 62)]) for p in chord]
+    return NoteSequence(notes=sorted(melody + chords, key=lambda n: (n.start, n.pitch)), tempos=[(0.0, bpm)],
+                        instruments=[Instrument(0, name="Melody"), Instrument(0, name="Piano")])
+
+
+def test_track_slots_keep_melody_and_accompaniment_apart():
+    tok = EventTokenizer(tracks=2)
+    seed = _pop_seed()
+    ids = tok.encode(seed)
+    names = {tok.token_name(i).split("(")[0] for i in ids}
+    assert {"NOTE_ON", "NOTE_ON_1"} <= names
+    decoded = tok.decode(ids)
+    by_track = {t: sorted(n.pitch for n in decoded.notes if n.track == t) for t in (0, 1)}
+    assert by_track[0] == sorted(n.pitch for n in seed.notes if n.track == 0)
+    assert by_track[1] == sorted(n.pitch for n in seed.notes if n.track == 1)
+    assert [i.name for i in decoded.instruments] == ["melody", "accompaniment"]
+    # a single-track piece is a whole piano part: the accompaniment slot, not the melody's
+    solo = NoteSequence(notes=[Note(60, 0.0, 1.0)], instruments=[Instrument(0)])
+    assert tok.slots(solo) == {0: 1}
+    # a track named like a melody is the lead wherever it is; the rest fill the other slots
+    three = NoteSequence(notes=[Note(60, 0, 1, track=t) for t in range(3)],
+                         instruments=[Instrument(0, name=n) for n in ("PIANO", "BRIDGE", "MELODY")])
+    assert tok.slots(three) == {2: 0, 0: 1, 1: 1}
+    assert EventTokenizer(tracks=3).slots(three) == {2: 0, 0: 1, 1: 2}
+    # one merged stream by default, as before
+    assert EventTokenizer().slots(three) == {0: 0, 1: 0, 2: 0}
+
+
+def test_transposition_moves_every_tracks_notes():
+    tok = EventTokenizer(tracks=2, transpose=4, stretch=0.0)
+    windows = np.array([[BOS] + tok.encode(_pop_seed())] * 32)
+    out = tok.augment(windows, np.random.default_rng(3))
+    kinds = _kinds(tok, windows)
+    assert (_kinds(tok, out) == kinds).all()
+    notes = np.isin(kinds, ["NOTE_ON", "NOTE_ON_1", "NOTE_OFF"])
+    for row in range(len(out)):
+        assert len(set((out[row] - windows[row])[notes[row]].tolist())) == 1
+    assert (out[~notes] == windows[~notes]).all()
+
+
+@pytest.mark.parametrize("bpm", [60.0, 90.0, 137.0])
+def test_beat_relative_time_is_the_same_at_any_tempo(bpm):
+    tok = EventTokenizer(steps_per_beat=12, max_shift_steps=48, tracks=2)
+    ids = tok.encode(_pop_seed(bpm))
+    assert ids == EventTokenizer(steps_per_beat=12, max_shift_steps=48, tracks=2).encode(_pop_seed(120.0))
+    assert tok.token_name(ids[ids.index(tok.event_id("NOTE_ON", 72)) + 1]).startswith(("TIME_SHIFT", "NOTE"))
+    at_tempo = EventTokenizer.from_config({**tok.config(), "bpm": bpm})
+    decoded = at_tempo.decode(ids)
+    assert decoded.tempos == [(0.0, bpm)]
+    assert abs(decoded.end_time - _pop_seed(bpm).end_time) < 1e-6
+    assert abs(at_tempo.duration(ids) - 8 * 60.0 / bpm) < 1e-6
+
+
+def test_beat_relative_time_follows_tempo_changes():
+    tok = EventTokenizer(steps_per_beat=4, max_shift_steps=16, velocity_bins=0)
+    # quarter notes at 60 bpm for 2 s, then at 120 bpm: every onset one beat (4 steps) apart
+    notes = [Note(60 + i, t, t + 0.25) for i, t in enumerate([0.0, 1.0, 2.0, 2.5, 3.0])]
+    seq = NoteSequence(notes=notes, tempos=[(0.0, 60.0), (2.0, 120.0)])
+    decoded = tok.decode(tok.encode(seq))
+    assert [round(n.start * 2) for n in decoded.notes] == [0, 1, 2, 3, 4]  # decoded at 120 bpm
+
+
+def test_note_cap_is_learned_from_the_corpus_and_recorded():
+    tok = EventTokenizer(steps_per_second=10, max_shift_steps=10)
+    assert tok.max_note_steps is None
+    tok.encode(NoteSequence(notes=[Note(60, 0.0, 2.0), Note(62, 0.0, 0.5)]))
+    tok.encode(NoteSequence(notes=[Note(64, 1.0, 4.5)]))
+    assert tok.max_note_steps == 35
+    saved = from_json(tok.to_json())
+    assert saved.max_note_steps == 35
+    saved.encode(NoteSequence(notes=[Note(60, 0.0, 9.0)]))  # a seed never moves a saved cap
+    assert saved.max_note_steps == 35
+    assert saved.without_note_limit().max_note_steps is None
+    assert EventTokenizer(note_limit=False, steps_per_second=10).max_note_steps is None
+    off = EventTokenizer(note_limit=False)
+    off.encode(NoteSequence(notes=[Note(60, 0.0, 2.0)]))
+    assert off.max_note_steps is None
+
+
+def test_tokenizer_json_from_before_the_cap_has_none():
+    old = {"kind": "events", "steps_per_second": 100, "max_shift_steps": 100, "velocity_bins": 32,
+           "min_pitch": 0, "max_pitch": 127, "max_polyphony": 16, "drums": False, "transpose": 5,
+           "stretch": 0.05, "program": 0}
+    tok = from_json(dict(old))
+    assert tok.max_note_steps is None and tok.tracks == 1 and tok.steps_per_beat == 0
+    assert tok.vocab_size == 389
+    tok.encode(NoteSequence(notes=[Note(60, 0.0, 2.0)]))
+    assert tok.max_note_steps is None and tok.new_constraint_state(1).dtype == bool
+    bundled = Path(__file__).resolve().parent.parent / "checkpoints" / "bach" / "tokenizer.json"
+    if bundled.exists():
+        assert from_json(bundled.read_text()).max_note_steps is None
+
+
+def test_constrained_random_sampling_never_holds_a_note_past_the_cap():
+    cap = 7
+    tok = EventTokenizer(max_note_steps=cap, max_shift_steps=20, velocity_bins=4, tracks=2, max_polyphony=4)
+    rng = np.random.default_rng(cap)
+    batch, length = 300, 100
+    state = tok.new_constraint_state(batch)
+    rows = [[BOS] for _ in range(batch)]
+    for _ in range(length):
+        mask = tok.allowed(state)
+        assert mask.any(axis=1).all() and not mask[:, BOS].any()
+        logits = np.where(mask, rng.normal(size=mask.shape), -np.inf)
+        ids = np.argmax(logits + rng.gumbel(size=mask.shape), axis=1)
+        state = tok.advance(state, ids)
+        assert state.max() <= cap
+        for row, token in zip(rows, ids.tolist()):
+            row.append(token)
+    longest = [tok.longest_note(row + tok.closing_ids(state, i)) for i, row in enumerate(rows)]
+    assert max(longest) == cap  # reached, never passed
+    assert all(tok.count_invalid_events(row + tok.closing_ids(state, i)) == 0 for i, row in enumerate(rows))
+    # the same draws without the cap hold notes longer
+    free = tok.without_note_limit()
+    state = free.new_constraint_state(batch)
+    rows = [[BOS] for _ in range(batch)]
+    for _ in range(length):
+        mask = free.allowed(state)
+        ids = np.argmax(np.where(mask, rng.normal(size=mask.shape), -np.inf) + rng.gumbel(size=mask.shape), axis=1)
+        state = free.advance(state, ids)
+        for row, token in zip(rows, ids.tolist()):
+            row.append(token)
+    assert max(free.longest_note(row) for row in rows) > cap
+
+
+def test_note_cap_rules_and_closing():
+    tok = EventTokenizer(max_note_steps=10, max_shift_steps=8)
+    state = tok.advance(tok.new_constraint_state(2), np.array([tok.event_id("NOTE_ON", 60), tok.event_id("TIME_SHIFT", 3)]))
+    state = tok.advance(state, np.array([tok.event_id("TIME_SHIFT", 6), tok.event_id("TIME_SHIFT", 8)]))
+    mask = tok.allowed(state)
+    shifts = lambda row: [k for k in range(1, 9) if mask[row, tok.event_id("TIME_SHIFT", k)]]  # noqa: E731
+    assert shifts(0) == [1, 2, 3, 4] and shifts(1) == list(range(1, 9))  # row 1 has nothing sounding
+    assert mask[0, tok.event_id("NOTE_OFF", 60)]
+    state = tok.advance(state, np.array([tok.event_id("TIME_SHIFT", 4), tok.event_id("NOTE_ON", 61)]))
+    mask = tok.allowed(state)
+    assert not mask[0, tok.shift.offset : tok.shift.offset + 8].any() and mask[0, tok.event_id("NOTE_OFF", 60)]
+    assert tok.closing_ids(state, 0) == [tok.event_id("NOTE_OFF", 60)]  # no tail past the cap
+    assert [tok.token_name(i) for i in tok.closing_ids(state, 1)] == ["TIME_SHIFT(8)", "NOTE_OFF(61)"]

@@ -2,9 +2,15 @@
 
 They work on id arrays and the vocabulary offsets only, so they stay fast (they run on every
 training batch and every sampling step) and easy to test without any music.
+
+The constraint state is ``[batch, num_pitches]``: a bool array (which pitches sound) when notes
+have no length limit, or an int32 array of ages when they have one (``-1``: silent, ``k >= 0``:
+sounding for ``k`` clock steps). ``sounding(state)`` reads either.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,19 +25,21 @@ def transpose_windows(
     windows: np.ndarray,
     rng: np.random.Generator,
     max_semitones: int,
-    on_offset: int,
-    off_offset: int,
+    pitch_offsets: Sequence[int],
     num_pitches: int,
 ) -> np.ndarray:
-    """Shift NOTE_ON and NOTE_OFF ids of each window by one random number of semitones in
+    """Shift every pitched id (the ranges of ``num_pitches`` ids starting at ``pitch_offsets``:
+    NOTE_ON of each track, NOTE_OFF) of each window by one random number of semitones in
     ``[-max_semitones, max_semitones]``, chosen so that every pitch of the window stays in range."""
     windows = np.asarray(windows)
     if max_semitones <= 0 or windows.size == 0:
         return windows.copy()
-    is_on, on_pitch = _in_range(windows, on_offset, num_pitches)
-    is_off, off_pitch = _in_range(windows, off_offset, num_pitches)
-    is_note = is_on | is_off
-    pitch = np.where(is_on, on_pitch, off_pitch)
+    is_note = np.zeros(windows.shape, dtype=bool)
+    pitch = np.zeros(windows.shape, dtype=np.int64)
+    for offset in pitch_offsets:
+        inside, relative = _in_range(windows, offset, num_pitches)
+        is_note |= inside
+        pitch = np.where(inside, relative, pitch)
     lowest = np.where(is_note, pitch, num_pitches).min(axis=-1)  # num_pitches when no note
     highest = np.where(is_note, pitch, -1).max(axis=-1)
     low = np.maximum(-max_semitones, -lowest)
@@ -54,29 +62,63 @@ def stretch_windows(
     return np.where(is_shift, steps - 1 + shift_offset, windows)
 
 
+def sounding(state: np.ndarray) -> np.ndarray:
+    """Bool ``[batch, num_pitches]``: which pitches sound, whichever form ``state`` has."""
+    return state if state.dtype == bool else state >= 0
+
+
 def allowed_mask(
-    sounding: np.ndarray, vocab_size: int, on_offset: int, off_offset: int, max_polyphony: int
+    state: np.ndarray,
+    vocab_size: int,
+    on_offsets: Sequence[int],
+    off_offset: int,
+    max_polyphony: int,
+    shift_offset: int = 0,
+    max_shift_steps: int = 0,
+    max_note_steps: int | None = None,
 ) -> np.ndarray:
-    """Mask ``[batch, vocab_size]``: NOTE_OFF only for sounding pitches, NOTE_ON only for silent
-    pitches while polyphony is under the cap, never BOS (id 0), everything else always."""
-    batch, num_pitches = sounding.shape
+    """Mask ``[batch, vocab_size]``: NOTE_OFF only for sounding pitches, NOTE_ON (of any track)
+    only for silent pitches while polyphony is under the cap, never BOS (id 0), and, with
+    ``max_note_steps``, only the TIME_SHIFTs that keep every sounding note within that many
+    steps; everything else always (so NOTE_OFF of the oldest note is allowed whenever no shift is)."""
+    on = sounding(state)
+    batch, num_pitches = on.shape
     mask = np.ones((batch, vocab_size), dtype=bool)
     mask[:, 0] = False
-    can_start = sounding.sum(axis=1) < max_polyphony
-    mask[:, on_offset : on_offset + num_pitches] = ~sounding & can_start[:, None]
-    mask[:, off_offset : off_offset + num_pitches] = sounding
+    can_start = (~on & (on.sum(axis=1) < max_polyphony)[:, None])
+    for offset in on_offsets:
+        mask[:, offset : offset + num_pitches] = can_start
+    mask[:, off_offset : off_offset + num_pitches] = on
+    if max_note_steps is not None and state.dtype != bool:
+        room = max_note_steps - state.max(axis=1, initial=-1)  # steps the oldest note may still last
+        room = np.where(on.any(axis=1), room, max_shift_steps)
+        mask[:, shift_offset : shift_offset + max_shift_steps] = np.arange(1, max_shift_steps + 1)[None, :] <= room[:, None]
     return mask
 
 
-def advance_sounding(sounding: np.ndarray, ids: np.ndarray, on_offset: int, off_offset: int) -> np.ndarray:
-    """The sounding-pitch array after sequence ``b`` emitted ``ids[b]`` (a new array)."""
+def advance_sounding(
+    state: np.ndarray,
+    ids: np.ndarray,
+    on_offsets: Sequence[int],
+    off_offset: int,
+    shift_offset: int = 0,
+    max_shift_steps: int = 0,
+) -> np.ndarray:
+    """The state after sequence ``b`` emitted ``ids[b]`` (a new array); an age state also ages
+    every sounding pitch by the steps of a TIME_SHIFT."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    if ids.shape[0] != sounding.shape[0]:
-        raise ValueError(f"got {ids.shape[0]} ids for a batch of {sounding.shape[0]}")
-    sounding = sounding.copy()
+    if ids.shape[0] != state.shape[0]:
+        raise ValueError(f"got {ids.shape[0]} ids for a batch of {state.shape[0]}")
+    state = state.copy()
     rows = np.arange(ids.shape[0])
-    is_on, on_pitch = _in_range(ids, on_offset, sounding.shape[1])
-    sounding[rows[is_on], on_pitch[is_on]] = True
-    is_off, off_pitch = _in_range(ids, off_offset, sounding.shape[1])
-    sounding[rows[is_off], off_pitch[is_off]] = False
-    return sounding
+    ages = state.dtype != bool
+    for offset in on_offsets:
+        is_on, on_pitch = _in_range(ids, offset, state.shape[1])
+        state[rows[is_on], on_pitch[is_on]] = 0 if ages else True
+    is_off, off_pitch = _in_range(ids, off_offset, state.shape[1])
+    state[rows[is_off], off_pitch[is_off]] = -1 if ages else False
+    if ages and max_shift_steps:
+        is_shift, steps = _in_range(ids, shift_offset, max_shift_steps)
+        grow = np.where(is_shift, steps + 1, 0).astype(state.dtype)[:, None]
+        state = np.where(state >= 0, state + grow, state)
+    return state

@@ -12,6 +12,7 @@ event               meaning                                 values
 ``TIME_SHIFT(k)``   the clock moves ``k`` steps forward      1 .. ``max_shift_steps``
 ``VELOCITY(b)``     later notes use velocity bin ``b``       1 .. ``velocity_bins`` (or none)
 ``DRUM(p)``         one hit of drum key ``p``                0 .. 127 (only with ``drums``)
+``NOTE_ON_t(p)``    pitch ``p`` starts sounding in track t   t = 1 .. ``tracks - 1``
 ==================  ======================================  ==============================
 
 The vocabulary is this list of ranges laid end to end (``EventTokenizer.ranges``): the id of
@@ -26,21 +27,39 @@ Design decisions:
   would flatten, the same code serves any tempo map, and decoded notes are already in seconds.
   Longer gaps chain several shifts, so long notes and rests survive. Onsets and offsets are
   rounded to the nearest step; a note shorter than one step lasts one step.
-- **Instruments are merged into one stream** (no PROGRAM tokens): the corpora are mostly one
-  timbre (piano, chorale voices) and one stream keeps the vocabulary and the sampling constraint
-  small. Decoding gives one instrument playing ``program``. Because the stream only knows
-  whether a pitch sounds, notes of one pitch that overlap (unisons between parts) are merged:
-  a pitch sounds over the union of their time spans and is struck again at each distinct onset.
+- **Instruments are merged into one stream** (no PROGRAM tokens) by default: the corpora are
+  mostly one timbre (piano, chorale voices) and one stream keeps the vocabulary and the sampling
+  constraint small. Decoding gives one instrument playing ``program``. Because the stream only
+  knows whether a pitch sounds, notes of one pitch that overlap (unisons between parts) are
+  merged: a pitch sounds over the union of their time spans and is struck again at each
+  distinct onset.
+- **Track slots** (``tracks=k``, k >= 2) keep a melody apart from its accompaniment at no cost
+  in sequence length: each slot has its own ``NOTE_ON`` range (``NOTE_OFF`` stays shared, as a
+  pitch sounds or not). Slot 0 is the lead: the instrument named like "melody", else the first
+  pitched track when there are several; the other tracks fill slots 1 .. k-1 in order (the last
+  slot takes all the rest), and a piece with a single track goes to the last slot (a whole
+  piano part, not a melody). Decoding gives one instrument per slot; notes keep their slot in
+  ``Note.track``.
+- **Beat-relative time** (``steps_per_beat=n``): a TIME_SHIFT step is 1/n of a quarter-note
+  beat read through the piece's tempo map instead of 1/``steps_per_second`` s, so the same
+  rhythm has the same tokens at any tempo (quantized arrangements such as POP909's). Decoding
+  plays the beats at ``bpm``; generation sets it to the seed's tempo.
 - **Drums never become pitched notes.** With ``drums=False`` (the default) drum notes are
   dropped; with ``drums=True`` each hit is a ``DRUM(key)`` token (hits have no duration: decoded
   hits last ``DRUM_SECONDS``). What ``encode`` dropped is counted in ``last_dropped``
   (``drum_notes``, ``out_of_range``, ``polyphony``) so the caller can print a notice.
 - **Polyphony is capped** at ``max_polyphony`` distinct sounding pitches: ``encode`` drops notes
   that would exceed it, and constrained sampling never exceeds it.
+- **Note length is capped** at ``max_note_steps`` clock steps when set: constrained sampling
+  allows only the time shifts that keep every sounding note within it (the note must be
+  released first). A new tokenizer with ``note_limit`` (the default) sets it to the longest
+  note it has encoded, the training corpus's, which tokenizer.json then records; files from
+  before the cap have none, and ``without_note_limit()`` lifts it.
 
 Sampling constraint: a ``NOTE_OFF`` only for a sounding pitch, a ``NOTE_ON`` only for a silent
-pitch while fewer than ``max_polyphony`` pitches sound, never ``BOS``; time shifts are always
-allowed, so no mask is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
+pitch while fewer than ``max_polyphony`` pitches sound, never ``BOS``; time shifts are allowed
+unless they would hold a note past ``max_note_steps``, and then the NOTE_OFFs are, so no mask
+is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
 """
 
 from __future__ import annotations
@@ -94,6 +113,11 @@ class EventTokenizer(Tokenizer):
         transpose: int = 5,  # augmentation: random transposition within +-transpose semitones
         stretch: float = 0.05,  # augmentation: random tempo factor within 1 +- stretch
         program: int = 0,  # General MIDI program of decoded notes
+        tracks: int = 1,  # NOTE_ON slots: 1 merges all instruments; 2 keeps a melody apart (see above)
+        steps_per_beat: int = 0,  # > 0: time steps are 1/steps_per_beat of a beat, not of a second
+        bpm: float = 120.0,  # tempo at which beat-relative steps decode
+        max_note_steps: int | None = None,  # longest note sampling allows, in steps (None: no cap)
+        note_limit: bool = True,  # fit_corpus sets max_note_steps to the corpus's longest note
     ):
         if not 0 <= min_pitch <= max_pitch <= 127:
             raise ValueError("need 0 <= min_pitch <= max_pitch <= 127")
@@ -101,6 +125,10 @@ class EventTokenizer(Tokenizer):
             raise ValueError("steps_per_second, max_shift_steps and max_polyphony must be >= 1")
         if not 0 <= velocity_bins <= 127 or transpose < 0 or not 0 <= stretch < 1:
             raise ValueError("need 0 <= velocity_bins <= 127, transpose >= 0, 0 <= stretch < 1")
+        if not 1 <= tracks <= 16 or steps_per_beat < 0 or not bpm > 0:
+            raise ValueError("need 1 <= tracks <= 16, steps_per_beat >= 0 and bpm > 0")
+        if max_note_steps is not None and max_note_steps < 1:
+            raise ValueError("max_note_steps must be at least 1 (or None for no cap)")
         self.steps_per_second = int(steps_per_second)
         self.max_shift_steps = int(max_shift_steps)
         self.velocity_bins = int(velocity_bins)
@@ -109,6 +137,12 @@ class EventTokenizer(Tokenizer):
         self.drums = bool(drums)
         self.transpose, self.stretch = int(transpose), float(stretch)
         self.program = int(program)
+        self.tracks, self.steps_per_beat, self.bpm = int(tracks), int(steps_per_beat), float(bpm)
+        self.max_note_steps = None if max_note_steps is None else int(max_note_steps)
+        self.note_limit = bool(note_limit)
+        # A new tokenizer with note_limit learns the cap from what it encodes (the training corpus,
+        # before it is saved); one rebuilt from JSON (from_config) keeps the cap it was saved with.
+        self._fitting = self.note_limit and self.max_note_steps is None
         self.last_dropped = {"drum_notes": 0, "out_of_range": 0, "polyphony": 0}
 
         layout = [
@@ -120,6 +154,7 @@ class EventTokenizer(Tokenizer):
             layout.append(("VELOCITY", self.velocity_bins, 1))
         if self.drums:
             layout.append(("DRUM", 128, 0))
+        layout.extend((f"NOTE_ON_{t}", self.num_pitches, self.min_pitch) for t in range(1, self.tracks))
         self.ranges: list[EventRange] = []
         offset = BOS + 1
         for name, size, first in layout:
@@ -129,8 +164,11 @@ class EventTokenizer(Tokenizer):
         self._range = {r.name: r for r in self.ranges}
         self.on, self.off = self._range["NOTE_ON"], self._range["NOTE_OFF"]
         self.shift = self._range["TIME_SHIFT"]
+        self.ons = [self.on] + [self._range[f"NOTE_ON_{t}"] for t in range(1, self.tracks)]  # by slot
+        self._on_offsets = [r.offset for r in self.ons]
         # id -> (event name, value), for decoding and naming without searching the ranges
         self._events = [(BOS_NAME, 0)] + [(r.name, r.first + i) for r in self.ranges for i in range(r.size)]
+        self._slot = {r.name: t for t, r in enumerate(self.ons)}  # NOTE_ON range name -> track slot
         self._bin_width = math.ceil(127 / self.velocity_bins) if self.velocity_bins else 0
 
     # -- vocabulary ----------------------------------------------------------------------------
@@ -164,41 +202,91 @@ class EventTokenizer(Tokenizer):
         return min((velocity_bin - 1) * self._bin_width + 1 + self._bin_width // 2, 127)
 
     # -- encoding ------------------------------------------------------------------------------
+    @property
+    def step_seconds(self) -> float:
+        """Seconds of one clock step when decoding (at ``bpm`` in beat-relative mode)."""
+        if self.steps_per_beat:
+            return 60.0 / (self.bpm * self.steps_per_beat)
+        return 1.0 / self.steps_per_second
+
+    def _clock(self, seq: NoteSequence):
+        """A function from seconds (array) to clock steps (float) for ``seq``."""
+        if not self.steps_per_beat:
+            return lambda seconds: np.asarray(seconds, dtype=float) * self.steps_per_second
+        tempos = sorted((max(float(t), 0.0), float(b)) for t, b in (seq.tempos or [(0.0, 120.0)]))
+        if tempos[0][0] > 0:
+            tempos.insert(0, (0.0, tempos[0][1]))
+        times = np.array([t for t, _ in tempos])
+        rates = np.array([b for _, b in tempos]) / 60.0 * self.steps_per_beat  # steps per second
+        at = np.concatenate([[0.0], np.cumsum(np.diff(times) * rates[:-1])])  # steps at each change
+
+        def clock(seconds):
+            seconds = np.asarray(seconds, dtype=float)
+            i = np.clip(np.searchsorted(times, seconds, side="right") - 1, 0, len(times) - 1)
+            return at[i] + (seconds - times[i]) * rates[i]
+
+        return clock
+
+    def slots(self, seq: NoteSequence) -> dict[int, int]:
+        """Track index -> NOTE_ON slot for the pitched tracks of ``seq`` (see the module docstring)."""
+        pitched = sorted({n.track for n in seq.notes if not n.is_drum})
+        if self.tracks == 1 or not pitched:
+            return {t: 0 for t in pitched}
+        names = {i: inst.name.lower() for i, inst in enumerate(seq.instruments)}
+        lead = next((t for t in pitched if "melody" in names.get(t, "")), pitched[0] if len(pitched) > 1 else None)
+        others = [t for t in pitched if t != lead]
+        found = {t: min(1 + i, self.tracks - 1) for i, t in enumerate(others)}
+        if lead is None:
+            found = {t: self.tracks - 1 for t in others}
+        else:
+            found[lead] = 0
+        return found
+
+    def note_spans(self, document) -> list[tuple[int, int, int, int, bool, int]]:
+        """The notes of a document on the tokenizer's clock: (start, end, pitch, velocity, is_drum,
+        slot), unfiltered; a pitched note lasts at least one step."""
+        seq = document if isinstance(document, NoteSequence) else grid_to_sequence(document)
+        notes = [n for n in seq.notes if math.isfinite(n.start) and math.isfinite(n.end)]
+        if not notes:
+            return []
+        clock = self._clock(seq)
+        starts = np.maximum(np.rint(clock([n.start for n in notes])), 0).astype(np.int64).tolist()
+        ends = np.rint(clock([n.end for n in notes])).astype(np.int64).tolist()
+        slot = self.slots(seq)
+        return [(start, max(end, start + 1), int(n.pitch), int(n.velocity), n.is_drum, slot.get(n.track, 0))
+                for n, start, end in zip(notes, starts, ends)]
+
     def encode(self, document) -> list[int]:
         """Turn a NoteSequence (or a JSB-style pitch grid) into ids; see ``last_dropped``."""
-        seq = document if isinstance(document, NoteSequence) else grid_to_sequence(document)
         dropped = {"drum_notes": 0, "out_of_range": 0, "polyphony": 0}
-        by_pitch: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+        by_pitch: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)
         hits: set[tuple[int, int, int]] = set()
-        sps = self.steps_per_second
-        for note in seq.notes:
-            if not (math.isfinite(note.start) and math.isfinite(note.end)):
-                continue
-            start = max(int(round(note.start * sps)), 0)
-            if note.is_drum:
-                if self.drums and 0 <= note.pitch <= 127:
-                    hits.add((start, int(note.pitch), int(note.velocity)))
+        for start, end, pitch, velocity, is_drum, slot in self.note_spans(document):
+            if is_drum:
+                if self.drums and 0 <= pitch <= 127:
+                    hits.add((start, pitch, velocity))
                 else:
                     dropped["drum_notes"] += 1
                 continue
-            if not self.min_pitch <= note.pitch <= self.max_pitch:
+            if not self.min_pitch <= pitch <= self.max_pitch:
                 dropped["out_of_range"] += 1
                 continue
-            end = max(int(round(note.end * sps)), start + 1)
-            by_pitch[int(note.pitch)].append((start, end, int(note.velocity)))
+            by_pitch[pitch].append((start, end, velocity, slot))
 
-        # Events as (time, order, pitch, velocity, segment): offs before hits before ons.
-        events = []
+        # Events as (time, order, pitch, velocity, segment, slot): offs before hits before ons.
+        events, longest = [], 0
         for pitch, notes in by_pitch.items():
-            for n, (start, end, velocity) in enumerate(_merge_same_pitch(notes)):
+            for n, (start, end, velocity, slot) in enumerate(_merge_same_pitch(notes)):
                 key = (pitch, n)
-                events.append((start, 2, pitch, velocity, key))
-                events.append((end, 0, pitch, 0, key))
-        events.extend((start, 1, pitch, velocity, None) for start, pitch, velocity in hits)
+                longest = max(longest, end - start)
+                events.append((start, 2, pitch, velocity, key, slot))
+                events.append((end, 0, pitch, 0, key, slot))
+        events.extend((start, 1, pitch, velocity, None, 0) for start, pitch, velocity in hits)
         events.sort(key=lambda e: e[:4])
 
         ids, now, current_bin, sounding, skipped = [], 0, None, 0, set()
-        for time, order, pitch, velocity, key in events:
+        drum = self._range.get("DRUM")
+        for time, order, pitch, velocity, key, slot in events:
             if order == 0:
                 if key in skipped:
                     continue
@@ -216,9 +304,39 @@ class EventTokenizer(Tokenizer):
                 if velocity_bin != current_bin:
                     ids.append(self._range["VELOCITY"].id(velocity_bin))
                     current_bin = velocity_bin
-            ids.append((self.off, self._range.get("DRUM"), self.on)[order].id(pitch))
+            ids.append((self.off, drum, self.ons[slot])[order].id(pitch))
         self.last_dropped = dropped
+        if self._fitting and longest:
+            self.max_note_steps = max(self.max_note_steps or 0, longest)
         return ids
+
+    @classmethod
+    def from_config(cls, config: dict) -> "EventTokenizer":
+        """Rebuild a saved tokenizer; files from before the note-length cap get none."""
+        config = dict(config)
+        if "max_note_steps" not in config:
+            config["note_limit"] = False
+        tokenizer = cls(**config)
+        tokenizer._fitting = False
+        return tokenizer
+
+    def without_note_limit(self) -> "EventTokenizer":
+        """The same tokenizer with no cap on note length (``--no-note-limit``)."""
+        return type(self).from_config({**self.config(), "max_note_steps": None, "note_limit": False})
+
+    def longest_note(self, ids) -> int:
+        """The longest note in ``ids``, in clock steps (notes left sounding end with the ids)."""
+        longest, time, sounding = 0, 0, {}
+        for token in np.asarray(ids, dtype=np.int64).ravel().tolist():
+            name, value = self._events[token] if 0 <= token < self.vocab_size else ("", 0)
+            if name == "TIME_SHIFT":
+                time += value
+            elif name in self._slot:
+                longest = max(longest, time - sounding.get(value, time))
+                sounding[value] = time
+            elif name == "NOTE_OFF" and value in sounding:
+                longest = max(longest, time - sounding.pop(value))
+        return max([longest] + [time - start for start in sounding.values()])
 
     def _emit_shifts(self, ids: list[int], steps: int) -> None:
         while steps > 0:
@@ -229,15 +347,15 @@ class EventTokenizer(Tokenizer):
     # -- decoding ------------------------------------------------------------------------------
     def decode(self, ids) -> NoteSequence:
         """Turn ids into a NoteSequence; notes still sounding at the end are closed there."""
-        step = 1.0 / self.steps_per_second
+        step = self.step_seconds
         time, velocity = 0, DEFAULT_VELOCITY
-        sounding: dict[int, tuple[int, int]] = {}  # pitch -> (start step, velocity)
+        sounding: dict[int, tuple[int, int, int]] = {}  # pitch -> (start step, velocity, slot)
         notes: list[Note] = []
 
         def close(pitch: int) -> None:
-            start, note_velocity = sounding.pop(pitch)
+            start, note_velocity, slot = sounding.pop(pitch)
             end = max(time, start + 1)
-            notes.append(Note(pitch, start * step, end * step, note_velocity, self.program, False, 0))
+            notes.append(Note(pitch, start * step, end * step, note_velocity, self.program, False, slot))
 
         for token in np.asarray(ids, dtype=np.int64).ravel().tolist():
             if not 0 <= token < self.vocab_size:
@@ -245,24 +363,26 @@ class EventTokenizer(Tokenizer):
             name, value = self._events[token]
             if name == "TIME_SHIFT":
                 time += value
-            elif name == "NOTE_ON":
+            elif name in self._slot:
                 if value in sounding:  # struck again while sounding: end it here first
                     close(value)
-                sounding[value] = (time, velocity)
+                sounding[value] = (time, velocity, self._slot[name])
             elif name == "NOTE_OFF":
                 if value in sounding:
                     close(value)
             elif name == "VELOCITY":
                 velocity = self.bin_velocity(value)
             elif name == "DRUM":
-                notes.append(Note(value, time * step, time * step + DRUM_SECONDS, velocity, 0, True, 1))
+                notes.append(Note(value, time * step, time * step + DRUM_SECONDS, velocity, 0, True, self.tracks))
         for pitch in list(sounding):
             close(pitch)
         notes.sort(key=lambda n: (n.start, n.pitch))
-        instruments = [Instrument(program=self.program)]
+        names = ["melody", "accompaniment"] if self.tracks == 2 else [""] * self.tracks
+        instruments = [Instrument(program=self.program, name=name) for name in names]
         if any(n.is_drum for n in notes):
             instruments.append(Instrument(program=0, is_drum=True, name="drums"))
-        return NoteSequence(notes=notes, instruments=instruments, source="generated")
+        tempos = [(0.0, self.bpm)] if self.steps_per_beat else [(0.0, 120.0)]
+        return NoteSequence(notes=notes, tempos=tempos, instruments=instruments, source="generated")
 
     # -- serialization -------------------------------------------------------------------------
     def config(self) -> dict:
@@ -277,13 +397,18 @@ class EventTokenizer(Tokenizer):
             "transpose": self.transpose,
             "stretch": self.stretch,
             "program": self.program,
+            "tracks": self.tracks,
+            "steps_per_beat": self.steps_per_beat,
+            "bpm": self.bpm,
+            "max_note_steps": self.max_note_steps,
+            "note_limit": self.note_limit,
         }
 
     # -- augmentation --------------------------------------------------------------------------
     def augment(self, windows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Transpose each window by a random in-range shift and stretch its time shifts."""
         out = event_arrays.transpose_windows(
-            windows, rng, self.transpose, self.on.offset, self.off.offset, self.num_pitches
+            windows, rng, self.transpose, self._on_offsets + [self.off.offset], self.num_pitches
         )
         if self.stretch:
             out = event_arrays.stretch_windows(
@@ -293,30 +418,38 @@ class EventTokenizer(Tokenizer):
 
     # -- constrained sampling ------------------------------------------------------------------
     def new_constraint_state(self, batch_size: int) -> np.ndarray:
-        """The state is a bool array ``[batch, num_pitches]``: which pitches sound."""
-        return np.zeros((batch_size, self.num_pitches), dtype=bool)
+        """``[batch, num_pitches]``: which pitches sound (bool), or, with ``max_note_steps``, how
+        many steps each has sounded (int32, -1 when silent); see ``event_arrays``."""
+        if self.max_note_steps is None:
+            return np.zeros((batch_size, self.num_pitches), dtype=bool)
+        return np.full((batch_size, self.num_pitches), -1, dtype=np.int32)
 
     def allowed(self, state: np.ndarray) -> np.ndarray:
         return event_arrays.allowed_mask(
-            state, self.vocab_size, self.on.offset, self.off.offset, self.max_polyphony
+            state, self.vocab_size, self._on_offsets, self.off.offset, self.max_polyphony,
+            self.shift.offset, self.max_shift_steps, self.max_note_steps,
         )
 
     def advance(self, state: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        return event_arrays.advance_sounding(state, ids, self.on.offset, self.off.offset)
+        return event_arrays.advance_sounding(
+            state, ids, self._on_offsets, self.off.offset, self.shift.offset, self.max_shift_steps
+        )
 
     def closing_ids(self, state: np.ndarray, index: int) -> list[int]:
-        """A short tail (TIME_SHIFT) then NOTE_OFF for every pitch still sounding."""
-        pitches = np.flatnonzero(state[index])
+        """A short tail (TIME_SHIFT, within the note-length cap) then NOTE_OFF for every pitch still sounding."""
+        pitches = np.flatnonzero(event_arrays.sounding(state)[index])
         if not len(pitches):
             return []
-        tail = min(max(int(round(CLOSING_TAIL_SECONDS * self.steps_per_second)), 1), self.max_shift_steps)
-        return [self.shift.id(tail)] + [self.off.offset + int(p) for p in pitches]
+        tail = min(max(int(round(CLOSING_TAIL_SECONDS / self.step_seconds)), 1), self.max_shift_steps)
+        if self.max_note_steps is not None and state.dtype != bool:
+            tail = min(tail, self.max_note_steps - int(state[index].max()))
+        return ([self.shift.id(tail)] if tail > 0 else []) + [self.off.offset + int(p) for p in pitches]
 
     def duration(self, ids) -> float:
         """Seconds from the start of ``ids`` to their end: the sum of their time shifts."""
         ids = np.asarray(ids, dtype=np.int64).ravel()
         shifts = ids[(ids >= self.shift.offset) & (ids < self.shift.offset + self.shift.size)]
-        return float((shifts - self.shift.offset + self.shift.first).sum()) / self.steps_per_second
+        return float((shifts - self.shift.offset + self.shift.first).sum()) * self.step_seconds
 
     def count_invalid_events(self, ids) -> int:
         """Count ill-formed events: BOS after the start, NOTE_OFF of a silent pitch, NOTE_ON of a
@@ -330,7 +463,7 @@ class EventTokenizer(Tokenizer):
             name, value = self._events[token]
             if token == BOS:
                 invalid += position > 0
-            elif name == "NOTE_ON":
+            elif name in self._slot:
                 invalid += value in sounding or len(sounding) >= self.max_polyphony
                 sounding.add(value)
             elif name == "NOTE_OFF":
@@ -339,19 +472,20 @@ class EventTokenizer(Tokenizer):
         return invalid + len(sounding)
 
 
-def _merge_same_pitch(notes: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Make the notes of one pitch non-overlapping: the pitch sounds over the union of their
-    spans and is struck again at every distinct onset (louder velocity wins on a shared onset)."""
+def _merge_same_pitch(notes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """Make the notes (start, end, velocity, slot) of one pitch non-overlapping: the pitch sounds
+    over the union of their spans and is struck again at every distinct onset (on a shared onset
+    the louder velocity and the lower slot, the melody's, win)."""
     merged: list[list[int]] = []
-    for start, end, velocity in sorted(notes):
+    for start, end, velocity, slot in sorted(notes):
         if merged and start < merged[-1][1]:
             last = merged[-1]
             if start == last[0]:
-                last[1], last[2] = max(last[1], end), max(last[2], velocity)
+                last[1], last[2], last[3] = max(last[1], end), max(last[2], velocity), min(last[3], slot)
                 continue
             end = max(end, last[1])
             last[1] = start
-        merged.append([start, end, velocity])
+        merged.append([start, end, velocity, slot])
     return [tuple(m) for m in merged]
 
 
