@@ -241,6 +241,29 @@ class Generator:
         texts = [Text(prompt + self.tokenizer.decode(row)) for row in tokens]
         return texts[0] if num_samples == 1 else texts
 
+    # -- harmonizing (the harmonizer checkpoint) -------------------------------------------------
+    def harmonize(self, melody, *, voices=None, infill=None, iterations: int | None = None,
+                  temperature: float = 1.0, num_samples: int = 1, random_seed: int | None = None,
+                  split: str | None = None, index: int | None = None):
+        """Write the voices under a melody, or rewrite part of a chorale, by pseudo-Gibbs sampling.
+
+        ``melody``: a score file (MIDI, MusicXML, ABC, kern; its only line or top line becomes the
+        soprano, or all four voices of a four-part piece), a JSB Chorales .json with ``split`` and
+        ``index``, a ``NoteSequence``, a ``[steps, 4]`` grid or a 1-D array of soprano pitches per
+        16th note. ``voices`` names those to write (default alto, tenor, bass; all four with
+        ``infill``); ``infill=(start, end)`` or ``"8-16"`` (beats) rewrites only that passage.
+        Returns a ``Music`` object (a list with ``num_samples`` > 1), like ``generate``::
+
+            >>> generator.load("harmonizer").harmonize("melody.mid", random_seed=1).save("chorale.mid")
+        """
+        from generator.generation import harmonize
+
+        pieces = harmonize.harmonize(self, melody, voices=voices, infill=infill,
+                                     iterations=harmonize.DEFAULT_ITERATIONS if iterations is None else iterations,
+                                     temperature=temperature, num_samples=num_samples, random_seed=random_seed,
+                                     split=split, index=index)
+        return pieces[0] if num_samples == 1 else pieces
+
     # -- scoring ---------------------------------------------------------------------------------
     def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8") -> dict:
         """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start."""

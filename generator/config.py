@@ -25,7 +25,7 @@ class RunConfig:
     split: str = ""  # JSB json split, if any
     val_split: str = ""  # validate on this split of the same JSON corpus instead of a held-out share
     # model
-    arch: str = "lstm"  # lstm | lstm-attention | transformer (see generator/models)
+    arch: str = "lstm"  # lstm | lstm-attention | transformer | harmonizer (see generator/models)
     layers: int = 2  # stacked LSTM layers, or Transformer blocks
     units: int = 256  # LSTM units per layer, or the Transformer's model width
     embedding: int = 64  # token embedding width
@@ -97,6 +97,9 @@ PRESETS: dict[str, RunConfig] = {
 # lstm-attention adds ~4 units^2 weights to the LSTM; the Transformer's sizes follow nanoGPT's small
 # character model scaled to a CPU (about the LSTM preset's parameter count).
 ARCH_PRESETS: dict[str, dict[str, dict]] = {
+    "harmonizer": {  # windows of 64 16th-note steps (16 beats), each with a random share of its cells masked
+        "chorales": dict(layers=2, units=256, embedding=32, dropout=0.3, seq_len=64, batch_size=32),
+    },
     "lstm-attention": {
         "text": dict(heads=4, attention_window=128),
         "music": dict(heads=4, attention_window=64),

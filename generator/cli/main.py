@@ -181,7 +181,8 @@ def generate_text_main(argv=None) -> None:
 # -- generate-music ------------------------------------------------------------------------------------
 
 def music_parser() -> Parser:
-    p = Parser(prog="generate-music", description="Compose music with a trained LSTM, or continue a seed score.")
+    p = Parser(prog="generate-music", description="Compose music with a trained LSTM, or continue a seed score, "
+                                                   "or harmonize a melody in four voices (--harmonize).")
     p.add_argument("--seed", default=None, metavar="FILE",
                    help="A score to continue: .mid/.midi, or .musicxml/.mxl/.xml/.abc/.krn read through music21. "
                         "Without it the model composes from scratch.")
@@ -208,6 +209,9 @@ def music_parser() -> Parser:
                    help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
                         "crosses the one above it, alto and tenor stay within an octave of the voice above, and "
                         "no two voices move in parallel fifths or octaves.")
+    from generator.cli import harmonize
+
+    harmonize.add_flags(p)  # --harmonize, --voices, --infill, --iterations, --split, --index
     return p
 
 
@@ -223,6 +227,11 @@ def generate_music_main(argv=None) -> None:
         from generator.generation.render import find_soundfont
 
         find_soundfont(args.soundfont)  # a missing SoundFont fails before generating
+    from generator.cli import harmonize
+
+    harmonize.check_flags(args)
+    if args.harmonize is not None:
+        return harmonize.harmonize_main(args, paths, quiet_tensorflow)
     seed = None
     if args.seed is not None:
         from generator.generation.compose import read_seed
@@ -260,11 +269,12 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                         "(see `generator corpora list`).")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="The run directory to write. Re-running the same command resumes an interrupted run.")
-    p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer"],
+    p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer", "harmonizer"],
                    help="The architecture: lstm (stacked LSTMs, the default), lstm-attention (stacked LSTMs whose "
                         "top-layer outputs attend over the last --attention-window outputs) or transformer "
-                        "(decoder-only, causal self-attention with rotary positions). Each has its own preset of "
-                        "sizes, which the other flags override.")
+                        "(decoder-only, causal self-attention with rotary positions); harmonizer (a bidirectional LSTM "
+                        "trained on SATB grids with masked cells, which fills in voices: generate-music --harmonize; "
+                        "needs --tokenizer voices). Each has its own preset of sizes, which the other flags override.")
     p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers, or of Transformer blocks.")
     p.add_argument("--units", type=int_range(1, 8192),
                    help="Units (state size) of each LSTM layer, or the Transformer's model width.")

@@ -20,6 +20,7 @@ import importlib
 
 ARCHS = {  # --arch name -> module
     "lstm": "generator.models.lstm",
+    "harmonizer": "generator.models.harmonizer",  # bidirectional, fills in SATB cells (generation.harmonize)
     "lstm-attention": "generator.models.attention",
     "transformer": "generator.models.transformer",
 }
@@ -49,6 +50,23 @@ def build_model(config):
 def decoder(model):
     """The incremental decoder of a trained model of any architecture."""
     return module(arch_of(model)).Decoder(model)
+
+
+def window_sampler(config):
+    """The class (or factory) that cuts training windows for ``config.arch``: ``dataset.WindowSampler``
+    (next-token ``(x, y)``) unless the architecture trains on something else (the harmonizer:
+    masked cells, targets -1 where the loss ignores them)."""
+    import functools
+
+    from generator.data import dataset
+
+    own = getattr(module(config.arch), "WindowSampler", None)
+    return dataset.WindowSampler if own is None else functools.partial(own, vocab_size=config.vocab_size)
+
+
+def ignores_targets(arch: str) -> bool:
+    """Whether ``arch``'s training targets include ignored ones (< 0): its loss is the mean over the rest."""
+    return hasattr(module(arch), "WindowSampler")
 
 
 def training_forward(model, tokens, training: bool = False):

@@ -93,16 +93,23 @@ def build(config: RunConfig, strategy):
     return model, optimizer
 
 
+def cross_entropy(y, logits):
+    """Cross-entropy of each target; a target < 0 (a cell the harmonizer's loss ignores) gives 0."""
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(y, 0), tf.cast(logits, tf.float32))
+    return tf.where(y >= 0, ce, tf.zeros_like(ce))
+
+
 def make_train_step(strategy, model, optimizer, config: RunConfig):
     """``train_step(distributed_batch, global_tokens) -> mean loss per token of the global batch``."""
     variables = model.trainable_variables
     scaled = hasattr(optimizer, "dynamic_scale")
     jit = use_jit(config)
+    ignores = models.ignores_targets(config.arch)
 
     def forward_backward(x, y, global_tokens):
         with tf.GradientTape() as tape:
             logits = models.training_forward(model, x, training=True) if jit else model(x, training=True)
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
+            ce = cross_entropy(y, logits)
             loss = tf.reduce_sum(ce) / global_tokens
             scaled_loss = optimizer.scale_loss(loss) if scaled else loss
         return loss, tape.gradient(scaled_loss, variables)
@@ -111,6 +118,9 @@ def make_train_step(strategy, model, optimizer, config: RunConfig):
         forward_backward = tf.function(forward_backward, jit_compile=True, reduce_retracing=True)
 
     def replica_step(x, y, global_tokens):
+        if ignores:  # the mean over the targets that count (>= 0) in the whole global batch
+            counted = tf.reduce_sum(tf.cast(y >= 0, tf.float32))
+            global_tokens = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, counted)
         loss, grads = forward_backward(x, y, global_tokens)
         grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
         if config.clip_norm > 0:  # a non-finite norm gives NaN gradients: a loss-scaled step is then skipped
@@ -135,7 +145,6 @@ def make_eval_step(model, config: RunConfig):
     @tf.function(reduce_retracing=True, jit_compile=jit)
     def eval_step(x, y):
         logits = models.training_forward(model, x) if jit else model(x, training=False)
-        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(y, tf.cast(logits, tf.float32))
-        return tf.reduce_sum(ce), tf.size(y)
+        return tf.reduce_sum(cross_entropy(y, logits)), tf.reduce_sum(tf.cast(y >= 0, tf.int32))
 
     return eval_step

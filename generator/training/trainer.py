@@ -172,9 +172,12 @@ class Trainer:
             raise GeneratorError("the workers disagree about the corpus or the settings: run the same command "
                                  "on every worker, with the same corpus")
         augment = tokenizer.augment if config.augment else None
-        train_windows = dataset.WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
+        from generator import models
+
+        sampler = models.window_sampler(config)  # next-token windows, or the architecture's own (the harmonizer's)
+        train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
                                               segments=segments.get("train"))
-        val_windows = (dataset.WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
+        val_windows = (sampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
                                              segments=segments.get("val"))
                        if len(val_ids) >= 2 else None)
         self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
