@@ -103,6 +103,7 @@ def test_training_records_the_split_and_prints_the_summary(tiny_corpus, tmp_path
     assert metrics["holdout"]["method"] == "blocks" and metrics["holdout"]["held_out"] >= 2
     assert "seeded blocks" in metrics["validation_split"]
     assert "best epoch" in stdout and "gap" in stdout
+    assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"  # the training curve
     config = json.loads((out / "config.json").read_text())
     assert config["holdout"] == "blocks" and config["holdout_block"] == 100
 

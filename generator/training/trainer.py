@@ -226,6 +226,12 @@ class Trainer:
         if chief:
             for line in summary(state.history, state.best_epoch):
                 self.log(line)
+            try:
+                from generator.training import curve
+
+                curve.plot(state.history, self.run_dir / "curve.png", state.best_epoch, f"{corpus.name}: {config.arch}")
+            except Exception as e:  # a missing plotting backend must not fail a finished run
+                self.log(f"(no training curve: {e})")
         return metrics if chief else {}
 
     # -- the loop ------------------------------------------------------------------------------
