@@ -27,6 +27,7 @@ four voices (only when the piece has four voices; see ``four_voice_grid``)
     than an octave apart), ``out_of_range`` (share of chords with a voice outside its range,
     ``VOICE_RANGES``). A *chord* is a grid step where all four voices sound and some voice
     differs from the previous such step; a chord change is a pair of successive chords.
+    ``voice_crossing`` is ``None`` where the voices were taken by pitch order (they cannot cross).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class GridPiece:
         self.bar_steps = int(bar_steps)
         self.grid = grid  # int64 [steps, 4] or None
         self.name = name
+        self.voices_by_pitch = False  # True when the voices were taken by pitch order (they cannot cross)
 
 
 # -- reading pieces onto the grid ------------------------------------------------------------
@@ -162,7 +164,9 @@ def as_grid_piece(piece, merge_tracks: bool = False) -> GridPiece:
         grid = grid_from_note_sequence(sequence, STEPS_PER_BEAT)
     else:
         grid = _sorted_voices(pitch, onset, end, int(end.max()))
-    return GridPiece(pitch, onset, end, line, bar_steps, grid, name)
+    piece = GridPiece(pitch, onset, end, line, bar_steps, grid, name)
+    piece.voices_by_pitch = grid is not None and (merge_tracks or len(set(tracks.tolist())) != 4)
+    return piece
 
 
 def _without_drums(piece, notes):
@@ -185,6 +189,8 @@ def piece_features(piece, merge_tracks: bool = False) -> dict[str, float | None]
     out["mean_abs_interval"] = _mean_abs_interval(p)
     if p.grid is not None:
         out.update(voice_leading(p.grid))
+        if p.voices_by_pitch:
+            out["voice_crossing"] = None  # voices in pitch order never cross: the figure would say nothing
     return out
 
 
