@@ -113,10 +113,17 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
     rows = np.concatenate(chunks, axis=1)
     state = generator.last_constraint_state
     out, invalid = [], 0
+    closed = list(ids)  # the prompt with its own sounding notes closed: its invalid events are not the model's
+    if tokenizer.has_constraint:
+        prompt_state = tokenizer.new_constraint_state(1)
+        for token in [BOS] + list(ids):
+            prompt_state = tokenizer.advance(prompt_state, np.array([token]))
+        closed += tokenizer.closing_ids(prompt_state, 0)
+    before = count_invalid(tokenizer, [BOS] + closed)
     tempos = tempos or shifted_tempos(prompt.tempos, prompt.end_time)
     for index, row in enumerate(rows):
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
-        invalid += count_invalid(tokenizer, [BOS] + list(ids) + row) - count_invalid(tokenizer, [BOS] + list(ids))
+        invalid += count_invalid(tokenizer, [BOS] + list(ids) + row) - before
         full = tokenizer.decode([BOS] + list(ids) + row)
         notes = [Note(n.pitch, n.start - prompt_seconds, min(n.end - prompt_seconds, seconds), n.velocity,
                       n.program, n.is_drum, n.track)
