@@ -76,8 +76,6 @@ def test_continuations_are_deterministic_for_the_same_seed(songs, music_run, cap
     assert set(pc) == {"generated", "real", "shuffled"} and all(0 <= v <= 2 for v in pc.values())
     assert set(result["features"]["pitch_range"]) == {"real", "generated", "oa", "kld", "reference_oa",
                                                       "reference_kld"}
-    code, other, _ = call(main, argv[:-3] + ["--random-seed", "8", "--json"], capsys)
-    assert code == 0 and json.loads(other)["prompt_consistency"] != pc
 
 
 def test_table_output_names_the_settings(songs, music_run, capsys):
