@@ -391,6 +391,14 @@ def generator_parser() -> Parser:
     bench.add_argument("--quick", action="store_true",
                        help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
     bench.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    from generator.bench import compare
+
+    cmp = sub.add_parser("compare", help="Train lstm, lstm-attention and transformer side by side and measure them.",
+                         description="Train each architecture on one corpus at equal parameter count and equal "
+                                     "wall-clock budget, then measure validation loss, training and sampling speed, "
+                                     "decode-state memory and evaluate time; writes compare.json and compare.png.")
+    compare.add_arguments(cmp)
+    cmp.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     commands.add_render_parser(sub)
     commands.add_tune_parser(sub)
     from generator.cli import music_stats
@@ -422,6 +430,11 @@ def generator_main(argv=None) -> None:
         from generator.bench import suite as bench
 
         return bench.main(quick=args.quick, as_json=args.json)
+    if args.command == "compare":
+        from generator.bench import compare
+
+        compare.run_args(args)
+        return
     from generator import api
 
     if args.command == "train":

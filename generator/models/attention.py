@@ -2,7 +2,8 @@
 
 The model is Embedding -> N x LSTM -> causal multi-head self-attention over a window of the last
 W top-layer outputs (the output itself included) -> residual connection and layer normalization
--> Dense logits; Magenta's attention_rnn is the precedent (it attends over the last n outputs
+-> logits (a Dense layer, or the embedding table with ``tie_weights``; ``embedding_dropout`` as the
+LSTM's); Magenta's attention_rnn is the precedent (it attends over the last n outputs
 of its cell). The LSTM carries order, so the attention has no position encoding of its own.
 
 Decoding is incremental with constant memory per sample: the decode state is the LSTM states
@@ -152,7 +153,11 @@ def build(config: RunConfig) -> keras.Model:
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    x = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")(tokens)
+    from generator.models.lstm import TokenEmbedding
+
+    embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
+                               tied=config.tie_weights, seed=config.seed, name="embedding")
+    x = embedding(tokens)
     for i in range(config.layers):
         x = keras.layers.LSTM(config.units, return_sequences=True, name=f"lstm_{i + 1}")(x)
         if config.dropout > 0:
@@ -161,7 +166,12 @@ def build(config: RunConfig) -> keras.Model:
     if config.dropout > 0:
         attended = keras.layers.Dropout(config.dropout, name="attention_dropout")(attended)
     x = keras.layers.LayerNormalization(name="attention_norm")(keras.layers.Add(name="residual")([x, attended]))
-    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    if config.tie_weights:  # the output reuses the embedding table (through a projection when widths differ)
+        if config.units != config.embedding:
+            x = keras.layers.Dense(config.embedding, use_bias=False, name="logits_projection")(x)
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
     return keras.Model(tokens, logits, name=NAME)
 
 
@@ -178,7 +188,7 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
 
     if tf.config.list_logical_devices("GPU"):
         return model(tokens, training=training)
-    x = model.get_layer("embedding")(tf.transpose(tokens))  # time major through the LSTMs
+    x = model.get_layer("embedding")(tf.transpose(tokens), training=training)  # time major through the LSTMs
     for i, layer in enumerate(_lstm_layers(model)):
         cell = layer.cell
         x = fast_lstm.lstm_sequence(x, *(tf.cast(w, x.dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
@@ -191,7 +201,29 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
     if drop is not None and training:
         attended = fast_lstm.dropout(drop, attended)
     x = model.get_layer("attention_norm")(x + attended)
-    return model.get_layer("logits")(x)
+    return logits_of(model, x)
+
+
+def logits_of(model, x):
+    """The model's output layer on ``x``: a Dense layer, or the tied embedding table."""
+    if _layer(model, "logits") is not None:
+        return model.get_layer("logits")(x)
+    if _layer(model, "logits_projection") is not None:
+        x = model.get_layer("logits_projection")(x)
+    return model.get_layer("embedding")(x, reverse=True)
+
+
+def output_weights(model):
+    """float32 ``(kernel [width, vocab], bias [vocab])`` of the output layer, tied or not."""
+    dense = _layer(model, "logits")
+    if dense is not None:
+        return tf.convert_to_tensor(dense.kernel, tf.float32), tf.convert_to_tensor(dense.bias, tf.float32)
+    embedding = model.get_layer("embedding")
+    kernel = tf.transpose(tf.convert_to_tensor(embedding.embeddings, tf.float32))
+    projection = _layer(model, "logits_projection")
+    if projection is not None:
+        kernel = tf.matmul(tf.convert_to_tensor(projection.kernel, tf.float32), kernel)
+    return kernel, tf.convert_to_tensor(embedding.output_bias, tf.float32)
 
 
 def _lstm_layers(model):
@@ -220,9 +252,7 @@ class Decoder:
         norm = model.get_layer("attention_norm")
         self.gamma, self.beta, self.epsilon = (tf.convert_to_tensor(norm.gamma, tf.float32),
                                                tf.convert_to_tensor(norm.beta, tf.float32), norm.epsilon)
-        dense = model.get_layer("logits")
-        self.out_kernel = tf.convert_to_tensor(dense.kernel, tf.float32)
-        self.out_bias = tf.convert_to_tensor(dense.bias, tf.float32)
+        self.out_kernel, self.out_bias = output_weights(model)
         self.vocab_size = int(self.out_kernel.shape[1])
 
     def zero_states(self, batch_size):

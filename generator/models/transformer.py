@@ -1,0 +1,172 @@
+"""``transformer``: a decoder-only Transformer (GPT-style, pre-norm) over token ids.
+
+Embedding (projected to the model width when ``embedding != units``) -> dropout -> ``layers`` blocks of
+[LayerNorm -> causal multi-head self-attention with rotary positions -> dropout -> residual,
+LayerNorm -> Dense(4 units, GELU) -> Dense(units) -> dropout -> residual] -> LayerNorm -> logits,
+untied (a Dense layer) or, with ``tie_weights``, the embedding table transposed plus a bias (the LSTM's
+``TokenEmbedding``, which also gives ``embedding_dropout``: whole embedding rows dropped per batch).
+
+Positions are rotary (RoFormer): a query-key score depends only on the distance between the two
+positions, which is what lets generation run past the training context with a rolling cache.
+
+Decoding carries, per block, a key/value cache of fixed size ``context = seq_len`` and one position
+counter: ``[batch, context, heads, units / heads]`` per tensor, so shapes stay static inside the
+compiled decode loop. The cache is a ring buffer (see ``generator.models.attention.ring_attention``):
+once ``context`` tokens have been read, each new key and value overwrites the oldest, and every
+token attends to the last ``context`` tokens (itself included) - a sliding window. The training pass
+uses the same band mask, so the full forward pass over any length (``model(tokens)``) equals
+step-by-step or chunked decoding; within ``seq_len`` tokens that band is the ordinary causal mask.
+Nothing is ever re-encoded, so the cost of a step and the state's memory are constant once the
+cache is full. (Beyond the context, a token's deeper layers still carry information from earlier
+tokens through the window's keys: the receptive field is ``layers x context``.)
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from generator.config import RunConfig
+from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, output, output_weights, project,
+                                        ring_attention, ring_zeros)
+from generator.models.lstm import TokenEmbedding
+
+NAME = "transformer_generator"
+
+
+def build(config: RunConfig) -> keras.Model:
+    """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
+    if config.vocab_size < 2:
+        raise ValueError("vocab_size must be set before building the model")
+    if config.units % config.heads or (config.units // config.heads) % 2:
+        raise ValueError(f"the Transformer width (units {config.units}) must be an even multiple of 2 x heads "
+                         f"({config.heads}) for rotary positions")
+    tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
+    tie = config.tie_weights
+    embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout, tied=tie,
+                               seed=config.seed, name="embedding")
+    x = embedding(tokens)
+    if config.embedding != config.units:
+        x = keras.layers.Dense(config.units, use_bias=False, name="embedding_projection")(x)
+
+    def dropout(h, name):
+        return keras.layers.Dropout(config.dropout, name=name)(h) if config.dropout > 0 else h
+
+    x = dropout(x, "input_dropout")
+    for i in range(1, config.layers + 1):
+        h = keras.layers.LayerNormalization(name=f"block_{i}_attention_norm")(x)
+        h = CausalSelfAttention(config.heads, config.seq_len, rotary=True, name=f"block_{i}_attention")(h)
+        x = keras.layers.Add(name=f"block_{i}_attention_residual")([x, dropout(h, f"block_{i}_attention_dropout")])
+        h = keras.layers.LayerNormalization(name=f"block_{i}_mlp_norm")(x)
+        h = keras.layers.Dense(4 * config.units, activation="gelu", name=f"block_{i}_mlp_in")(h)
+        h = keras.layers.Dense(config.units, name=f"block_{i}_mlp_out")(h)
+        x = keras.layers.Add(name=f"block_{i}_mlp_residual")([x, dropout(h, f"block_{i}_mlp_dropout")])
+    x = keras.layers.LayerNormalization(name="final_norm")(x)
+    if tie:
+        if config.embedding != config.units:
+            x = keras.layers.Dense(config.embedding, use_bias=False, name="logits_projection")(x)
+        logits = embedding(x, reverse=True)
+    else:
+        logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    return keras.Model(tokens, logits, name=NAME)
+
+
+def _get(model, name):
+    try:
+        return model.get_layer(name)
+    except ValueError:
+        return None
+
+
+def _blocks(model) -> int:
+    return sum(1 for layer in model.layers if isinstance(layer, CausalSelfAttention))
+
+
+def training_forward(model: keras.Model, tokens, training: bool = False):
+    """The model's forward pass, dropout masks drawn by ``fast_lstm.dropout`` (cheap under XLA on a CPU)."""
+    from generator.models import fast_lstm
+
+    def dropout(h, name):
+        layer = _get(model, name)
+        if layer is None or not training:
+            return h
+        return layer(h, training=True) if tf.config.list_logical_devices("GPU") else fast_lstm.dropout(layer, h)
+
+    x = model.get_layer("embedding")(tokens, training=training)
+    if _get(model, "embedding_projection") is not None:
+        x = model.get_layer("embedding_projection")(x)
+    x = dropout(x, "input_dropout")
+    for i in range(1, _blocks(model) + 1):
+        h = model.get_layer(f"block_{i}_attention")(model.get_layer(f"block_{i}_attention_norm")(x))
+        x = x + dropout(h, f"block_{i}_attention_dropout")
+        h = model.get_layer(f"block_{i}_mlp_in")(model.get_layer(f"block_{i}_mlp_norm")(x))
+        x = x + dropout(model.get_layer(f"block_{i}_mlp_out")(h), f"block_{i}_mlp_dropout")
+    return logits_of(model, model.get_layer("final_norm")(x))
+
+
+def _f32(w):
+    return tf.convert_to_tensor(w, tf.float32)
+
+
+def _norm(layer):
+    return _f32(layer.gamma), _f32(layer.beta), layer.epsilon
+
+
+def layer_norm(x, norm):
+    gamma, beta, epsilon = norm
+    mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+    return (x - mean) * tf.math.rsqrt(var + epsilon) * gamma + beta
+
+
+class Decoder:
+    """Incremental decoding: states ``(((keys, values) per block), position)``.
+
+    Keys and values are ring buffers ``[batch, context, heads, units / heads]`` (rotary keys, so a
+    slot never needs re-encoding when the window slides); ``position`` counts the tokens read.
+    """
+
+    def __init__(self, model: keras.Model):
+        table = _f32(model.get_layer("embedding").embeddings)
+        self.table = table
+        projection = _get(model, "embedding_projection")
+        self.input_table = table if projection is None else tf.matmul(table, _f32(projection.kernel))
+        self.blocks = []
+        for i in range(1, _blocks(model) + 1):
+            attention = model.get_layer(f"block_{i}_attention")
+            mlp_in, mlp_out = model.get_layer(f"block_{i}_mlp_in"), model.get_layer(f"block_{i}_mlp_out")
+            self.blocks.append(dict(
+                norm1=_norm(model.get_layer(f"block_{i}_attention_norm")), attention=float_weights(attention),
+                norm2=_norm(model.get_layer(f"block_{i}_mlp_norm")),
+                mlp=(_f32(mlp_in.kernel), _f32(mlp_in.bias), _f32(mlp_out.kernel), _f32(mlp_out.bias))))
+            self.context, self.heads = attention.window, attention.heads
+        self.final_norm = _norm(model.get_layer("final_norm"))
+        self.out_kernel, self.out_bias = output_weights(model)
+        self.width = int(self.input_table.shape[1])
+        self.vocab_size = int(self.out_kernel.shape[1])
+
+    def zero_states(self, batch_size):
+        caches = tuple(ring_zeros(batch_size, self.context, self.heads, self.width // self.heads) for _ in self.blocks)
+        return caches, tf.constant(0, tf.int32)
+
+    def forward(self, tokens, states):
+        """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last token)."""
+        caches, position = states
+        x = tf.gather(self.input_table, tokens)
+        positions = position + tf.range(tf.shape(tokens)[1])
+        new_caches = []
+        for block, (keys, values) in zip(self.blocks, caches):
+            q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], positions, True)
+            out, keys, values = ring_attention(q, k, v, keys, values, position, self.context)
+            x = x + output(out, block["attention"])
+            w_in, b_in, w_out, b_out = block["mlp"]
+            h = tf.nn.gelu(tf.einsum("btu,uv->btv", layer_norm(x, block["norm2"]), w_in) + b_in, approximate=False)
+            x = x + tf.einsum("btv,vu->btu", h, w_out) + b_out
+            new_caches.append((keys, values))
+        x = layer_norm(x, self.final_norm)
+        logits = tf.einsum("btu,uv->btv", x, self.out_kernel) + self.out_bias
+        return logits, (tuple(new_caches), position + tf.shape(tokens)[1])
+
+    def step(self, tokens, states):
+        """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
+        logits, states = self.forward(tokens[:, None], states)
+        return logits[:, 0], states
