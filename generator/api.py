@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,6 +169,18 @@ class Generator:
             raise GeneratorError("the prompt has characters the model never saw: " + describe_chars(unknown(prompt)))
         return self.tokenizer.encode(prompt)
 
+    def prompt_tail(self, ids: list[int], prompt_tokens: int | None = None, log=None) -> list[int]:
+        """The last ``prompt_tokens`` of ``ids`` (default: the ``prompt_tokens`` limit; 0: all), with a
+        notice through ``log`` (default: stderr) when that cuts the prompt."""
+        from generator.data import limits
+
+        if prompt_tokens is not None and int(prompt_tokens) < 0:
+            raise GeneratorError(f"--prompt-tokens must be at least 0, not {prompt_tokens}")
+        ids, notice = limits.tail(ids, limit=prompt_tokens)
+        if notice:
+            (log or (lambda message: print(message, file=sys.stderr)))(notice)
+        return ids
+
     def stream(self, prompt_ids: list[int], length: int, *, num_samples: int = 1, temperature: float = 1.0,
                top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None,
                tokenizer=None) -> Iterator[np.ndarray]:
@@ -187,7 +200,8 @@ class Generator:
         except ValueError as e:
             raise GeneratorError(str(e)) from None
         seed = secrets.randbits(62) if random_seed is None else int(random_seed)
-        prompts = np.tile(np.array([BOS] + list(prompt_ids), dtype=np.int32), (num_samples, 1))
+        row = np.array([BOS] + list(prompt_ids), dtype=np.int32)
+        prompts = np.broadcast_to(row, (num_samples, len(row)))  # one copy of the prompt for all samples
         constraint = None
         if tokenizer.has_constraint:
             state = tokenizer.new_constraint_state(num_samples)
@@ -209,11 +223,13 @@ class Generator:
 
     def generate(self, prompt: str = "", length: int | None = None, *, seed=None, num_samples: int = 1,
                  temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 random_seed: int | None = None, **music_options):
+                 random_seed: int | None = None, prompt_tokens: int | None = None, **music_options):
         """Sample from the model.
 
         Text models return ``prompt`` plus ``length`` (default 500) new characters as a ``Text``
-        (a ``str`` with ``.save(path)``), a list of them when ``num_samples`` > 1::
+        (a ``str`` with ``.save(path)``), a list of them when ``num_samples`` > 1; only the last
+        ``prompt_tokens`` tokens of the prompt prime the model (default: the ``prompt_tokens`` limit
+        of ``generator.data.limits``, 2048; 0 for all), with a notice on stderr when that cuts it::
 
             >>> generator.load("shakespeare").generate("KING:", length=100, temperature=0.7).save("king.txt")
 
@@ -234,7 +250,7 @@ class Generator:
         from generator.progress import track
 
         length = 500 if length is None else length
-        ids = self.encode_prompt(prompt)
+        ids = self.prompt_tail(self.encode_prompt(prompt), prompt_tokens)
         chunks = list(track(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
                                         top_k=top_k, top_p=top_p, random_seed=random_seed), length))
         tokens = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)

@@ -158,8 +158,14 @@ def _files_under(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
 # -- text ------------------------------------------------------------------------------------
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
-    """Read a text document; undecodable bytes become a GeneratorError that offers --encoding."""
+    """Read a text document; undecodable bytes become a GeneratorError that offers --encoding.
+
+    A file over the ``text_bytes`` limit (``generator.data.limits``) is refused before it is read.
+    """
+    from generator.data import limits
+
     try:
+        limits.check("text_bytes", str(path), Path(path).stat().st_size)
         data = Path(path).read_bytes()
     except OSError as e:
         raise GeneratorError(f"cannot read {path}: {e.strerror}") from None
@@ -205,57 +211,71 @@ def open_music(path: Path) -> Corpus:
     return Corpus(str(path), "music", _hash_files(files, path), lambda: read_music_files(files))
 
 
-def _parse_one(path: str):
-    """Worker: parse one file; returns (documents, error message)."""
+def _parse_one(path: str) -> list:
+    """Worker: every piece of one music file (a GeneratorError is reported by the parent)."""
     from generator.data import midi_io
 
-    try:
-        return midi_io.read_score_documents(path), None
-    except GeneratorError as e:
-        return [], str(e)
-    except Exception as e:  # a parser bug must not abort the corpus either
-        return [], f"{path}: {type(e).__name__}: {e}"
+    return midi_io.read_score_documents(path)
 
 
 def read_music_files(files: list[Path], report: Callable[[str], None] | None = None) -> list:
-    """Parse music files on every core with a progress bar; failures are reported and skipped."""
+    """Parse music files on every core with a progress bar; failures are reported and skipped.
+
+    Each file is parsed in a worker process under the limits of ``generator.data.limits``: one
+    that takes longer than ``parse_seconds`` has its worker killed, is reported and skipped, and
+    the count of skipped files is reported at the end. Documents keep the order of ``files``.
+    """
+    from generator.data import limits, midi_io
     from generator.progress import progress_bar
 
     report = report or (lambda message: print(message, file=sys.stderr))
-    documents, failures = [], 0
     names = [str(p) for p in files]
-    workers = min(len(names), os.cpu_count() or 1)
+    parsed: list[list | None] = [None] * len(names)
+    to_parse, failures = [], 0
+    for index, name in enumerate(names):  # size limits first: an oversized file costs no worker
+        try:
+            if Path(name).suffix.lower() in midi_io.SCORE_SUFFIXES:
+                midi_io.check_score_size(name)
+            to_parse.append(index)
+        except GeneratorError as e:
+            failures += _skip(str(e), report)
     with progress_bar(len(names), "parsing") as bar:
-        if workers <= 1 or len(names) < 4:
-            results: Iterator = map(_parse_one, names)
-            for docs, error in results:
-                failures += _collect(docs, error, documents, report)
-                bar.update(1)
+        bar.update(len(names) - len(to_parse))
+        if to_parse and not limits.get("parse_seconds"):  # no time limit: parse here, one after another
+            results: Iterator = (_parse_here(names[i], i) for i in to_parse)
         else:
-            import multiprocessing
-
-            ctx = multiprocessing.get_context("spawn")
-            with ctx.Pool(workers) as pool:
-                for docs, error in pool.imap(_parse_one, names, chunksize=4):
-                    failures += _collect(docs, error, documents, report)
-                    bar.update(1)
+            results = ((to_parse[k], ok, value) for k, ok, value in
+                       limits.map_bounded(_parse_one, [names[i] for i in to_parse]))
+        for index, ok, value in results:
+            if ok:
+                parsed[index] = value
+            else:
+                failures += _skip(value, report)
+            bar.update(1)
     if failures:
         report(f"skipped {failures} of {len(names)} files that could not be read")
-    return documents
+    return [doc for docs in parsed if docs for doc in docs if len(doc.notes)]
 
 
-def _collect(docs, error, documents, report) -> int:
-    if error:
-        report(f"skipping {error}")
-        return 1
-    documents.extend(d for d in docs if len(d.notes))
-    return 0
+def _parse_here(name: str, index: int):
+    try:
+        return index, True, _parse_one(name)
+    except GeneratorError as e:
+        return index, False, str(e)
+
+
+def _skip(message: str, report) -> int:
+    report(f"skipping {message}")
+    return 1
 
 
 def open_grid_json(path: Path, split: str) -> Corpus:
     """JSB Chorales in the Boulanger-Lewandowski JSON layout: one SATB grid per chorale."""
     from generator.data import chorales
 
+    from generator.data import limits
+
+    limits.check("text_bytes", str(path), path.stat().st_size)
     fingerprint = _hash_files([path], path) + ":" + split
     return Corpus(f"{path}:{split}", "music", hashlib.sha256(fingerprint.encode()).hexdigest(),
                   lambda: chorales.read_jsb_json(path, split))

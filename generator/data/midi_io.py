@@ -10,9 +10,16 @@ Policies worth knowing:
 
 - MIDI type 2 (independent sequential patterns) and SMPTE time division are refused.
 - Tempi are clamped to ``MIN_BPM``..``MAX_BPM``; a tempo of 0 (invalid) counts as ``MAX_BPM``.
-- A file with no notes, longer than ``MAX_SECONDS`` or larger than ``MAX_FILE_BYTES`` is refused.
+- A file with no notes is refused, and so is one over the limits of ``generator.data.limits``
+  (bytes, notes, duration; each names the environment variable that raises it). A MIDI file's
+  note-ons are counted from its bytes before mido parses it.
+- A file whose last tick is past ``MAX_TICK`` is read at a coarser resolution (pretty_midi builds
+  a table as long as the last tick); only one that would need fewer than ``MIN_RESOLUTION`` ticks
+  per quarter note is refused.
 - Scores (MusicXML, ABC, Humdrum) are parsed by music21, rendered to MIDI in memory by music21
-  (ties, chords, tempo marks and parts become MIDI tracks) and then read like a MIDI file.
+  (ties, chords, tempo marks and parts become MIDI tracks) and then read like a MIDI file. As
+  music21's time cannot be bounded, that happens in a worker process killed when the
+  ``parse_seconds`` limit passes (``limits.call_bounded``).
 
 No TensorFlow here.
 """
@@ -24,8 +31,10 @@ import os
 import struct
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 
+from generator.data import limits
 from generator.errors import GeneratorError
 from generator.data.notes import Instrument, Note, NoteSequence
 
@@ -33,9 +42,10 @@ MIDI_SUFFIXES = (".mid", ".midi")
 SCORE_SUFFIXES = (".musicxml", ".mxl", ".xml", ".abc", ".krn")
 MUSIC_SUFFIXES = MIDI_SUFFIXES + SCORE_SUFFIXES
 
-MAX_FILE_BYTES = 32 * 1024 * 1024  # no real MIDI file or score in a corpus comes near this
+MAX_FILE_BYTES = limits.LIMITS["midi_bytes"].default  # GENERATOR_MAX_MIDI_BYTES overrides it
 MAX_TICK = 10_000_000  # pretty_midi builds a tick -> seconds table this long
-MAX_SECONDS = 6 * 3600.0  # longer "music" is a corrupt delta time, not a piece
+MIN_RESOLUTION = 24  # ticks per quarter note below which a rescaled file is called corrupt
+MAX_SECONDS = limits.LIMITS["seconds"].default  # longer "music" is a corrupt delta time, not a piece
 MIN_BPM, MAX_BPM = 1.0, 1000.0
 WRITE_RESOLUTION = 480  # ticks per quarter note in the files we write
 _MIN_WRITE_SECONDS = 0.005  # shortest note written, so note-on and note-off never share a tick
@@ -56,8 +66,7 @@ def read_midi(path) -> NoteSequence:
         size = path.stat().st_size
     except OSError as error:
         raise _fail(name, f"cannot read file ({error.strerror or error})") from None
-    if size > MAX_FILE_BYTES:
-        raise _fail(name, f"file is {size} bytes, larger than the {MAX_FILE_BYTES} accepted")
+    limits.check("midi_bytes", name, size, limits.get("midi_bytes", MAX_FILE_BYTES))
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -81,6 +90,9 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     import pretty_midi
 
     clean = _checked_midi_bytes(data, source)
+    max_notes = limits.get("notes")
+    if max_notes:
+        limits.check("notes", source, _count_note_ons(clean, int(max_notes)), max_notes)
     midi = mido.MidiFile(file=io.BytesIO(clean), clip=True)
     _repair(midi, source)
     with warnings.catch_warnings():
@@ -89,8 +101,7 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     seq = from_pretty_midi(pm, source)
     if not seq.notes:
         raise _fail(source, "contains no notes")
-    if seq.end_time > MAX_SECONDS:
-        raise _fail(source, f"lasts {seq.end_time:.0f} s, longer than the {MAX_SECONDS:.0f} s accepted")
+    limits.check("seconds", source, round(seq.end_time), limits.get("seconds", MAX_SECONDS))
     return seq
 
 
@@ -98,8 +109,7 @@ def _checked_midi_bytes(data: bytes, source: str) -> bytes:
     """Validate the chunk layout; return a header plus only the MTrk chunks, in order."""
     if not data:
         raise _fail(source, "file is empty")
-    if len(data) > MAX_FILE_BYTES:
-        raise _fail(source, f"file is {len(data)} bytes, larger than the {MAX_FILE_BYTES} accepted")
+    limits.check("midi_bytes", source, len(data), limits.get("midi_bytes", MAX_FILE_BYTES))
     if data[:4] != b"MThd":
         raise _fail(source, "not a MIDI file (no MThd header)")
     if len(data) < 14:
@@ -133,10 +143,68 @@ def _checked_midi_bytes(data: bytes, source: str) -> bytes:
     return header + b"".join(tracks)
 
 
+def _count_note_ons(clean: bytes, stop: int) -> int:
+    """Note-ons (velocity > 0) in the MTrk chunks of ``clean``, counted from the bytes without
+    parsing the events; counting stops past ``stop``. Damaged data ends a track's count (mido
+    judges the damage afterwards)."""
+    count, position, size = 0, 14, len(clean)
+    while position + 8 <= size and count <= stop:
+        end = position + 8 + struct.unpack(">L", clean[position + 4:position + 8])[0]
+        i, status = position + 8, 0
+        while i < end and count <= stop:
+            while i < end and clean[i] & 0x80:  # delta time
+                i += 1
+            i += 1
+            if i >= end:
+                break
+            byte = clean[i]
+            if byte >= 0xF0:  # meta (type, length) or sysex (length): skip its data
+                i += 2 if byte == 0xFF else 1
+                length = 0
+                while i < end and clean[i] & 0x80:
+                    length = (length << 7) | (clean[i] & 0x7F)
+                    i += 1
+                if i >= end:
+                    break
+                i += 1 + ((length << 7) | clean[i])
+                continue
+            if byte & 0x80:
+                status = byte
+                i += 1
+            elif not status:
+                break
+            kind = status & 0xF0
+            if kind == 0x90 and i + 1 < end and clean[i + 1]:
+                count += 1
+            i += 1 if kind in (0xC0, 0xD0) else 2
+        position = end
+    return count
+
+
+def _rescale(midi, source: str) -> None:
+    """Read a file whose last tick is past ``MAX_TICK`` at a coarser resolution (times in seconds kept)."""
+    last = max((sum(message.time for message in track) for track in midi.tracks), default=0)
+    if last <= MAX_TICK:
+        return
+    resolution = midi.ticks_per_beat * MAX_TICK // last
+    if resolution < MIN_RESOLUTION:
+        raise _fail(source, f"largest tick is {last}, more than {MAX_TICK} even at {MIN_RESOLUTION} ticks per "
+                            f"quarter note: corrupt delta times")
+    scale = resolution / midi.ticks_per_beat
+    for track in midi.tracks:
+        tick = written = 0
+        for message in track:
+            tick += message.time
+            new = int(round(tick * scale))
+            message.time, written = new - written, new
+    midi.ticks_per_beat = resolution
+
+
 def _repair(midi, source: str) -> None:
     """Bound ticks and tempi, and close notes never released (in place, delta ticks kept)."""
     import mido
 
+    _rescale(midi, source)
     ends, open_notes = [], []
     for track in midi.tracks:
         tick, sounding = 0, {}  # (channel, pitch) -> start ticks, paired the way pretty_midi pairs
@@ -201,16 +269,29 @@ def _valid_time_signature(numerator, denominator) -> bool:
 # -- reading scores --------------------------------------------------------------------------
 def read_score(path) -> NoteSequence:
     """Read a MIDI, MusicXML, ABC or Humdrum file (first piece of a collection); GeneratorError on failure."""
-    return read_scores(path)[0]
+    return read_scores(path, first_only=True)[0]
 
 
-def read_scores(path) -> list[NoteSequence]:
-    """Read every piece of a music file (an ABC book or a music21 Opus holds several)."""
+def read_scores(path, first_only: bool = False) -> list[NoteSequence]:
+    """Read every piece of a music file (an ABC book or a music21 Opus holds several).
+
+    Size limits are checked first; a score is then parsed by music21 in a worker process under the
+    ``parse_seconds`` limit (see ``generator.data.limits``). ``first_only`` converts only the first piece.
+    """
     path = Path(path)
     name = str(path)
     suffix = path.suffix.lower()
     if suffix in MIDI_SUFFIXES:
         return [read_midi(path)]
+    check_score_size(path)
+    return limits.call_bounded(_parse_score_file, (name, first_only), name)
+
+
+def check_score_size(path) -> None:
+    """Refuse a score file over its size limit (a .mxl: its unpacked size) before parsing it."""
+    path = Path(path)
+    name = str(path)
+    suffix = path.suffix.lower()
     if suffix not in SCORE_SUFFIXES:
         raise _fail(name, f"unsupported suffix {suffix!r}; expected one of {', '.join(MUSIC_SUFFIXES)}")
     try:
@@ -219,25 +300,45 @@ def read_scores(path) -> list[NoteSequence]:
         raise _fail(name, f"cannot read file ({error.strerror or error})") from None
     if size == 0:
         raise _fail(name, "file is empty")
-    if size > MAX_FILE_BYTES:
-        raise _fail(name, f"file is {size} bytes, larger than the {MAX_FILE_BYTES} accepted")
+    if suffix == ".abc":
+        limits.check("abc_bytes", name, size)
+        return
+    if suffix == ".mxl":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                size = sum(max(member.file_size, 0) for member in archive.infolist())
+        except (zipfile.BadZipFile, OSError, ValueError) as error:
+            raise _fail(name, f"not a compressed MusicXML file ({error})") from None
+        if limits.get("score_bytes") and size > limits.get("score_bytes"):
+            raise limits.exceeded("score_bytes", name, f"{size:,} bytes unpacked")
+    limits.check("score_bytes", name, size)
+
+
+def _parse_score_file(task: tuple[str, bool]) -> list[NoteSequence]:
+    """Parse a score file with music21 in this process (``read_scores`` runs it under a deadline)."""
+    name, first_only = task
     try:
         import music21
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            parsed = music21.converter.parse(str(path))
+            parsed = music21.converter.parse(name)
+    except MemoryError:
+        raise
     except Exception as error:
         raise _fail(name, f"cannot parse score ({type(error).__name__}: {error})") from None
     pieces = list(parsed.scores) if isinstance(parsed, music21.stream.Opus) else [parsed]
     if not pieces:
         raise _fail(name, "contains no pieces")
-    if len(pieces) == 1:
+    if len(pieces) == 1 or first_only:
         return [read_music21_score(pieces[0], name)]
     return [read_music21_score(piece, f"{name}#{i + 1}") for i, piece in enumerate(pieces)]
 
 
-read_score_documents = read_scores  # the name generator.data.corpora uses
+def read_score_documents(path) -> list[NoteSequence]:
+    """Every piece of a music file, parsed in this process: what a corpus worker runs (its parent keeps
+    the clock), the same as ``read_scores`` elsewhere."""
+    return read_scores(path)
 
 
 def read_music21_score(score, source: str = "") -> NoteSequence:
@@ -250,6 +351,10 @@ def read_music21_score(score, source: str = "") -> NoteSequence:
             if not score.scores:
                 raise _fail(source, "contains no pieces")
             score = score.scores[0]
+        max_notes = limits.get("notes")
+        if max_notes:  # before the MIDI conversion, whose time grows with the square of the notes
+            notes = sum(len(n.pitches) if n.isChord else 1 for n in score.recurse().notes)
+            limits.check("notes", source, notes, max_notes)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             data = music21.midi.translate.streamToMidiFile(score).writestr()

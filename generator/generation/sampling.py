@@ -10,6 +10,11 @@ seed and the step number, so the same seed always gives the same output.
 When the tokenizer has a constraint (music: no NOTE_OFF for a silent note, a polyphony cap,
 ...), the loop asks it for the allowed tokens before every step; otherwise it decodes chunks
 of tokens per compiled call.
+
+Prompts of any length prime the model in chunks (``DecodeLoop.prime``): each chunk runs through
+the decoder's ``forward`` with the states the previous one left, so memory grows with the chunk
+(``PRIME_TOKENS`` tokens over the whole batch), never with the prompt. How much of a long prompt
+primes the model at all is the caller's choice (``generator.data.limits``, ``prompt_tokens``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import numpy as np
 import tensorflow as tf
 
 NEG_INF = -1e9
+PRIME_TOKENS = 16384  # tokens (rows x columns) per priming chunk: bounds the logits and states computed at once
+PRIME_COLUMNS = 1024  # the most columns of one priming chunk
 
 
 class Sampler:
@@ -135,10 +142,29 @@ class DecodeLoop:
         self._chunk = tf.function(self._chunk_impl, jit_compile=jit, reduce_retracing=True)
         self._masked = tf.function(self._masked_impl, reduce_retracing=True)
 
-    def _prime_impl(self, tokens):
-        states = self.decoder.zero_states(tf.shape(tokens)[0])
+    def _prime_impl(self, tokens, states=None):
+        if states is None:
+            states = self.decoder.zero_states(tf.shape(tokens)[0])
         logits, states = self.decoder.forward(tokens, states)
         return logits[:, -1], states
+
+    def prime(self, prompts):
+        """Run ``prompts`` ``[batch, time]`` through the model in chunks, the states carried from one
+        chunk to the next; returns the logits after the last token and the states.
+
+        ``prompts`` may be a read-only broadcast view (the same prompt for every row): only one
+        chunk at a time is copied.
+        """
+        prompts = np.asarray(prompts)
+        batch, width = prompts.shape
+        if width < 1:
+            raise ValueError("a prompt needs at least one token (BOS)")
+        columns = max(1, min(PRIME_COLUMNS, PRIME_TOKENS // max(batch, 1)))
+        states = self.decoder.zero_states(batch)
+        for start in range(0, width, columns):
+            chunk = tf.constant(np.ascontiguousarray(prompts[:, start:start + columns], dtype=np.int32))
+            logits, states = self._prime(chunk, states)
+        return logits, states
 
     def _chunk_impl(self, logits, states, seed, first_step, n_steps):
         """``n_steps`` (at most ``chunk``) tokens; the output always has ``chunk`` columns."""
@@ -172,11 +198,11 @@ class DecodeLoop:
     def generate(self, prompts: np.ndarray, length: int, seed: int, constraint=None):
         """Yield chunks ``[batch, n]`` of new token ids, ``length`` in all.
 
-        ``prompts`` is ``[batch, time]`` (BOS first) and primes the states in one pass.
-        ``constraint`` is a tokenizer with ``has_constraint``, already advanced over the prompts
-        by the caller as ``(tokenizer, state)``.
+        ``prompts`` is ``[batch, time]`` (BOS first) and primes the states chunk by chunk
+        (``prime``). ``constraint`` is a tokenizer with ``has_constraint``, already advanced over
+        the prompts by the caller as ``(tokenizer, state)``.
         """
-        logits, states = self._prime(tf.constant(prompts, tf.int32))
+        logits, states = self.prime(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
         done = 0
         if constraint is None:

@@ -13,6 +13,13 @@ MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operatio
 that may run multi-worker calls ``make_strategy("multi-worker")`` first; the strategy is created
 once per process and reused.
 
+TensorFlow's collective setup waits forever for a worker that never comes up. So before creating
+the strategy, every worker checks with plain TCP connections that the addresses of all the others
+(from TF_CONFIG or the Slurm job step) accept connections, holding its own port open meanwhile so
+that the others can see it; a worker whose peers are not all reachable within the ``peer_timeout``
+limit (300 s by default; ``--peer-timeout`` or ``GENERATOR_PEER_TIMEOUT``) stops with a
+GeneratorError naming the unreachable addresses (exit status 2 on the command line).
+
 Every worker of a multi-worker run runs the same command. The chief (task ``chief``, else
 ``worker`` 0) owns the run directory; the others write to temporary directories. Workers need not
 share a file system: the chief sends its resume checkpoint to the others (``broadcast_bytes``),
@@ -55,6 +62,8 @@ def _multi_worker_strategy():
         import tensorflow as tf
 
         resolver = cluster_resolver()
+        own, peers = cluster_addresses(resolver)
+        wait_for_peers(own, peers)
         try:
             _multi_worker = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
         except RuntimeError as e:
@@ -94,6 +103,73 @@ def cluster_resolver():
             raise GeneratorError(f"cannot read the Slurm job step: {e}") from None
     raise GeneratorError("--strategy multi-worker needs TF_CONFIG describing the cluster "
                          "(or a Slurm job step started with srun)")
+
+
+def cluster_addresses(resolver) -> tuple[str | None, list[str]]:
+    """This task's ``host:port`` and those of every other task of the resolver's cluster."""
+    jobs = resolver.cluster_spec().as_dict()
+    addresses = {}
+    for job, tasks in jobs.items():
+        for index, address in (tasks.items() if isinstance(tasks, dict) else enumerate(tasks)):
+            addresses[(job, int(index))] = address
+    own = addresses.get((resolver.task_type, int(resolver.task_id or 0)))
+    return own, [a for key, a in sorted(addresses.items()) if a != own]
+
+
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "localhost", int(port)
+
+
+def wait_for_peers(own: str | None, peers: list[str], timeout: float | None = None, poll: float = 0.5) -> None:
+    """Return once every address in ``peers`` accepts a TCP connection; GeneratorError naming the
+    ones that did not within ``timeout`` seconds (default: the ``peer_timeout`` limit; 0: no check).
+
+    Meanwhile this worker listens on its own port (``own``), so that peers running the same check
+    see it before TensorFlow's server takes the port over.
+    """
+    import socket
+    import time
+
+    from generator.data import limits
+
+    timeout = limits.get("peer_timeout") if timeout is None else timeout
+    if not timeout or not peers:
+        return
+    listener = None
+    if own:
+        try:
+            listener = socket.socket(socket.AF_INET6 if ":" in _split_address(own)[0] else socket.AF_INET)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("", _split_address(own)[1]))
+            listener.listen(64)
+        except (OSError, ValueError):  # the port is taken or the address odd: TensorFlow will say so
+            if listener is not None:
+                listener.close()
+            listener = None
+    deadline = time.monotonic() + timeout
+    unreached = list(peers)
+    try:
+        while True:
+            for address in list(unreached):
+                try:
+                    host, port = _split_address(address)
+                    left = max(0.05, min(2.0, deadline - time.monotonic()))
+                    socket.create_connection((host, port), timeout=left).close()
+                    unreached.remove(address)
+                except (OSError, ValueError):
+                    pass
+            if not unreached:
+                return
+            if time.monotonic() >= deadline:
+                raise GeneratorError(
+                    f"cannot reach the other workers at {', '.join(unreached)} within {timeout:g} s; start them "
+                    f"(every worker runs the same command), check TF_CONFIG's addresses, or "
+                    f"{limits.how_to_raise('peer_timeout').replace('raise it', 'wait longer')}")
+            time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+    finally:
+        if listener is not None:
+            listener.close()
 
 
 def is_chief(strategy) -> bool:
