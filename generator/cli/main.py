@@ -131,6 +131,10 @@ def text_parser() -> Parser:
                    help="Read the prompt from this UTF-8 text file instead of --prompt.")
     p.add_argument("--length", type=int_range(1, 1_000_000), default=500, metavar="N",
                    help="How many characters to generate after the prompt.")
+    p.add_argument("--prompt-tokens", type=int_range(0), default=None, metavar="N",
+                   help="Prime the model with only the last N tokens (characters) of the prompt, in chunks; the "
+                        "whole prompt is still printed. A notice says when the prompt is cut. 0 primes with all of "
+                        "it. Default: 2048, or the GENERATOR_PROMPT_TOKENS environment variable.")
     p.add_argument("--output", default=None, metavar="FILE",
                    help="Write the text to FILE instead of printing it (FILE-1, FILE-2, ... with --num-samples). "
                         "Existing files are kept unless --force is given.")
@@ -159,13 +163,14 @@ def generate_text_main(argv=None) -> None:
                    random_seed=args.random_seed)
     ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
     if not paths and args.num_samples == 1:  # stream to the terminal as it is generated
+        ids = model.prompt_tail(ids, args.prompt_tokens)
         sys.stdout.write(prompt)
         for chunk in model.stream(ids, args.length, **options):
             sys.stdout.write(model.tokenizer.decode(chunk[0]))
             sys.stdout.flush()
         sys.stdout.write("\n")
         return
-    texts = model.generate(prompt, args.length, **options)  # a progress bar when it takes over a second
+    texts = model.generate(prompt, args.length, prompt_tokens=args.prompt_tokens, **options)  # a progress bar after 1 s
     texts = texts if isinstance(texts, list) else [texts]
     if not paths:
         for i, text in enumerate(texts, 1):
@@ -337,6 +342,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="Compile each step's forward and backward pass with XLA, the LSTM layers running as "
                         "hand-written loops (the fastest way on a CPU). On by default when no GPU is visible; on a "
                         "GPU it would replace cuDNN's LSTM kernel, so there it is off unless asked for.")
+    p.add_argument("--peer-timeout", type=positive_float, default=None, metavar="SECONDS",
+                   help="With --strategy multi-worker, how long to wait for the other workers' addresses to accept "
+                        "connections before giving up with exit status 2 and the unreachable addresses. Default: "
+                        "300, or the GENERATOR_PEER_TIMEOUT environment variable.")
     p.add_argument("--save-every", type=int_range(1), metavar="N",
                    help="Also save a resumable checkpoint every N training steps; one is always saved at the end "
                         "of every epoch. A killed run resumes from the last one when the same command is run again.")
@@ -423,6 +432,10 @@ def generator_main(argv=None) -> None:
     if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
         corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
     strategy = getattr(args, "strategy", None) or (config.strategy if config else None)
+    if getattr(args, "peer_timeout", None) is not None:
+        from generator.data import limits
+
+        limits.override("peer_timeout", args.peer_timeout)
     quiet_tensorflow(args.verbose, strategy == "multi-worker")
     if args.command == "tune":
         return commands.tune_main(args)

@@ -99,7 +99,8 @@ def tokenizer_for(tokenizer, seed: NoteSequence | None):
     return tokenizer
 
 
-def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_tokens: int | None) -> list[int]:
+def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_tokens: int | None,
+              notices: list[str] | None = None) -> list[int]:
     if prime_seconds is not None:
         seed = tail_seconds(seed, prime_seconds)
     try:
@@ -109,6 +110,9 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
     limit = prime_tokens if prime_tokens is not None else DEFAULT_PRIME_TOKENS
     if hasattr(tokenizer, "steps_per_quarter"):  # keep whole grid steps so voices stay aligned
         limit -= limit % 4
+    if notices is not None and limit and len(ids) > limit:
+        notices.append(f"the seed is {len(ids):,} tokens long; only its last {limit:,} prime the model "
+                       f"(--prime-tokens or --prime-seconds changes how much)")
     return ids[-limit:] if limit else []
 
 
@@ -128,7 +132,7 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         notices.append(f"the seed {seq.source or ''} has no pitched notes; composing from scratch".replace("  ", " "))
         seq = None
     tokenizer = tokenizer_for(generator.tokenizer, seq)
-    prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens) if seq is not None else []
+    prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens, notices) if seq is not None else []
     if seq is not None and not prompt:
         notices.append("nothing of the seed could be encoded; composing from scratch")
         seq = None
