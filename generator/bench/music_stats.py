@@ -1,6 +1,7 @@
 """Benchmark of ``generator music-stats``: seconds to read, featurize and compare 1,000 pieces.
 
     python -m generator.bench.music_stats [--folder DIR] [--pieces 1000]
+    PYTHONPATH=DIR_WITH_MUSPY python -m generator.bench.music_stats --muspy   # our features beside MusPy's
 
 With ``--folder`` (default: the POP909 MIDI files in ``../shared/corpora/pop909`` when present)
 the pieces are real MIDI files read with the project's reader on every core, files repeated in
@@ -74,14 +75,64 @@ def run(folder: Path | None, pieces: int = 1000) -> dict:
     return {"pieces": len(docs), "source": str(folder) if folder else "random in memory", **timings}
 
 
+MUSPY_PAIRS = {"pitch_class_entropy": "pitch_class_entropy", "scale_consistency": "scale_consistency",
+               "pitch_range": "pitch_range", "n_pitches_used": "distinct_pitches", "polyphony": "polyphony",
+               "empty_beat_rate": "empty_beat_rate", "groove_consistency": "groove_consistency"}
+
+
+def compare_with_muspy(folder: Path, pieces: int = 100) -> list[str]:
+    """Our features beside MusPy's metrics on the same files: CPU seconds, and means and correlation per metric.
+
+    MusPy is not a dependency: install it aside (``pip install --target DIR --no-deps muspy bidict
+    pypianoroll miditoolkit``) and put DIR on PYTHONPATH. Its groove consistency is taken over bars
+    of four beats at the file's own resolution, as MusPy computes it.
+    """
+    import warnings
+
+    import muspy
+    import pretty_midi
+
+    from generator.data.midi_io import read_midi
+    from generator.evaluation.features import piece_features
+
+    warnings.filterwarnings("ignore")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".mid", ".midi"))[:pieces]
+    midis, docs = [pretty_midi.PrettyMIDI(str(f)) for f in files], [read_midi(f) for f in files]
+    cpu = time.process_time()
+    music = [muspy.from_pretty_midi(pm) for pm in midis]
+    values = {name: [getattr(muspy, name)(m, m.resolution * 4) if name == "groove_consistency"
+                     else getattr(muspy, name)(m) for m in music] for name in MUSPY_PAIRS}
+    theirs = time.process_time() - cpu
+    cpu = time.process_time()
+    ours = [piece_features(d) for d in docs]
+    mine = time.process_time() - cpu
+    lines = [f"{len(files)} files of {folder}, CPU seconds: MusPy {muspy.__version__} conversion and "
+             f"{len(MUSPY_PAIRS)} metrics {theirs:.2f}; our {len(ours[0])} features {mine:.2f}"]
+    for name, our_name in MUSPY_PAIRS.items():
+        a = np.array(values[name], float)
+        b = np.array([f[our_name] if f[our_name] is not None else np.nan for f in ours], float)
+        ok = ~(np.isnan(a) | np.isnan(b))
+        lines.append(f"{name:<20} MusPy {a[ok].mean():.4f} +- {a[ok].std():.4f}   ours ({our_name}) "
+                     f"{b[ok].mean():.4f} +- {b[ok].std():.4f}   correlation {np.corrcoef(a[ok], b[ok])[0, 1]:.3f}")
+    return lines
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Time music-stats on 1,000 pieces.")
     p.add_argument("--folder", default=None, help="A folder of MIDI files (default: POP909 when present).")
     p.add_argument("--pieces", type=int, default=1000, help="How many pieces (default 1000).")
     p.add_argument("--random", action="store_true", help="Use random pieces made in memory instead of files.")
+    p.add_argument("--muspy", action="store_true",
+                   help="Instead, compare our features with MusPy's metrics on the first 100 files of the folder "
+                        "(needs MusPy importable; it is not a dependency).")
     args = p.parse_args(argv)
     folder = None if args.random else Path(args.folder) if args.folder else (
         DEFAULT_FOLDER if DEFAULT_FOLDER.is_dir() else None)
+    if args.muspy:
+        if folder is None:
+            raise SystemExit("--muspy needs a folder of MIDI files (--folder)")
+        print("\n".join(compare_with_muspy(folder)))
+        return
     r = run(folder, args.pieces)
     print(f"{r['pieces']} pieces ({r['source']}), wall seconds (CPU seconds): read {r['read']:.1f} "
           f"({r['read_cpu']:.1f}), features {r['features']:.1f} ({r['features_cpu']:.1f}), compare "
