@@ -67,7 +67,8 @@ def main(args) -> None:
     result = ms.compare_sets(real_table, generated_table, seed=args.seed)
     result["real"], result["generated"] = args.real, args.generated
     if plot is not None:
-        labels = [f"{what}: {Path(spec).name or spec}" for what, spec in (("real", args.real), ("generated", args.generated))]
+        labels = [f"{what}: {Path(spec).name or spec}"
+                  for what, spec in (("real", args.real), ("generated", args.generated))]
         ms.plot_report(real_table, generated_table, plot, labels=labels)
         print(f"wrote {plot}", file=sys.stderr)
     if args.json:

@@ -64,7 +64,6 @@ def densities(p_samples: np.ndarray, q_samples: np.ndarray):
     hi = max(p_samples.max(), q_samples.max()) + 4 * max(hp, hq)
     bins = int(min(MAX_BINS, max(MIN_BINS, 2 ** math.ceil(math.log2(4 * (hi - lo) / min(hp, hq))))))
     edges = np.linspace(lo, hi, bins + 1)
-    width = edges[1] - edges[0]
     grid = (edges[:-1] + edges[1:]) / 2
     return grid, _binned_kde(p_samples, edges, hp), _binned_kde(q_samples, edges, hq)
 

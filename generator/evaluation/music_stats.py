@@ -118,7 +118,8 @@ def format_report(report: dict, real_name: str = "real", generated_name: str = "
     lines = [f"real: {report['real_pieces']} pieces ({real_name}); generated: {report['generated_pieces']} pieces "
              f"({generated_name})"]
     for k, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        cells = [cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append(f"mean OA {_number(report['mean_oa'])} (real against real: {_number(report['mean_reference_oa'])}); "
