@@ -294,6 +294,31 @@ class Generator:
         result["corpus"] = source.name
         return result
 
+    def evaluate_continuations(self, corpus: str, *, split: str = "", continuations: int = 4,
+                               prompt_beats: float = 8.0, continuation_beats: float = 16.0, temperature: float = 1.0,
+                               top_k: int | None = None, top_p: float | None = None, random_seed: int = 0,
+                               max_pieces: int | None = None, voice_leading: bool = True, log=None) -> dict:
+        """Continue the first ``prompt_beats`` beats of every piece of ``corpus`` ``continuations`` times and
+        compare with the real continuations (``generator evaluate --continuations``; music models)::
+
+            >>> generator.load("bach").evaluate_continuations("heldout:bach", continuations=4)["mean_oa"]
+        """
+        from generator.evaluation.continuations import evaluate_continuations
+        from generator.evaluation.music_stats import load_set
+
+        if self.config.modality != "music":
+            raise GeneratorError(f"continuations need a music model; {self.run.path.name} is {self.config.modality}")
+        if not voice_leading and hasattr(self.tokenizer, "without_voice_leading"):
+            self.tokenizer = self.tokenizer.without_voice_leading()
+        try:
+            pieces = load_set(str(corpus), split=split, report=log)[:max_pieces]
+            result = evaluate_continuations(self, pieces, samples=continuations, prompt_beats=prompt_beats,
+                                            continuation_beats=continuation_beats, temperature=temperature,
+                                            top_k=top_k, top_p=top_p, seed=random_seed, log=log)
+        finally:
+            self.tokenizer = self.run.tokenizer
+        return {"checkpoint": self.run.path.name, "corpus": str(corpus) + (f":{split}" if split else ""), **result}
+
 
 def check_length(length) -> None:
     if not isinstance(length, (int, np.integer)) or length < 1 or length > MAX_LENGTH:

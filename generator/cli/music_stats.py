@@ -115,20 +115,14 @@ def add_continuation_flags(p) -> None:
 def continuations_main(args) -> None:
     """``generator evaluate --continuations K``: print the comparison (a table, or one JSON object)."""
     from generator import api
-    from generator.evaluation import continuations as cont
-    from generator.evaluation.music_stats import load_set
+    from generator.evaluation.continuations import format_continuations
 
     report = lambda message: print(message, file=sys.stderr)  # noqa: E731
     model = api.load(args.checkpoint)
-    if model.config.modality != "music":
-        raise GeneratorError(f"--continuations needs a music model; checkpoint {args.checkpoint} is "
-                             f"{model.config.modality}")
-    if args.no_voice_leading and hasattr(model.tokenizer, "without_voice_leading"):
-        model.tokenizer = model.tokenizer.without_voice_leading()
-    pieces = load_set(args.corpus, split=args.split, report=report)[: args.max_pieces]
-    result = cont.evaluate_continuations(model, pieces, samples=args.continuations, prompt_beats=args.prompt_beats,
-                                         continuation_beats=args.continuation_beats, temperature=args.temperature,
-                                         top_k=args.top_k, top_p=args.top_p, seed=args.random_seed, log=report)
-    result = {"checkpoint": str(args.checkpoint), "corpus": args.corpus + (f":{args.split}" if args.split else ""),
-              **result}
-    print(json.dumps(result) if args.json else cont.format_continuations(result))
+    result = model.evaluate_continuations(
+        args.corpus, split=args.split, continuations=args.continuations, prompt_beats=args.prompt_beats,
+        continuation_beats=args.continuation_beats, temperature=args.temperature, top_k=args.top_k,
+        top_p=args.top_p, random_seed=args.random_seed, max_pieces=args.max_pieces,
+        voice_leading=not args.no_voice_leading, log=report)
+    result["checkpoint"] = str(args.checkpoint)
+    print(json.dumps(result) if args.json else format_continuations(result))
