@@ -127,3 +127,24 @@ def test_sampled_chorales_keep_the_rules_and_the_flag_turns_them_off(voices_run)
     # Parallels remain only where no pitch avoids them (an untrained model drifts to the bottom of the
     # range, where the bass may only double the tenor's lowest note): far fewer than without the rules.
     assert rate(ruled, "parallel_fifths_octaves") < rate(free, "parallel_fifths_octaves") / 3
+
+
+def test_generate_music_flag_and_saved_part_names(voices_run, tmp_path, capsys):
+    """The MIDI files keep their part names, so a reader finds the same voices the sampler wrote."""
+    from conftest import call
+    from generator.cli.main import generate_music_main
+    from generator.data.midi_io import read_midi
+    from generator.evaluation.features import piece_features
+
+    rates = {}
+    for flag in ([], ["--no-voice-leading"]):
+        out = tmp_path / ("free.mid" if flag else "ruled.mid")
+        code, _, err = call(generate_music_main, ["--checkpoint", str(voices_run), "--num-samples", "4",
+                                                  "--length", "384", "--random-seed", "5", "--output", str(out)]
+                            + flag, capsys)
+        assert code == 0, err
+        pieces = [read_midi(out.with_name(f"{out.stem}-{i}.mid")) for i in range(1, 5)]
+        assert [inst.name for inst in pieces[0].instruments] == ["Soprano", "Alto", "Tenor", "Bass"]
+        rates[bool(flag)] = [piece_features(p)["voice_crossing"] for p in pieces]
+    assert all(r == 0 for r in rates[False] if r is not None)
+    assert np.mean([r for r in rates[True] if r is not None]) > 0.05
