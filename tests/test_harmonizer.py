@@ -271,3 +271,18 @@ def test_broken_or_unsuitable_melodies_exit_2_with_one_line(tiny_harmonizer, mel
         code, _, err = call(generate_music_main, argv + ["--output", str(tmp_path / "out.mid")], capsys)
         one_line_error(code, err, fragment)
     assert not (tmp_path / "out.mid").exists()
+
+
+def test_bundled_harmonizer_loads_and_harmonizes():
+    from generator import api
+    from generator.training import checkpoints
+
+    if "harmonizer" not in checkpoints.bundled_names():
+        pytest.skip("no bundled harmonizer checkpoint")
+    g = api.load("harmonizer")
+    assert g.config.arch == "harmonizer" and g.run.metrics["val_loss_nats"] > 0
+    assert (g.run.path / "model.keras").stat().st_size < 25 * 1024 * 1024
+    assert not (g.run.path / "resume.npz").exists()
+    melody = np.repeat([67, 67, 69, 71, 72, 71, 69, 67], 4)
+    grid = g.tokenizer.grid_from_ids(g.tokenizer.encode(g.harmonize(melody, iterations=4, random_seed=0).sequence))
+    assert (grid[:, 0] == melody).all() and (grid[:, 1:] >= 0).mean() > 0.9

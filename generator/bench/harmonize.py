@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -117,9 +118,10 @@ def speed(generator, chorales, iterations: int) -> dict:
     long = next(c for c in chorales if len(c) >= 256)
     melody = long[:256, 0]
     generator.harmonize(melody[:32], iterations=2, random_seed=0)  # warm-up: tracing the forward pass
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     generator.harmonize(melody, iterations=iterations, random_seed=1)
-    return {"beats": 64, "iterations": iterations, "seconds": round(time.perf_counter() - start, 2)}
+    return {"beats": 64, "iterations": iterations, "seconds": round(time.perf_counter() - start, 2),
+            "cpu_seconds": round(time.process_time() - cpu, 2), "load_average": round(os.getloadavg()[0], 1)}
 
 
 def main(argv=None) -> None:
@@ -130,7 +132,8 @@ def main(argv=None) -> None:
     p.add_argument("--baseline", default="jsb-chorales", help="The left-to-right voices checkpoint to compare with.")
     p.add_argument("--iterations", type=int, default=100, help="Gibbs iterations per piece (default 100).")
     p.add_argument("--temperature", type=float, default=1.0, help="The harmonizer's first-iteration temperature.")
-    p.add_argument("--baseline-temperature", type=float, default=0.5, help="The left-to-right model's temperature.")
+    p.add_argument("--baseline-temperatures", default="1.0,0.5",
+                   help="The left-to-right model's temperatures, comma-separated (one column each; default 1.0,0.5).")
     p.add_argument("--limit", type=int, default=0, help="Only the first N valid chorales (0: all).")
     p.add_argument("--skip-speed", action="store_true", help="Leave out the speed measurement.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
@@ -144,24 +147,30 @@ def main(argv=None) -> None:
     every = read_jsb_json(args.corpus, "valid")
     chorales = every[:args.limit] if args.limit else every
     harmonizer = api.load(args.checkpoint)
+    temperatures = [float(t) for t in args.baseline_temperatures.split(",")]
     report = {"pieces": len(chorales), "iterations": args.iterations, "temperature": args.temperature,
-              "baseline_temperature": args.baseline_temperature}
+              "baseline_temperatures": temperatures}
     if not args.skip_speed:
         report["speed"] = speed(harmonizer, every, args.iterations)
     start = time.perf_counter()
     sets = {"bach": chorales,
             "harmonizer": harmonize_all(harmonizer, chorales, args.iterations, args.temperature)}
     report["harmonizer_seconds"] = round(time.perf_counter() - start, 1)
-    sets["left_to_right"] = left_to_right_all(api.load(args.baseline), chorales, args.baseline_temperature)
+    baseline = api.load(args.baseline)
+    for t in temperatures:
+        sets[f"left_to_right_t{t:g}"] = left_to_right_all(baseline, chorales, t)
     report["sets"] = {name: statistics(grids) for name, grids in sets.items()}
     if args.json:
         print(json.dumps(report, indent=1))
         return
     names = list(report["sets"])
     print(f"{report['pieces']} JSB valid chorales; harmonizer {args.iterations} iterations from temperature "
-          f"{args.temperature}; left-to-right temperature {args.baseline_temperature}")
+          f"{args.temperature} (harmonizing took {report['harmonizer_seconds']} s); left-to-right temperatures "
+          f"{args.baseline_temperatures}")
     if "speed" in report:
-        print(f"speed: 64-beat melody harmonized in {report['speed']['seconds']} s")
+        sp = report["speed"]
+        print(f"speed: 64-beat melody harmonized in {sp['seconds']} s ({sp['cpu_seconds']} s of CPU time; "
+              f"load average {sp['load_average']} on this machine's {os.cpu_count()} cores)")
     print("| statistic | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for key in ("pooled_parallel_fifths_octaves",) + FEATURES + ("chord_changes",):

@@ -10,7 +10,6 @@ Bad input raises ``GeneratorError`` (one stderr line, exit status 2), checked be
 from __future__ import annotations
 
 import argparse
-import sys
 
 from generator.errors import GeneratorError
 
@@ -81,8 +80,7 @@ def harmonize_main(args, paths, quiet_tensorflow) -> None:
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, music in zip(paths, pieces):
         music.save(path, force=args.force)
-        print(f"wrote {path}: {len(music.notes)} notes in four voices, {music.sequence.end_time:.1f} s",
-              file=sys.stderr)
+        print(f"wrote {path}: {len(music.notes)} notes in four voices, {music.sequence.end_time:.1f} s")
         if args.render:
             from generator.generation.render import render
 
