@@ -133,6 +133,10 @@ def test_a_midi_file_over_the_notes_limit_is_refused_before_mido_parses_it(tmp_p
     with pytest.raises(GeneratorError, match="GENERATOR_MAX_NOTES") as error:
         midi_io.read_midi(path)
     assert "many.mid" in str(error.value) and "2,000" in str(error.value)
+    monkeypatch.delenv("GENERATOR_MAX_NOTES")
+    monkeypatch.setenv("GENERATOR_MAX_MIDI_EVENTS", "5000")  # 3,000 notes are 6,001 events
+    with pytest.raises(GeneratorError, match="events in a MIDI file is at least 5,001 .*GENERATOR_MAX_MIDI_EVENTS"):
+        midi_io.read_midi(path)
 
 
 def test_a_long_piece_at_a_fine_resolution_is_read_at_a_coarser_one(tmp_path):
@@ -297,7 +301,7 @@ def test_generate_text_with_a_20_megabyte_prompt_file_under_a_memory_limit(tmp_p
     prompt = tmp_path / "prompt.txt"
     prompt.write_text((TINY_TEXT * (20_000_000 // len(TINY_TEXT) + 1))[:20_000_000])
     out = tmp_path / "out.txt"
-    for extra in ([], ["--prompt-tokens", "0"]):  # the end of it (default), then all of it in chunks
+    for extra in ([], ["--prompt-tokens", "500000"]):  # its end (default), then half a million tokens in chunks
         result = limited(console("generate_text") + ["--checkpoint", str(tiny_run), "--prompt-file", str(prompt),
                                                      "--length", "20", "--output", str(out), "--force", *extra], 4)
         assert result.returncode == 0, result.stderr
@@ -338,11 +342,11 @@ def test_chunked_scores_equal_a_single_pass(tiny_run):
 @pytest.mark.slow
 def test_evaluate_one_huge_document_under_a_memory_limit(tmp_path, tiny_run):
     corpus = tmp_path / "huge.txt"
-    corpus.write_text((TINY_TEXT * (3_000_000 // len(TINY_TEXT) + 1))[:3_000_000])
+    corpus.write_text((TINY_TEXT * (1_000_000 // len(TINY_TEXT) + 1))[:1_000_000])
     result = limited(console("generator") + ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(corpus),
                                              "--json"], 4, timeout=900)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["tokens"] == 3_000_000
+    assert json.loads(result.stdout)["tokens"] == 1_000_000
 
 
 # -- text files ------------------------------------------------------------------------------------------

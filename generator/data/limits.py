@@ -8,6 +8,7 @@ flag (which wins over the variable). 0 switches a limit off.
     score_bytes     GENERATOR_MAX_SCORE_BYTES   16 MiB     size of a MusicXML or kern file (a .mxl: unpacked)
     abc_bytes       GENERATOR_MAX_ABC_BYTES     1 MiB      size of an ABC file (music21 parses ABC slowly)
     notes           GENERATOR_MAX_NOTES         200,000    notes in one piece (counted before the full parse)
+    midi_events     GENERATOR_MAX_MIDI_EVENTS   2,000,000  events of a MIDI file (counted before mido parses it)
     seconds         GENERATOR_MAX_SECONDS       21,600     duration of one piece (6 hours)
     parse_seconds   GENERATOR_PARSE_SECONDS     60         time to parse one score or corpus file
     parse_memory    GENERATOR_PARSE_MEMORY_MB   4,096      address space of a parsing worker, MiB
@@ -58,7 +59,8 @@ LIMITS = {limit.name: limit for limit in (
     Limit("midi_bytes", "GENERATOR_MAX_MIDI_BYTES", 32 * MIB, "bytes", "the size of a MIDI file"),
     Limit("score_bytes", "GENERATOR_MAX_SCORE_BYTES", 16 * MIB, "bytes", "the size of a MusicXML or kern file"),
     Limit("abc_bytes", "GENERATOR_MAX_ABC_BYTES", 1 * MIB, "bytes", "the size of an ABC file"),
-    Limit("notes", "GENERATOR_MAX_NOTES", 200_000, "notes", "the notes of one piece"),
+    Limit("notes", "GENERATOR_MAX_NOTES", 200_000, "notes", "the number of notes in one piece"),
+    Limit("midi_events", "GENERATOR_MAX_MIDI_EVENTS", 2_000_000, "events", "the number of events in a MIDI file"),
     Limit("seconds", "GENERATOR_MAX_SECONDS", 6 * 3600, "seconds", "the duration of one piece"),
     Limit("parse_seconds", "GENERATOR_PARSE_SECONDS", 60, "seconds", "the time to parse one music file"),
     Limit("parse_memory", "GENERATOR_PARSE_MEMORY_MB", 4096, "MiB", "the memory of a parsing worker"),

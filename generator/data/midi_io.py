@@ -11,8 +11,8 @@ Policies worth knowing:
 - MIDI type 2 (independent sequential patterns) and SMPTE time division are refused.
 - Tempi are clamped to ``MIN_BPM``..``MAX_BPM``; a tempo of 0 (invalid) counts as ``MAX_BPM``.
 - A file with no notes is refused, and so is one over the limits of ``generator.data.limits``
-  (bytes, notes, duration; each names the environment variable that raises it). A MIDI file's
-  note-ons are counted from its bytes before mido parses it.
+  (bytes, notes, events, duration; each names the environment variable that raises it). A MIDI
+  file's note-ons and events are counted from its bytes before mido parses it.
 - A file whose last tick is past ``MAX_TICK`` is read at a coarser resolution (pretty_midi builds
   a table as long as the last tick); only one that would need fewer than ``MIN_RESOLUTION`` ticks
   per quarter note is refused.
@@ -90,9 +90,13 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     import pretty_midi
 
     clean = _checked_midi_bytes(data, source)
-    max_notes = limits.get("notes")
-    if max_notes:
-        limits.check("notes", source, _count_note_ons(clean, int(max_notes)), max_notes)
+    max_notes, max_events = limits.get("notes"), limits.get("midi_events")
+    if max_notes or max_events:
+        notes, events = _count_events(clean, int(max_notes or 2**62), int(max_events or 2**62))
+        for name, counted, limit, unit in (("notes", notes, max_notes, "notes"),
+                                           ("midi_events", events, max_events, "events")):
+            if limit and counted > limit:  # counting stopped just past the limit
+                raise limits.exceeded(name, source, f"at least {counted:,} {unit}", limit)
     midi = mido.MidiFile(file=io.BytesIO(clean), clip=True)
     _repair(midi, source)
     with warnings.catch_warnings():
@@ -144,19 +148,25 @@ def _checked_midi_bytes(data: bytes, source: str) -> bytes:
 
 
 def _count_note_ons(clean: bytes, stop: int) -> int:
-    """Note-ons (velocity > 0) in the MTrk chunks of ``clean``, counted from the bytes without
-    parsing the events; counting stops past ``stop``. Damaged data ends a track's count (mido
-    judges the damage afterwards)."""
-    count, position, size = 0, 14, len(clean)
-    while position + 8 <= size and count <= stop:
+    """Note-ons (velocity > 0) in the MTrk chunks of ``clean`` (see ``_count_events``)."""
+    return _count_events(clean, stop, 2**62)[0]
+
+
+def _count_events(clean: bytes, stop_notes: int, stop_events: int) -> tuple[int, int]:
+    """(note-ons with velocity > 0, events) in the MTrk chunks of ``clean``, counted from the bytes
+    without building messages; counting stops past either ``stop``. Damaged data ends a track's
+    count (mido judges the damage afterwards)."""
+    count, events, position, size = 0, 0, 14, len(clean)
+    while position + 8 <= size and count <= stop_notes and events <= stop_events:
         end = position + 8 + struct.unpack(">L", clean[position + 4:position + 8])[0]
         i, status = position + 8, 0
-        while i < end and count <= stop:
+        while i < end and count <= stop_notes and events <= stop_events:
             while i < end and clean[i] & 0x80:  # delta time
                 i += 1
             i += 1
             if i >= end:
                 break
+            events += 1
             byte = clean[i]
             if byte >= 0xF0:  # meta (type, length) or sysex (length): skip its data
                 i += 2 if byte == 0xFF else 1
@@ -178,7 +188,7 @@ def _count_note_ons(clean: bytes, stop: int) -> int:
                 count += 1
             i += 1 if kind in (0xC0, 0xD0) else 2
         position = end
-    return count
+    return count, events
 
 
 def _rescale(midi, source: str) -> None:
