@@ -46,7 +46,7 @@ def test_parallel_fifths_and_octaves_are_forbidden():
     # Soprano holds, alto moves up a tone to A4, tenor to F4: the bass may not follow the alto upwards into
     # a fifth (D3 or D4: a twelfth or fifth below A4), but may reach D2 by contrary motion.
     bass = allowed_pitches(tok, state_after(tok, first + [72, 69, 65]))
-    assert bass == set(range(tok.low, 66)) - {50, 62}
+    assert bass == set(range(tok.low, 65)) - {50, 62}  # 65: the top of the bass's range is 64
     # Soprano moves up to D5 as well: D3 and D4 would also be parallel octaves with it.
     bass = allowed_pitches(tok, state_after(tok, first + [74, 69, 65]))
     assert 50 not in bass and 62 not in bass and 38 in bass
@@ -69,9 +69,17 @@ def test_oblique_and_contrary_motion_are_allowed():
 def test_a_rest_breaks_the_rules_chain_and_bos_starts_afresh():
     tok = VoicesTokenizer()
     state = state_after(tok, [72, 67, 64, 48, 72, -1])  # the alto rests, the soprano holds
-    assert allowed_pitches(tok, state) == set(range(tok.low, tok.high + 1))  # nothing above the tenor to obey
+    assert allowed_pitches(tok, state) == set(range(48, 70))  # nothing above the tenor to obey: only its range
     state = tok.advance(state, np.array([BOS]))
     assert state[0, 0] == 0 and (state[0, 1:] == -1).all()
+
+
+def test_each_voice_keeps_its_range_unless_the_voice_above_leaves_none():
+    tok = VoicesTokenizer()
+    assert allowed_pitches(tok, tok.new_constraint_state(1)) == set(range(60, 82))  # soprano C4-A5
+    # A soprano at D3 (as a seed may have it): no alto pitch is both under it and in the alto's range,
+    # so crossing and spacing alone decide.
+    assert allowed_pitches(tok, state_after(tok, [50])) == set(range(38, 51))
 
 
 def test_option_is_saved_and_old_tokenizer_files_get_the_rules():

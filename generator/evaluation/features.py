@@ -36,9 +36,10 @@ import math
 
 import numpy as np
 
+from generator.data.tokenizers.voices import VOICE_RANGES  # noqa: F401  S, A, T, B: textbook ranges widened a tone
+
 STEPS_PER_BEAT = 4  # the grid: 16th notes
 FOUR_PART_SHARE = 0.5  # a one-stream piece counts as four-part when this share of its sounding steps has 4 pitches
-VOICE_RANGES = ((60, 81), (53, 74), (48, 69), (36, 64))  # S, A, T, B in MIDI; textbook ranges widened by a tone
 
 PITCH_FEATURES = ("pitch_class_entropy", "scale_consistency", "pitch_range", "distinct_pitches", "polyphony")
 RHYTHM_FEATURES = ("notes_per_beat", "mean_ioi", "groove_consistency", "empty_beat_rate")

@@ -35,7 +35,8 @@ Sampling constraint (``allowed``/``advance``): never BOS after the start (well-f
 and, unless ``voice_leading=False``, the voice-leading rules of four-part writing for the voice
 about to be sampled, checked against the voices already sampled in this step and the last step
 where all four voices sounded (the last *chord*): no pitch above the voice above it (crossing);
-alto and tenor at most an octave below the voice above (spacing); and no parallel fifths or
+alto and tenor at most an octave below the voice above (spacing); each voice within its range
+(``VOICE_RANGES``, where the rules above leave a pitch there); and no parallel fifths or
 octaves/unisons: a pair of voices that both move in the same direction from a (compound) fifth
 or octave to the same interval class. The rules only narrow sampling: REST stays allowed, and a
 voice for which the rules leave no pitch is left unconstrained. Likelihood (``evaluate``) is
@@ -60,6 +61,7 @@ REST = 1
 PITCH_OFFSET = 2  # id of the lowest pitch
 VOICES = ("Soprano", "Alto", "Tenor", "Bass")
 NUM_VOICES = 4
+VOICE_RANGES = ((60, 81), (53, 74), (48, 69), (36, 64))  # S, A, T, B (MIDI): textbook ranges widened by a tone
 _NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -335,7 +337,10 @@ class VoicesTokenizer(Tokenizer):
         basic = (above < 0) | (pitch <= above)  # no crossing with the voice above
         spaced = ((voice == 1) | (voice == 2))[:, None] & (above >= 0)
         basic &= ~spaced | (above - pitch <= 12)  # alto and tenor within an octave of the voice above
-        ok = basic.copy()
+        ranges = np.array(VOICE_RANGES)[voice]
+        in_range = basic & (pitch >= ranges[:, :1]) & (pitch <= ranges[:, 1:])  # each voice within its range
+        in_range[~in_range.any(axis=1)] = basic[~in_range.any(axis=1)]
+        ok = in_range.copy()
         had_chord = (chord >= 0).all(axis=1)
         before_v = chord[rows, voice][:, None]
         move_v = pitch - before_v
@@ -348,7 +353,7 @@ class VoicesTokenizer(Tokenizer):
             perfect = (interval_after == 0) | (interval_after == 7)
             ok &= ~(active & similar & perfect & (interval_before == interval_after))
         stuck = ~ok.any(axis=1)
-        ok[stuck] = basic[stuck]  # no pitch avoids the parallels: keep crossing and spacing only
+        ok[stuck] = in_range[stuck]  # no pitch avoids the parallels: keep the other rules only
         ok[~ok.any(axis=1)] = True  # (cannot happen in range: the voice above's own pitch is allowed)
         return ok
 
