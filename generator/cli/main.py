@@ -212,8 +212,8 @@ def music_parser() -> Parser:
     add_sampling_flags(p, "bach", "pieces")
     p.add_argument("--no-voice-leading", action="store_true",
                    help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
-                        "crosses the one above it, alto and tenor stay within an octave of the voice above, and "
-                        "no two voices move in parallel fifths or octaves.")
+                        "crosses the one above it, alto and tenor stay within an octave of the voice above, each "
+                        "voice stays within its range, and no two voices move in parallel fifths or octaves.")
     from generator.cli import harmonize
 
     harmonize.add_flags(p)  # --harmonize, --voices, --infill, --iterations, --split, --index

@@ -108,8 +108,8 @@ def add_continuation_flags(p) -> None:
                    help="With --continuations: use only the first N pieces of --corpus.")
     p.add_argument("--no-voice-leading", action="store_true",
                    help="With --continuations: sample SATB chorales (voices models) without the voice-leading rules "
-                        "(no crossing, alto and tenor within an octave of the voice above, no parallel fifths or "
-                        "octaves), which are on by default.")
+                        "(no crossing, alto and tenor within an octave of the voice above, each voice within its "
+                        "range, no parallel fifths or octaves), which are on by default.")
 
 
 def continuations_main(args) -> None:
