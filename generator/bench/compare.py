@@ -54,19 +54,23 @@ def count_params(config) -> int:
 
 
 def matched(config, arch: str, target: int, step: int, choices: range):
-    """``config`` for ``arch`` with the ``units`` (multiple of ``step``) whose parameter count is nearest ``target``."""
-    best = None
-    for units in choices:
-        if units % step:
-            continue
-        changes = dict(arch=arch, units=units)
-        if arch == "transformer":
-            changes["embedding"] = units
+    """``config`` for ``arch`` with the ``units`` (multiple of ``step``) whose parameter count is nearest ``target``
+    (bisection: the count grows with the width)."""
+    widths = [u for u in choices if u % step == 0]
+
+    def sized(units):
+        changes = dict(arch=arch, units=units, **({"embedding": units} if arch == "transformer" else {}))
         candidate = config.replace(**changes)
-        n = count_params(candidate)
-        if best is None or abs(n - target) < abs(best[1] - target):
-            best = (candidate, n)
-    return best
+        return candidate, count_params(candidate)
+
+    lo, hi = 0, len(widths) - 1
+    while lo < hi:  # the first width with at least ``target`` parameters
+        mid = (lo + hi) // 2
+        if sized(widths[mid])[1] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return min((sized(widths[i]) for i in {max(lo - 1, 0), lo}), key=lambda c: abs(c[1] - target))
 
 
 def sized_configs(lstm_config, transformer_layers: int) -> dict:
@@ -85,7 +89,7 @@ def sized_configs(lstm_config, transformer_layers: int) -> dict:
     return out
 
 
-def train_within(corpus: str, run_dir: Path, config, budget_s: float, log) -> list[dict]:
+def train_within(corpus: str, run_dir: Path, config, budget_s: float, log, measure: str = "wall") -> list[dict]:
     """Train ``config`` until the first validation after ``budget_s`` seconds; the run's history."""
     from generator import api
 
@@ -98,7 +102,7 @@ def train_within(corpus: str, run_dir: Path, config, budget_s: float, log) -> li
         if message.startswith("epoch "):
             cpu = json.loads(cpu_file.read_text()) if cpu_file.exists() else []
             cpu_file.write_text(json.dumps(cpu + [cpu_offset + time.process_time()]))
-            if len(read_history(run_dir)) > 1 and clock(read_history(run_dir))[-1] >= budget_s:
+            if len(read_history(run_dir)) > 1 and spent(run_dir, measure) >= budget_s:
                 raise BudgetReached
 
     previous = json.loads(cpu_file.read_text()) if cpu_file.exists() else []
@@ -109,7 +113,7 @@ def train_within(corpus: str, run_dir: Path, config, budget_s: float, log) -> li
                                                 "patience", "lr_patience", "steps_per_epoch", "seed", "tokenizer",
                                                 "val_fraction", "holdout", "split", "val_split")}
     done = read_history(run_dir)
-    if not (len(done) > 1 and clock(done)[-1] >= budget_s):
+    if not (len(done) > 1 and spent(run_dir, measure) >= budget_s):
         try:
             api.train(corpus, run_dir, modality=config.modality, log=watch, progress=False, **settings)
         except BudgetReached:
@@ -121,7 +125,8 @@ WORKER = """
 import json, sys
 from generator.bench.compare import train_within
 from generator.config import RunConfig
-train_within(sys.argv[1], sys.argv[2], RunConfig.from_dict(json.loads(sys.argv[3])), float(sys.argv[4]), print)
+train_within(sys.argv[1], sys.argv[2], RunConfig.from_dict(json.loads(sys.argv[3])), float(sys.argv[4]), print,
+             sys.argv[5])
 """
 
 
@@ -143,10 +148,22 @@ def read_history(run_dir: Path) -> list[dict]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def clock(history: list[dict]) -> list[float]:
-    """Wall-clock seconds at each validation, the first epoch counted as long as the median later
-    one (its excess is XLA compiling the steps, a fixed cost that would swamp short budgets)."""
-    seconds = [h["seconds"] for h in history]
+def spent(run_dir: Path, measure: str) -> float:
+    """Seconds of ``measure`` (wall or cpu) a run has trained for, as ``clock`` counts them."""
+    return clock(read_history(run_dir), read_cpu(run_dir) if measure == "cpu" else None)[-1]
+
+
+def read_cpu(run_dir: Path) -> list[float]:
+    path = Path(run_dir) / "cpu_seconds.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def clock(history: list[dict], cpu: list[float] | None = None) -> list[float]:
+    """Seconds at each validation: wall-clock, or with ``cpu`` (the training process's cumulative CPU
+    seconds at each validation) CPU time. The first epoch counts as long as the median later one
+    (its excess is XLA compiling the steps, a fixed cost that would swamp short budgets)."""
+    seconds = [h["seconds"] for h in history] if cpu is None else \
+        [b - a for a, b in zip([0.0] + cpu[:len(history) - 1], cpu[:len(history)])]
     if len(seconds) > 1:
         later = sorted(seconds[1:])
         seconds[0] = min(seconds[0], later[len(later) // 2])
@@ -157,10 +174,10 @@ def clock(history: list[dict]) -> list[float]:
     return out
 
 
-def loss_at(history: list[dict], seconds: float) -> float:
-    """The validation loss at ``seconds`` of wall-clock, linearly interpolated between validations."""
+def loss_at(history: list[dict], seconds: float, cpu: list[float] | None = None) -> float:
+    """The validation loss at ``seconds`` (of ``clock``), linearly interpolated between validations."""
     prev = None
-    for h, now in zip(history, clock(history)):
+    for h, now in zip(history, clock(history, cpu)):
         if now >= seconds:
             if prev is None:
                 return h["val_loss"]
@@ -189,7 +206,7 @@ def sampling_rates(generator) -> dict:
         for _ in loop.generate(prompts, 256, seed=0):  # compile
             pass
         for length in LENGTHS:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             logits, states = loop._prime(tf.constant(prompts))
             seed = tf.constant([1, 0], tf.int32)
             done = 0
@@ -198,9 +215,10 @@ def sampling_rates(generator) -> dict:
                 tokens, logits, states = loop._run_chunk(logits, states, seed, tf.constant(done), tf.constant(n))
                 done += n
             tokens.numpy()
-            seconds = time.perf_counter() - started
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             state_bytes = sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(states) if t.shape.rank)
             out[f"batch {batch}, {length} tokens"] = {"tokens_per_s": batch * length / seconds,
+                                                     "tokens_per_cpu_s": batch * length / cpu_seconds,
                                                      "state_bytes_per_sample": state_bytes // batch}
     return out
 
@@ -209,12 +227,18 @@ def evaluate_time(run_dir: Path, corpus: str, split: str) -> dict:
     """Wall-clock seconds of ``generator evaluate --json`` in a fresh process, and its result."""
     argv = [sys.executable, "-c", "from generator.cli.main import generator; generator()", "evaluate",
             "--checkpoint", str(run_dir), "--corpus", corpus, "--json"] + (["--split", split] if split else [])
-    started = time.perf_counter()
+    import resource
+
+    def children_cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    started, cpu_started = time.perf_counter(), children_cpu()
     done = subprocess.run(argv, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, children_cpu() - cpu_started
     if done.returncode:
-        return {"seconds": seconds, "error": done.stderr.strip()[-300:]}
-    return {"seconds": seconds, **json.loads(done.stdout.strip().splitlines()[-1])}
+        return {"seconds": seconds, "cpu_seconds": cpu_seconds, "error": done.stderr.strip()[-300:]}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def plot(results: dict, path: Path, title: str) -> None:
@@ -225,10 +249,11 @@ def plot(results: dict, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for arch, r in results.items():
-        xs, ys = clock(r["history"]), [h["val_loss"] for h in r["history"]]
+        xs, ys = clock(r["history"], r["cpu_seconds"] if r["clock"] == "cpu" else None), [h["val_loss"] for h in r["history"]]
         ax.plot(xs, ys, marker=".", label=f"{arch} ({r['parameters']:,} parameters)")
     ax.axvline(results[next(iter(results))]["budget_s"], color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("wall-clock training seconds (2-core CPU, shared)")
+    r = next(iter(results.values()))
+    ax.set_xlabel("CPU seconds of the training process" if r["clock"] == "cpu" else "wall-clock training seconds")
     ax.set_ylabel("validation loss (nats per token)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
@@ -244,20 +269,21 @@ def table(results: dict) -> str:
     for arch, r in results.items():
         rows.append(f"{arch:<15} {r['parameters']:>9,} {r['val_loss_nats_at_budget']:>9.4f} "
                     f"{r['val_bits_at_budget']:>9.3f} {r['best_val_loss_nats']:>9.4f} {r['train_tokens_per_s']:>12,.0f} "
-                    f"{r['train_tokens_per_cpu_s'] or 0:>10,.0f} {r['evaluate']['seconds']:>11.1f}")
+                    f"{r['train_tokens_per_cpu_s'] or 0:>10,.0f} {r['evaluate']['seconds']:>6.1f} "
+                    f"({r['evaluate']['cpu_seconds']:.1f} CPU)")
     rows.append("")
-    rows.append(f"{'sampling tokens/s (state bytes per sample)':<44}" + "".join(f"{a:>24}" for a in results))
+    rows.append(f"{'sampling tokens/s, per CPU-s, (state bytes per sample)':<30}" + "".join(f"{a:>34}" for a in results))
     for key in next(iter(results.values()))["sampling"]:
-        rows.append(f"{key:<44}" + "".join(
-            f"{r['sampling'][key]['tokens_per_s']:>13,.0f} ({r['sampling'][key]['state_bytes_per_sample']:>7,})"
-            for r in results.values()))
+        rows.append(f"{key:<30}" + "".join(
+            f"{r['sampling'][key]['tokens_per_s']:>12,.0f} {r['sampling'][key]['tokens_per_cpu_s']:>10,.0f} "
+            f"({r['sampling'][key]['state_bytes_per_sample']:>8,})" for r in results.values()))
     return "\n".join(rows)
 
 
 def compare(corpus: str, output: Path, modality: str, minutes: float, units: int, layers: int,
             transformer_layers: int, embedding: int, heads: int, window: int, seq_len: int, batch_size: int,
             dropout: float, steps_per_epoch: int, split: str = "", val_split: str = "", eval_corpus: str = "",
-            eval_split: str = "", archs=ARCHS, log=print, val_fraction: float = 0.1) -> dict:
+            eval_split: str = "", archs=ARCHS, log=print, val_fraction: float = 0.1, measure: str = "wall") -> dict:
     """Train and measure every arch; returns (and writes) the results."""
     from generator.config import RunConfig, preset
 
@@ -284,7 +310,7 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
         raise GeneratorError(str(e)) from None
     # all archs train at once, one process each, so that they share the (shared) machine alike
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, corpus, str(output / arch), sized[arch][0].to_json(),
-                                 str(budget)]) for arch in archs]
+                                 str(budget), measure]) for arch in archs]
     if any(w.wait() for w in workers):
         raise RuntimeError("a training process failed (see its output above)")
     results = {}
@@ -292,7 +318,7 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
         config, n = sized[arch]
         history = read_history(output / arch)
         cpu = json.loads((output / arch / "cpu_seconds.json").read_text())
-        results[arch] = {"cpu_seconds": cpu, "config": {k: getattr(config, k) for k in ("layers", "units", "embedding", "heads",
+        results[arch] = {"cpu_seconds": cpu, "clock": measure, "config": {k: getattr(config, k) for k in ("layers", "units", "embedding", "heads",
                                                                    "attention_window", "seq_len", "batch_size",
                                                                    "dropout", "learning_rate")},
                          "parameters": n, "history": history, "budget_s": budget}
@@ -301,7 +327,7 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
 
     for arch, r in results.items():
         run_dir = output / arch
-        nats = loss_at(r["history"], budget)
+        nats = loss_at(r["history"], budget, r["cpu_seconds"] if measure == "cpu" else None)
         config = sized[arch][0]
         later = r["cpu_seconds"][-1] - r["cpu_seconds"][0]
         r.update(val_loss_nats_at_budget=nats, val_bits_at_budget=nats / math.log(2),
@@ -350,7 +376,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "already there are resumed or reused; --force starts over.")
     p.add_argument("--modality", choices=["text", "music"], default="text", help="Whether the corpus is text or music.")
     p.add_argument("--minutes", type=_positive(float), default=4.0,
-                   help="Wall-clock training budget of each arch, in minutes (default 4).")
+                   help="Training budget of each arch, in minutes of --clock (default 4).")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="What the budget counts: wall-clock seconds (the default, for a machine of one's own), or "
+                        "the CPU seconds of each training process, which stay comparable when other jobs share "
+                        "the machine (on an idle 2-core machine a CPU minute is 30 to 60 wall seconds).")
     p.add_argument("--units", type=_positive(int), default=256,
                    help="The LSTM's units per layer (default 256); the other archs are sized to its parameter count.")
     p.add_argument("--layers", type=_positive(int), default=2, help="LSTM layers of lstm and lstm-attention (default 2).")
@@ -395,7 +425,7 @@ def run_args(args) -> dict:
     return compare(args.corpus, output, args.modality, args.minutes, args.units, args.layers,
                    args.transformer_layers, args.embedding, args.heads, args.attention_window, args.seq_len,
                    args.batch_size, args.dropout, args.steps_per_epoch, args.split, args.val_split, args.eval_corpus,
-                   args.eval_split, args.archs, val_fraction=args.val_fraction)
+                   args.eval_split, args.archs, val_fraction=args.val_fraction, measure=args.clock)
 
 
 def main(argv=None) -> None:

@@ -119,6 +119,9 @@ def add_tune_parser(sub) -> None:
                    help="The range of Adam learning rates to search, on a log scale (default 0.0003,0.01); one "
                         "value fixes it.")
     p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding (fixed, not searched).")
+    p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer"],
+                   help="The architecture whose layers and units are searched (default lstm); for transformer, "
+                        "--units are its model widths and must be even multiples of its 4 heads.")
     p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window.")
     p.add_argument("--batch-size", type=int_range(1, 1_000_000), help="Windows per training step.")
     p.add_argument("--steps-per-epoch", type=int_range(1), default=0, metavar="N",
@@ -138,7 +141,7 @@ def tune_main(args) -> None:
     if len(dropout) > 2 or len(rate) > 2:
         raise GeneratorError("--dropout and --learning-rate take one value or MIN,MAX")
     space = tune.SearchSpace(layers=args.layers, units=args.units, dropout=dropout, learning_rate=rate)
-    settings = {k: getattr(args, k) for k in ("embedding", "seq_len", "batch_size", "val_fraction", "seed", "split")
+    settings = {k: getattr(args, k) for k in ("arch", "embedding", "seq_len", "batch_size", "val_fraction", "seed", "split")
                 if getattr(args, k) is not None}
     result = tune.tune(args.corpus, args.output, modality=args.modality, trials=args.trials, epochs=args.epochs,
                        algorithm=args.algorithm, space=space, steps_per_epoch=args.steps_per_epoch,
