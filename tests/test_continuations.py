@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import call, one_line_error
+from tests.conftest import call, one_line_error
 from generator.data.notes import Instrument, Note, NoteSequence
 from generator.evaluation.continuations import excerpt, pitch_class_histogram, shifted_tempos
 from generator.evaluation.features import beats_to_seconds, seconds_to_beats

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SHARED, call, one_line_error
+from tests.conftest import SHARED, call, one_line_error
 from generator.data.notes import Instrument, Note, NoteSequence
 from generator.evaluation.compare import compare_sets, overlap_and_kld
 from generator.evaluation.features import FEATURES, VOICE_FEATURES, parallel_counts, piece_features

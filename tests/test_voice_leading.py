@@ -139,7 +139,7 @@ def test_sampled_chorales_keep_the_rules_and_the_flag_turns_them_off(voices_run)
 
 def test_generate_music_flag_and_saved_part_names(voices_run, tmp_path, capsys):
     """The MIDI files keep their part names, so a reader finds the same voices the sampler wrote."""
-    from conftest import call
+    from tests.conftest import call
     from generator.cli.main import generate_music_main
     from generator.data.midi_io import read_midi
     from generator.evaluation.features import piece_features
