@@ -119,8 +119,9 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
 def compose(generator, seed=None, *, length: int | None = None, seconds: float | None = None,
             prime_seconds: float | None = None, prime_tokens: int | None = None, num_samples: int = 1,
             temperature: float = 1.0, top_k=None, top_p=None, random_seed=None,
-            continuation_only: bool = False, log=None) -> list[Music]:
-    """Continue ``seed`` (a path or NoteSequence; None composes from scratch) ``num_samples`` times."""
+            continuation_only: bool = False, note_limit: bool = True, log=None) -> list[Music]:
+    """Continue ``seed`` (a path or NoteSequence; None composes from scratch) ``num_samples`` times;
+    ``note_limit=False`` lifts the tokenizer's cap on note length, if it has one."""
     log = log or (lambda message: print(message, file=sys.stderr))
     if seconds is not None and not (0 < seconds <= MAX_SECONDS):
         raise GeneratorError(f"--seconds must be greater than 0 and at most {MAX_SECONDS:.0f}, not {seconds}")
@@ -132,6 +133,8 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         notices.append(f"the seed {seq.source or ''} has no pitched notes; composing from scratch".replace("  ", " "))
         seq = None
     tokenizer = tokenizer_for(generator.tokenizer, seq)
+    if not note_limit and hasattr(tokenizer, "without_note_limit"):
+        tokenizer = tokenizer.without_note_limit()
     prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens, notices) if seq is not None else []
     if seq is not None and not prompt:
         notices.append("nothing of the seed could be encoded; composing from scratch")
