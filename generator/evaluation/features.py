@@ -110,7 +110,13 @@ def _sorted_voices(pitch, onset, end, steps: int) -> np.ndarray | None:
     """SATB by pitch order at each step (three highest and the lowest), when the texture is four-part."""
     if steps == 0 or len(pitch) == 0:
         return None
-    table = np.zeros((steps + 1, 128), dtype=np.int64)
+    notes_sounding = np.zeros(steps + 1, dtype=np.int64)  # cheap first look: notes (not pitches) per step
+    np.add.at(notes_sounding, onset, 1)
+    np.add.at(notes_sounding, end, -1)
+    notes_sounding = np.cumsum(notes_sounding)[:-1]
+    if ((notes_sounding >= 4) & (notes_sounding <= 8)).sum() < FOUR_PART_SHARE * (notes_sounding > 0).sum():
+        return None  # not four-part: spare the [steps, 128] table
+    table = np.zeros((steps + 1, 128), dtype=np.int16)
     np.add.at(table, (onset, pitch), 1)
     np.add.at(table, (end, pitch), -1)
     table = np.cumsum(table, axis=0)[:-1] > 0  # [steps, 128]: which pitches sound
