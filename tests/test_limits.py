@@ -140,12 +140,12 @@ def test_a_midi_file_over_the_notes_limit_is_refused_before_mido_parses_it(tmp_p
 
 
 def test_a_long_piece_at_a_fine_resolution_is_read_at_a_coarser_one(tmp_path):
-    # 11,000 quarter notes at music21's 10,080 ticks per quarter: past MAX_TICK, far from corrupt
+    # 1,100 notes of ten quarters at music21's 10,080 ticks per quarter: past MAX_TICK, far from corrupt
     path = tmp_path / "long.mid"
-    path.write_bytes(midi_bytes(11_000, resolution=10_080, step=10_080))
+    path.write_bytes(midi_bytes(1_100, resolution=10_080, step=100_800))
     seq = midi_io.read_midi(path)
-    assert len(seq.notes) == 11_000
-    assert seq.notes[-1].end == pytest.approx(11_000 * 0.5, abs=0.01)  # 120 bpm: half a second a note
+    assert len(seq.notes) == 1_100
+    assert seq.notes[-1].end == pytest.approx(1_100 * 5.0, abs=0.01)  # 120 bpm: five seconds a note
 
 
 def test_an_mxl_is_measured_unpacked_before_music21_sees_it(tmp_path, monkeypatch):
@@ -201,11 +201,11 @@ def test_a_corpus_directory_skips_the_file_that_stalls_and_counts_the_skipped(tm
     script = ("import sys; from generator.data.corpora import open_corpus; "
               "docs = open_corpus(sys.argv[1], 'music').documents(); print(len(docs))")
     started = time.monotonic()
-    result = limited([sys.executable, "-c", script, str(folder)], 3, GENERATOR_PARSE_SECONDS="3")
+    result = limited([sys.executable, "-c", script, str(folder)], 3, GENERATOR_PARSE_SECONDS="2")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["4"]
     err = result.stderr
-    assert "stall.abc: parsing took longer than the limit of 3 seconds" in err
+    assert "stall.abc: parsing took longer than the limit of 2 seconds" in err
     assert "huge.abc" in err and "GENERATOR_MAX_ABC_BYTES" in err and "broken.mid" in err
     assert "skipped 3 of 7 files" in err
     assert time.monotonic() - started < 120
@@ -289,7 +289,7 @@ def test_a_long_prompt_primes_only_its_end_with_a_notice(tiny_run, capsys):
     model = api.load(str(tiny_run))
     prompt = (TINY_TEXT * (3_000_000 // len(TINY_TEXT) + 1))[:3_000_000]  # 20 MB: the slow test below
     text = model.generate(prompt, 30, random_seed=3, temperature=0.5)
-    assert len(text) == 3_000_030 and text.startswith(prompt[:1000])
+    assert 3_000_000 < len(text) <= 3_000_030 and text.startswith(prompt[:1000])  # BOS decodes to nothing
     err = capsys.readouterr().err
     assert "3,000,000 tokens" in err and "last 2,048" in err and "--prompt-tokens" in err
     same_end = model.generate(prompt[-2048:], 30, random_seed=3, temperature=0.5)
@@ -305,7 +305,7 @@ def test_generate_text_with_a_20_megabyte_prompt_file_under_a_memory_limit(tmp_p
         result = limited(console("generate_text") + ["--checkpoint", str(tiny_run), "--prompt-file", str(prompt),
                                                      "--length", "20", "--output", str(out), "--force", *extra], 4)
         assert result.returncode == 0, result.stderr
-        assert out.stat().st_size == 20_000_020
+        assert 20_000_000 < out.stat().st_size <= 20_000_020  # a sampled BOS decodes to nothing
         assert ("only its last 2,048 prime" in result.stderr) == (not extra)
 
 

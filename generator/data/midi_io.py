@@ -200,6 +200,7 @@ def _rescale(midi, source: str) -> None:
     if resolution < MIN_RESOLUTION:
         raise _fail(source, f"largest tick is {last}, more than {MAX_TICK} even at {MIN_RESOLUTION} ticks per "
                             f"quarter note: corrupt delta times")
+    resolution = min(resolution, WRITE_RESOLUTION)  # finer than our own files' buys nothing
     scale = resolution / midi.ticks_per_beat
     for track in midi.tracks:
         tick = written = 0
