@@ -117,3 +117,9 @@ def test_missing_corpus_is_one_line(music_run, capsys):
     code, _, err = call(main, ["evaluate", "--checkpoint", str(music_run), "--corpus", "/no/such/dir",
                                "--continuations", "2"], capsys)
     one_line_error(code, err, "/no/such/dir")
+
+
+def test_continuation_flags_need_continuations(music_run, songs, capsys):
+    code, _, err = call(main, ["evaluate", "--checkpoint", str(music_run), "--corpus", str(songs),
+                               "--prompt-beats", "4"], capsys)
+    one_line_error(code, err, "--prompt-beats", "--continuations")

@@ -462,6 +462,9 @@ def generator_main(argv=None) -> None:
 
         continuations_main(args)
     elif args.command == "evaluate":
+        from generator.cli.music_stats import check_no_continuation_flags
+
+        check_no_continuation_flags(args)
         result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding)
         if args.json:
             print(json.dumps(result))

@@ -87,13 +87,13 @@ def add_continuation_flags(p) -> None:
                         "models) and compare them with the real continuations: features, OA and KLD as in "
                         "`generator music-stats`, prompt consistency and the rate of invalid events. --corpus may "
                         "also be heldout:CHECKPOINT, the whole pieces that checkpoint held out for validation.")
-    p.add_argument("--prompt-beats", type=positive_float, default=8.0, metavar="N",
+    p.add_argument("--prompt-beats", type=positive_float, default=None, metavar="N",
                    help="With --continuations: the prompt is each piece's first N quarter-note beats, found with "
                         "the piece's tempo map (default 8).")
-    p.add_argument("--continuation-beats", type=positive_float, default=16.0, metavar="M",
+    p.add_argument("--continuation-beats", type=positive_float, default=None, metavar="M",
                    help="With --continuations: how many beats each continuation lasts, and how much of the real "
                         "piece after the prompt it is compared with (less where the piece ends sooner; default 16).")
-    p.add_argument("--temperature", type=positive_float, default=1.0,
+    p.add_argument("--temperature", type=positive_float, default=None,
                    help="With --continuations: the sampling temperature. 1.0 uses the model's unaltered "
                         "probabilities, greater than 1.0 makes the output more random, less than 1.0 less random.")
     p.add_argument("--top-k", type=int_range(1), default=None, metavar="K",
@@ -101,7 +101,7 @@ def add_continuation_flags(p) -> None:
     p.add_argument("--top-p", type=probability, default=None, metavar="P",
                    help="With --continuations: sample only among the most likely next tokens whose probabilities "
                         "add up to P, a number in (0, 1] (default: all).")
-    p.add_argument("--random-seed", type=int_range(0), default=0, metavar="S",
+    p.add_argument("--random-seed", type=int_range(0), default=None, metavar="S",
                    help="With --continuations: piece i's continuations are sampled with seed S + i, so the same "
                         "seed gives the same figures (default 0).")
     p.add_argument("--max-pieces", type=int_range(1), default=None, metavar="N",
@@ -112,11 +112,28 @@ def add_continuation_flags(p) -> None:
                         "range, no parallel fifths or octaves), which are on by default.")
 
 
+CONTINUATION_FLAGS = ("prompt_beats", "continuation_beats", "temperature", "top_k", "top_p", "random_seed",
+                      "max_pieces", "no_voice_leading")
+CONTINUATION_DEFAULTS = {"prompt_beats": 8.0, "continuation_beats": 16.0, "temperature": 1.0, "random_seed": 0}
+
+
+def check_no_continuation_flags(args) -> None:
+    """Plain ``generator evaluate`` (the loss): refuse the flags that only mean something with --continuations."""
+    given = [name for name in CONTINUATION_FLAGS if getattr(args, name, None) not in (None, False)]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise GeneratorError(f"{flag} only applies with --continuations K (sampled continuations); "
+                             "without it evaluate scores the corpus's loss")
+
+
 def continuations_main(args) -> None:
     """``generator evaluate --continuations K``: print the comparison (a table, or one JSON object)."""
     from generator import api
     from generator.evaluation.continuations import format_continuations
 
+    for name, value in CONTINUATION_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     report = lambda message: print(message, file=sys.stderr)  # noqa: E731
     model = api.load(args.checkpoint)
     result = model.evaluate_continuations(
