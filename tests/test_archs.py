@@ -126,6 +126,19 @@ def test_training_lowers_validation_loss_and_sampling_reloads(arch_run):
     assert result["tokens"] > 500 and 0 < result["nll_per_token"] < float(rows[0]["val_loss"]) + 1
 
 
+def test_generator_evaluate_loads_the_run_in_a_fresh_process(arch_run):
+    """A new process has not imported the arch's module: loading must register its layers first."""
+    import subprocess
+
+    arch, run = arch_run
+    corpus = json.loads((run / "config.json").read_text())["corpus"]
+    done = subprocess.run([sys.executable, "-c", "from generator.cli.main import generator; generator()", "evaluate",
+                           "--checkpoint", str(run), "--corpus", corpus, "--json"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["nll_per_token"] > 0
+
+
 @pytest.mark.parametrize("arch", SLOW_TRANSFORMER)
 def test_a_thousand_music_samples_from_an_untrained_model_are_well_formed(arch, tmp_path):
     from generator.data.tokenizers.events import EventTokenizer

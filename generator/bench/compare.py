@@ -17,8 +17,8 @@ the budget, it measures:
 - the wall-clock time of ``generator evaluate`` (a fresh process, as a user runs it) over the
   validation text.
 
-Writes ``compare.json`` and ``compare.png`` (validation loss against wall-clock seconds) into
-``--output`` and prints a table. The runs are kept in ``--output/<arch>`` (resumed when present).
+Writes ``compare.json``, ``compare.txt``, ``compare.md`` (Markdown tables) and ``compare.png``
+(validation loss against training seconds) into ``--output`` and prints a table. The runs are kept in ``--output/<arch>`` (resumed when present).
 """
 
 from __future__ import annotations
@@ -280,6 +280,39 @@ def table(results: dict) -> str:
     return "\n".join(rows)
 
 
+def markdown(results: dict) -> str:
+    """The results as two Markdown tables (training and evaluation; sampling and decode state)."""
+    archs = list(results)
+    unit = "CPU s" if next(iter(results.values()))["clock"] == "cpu" else "s"
+    lines = ["| | " + " | ".join(archs) + " |", "|---" * (len(archs) + 1) + "|"]
+
+    def row(name, cell):
+        lines.append(f"| {name} | " + " | ".join(cell(results[a]) for a in archs) + " |")
+
+    row("parameters", lambda r: f"{r['parameters']:,}")
+    row("sizes", lambda r: f"{r['config']['layers']} x {r['config']['units']}, embedding {r['config']['embedding']}")
+    row(f"validation loss at the budget ({r0(results)['budget_s']:g} {unit}), nats / bits per token",
+        lambda r: f"**{r['val_loss_nats_at_budget']:.4f}** / {r['val_bits_at_budget']:.3f}")
+    row("training tokens per second (wall; per CPU-second)",
+        lambda r: f"{r['train_tokens_per_s']:,.0f}; {r['train_tokens_per_cpu_s'] or 0:,.0f}")
+    row("`generator evaluate` on the validation text, seconds (wall; CPU)",
+        lambda r: f"{r['evaluate']['seconds']:.1f}; {r['evaluate']['cpu_seconds']:.1f}")
+    row("`generator evaluate` result, nats per token", lambda r: f"{r['evaluate'].get('nll_per_token', float('nan')):.4f}")
+    lines += ["", "| sampling tokens per second (wall; per CPU-second) | " + " | ".join(archs) + " |",
+              "|---" * (len(archs) + 1) + "|"]
+    for key in r0(results)["sampling"]:
+        row(key, lambda r: f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}")
+    lines += ["", "| decode state, bytes per sample | " + " | ".join(archs) + " |", "|---" * (len(archs) + 1) + "|"]
+    for key in r0(results)["sampling"]:
+        if key.startswith("batch 1,"):
+            row(f"after {key.split(', ')[1]}", lambda r: f"{r['sampling'][key]['state_bytes_per_sample']:,}")
+    return "\n".join(lines)
+
+
+def r0(results: dict) -> dict:
+    return next(iter(results.values()))
+
+
 def compare(corpus: str, output: Path, modality: str, minutes: float, units: int, layers: int,
             transformer_layers: int, embedding: int, heads: int, window: int, seq_len: int, batch_size: int,
             dropout: float, steps_per_epoch: int, split: str = "", val_split: str = "", eval_corpus: str = "",
@@ -343,6 +376,7 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
     plot(results, output / "compare.png", f"{Path(corpus).name}: equal parameters, {minutes:g} min each")
     text = table(results)
     (output / "compare.txt").write_text(text + "\n")
+    (output / "compare.md").write_text(markdown(results) + "\n")
     log(text)
     return results
 

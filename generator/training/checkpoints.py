@@ -155,6 +155,12 @@ def load_run(name_or_path) -> Run:
     tokenizer = read_tokenizer(run_dir)
     import keras
 
+    from generator import models
+
+    try:
+        models.module(config.arch)  # registers the arch's own layers before Keras reads the file
+    except ValueError as e:
+        raise GeneratorError(f"{run_dir}/config.json: {e}") from None
     path = run_dir / "model.keras"
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
