@@ -199,22 +199,25 @@ def sampling_rates(generator) -> dict:
 
     from generator.generation import sampling
 
+    def run(loop, prompts, length):
+        logits, states = loop.prime(prompts)
+        seed = tf.constant([1, 0], tf.int32)
+        done = 0
+        while done < length:
+            n = min(loop.chunk, length - done)
+            tokens, logits, states = loop._run_chunk(logits, states, seed, tf.constant(done), tf.constant(n))
+            done += n
+        tokens.numpy()
+        return states
+
     out = {}
     for batch in BATCHES:
         loop = sampling.DecodeLoop(generator.decoder, sampling.Sampler(1.0))
         prompts = np.zeros((batch, 1), np.int32)  # BOS
-        for _ in loop.generate(prompts, 256, seed=0):  # compile
-            pass
+        run(loop, prompts, 2 * loop.chunk)  # compile: priming, a first chunk and a later one
         for length in LENGTHS:
             started, cpu_started = time.perf_counter(), time.process_time()
-            logits, states = loop._prime(tf.constant(prompts))
-            seed = tf.constant([1, 0], tf.int32)
-            done = 0
-            while done < length:
-                n = min(loop.chunk, length - done)
-                tokens, logits, states = loop._run_chunk(logits, states, seed, tf.constant(done), tf.constant(n))
-                done += n
-            tokens.numpy()
+            states = run(loop, prompts, length)
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             state_bytes = sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(states) if t.shape.rank)
             out[f"batch {batch}, {length} tokens"] = {"tokens_per_s": batch * length / seconds,

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from generator.config import RunConfig
+from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step  # registers TokenEmbedding
 
 NAME = "lstm_attention_generator"
 NEG_INF = -1e9
@@ -153,8 +154,6 @@ def build(config: RunConfig) -> keras.Model:
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    from generator.models.lstm import TokenEmbedding
-
     embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
                                tied=config.tie_weights, seed=config.seed, name="embedding")
     x = embedding(tokens)
@@ -239,8 +238,6 @@ class Decoder:
     """
 
     def __init__(self, model: keras.Model):
-        from generator.models.lstm import double_cell_gate
-
         embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
         self.cells = [tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
                       for layer in _lstm_layers(model)]
@@ -262,8 +259,6 @@ class Decoder:
 
     @staticmethod
     def _cell(z, c):
-        from generator.models.lstm import doubled_gate_step
-
         return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
 
     def _lstm_step(self, tokens, states):
