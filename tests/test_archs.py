@@ -95,6 +95,12 @@ def test_each_arch_has_its_own_preset():
     assert preset("chorales", "lstm-attention").attention_window == 64
     with pytest.raises(ValueError, match="unknown architecture"):
         models.build_model(RunConfig(arch="gru", vocab_size=5))
+    from generator.errors import GeneratorError
+
+    with pytest.raises(GeneratorError, match="multiple of twice the heads"):
+        models.build_model(RunConfig(arch="transformer", units=30, heads=4, vocab_size=5))
+    with pytest.raises(GeneratorError, match="multiple of the heads"):
+        models.build_model(RunConfig(arch="lstm-attention", units=30, heads=4, vocab_size=5))
 
 
 SLOW_TRANSFORMER = ["lstm-attention", pytest.param("transformer", marks=pytest.mark.slow)]  # default run: one arch

@@ -24,6 +24,7 @@ import keras
 import tensorflow as tf
 
 from generator.config import RunConfig
+from generator.errors import GeneratorError
 from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step  # registers TokenEmbedding
 
 NAME = "lstm_attention_generator"
@@ -153,6 +154,8 @@ def build(config: RunConfig) -> keras.Model:
     """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
+    if config.units % config.heads:
+        raise GeneratorError(f"the attention width (units {config.units}) must be a multiple of the heads ({config.heads})")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
                                tied=config.tie_weights, seed=config.seed, name="embedding")

@@ -27,6 +27,7 @@ import keras
 import tensorflow as tf
 
 from generator.config import RunConfig
+from generator.errors import GeneratorError
 from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, output, output_weights, project,
                                         ring_attention, ring_zeros)
 from generator.models.lstm import TokenEmbedding
@@ -38,9 +39,9 @@ def build(config: RunConfig) -> keras.Model:
     """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
-    if config.units % config.heads or (config.units // config.heads) % 2:
-        raise ValueError(f"the Transformer width (units {config.units}) must be an even multiple of 2 x heads "
-                         f"({config.heads}) for rotary positions")
+    if config.units % (2 * config.heads):
+        raise GeneratorError(f"the Transformer width (units {config.units}) must be a multiple of twice the heads "
+                             f"({2 * config.heads}): rotary positions need an even width per head")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     tie = config.tie_weights
     embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout, tied=tie,
