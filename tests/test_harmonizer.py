@@ -134,8 +134,8 @@ def test_schedules_anneal():
     assert hz.block_probability(0, 100) == 1.0
     probabilities = [hz.block_probability(n, 100) for n in range(1, 100)]
     assert probabilities == sorted(probabilities, reverse=True) and probabilities[-1] == hz.BLOCK_MIN
-    assert hz.temperature_at(0, 100, 0.8) == pytest.approx(0.8)
-    assert hz.temperature_at(99, 100, 0.8) == pytest.approx(0.8 * hz.FINAL_TEMPERATURE)
+    assert hz.temperature_at(0, 100, 0.8) == pytest.approx(0.8 * hz.START_TEMPERATURE)
+    assert hz.temperature_at(99, 100, 0.8) == pytest.approx(0.8)
 
 
 # -- the command line --------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def main(argv=None) -> None:
     p.add_argument("--checkpoint", default="harmonizer", help="The harmonizer checkpoint (default: harmonizer).")
     p.add_argument("--baseline", default="jsb-chorales", help="The left-to-right voices checkpoint to compare with.")
     p.add_argument("--iterations", type=int, default=100, help="Gibbs iterations per piece (default 100).")
-    p.add_argument("--temperature", type=float, default=1.0, help="The harmonizer's first-iteration temperature.")
+    p.add_argument("--temperature", type=float, default=1.0, help="The harmonizer's --temperature (the last iteration's; the first samples at twice it).")
     p.add_argument("--baseline-temperatures", default="1.0,0.5",
                    help="The left-to-right model's temperatures, comma-separated (one column each; default 1.0,0.5).")
     p.add_argument("--limit", type=int, default=0, help="Only the first N valid chorales (0: all).")
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
         print(json.dumps(report, indent=1))
         return
     names = list(report["sets"])
-    print(f"{report['pieces']} JSB valid chorales; harmonizer {args.iterations} iterations from temperature "
+    print(f"{report['pieces']} JSB valid chorales; harmonizer {args.iterations} iterations from twice temperature "
           f"{args.temperature} (harmonizing took {report['harmonizer_seconds']} s); left-to-right temperatures "
           f"{args.baseline_temperatures}")
     if "speed" in report:

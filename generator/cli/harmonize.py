@@ -36,9 +36,9 @@ def add_flags(p: argparse.ArgumentParser) -> None:
                    help="Rewrite only the passage from beat START to beat END (quarter notes counted from 0, "
                         "e.g. 8-16) of a four-voice input and keep everything outside it.")
     g.add_argument("--iterations", type=int_range(1, 100_000), default=None, metavar="N",
-                   help="Pseudo-Gibbs iterations: each resamples a share of the free cells, a share and a "
-                        "temperature that both fall over the iterations (default 100). More iterations take "
-                        "longer and settle the harmony more.")
+                   help="Pseudo-Gibbs iterations: each resamples a share of the free cells, a share that falls "
+                        "over the iterations while the temperature falls from twice --temperature to --temperature "
+                        "(default 100). More iterations take longer.")
     g.add_argument("--split", default=None,
                    help="With a JSB Chorales .json file given to --harmonize: the split to take the chorale from "
                         "(train, valid or test).")
