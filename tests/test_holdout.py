@@ -89,6 +89,7 @@ def test_unknown_holdout_is_refused():
         split_segments(positions([100]), 0.1, holdout="middle")
 
 
+@pytest.mark.slow  # a real training run through the CLI; test_regularization trains once with the Trainer by default
 def test_training_records_the_split_and_prints_the_summary(tiny_corpus, tmp_path, capsys):
     from generator.cli.main import generator_main as main
     from tests.conftest import call

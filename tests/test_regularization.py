@@ -116,9 +116,15 @@ def test_a_run_trained_with_every_flag_loads_safely_and_samples_the_same(tiny_co
     from generator.training.trainer import Trainer
 
     config = RunConfig(layers=1, units=16, embedding=8, seq_len=16, batch_size=8, epochs=1, steps_per_epoch=4,
-                       weight_decay=0.1, corpus=str(tiny_corpus), **ALL_FLAGS)
-    trainer = Trainer(config, tmp_path / "run", log=lambda *_: None, progress=False)
-    trainer.train(open_corpus(str(tiny_corpus), "text"), TokenizerFactory("chars"))
+                       weight_decay=0.1, corpus=str(tiny_corpus), holdout="blocks", holdout_block=100,
+                       val_fraction=0.2, **ALL_FLAGS)
+    lines = []
+    trainer = Trainer(config, tmp_path / "run", log=lines.append, progress=False)
+    metrics = trainer.train(open_corpus(str(tiny_corpus), "text"), TokenizerFactory("chars"))
+    # the split is recorded, the summary printed, the curve drawn (the CLI's version: test_holdout, slow)
+    assert metrics["holdout"]["method"] == "blocks" and metrics["holdout"]["held_out"] >= 2
+    assert any(line.startswith("best epoch 1 of 1") for line in lines)
+    assert (tmp_path / "run" / "curve.png").read_bytes()[:4] == b"\x89PNG"
     run = checkpoints.load_run(tmp_path / "run")  # model.keras, loaded with safe_mode=True
     before = Generator(checkpoints.Run(run.path, run.config, run.tokenizer, trainer.model, {}))
     saved = checkpoints.save_run(tmp_path / "copy", trainer.model, run.tokenizer, run.config)
