@@ -260,7 +260,7 @@ class Generator:
     # -- harmonizing (the harmonizer checkpoint) -------------------------------------------------
     def harmonize(self, melody, *, voices=None, infill=None, iterations: int | None = None,
                   temperature: float = 1.0, num_samples: int = 1, random_seed: int | None = None,
-                  split: str | None = None, index: int | None = None):
+                  split: str | None = None, index: int | None = None, voice_leading: bool = True):
         """Write the voices under a melody, or rewrite part of a chorale, by pseudo-Gibbs sampling.
 
         ``melody``: a score file (MIDI, MusicXML, ABC, kern; its only line or top line becomes the
@@ -268,7 +268,9 @@ class Generator:
         ``index``, a ``NoteSequence``, a ``[steps, 4]`` grid or a 1-D array of soprano pitches per
         16th note. ``voices`` names those to write (default alto, tenor, bass; all four with
         ``infill``); ``infill=(start, end)`` or ``"8-16"`` (beats) rewrites only that passage.
-        Returns a ``Music`` object (a list with ``num_samples`` > 1), like ``generate``::
+        ``voice_leading=False`` drops the voice-leading rules (no crossing, spacing, no parallel
+        fifths or octaves) that mask each drawn cell. Returns a ``Music`` object (a list with
+        ``num_samples`` > 1), like ``generate``::
 
             >>> generator.load("harmonizer").harmonize("melody.mid", random_seed=1).save("chorale.mid")
         """
@@ -277,7 +279,7 @@ class Generator:
         pieces = harmonize.harmonize(self, melody, voices=voices, infill=infill,
                                      iterations=harmonize.DEFAULT_ITERATIONS if iterations is None else iterations,
                                      temperature=temperature, num_samples=num_samples, random_seed=random_seed,
-                                     split=split, index=index)
+                                     split=split, index=index, voice_leading=voice_leading)
         return pieces[0] if num_samples == 1 else pieces
 
     # -- scoring ---------------------------------------------------------------------------------

@@ -138,6 +138,74 @@ def test_schedules_anneal():
     assert hz.temperature_at(99, 100, 0.8) == pytest.approx(0.8)
 
 
+# -- the voice-leading rules ---------------------------------------------------------------------------------
+
+FIFTHS = np.array([[[67, 64, 60, 48], [69, 65, 62, -1]]])  # G4/C3 then A4 over a free bass: D3 would be parallel
+
+
+def test_voice_leading_rules_remove_parallels_crossing_and_wide_spacing():
+    pitches = np.arange(36, 82)
+    strict, relaxed = hz.voice_leading_rules(FIFTHS, np.array([0]), np.array([1]), 3, pitches)
+    allowed = set(pitches[strict[0]])
+    assert 50 not in allowed and 50 in set(pitches[relaxed[0]])  # D3: fifth with the soprano, octave with the tenor
+    assert {41, 45, 53} <= allowed and not allowed & set(range(63, 82))  # F2, A2, F3 fine; nothing above the tenor
+    # the next chord constrains too: an alto moving with the soprano into unisons is masked from both sides
+    grid = np.array([[[72, 65, 64, 48], [74, -1, 64, 50], [76, 76, 64, 52]]])
+    strict, relaxed = hz.voice_leading_rules(grid, np.array([0]), np.array([1]), 1, pitches)
+    assert not strict[0, pitches == 67][0]  # F4 -> G4 under C5 -> D5: parallel fifths with the soprano
+    assert not strict[0, pitches == 74][0] and relaxed[0, pitches == 74][0]  # D5 -> E5 against D5 -> E5: unisons
+    assert strict[0, pitches == 71][0]
+    assert set(pitches[relaxed[0]]) == set(range(64, 75))  # between the tenor and the soprano
+    spaced = np.array([[[72, -1, 55, 48]]])  # alto within an octave of the soprano, tenor within one of the alto
+    _, relaxed = hz.voice_leading_rules(spaced, np.array([0]), np.array([0]), 1, pitches)
+    assert set(pitches[relaxed[0]]) == set(range(60, 68))
+
+
+def stub_sampler(tiny_harmonizer, favourite, voice_leading=True):
+    """A sampler whose model always prefers the pitch ``favourite`` (all else 20 nats below)."""
+    from generator import api
+
+    g = api.load(tiny_harmonizer)
+    sampler = hz.GibbsSampler(g.run.model, g.tokenizer, voice_leading=voice_leading)
+    favourite_id = favourite - g.tokenizer.low + 2
+
+    def logits(cells):
+        out = np.full(cells.shape + (g.tokenizer.vocab_size,), -20.0)
+        out[..., favourite_id] = 0.0
+        return out
+
+    sampler.logits = logits
+    return g, sampler
+
+
+def test_sampler_mask_removes_a_parallel_fifth_and_can_be_turned_off(tiny_harmonizer):
+    for voice_leading, expected in ((True, False), (False, True)):
+        g, sampler = stub_sampler(tiny_harmonizer, 50, voice_leading)
+        cells = np.asarray(g.tokenizer.ids_from_grid(FIFTHS[0]), np.int64).reshape(1, 2, 4)
+        free = np.zeros((2, 4), bool)
+        free[1, 3] = True
+        out = sampler.sample(cells, free, 5, 1.0, np.random.default_rng(0))
+        assert (out[0, ~free] == cells[0, ~free]).all()  # the rules only mask free cells
+        bass = g.tokenizer.grid_from_ids(out[0].ravel())[1, 3]
+        assert (bass == 50) == expected, (voice_leading, bass)
+
+
+def test_rules_relax_parallels_first_when_nothing_else_is_left(tiny_harmonizer):
+    # an alto between a soprano and a tenor a tone apart can only make parallel unisons with one of them:
+    # the parallels give way, never the crossing
+    grid = np.array([[64, 64, 52, 48], [69, -1, 68, 48]])
+    pitches = np.arange(36, 82)
+    strict, relaxed = hz.voice_leading_rules(grid[None], np.array([0]), np.array([1]), 1, pitches)
+    assert not strict.any() and set(pitches[relaxed[0]]) == {68, 69}
+    g, sampler = stub_sampler(tiny_harmonizer, 74)
+    cells = np.asarray(g.tokenizer.ids_from_grid(grid), np.int64).reshape(1, 2, 4)
+    free = np.zeros((2, 4), bool)
+    free[1, 1] = True
+    for seed in range(4):
+        out = sampler.sample(cells, free, 3, 1.0, np.random.default_rng(seed))
+        assert g.tokenizer.grid_from_ids(out[0].ravel())[1, 1] in (68, 69, -1)
+
+
 # -- the command line --------------------------------------------------------------------------------------
 
 def test_harmonize_a_melody_keeps_it_and_writes_four_voices_in_range(tiny_harmonizer, melody_mid, tmp_path, capsys):
@@ -158,6 +226,23 @@ def test_harmonize_a_melody_keeps_it_and_writes_four_voices_in_range(tiny_harmon
                      if seq.instruments[n.track].name == "Soprano")
     assert soprano == sorted((p, round(s * 4), round(e * 4)) for p, s, e in MELODY)  # note for note, repeats kept
 
+
+def test_voice_leading_rules_on_by_default_and_off_with_the_flag(tiny_harmonizer, melody_mid, tmp_path, capsys):
+    from generator.evaluation.features import voice_leading
+
+    stats = {}
+    for name, extra in (("rules", []), ("free", ["--no-voice-leading"])):
+        out = tmp_path / f"{name}.mid"
+        code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(melody_mid),
+                                                  "--output", str(out), "--iterations", "8", "--random-seed", "3",
+                                                  *extra], capsys)
+        assert code == 0, err
+        stats[name] = voice_leading(read_grid(out))
+    # the untrained model's voices cross at most chords; under the rules none does, none is spaced
+    # wider than an octave and no two voices move in parallel fifths or octaves
+    assert stats["rules"]["voice_crossing"] == 0 and stats["rules"]["spacing"] == 0
+    assert stats["rules"]["parallel_fifths_octaves"] == 0
+    assert stats["free"]["voice_crossing"] > 0.3 and stats["free"]["spacing"] > 0
 
 def test_melody_out_of_range_is_moved_by_octaves_with_a_notice(tiny_harmonizer, tmp_path, capsys):
     from generator.data.midi_io import write_midi

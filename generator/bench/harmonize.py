@@ -10,6 +10,8 @@
    the music statistics of ``generator.evaluation.features`` for each: the mean per piece, and
    parallel fifths and octaves pooled over all chord changes. Both models draw each voice only
    within the harmonizer's voice ranges (REST allowed), so they are compared under the same rule.
+   The harmonizer samples under its voice-leading rules (``--no-voice-leading``: without them,
+   the speed measurement included); the left-to-right model here samples without them.
 
 Prints a Markdown table (``--json`` for one JSON object).
 """
@@ -36,12 +38,13 @@ def soprano_grid(grid: np.ndarray) -> np.ndarray:
     return out
 
 
-def harmonize_all(generator, chorales, iterations: int, temperature: float, group: int = 8) -> list[np.ndarray]:
+def harmonize_all(generator, chorales, iterations: int, temperature: float, group: int = 8,
+                  voice_leading: bool = True) -> list[np.ndarray]:
     """Each chorale's soprano harmonized (seed = index), in batches of similar length padded with BOS frames."""
     from generator.generation.harmonize import GibbsSampler
 
     tokenizer = generator.tokenizer
-    sampler = GibbsSampler(generator.run.model, tokenizer)
+    sampler = GibbsSampler(generator.run.model, tokenizer, voice_leading=voice_leading)
     order = np.argsort([len(c) for c in chorales])
     results: list = [None] * len(chorales)
     for first in range(0, len(order), group):
@@ -114,12 +117,12 @@ def statistics(grids) -> dict:
     return summary
 
 
-def speed(generator, chorales, iterations: int) -> dict:
+def speed(generator, chorales, iterations: int, voice_leading: bool = True) -> dict:
     long = next(c for c in chorales if len(c) >= 256)
     melody = long[:256, 0]
-    generator.harmonize(melody[:32], iterations=2, random_seed=0)  # warm-up: tracing the forward pass
+    generator.harmonize(melody[:32], iterations=2, random_seed=0, voice_leading=voice_leading)  # warm-up: tracing the forward pass
     start, cpu = time.perf_counter(), time.process_time()
-    generator.harmonize(melody, iterations=iterations, random_seed=1)
+    generator.harmonize(melody, iterations=iterations, random_seed=1, voice_leading=voice_leading)
     return {"beats": 64, "iterations": iterations, "seconds": round(time.perf_counter() - start, 2),
             "cpu_seconds": round(time.process_time() - cpu, 2), "load_average": round(os.getloadavg()[0], 1)}
 
@@ -136,6 +139,9 @@ def main(argv=None) -> None:
                    help="The left-to-right model's temperatures, comma-separated (one column each; default 1.0,0.5).")
     p.add_argument("--limit", type=int, default=0, help="Only the first N valid chorales (0: all).")
     p.add_argument("--skip-speed", action="store_true", help="Leave out the speed measurement.")
+    p.add_argument("--no-voice-leading", action="store_true",
+                   help="Harmonize without the voice-leading rules (no crossing, spacing within an octave, no "
+                        "parallel fifths or octaves) that the sampler applies by default.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = p.parse_args(argv)
     from generator.cli.main import quiet_tensorflow
@@ -149,12 +155,13 @@ def main(argv=None) -> None:
     harmonizer = api.load(args.checkpoint)
     temperatures = [float(t) for t in args.baseline_temperatures.split(",")]
     report = {"pieces": len(chorales), "iterations": args.iterations, "temperature": args.temperature,
-              "baseline_temperatures": temperatures}
+              "baseline_temperatures": temperatures, "voice_leading": not args.no_voice_leading}
     if not args.skip_speed:
-        report["speed"] = speed(harmonizer, every, args.iterations)
+        report["speed"] = speed(harmonizer, every, args.iterations, not args.no_voice_leading)
     start = time.perf_counter()
     sets = {"bach": chorales,
-            "harmonizer": harmonize_all(harmonizer, chorales, args.iterations, args.temperature)}
+            "harmonizer": harmonize_all(harmonizer, chorales, args.iterations, args.temperature,
+                                        voice_leading=not args.no_voice_leading)}
     report["harmonizer_seconds"] = round(time.perf_counter() - start, 1)
     baseline = api.load(args.baseline)
     for t in temperatures:

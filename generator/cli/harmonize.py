@@ -76,7 +76,8 @@ def harmonize_main(args, paths, quiet_tensorflow) -> None:
 
     model = api.load(args.checkpoint)
     pieces = model.harmonize(piece, voices=voices, infill=args.infill, iterations=args.iterations,
-                             temperature=args.temperature, num_samples=args.num_samples, random_seed=args.random_seed)
+                             temperature=args.temperature, num_samples=args.num_samples, random_seed=args.random_seed,
+                             voice_leading=not args.no_voice_leading)
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, music in zip(paths, pieces):
         music.save(path, force=args.force)

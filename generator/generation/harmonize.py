@@ -14,7 +14,18 @@ The piece is an SATB grid on 16th notes (``generator.data.tokenizers.voices``). 
   last one (annealing: early draws explore, late draws settle). Ending colder was measured worse:
   on 16 valid chorales, ending at ``temperature / 4`` gave 22 % parallel fifths and octaves per
   chord change against 10 % for this schedule (``generator/bench/harmonize.py``);
-- each voice draws only REST or pitches in its range (``VOICE_RANGES``, those of the JSB train split).
+- each voice draws only REST or pitches in its range (``VOICE_RANGES``, those of the JSB train split);
+- unless ``voice_leading=False``, the voice-leading rules of the voices tokenizer's left-to-right
+  sampling (``generator.data.tokenizers.voices``) mask each drawn cell given the current values of
+  the others (``voice_leading_rules``): no crossing of the nearest sounding voice above or below,
+  soprano-alto and alto-tenor at most an octave apart, and no parallel fifths or octaves/unisons
+  with any other voice against the nearest four-voice step before and after (the previous and
+  next chord change). REST stays allowed; where no pitch in range passes, the parallels are
+  relaxed first, then crossing and spacing. So that a cell is judged against values that stay,
+  the hidden cells of an iteration are drawn in eight rounds from the one forward pass, one round
+  per voice and parity of step (cells of one round never share a step or touch neighbouring
+  steps), in an order shuffled each iteration; cells drawn in no round yet (iteration 0) do not
+  constrain. Fixed cells are never masked or changed.
 
 All samples (``num_samples``) are drawn in one batch, and one iteration is one forward pass over
 the whole piece for all of them, which keeps a 64-beat melody at a few seconds on a CPU.
@@ -294,7 +305,7 @@ def free_cells(piece: Piece, voices=None, infill=None) -> np.ndarray:
 class GibbsSampler:
     """Pseudo-Gibbs sampling of a harmonizer model (see the module docstring)."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, voice_leading: bool = True):
         import tensorflow as tf
 
         from generator.models import harmonizer
@@ -311,6 +322,9 @@ class GibbsSampler:
             low, high = max(low, tokenizer.low), min(high, tokenizer.high)
             allowed[v, low - tokenizer.low + PITCH_OFFSET:high - tokenizer.low + PITCH_OFFSET + 1] = True
         self.penalty = np.where(allowed, 0.0, -np.inf)  # [4, V]
+        self.voice_leading = bool(voice_leading)
+        self.pitches = np.arange(tokenizer.low, tokenizer.high + 1)
+        self.in_range = allowed[:, PITCH_OFFSET:]  # [4, pitches]
 
     def logits(self, cells: np.ndarray) -> np.ndarray:
         """``[batch, steps, 4]`` cell ids (MASK allowed) -> ``[batch, steps, 4, vocab]`` float64 logits.
@@ -331,6 +345,7 @@ class GibbsSampler:
         free = np.broadcast_to(free, cells.shape)
         if not free.any():
             return cells
+        drawn = ~free  # cells whose value stands: fixed ones, and free ones once drawn
         for n in range(iterations):
             if n == 0:
                 hidden = free.copy()
@@ -343,21 +358,107 @@ class GibbsSampler:
             logits = self.logits(np.where(hidden, self.mask, cells))
             chosen = logits[hidden] / temperature_at(n, iterations, temperature)  # [k, V]
             chosen = chosen + self.penalty[np.nonzero(hidden)[2]]
-            chosen -= chosen.max(axis=1, keepdims=True)
-            probs = np.exp(chosen)
-            cumulative = np.cumsum(probs, axis=1)
-            draws = (1.0 - rng.random(len(cumulative)))[:, None] * cumulative[:, -1:]  # in (0, total]
-            cells[hidden] = np.minimum((cumulative < draws).sum(axis=1), self.vocab - 1)
+            if self.voice_leading:
+                self._draw_by_rules(cells, hidden, drawn, chosen, rng)
+            else:
+                cells[hidden] = self._draw(chosen, rng)
             if progress is not None:
                 progress(n + 1)
         return cells
 
+    def _draw(self, chosen: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One id per row of ``chosen`` (``[k, V]`` tempered logits, -inf where forbidden)."""
+        chosen = chosen - chosen.max(axis=1, keepdims=True)
+        cumulative = np.cumsum(np.exp(chosen), axis=1)
+        draws = (1.0 - rng.random(len(cumulative)))[:, None] * cumulative[:, -1:]  # in (0, total]
+        return np.minimum((cumulative < draws).sum(axis=1), self.vocab - 1)
+
+    def _draw_by_rules(self, cells, hidden, drawn, chosen, rng) -> None:
+        """Draw the ``hidden`` cells in rounds by voice and step parity, each under the voice-leading
+        rules given the current values of the others (``cells`` and ``drawn`` are updated in place)."""
+        batch, step, voice = np.nonzero(hidden)
+        low = self.pitches[0]
+        for group in rng.permutation(2 * NUM_VOICES):
+            v, parity = group // 2, group % 2
+            sel = np.flatnonzero((voice == v) & (step % 2 == parity))
+            if not len(sel):
+                continue
+            b, t = batch[sel], step[sel]
+            grid = np.where(drawn & (cells >= PITCH_OFFSET), cells - PITCH_OFFSET + low, -1)
+            strict, relaxed = voice_leading_rules(grid, b, t, v, self.pitches)
+            allowed = self.in_range[v] & strict
+            stuck = ~allowed.any(axis=1)
+            allowed[stuck] = (self.in_range[v] & relaxed)[stuck]  # relax the parallels first
+            stuck = ~allowed.any(axis=1)
+            allowed[stuck] = self.in_range[v]  # then crossing and spacing: the range alone
+            logits = chosen[sel].copy()
+            logits[:, PITCH_OFFSET:][~allowed] = -np.inf
+            cells[b, t, v] = self._draw(logits, rng)
+            drawn[b, t, v] = True
+
+
+def voice_leading_rules(grid: np.ndarray, batch: np.ndarray, step: np.ndarray, voice: int,
+                        pitches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``pitches`` voice ``voice`` may take at cells ``(batch[i], step[i])`` of ``grid``
+    (``[batch, steps, 4]`` MIDI pitches, -1 for a rest or a value not drawn yet, which constrains
+    nothing), given every other cell: ``(strict, relaxed)``, both ``[len(step), len(pitches)]``.
+
+    ``relaxed``: no crossing of the nearest sounding voice above or below at that step; alto
+    within an octave of the soprano, tenor within an octave of the alto (both ways). ``strict``:
+    also no parallel fifths or octaves/unisons with any other voice sounding at that step, against
+    the nearest step before and after it where all four voices sound (the rule of
+    ``VoicesTokenizer`` and of ``generator.evaluation.features.parallel_counts``)."""
+    grid = np.asarray(grid, np.int64)
+    steps = grid.shape[1]
+    here = grid[batch, step]  # [m, 4]
+    p = np.asarray(pitches)[None, :]
+    above = np.full(len(step), -1, np.int64)
+    for u in range(voice):  # the last sounding voice above is the nearest
+        above = np.where(here[:, u] >= 0, here[:, u], above)
+    below = np.full(len(step), -1, np.int64)
+    for u in range(NUM_VOICES - 1, voice, -1):
+        below = np.where(here[:, u] >= 0, here[:, u], below)
+    relaxed = ((above < 0)[:, None] | (p <= above[:, None])) & ((below < 0)[:, None] | (p >= below[:, None]))
+    if voice in (1, 2):  # within an octave of the voice above
+        upper = here[:, voice - 1][:, None]
+        relaxed &= (upper < 0) | (upper - p <= 12)
+    if voice in (0, 1):  # the voice below within an octave of this one
+        lower = here[:, voice + 1][:, None]
+        relaxed &= (lower < 0) | (p - lower <= 12)
+    strict = relaxed.copy()
+    positions = np.arange(steps)
+    full = (grid >= 0).all(axis=2)  # [batch, steps]
+    last_full = np.maximum.accumulate(np.where(full, positions, -1), axis=1)
+    next_full = np.minimum.accumulate(np.where(full, positions, steps)[:, ::-1], axis=1)[:, ::-1]
+    before_step = np.where(step > 0, last_full[batch, np.maximum(step - 1, 0)], -1)
+    after_step = np.where(step < steps - 1, next_full[batch, np.minimum(step + 1, steps - 1)], steps)
+    for neighbour, later in ((before_step, False), (after_step, True)):
+        valid = (neighbour >= 0) & (neighbour < steps)
+        other = grid[batch, np.clip(neighbour, 0, steps - 1)]  # [m, 4]
+        for u in range(NUM_VOICES):
+            if u == voice:
+                continue
+            mine, theirs_v = here[:, u][:, None], other[:, voice][:, None]
+            theirs_u = other[:, u][:, None]
+            if later:
+                move_u, move_v = theirs_u - mine, theirs_v - p
+                interval_first, interval_second = np.abs(mine - p) % 12, np.abs(theirs_u - theirs_v) % 12
+            else:
+                move_u, move_v = mine - theirs_u, p - theirs_v
+                interval_first, interval_second = np.abs(theirs_u - theirs_v) % 12, np.abs(mine - p) % 12
+            similar = (move_u != 0) & (np.sign(move_u) == np.sign(move_v))
+            perfect = (interval_second == 0) | (interval_second == 7)
+            active = (valid & (here[:, u] >= 0))[:, None]
+            strict &= ~(active & similar & perfect & (interval_first == interval_second))
+    return strict, relaxed
+
 
 def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = DEFAULT_ITERATIONS,
               temperature: float = 1.0, num_samples: int = 1, random_seed: int | None = None,
-              split: str | None = None, index: int | None = None, log=None):
+              split: str | None = None, index: int | None = None, voice_leading: bool = True, log=None):
     """Harmonize ``melody`` (or rewrite ``voices`` of a chorale, within ``infill`` beats) with a
-    harmonizer ``Generator``; returns a list of ``num_samples`` ``Music`` objects."""
+    harmonizer ``Generator``, under the voice-leading rules unless ``voice_leading=False``; returns
+    a list of ``num_samples`` ``Music`` objects."""
     from generator.generation.compose import Music
     from generator.progress import progress_bar
 
@@ -383,7 +484,7 @@ def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = 
         raise GeneratorError(f"{piece.source}: {e}") from None
     seed = secrets.randbits(62) if random_seed is None else int(random_seed)
     rng = np.random.default_rng(seed)
-    sampler = GibbsSampler(generator.run.model, tokenizer)
+    sampler = GibbsSampler(generator.run.model, tokenizer, voice_leading=voice_leading)
     cells = np.broadcast_to(ids, (num_samples,) + ids.shape)
     with progress_bar(iterations, "harmonizing") as bar:
         def advance(done):
