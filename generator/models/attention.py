@@ -232,6 +232,11 @@ def _lstm_layers(model):
     return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
 
 
+def _lstm_cell(z, c):
+    """One LSTM step from pre-activations whose cell-gate columns are doubled (``lstm.double_cell_gate``)."""
+    return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
+
+
 class Decoder:
     """Incremental decoding: states ``(lstm_states, (keys, values, position))``.
 
@@ -260,16 +265,12 @@ class Decoder:
         keys, values = ring_zeros(batch_size, self.window, self.heads, self.units[-1] // self.heads)
         return lstm_states, (keys, values, tf.constant(0, tf.int32))
 
-    @staticmethod
-    def _cell(z, c):
-        return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
-
     def _lstm_step(self, tokens, states):
         (h, c), rest = states[0], states[1:]
-        h, c = self._cell(tf.gather(self.input_table, tokens) + tf.matmul(h, self.cells[0][1]), c)
+        h, c = _lstm_cell(tf.gather(self.input_table, tokens) + tf.matmul(h, self.cells[0][1]), c)
         new_states = [(h, c)]
         for (kernel, recurrent, bias), (h_l, c_l) in zip(self.cells[1:], rest):
-            h, c = self._cell(tf.matmul(h, kernel) + tf.matmul(h_l, recurrent) + bias, c_l)
+            h, c = _lstm_cell(tf.matmul(h, kernel) + tf.matmul(h_l, recurrent) + bias, c_l)
             new_states.append((h, c))
         return h[:, None], tuple(new_states)
 
@@ -283,7 +284,7 @@ class Decoder:
 
             def body(carry, z_t, recurrent=recurrent):
                 h, c = carry
-                return self._cell(z_t + tf.matmul(h, recurrent), c)
+                return _lstm_cell(z_t + tf.matmul(h, recurrent), c)
 
             hs, cs = tf.scan(body, projected, initializer=(h, c))
             new_states.append((hs[-1], cs[-1]))
