@@ -206,10 +206,13 @@ def music_parser() -> Parser:
                         "are kept unless --force is given.")
     p.add_argument("--continuation-only", action="store_true",
                    help="Write only the newly generated music, without the seed in front of it.")
+    p.add_argument("--no-note-limit", action="store_true",
+                   help="Let notes last as long as the model likes. By default no note is held longer than the "
+                        "longest note of the model's training corpus (recorded in its tokenizer.json).")
     from generator.cli.commands import add_render_flags
 
     add_render_flags(p)
-    add_sampling_flags(p, "bach", "pieces")
+    add_sampling_flags(p, "pop-piano", "pieces")
     p.add_argument("--no-voice-leading", action="store_true",
                    help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
                         "crosses the one above it, alto and tenor stay within an octave of the voice above, each "
@@ -253,7 +256,8 @@ def generate_music_main(argv=None) -> None:
     pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                             random_seed=args.random_seed, prime_seconds=args.prime_seconds,
-                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only)
+                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only,
+                            note_limit=not args.no_note_limit)
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, piece in zip(paths, pieces):
         piece.save(path, force=args.force)
