@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step  # registers TokenEmbedding
+from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step, lstm_layers  # registers TokenEmbedding
 
 NAME = "lstm_attention_generator"
 NEG_INF = -1e9
@@ -168,16 +168,20 @@ def build(config: RunConfig) -> keras.Model:
     if config.dropout > 0:
         attended = keras.layers.Dropout(config.dropout, name="attention_dropout")(attended)
     x = keras.layers.LayerNormalization(name="attention_norm")(keras.layers.Add(name="residual")([x, attended]))
-    if config.tie_weights:  # the output reuses the embedding table (through a projection when widths differ)
-        if config.units != config.embedding:
-            x = keras.layers.Dense(config.embedding, use_bias=False, name="logits_projection")(x)
-        logits = embedding(x, reverse=True)
-    else:
-        logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
-    return keras.Model(tokens, logits, name=NAME)
+    return keras.Model(tokens, output_head(x, embedding, config, config.tie_weights), name=NAME)
 
 
-def _layer(model, name):
+def output_head(x, embedding, config: RunConfig, tie: bool):
+    """Logits from ``x``: a Dense layer, or with ``tie`` the embedding table (through a projection when widths differ)."""
+    if not tie:
+        return keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
+    if x.shape[-1] != config.embedding:
+        x = keras.layers.Dense(config.embedding, use_bias=False, name="logits_projection")(x)
+    return embedding(x, reverse=True)
+
+
+def optional_layer(model, name):
+    """The model's layer called ``name``, or None."""
     try:
         return model.get_layer(name)
     except ValueError:
@@ -191,15 +195,15 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
     if tf.config.list_logical_devices("GPU"):
         return model(tokens, training=training)
     x = model.get_layer("embedding")(tf.transpose(tokens), training=training)  # time major through the LSTMs
-    for i, layer in enumerate(_lstm_layers(model)):
+    for i, layer in enumerate(lstm_layers(model)):
         cell = layer.cell
         x = fast_lstm.lstm_sequence(x, *(tf.cast(w, x.dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
-        drop = _layer(model, f"dropout_{i + 1}")
+        drop = optional_layer(model, f"dropout_{i + 1}")
         if drop is not None and training:
             x = fast_lstm.dropout(drop, x)
     x = tf.transpose(x, [1, 0, 2])
     attended = model.get_layer("attention")(x)
-    drop = _layer(model, "attention_dropout")
+    drop = optional_layer(model, "attention_dropout")
     if drop is not None and training:
         attended = fast_lstm.dropout(drop, attended)
     x = model.get_layer("attention_norm")(x + attended)
@@ -208,28 +212,24 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
 
 def logits_of(model, x):
     """The model's output layer on ``x``: a Dense layer, or the tied embedding table."""
-    if _layer(model, "logits") is not None:
+    if optional_layer(model, "logits") is not None:
         return model.get_layer("logits")(x)
-    if _layer(model, "logits_projection") is not None:
+    if optional_layer(model, "logits_projection") is not None:
         x = model.get_layer("logits_projection")(x)
     return model.get_layer("embedding")(x, reverse=True)
 
 
 def output_weights(model):
     """float32 ``(kernel [width, vocab], bias [vocab])`` of the output layer, tied or not."""
-    dense = _layer(model, "logits")
+    dense = optional_layer(model, "logits")
     if dense is not None:
         return tf.convert_to_tensor(dense.kernel, tf.float32), tf.convert_to_tensor(dense.bias, tf.float32)
     embedding = model.get_layer("embedding")
     kernel = tf.transpose(tf.convert_to_tensor(embedding.embeddings, tf.float32))
-    projection = _layer(model, "logits_projection")
+    projection = optional_layer(model, "logits_projection")
     if projection is not None:
         kernel = tf.matmul(tf.convert_to_tensor(projection.kernel, tf.float32), kernel)
     return kernel, tf.convert_to_tensor(embedding.output_bias, tf.float32)
-
-
-def _lstm_layers(model):
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
 
 
 def _lstm_cell(z, c):
@@ -248,7 +248,7 @@ class Decoder:
     def __init__(self, model: keras.Model):
         embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
         self.cells = [tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
-                      for layer in _lstm_layers(model)]
+                      for layer in lstm_layers(model)]
         self.input_table = tf.matmul(embedding, self.cells[0][0]) + self.cells[0][2]  # layer 1's projection per token
         self.units = [int(r.shape[0]) for _, r, _ in self.cells]
         attention = model.get_layer("attention")

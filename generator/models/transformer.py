@@ -28,8 +28,8 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, output, output_weights, project,
-                                        ring_attention, ring_zeros)
+from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, optional_layer, output, output_head,
+                                        output_weights, project, ring_attention, ring_zeros)
 from generator.models.lstm import TokenEmbedding
 
 NAME = "transformer_generator"
@@ -63,20 +63,7 @@ def build(config: RunConfig) -> keras.Model:
         h = keras.layers.Dense(config.units, name=f"block_{i}_mlp_out")(h)
         x = keras.layers.Add(name=f"block_{i}_mlp_residual")([x, dropout(h, f"block_{i}_mlp_dropout")])
     x = keras.layers.LayerNormalization(name="final_norm")(x)
-    if tie:
-        if config.embedding != config.units:
-            x = keras.layers.Dense(config.embedding, use_bias=False, name="logits_projection")(x)
-        logits = embedding(x, reverse=True)
-    else:
-        logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)
-    return keras.Model(tokens, logits, name=NAME)
-
-
-def _get(model, name):
-    try:
-        return model.get_layer(name)
-    except ValueError:
-        return None
+    return keras.Model(tokens, output_head(x, embedding, config, tie), name=NAME)
 
 
 def _blocks(model) -> int:
@@ -88,13 +75,13 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
     from generator.models import fast_lstm
 
     def dropout(h, name):
-        layer = _get(model, name)
+        layer = optional_layer(model, name)
         if layer is None or not training:
             return h
         return layer(h, training=True) if tf.config.list_logical_devices("GPU") else fast_lstm.dropout(layer, h)
 
     x = model.get_layer("embedding")(tokens, training=training)
-    if _get(model, "embedding_projection") is not None:
+    if optional_layer(model, "embedding_projection") is not None:
         x = model.get_layer("embedding_projection")(x)
     x = dropout(x, "input_dropout")
     for i in range(1, _blocks(model) + 1):
@@ -129,7 +116,7 @@ class Decoder:
     def __init__(self, model: keras.Model):
         table = _f32(model.get_layer("embedding").embeddings)
         self.table = table
-        projection = _get(model, "embedding_projection")
+        projection = optional_layer(model, "embedding_projection")
         self.input_table = table if projection is None else tf.matmul(table, _f32(projection.kernel))
         self.blocks = []
         for i in range(1, _blocks(model) + 1):
