@@ -69,13 +69,18 @@ class GridPiece:
 
 
 # -- reading pieces onto the grid ------------------------------------------------------------
-def seconds_to_beats(times, tempos) -> np.ndarray:
-    """Quarter-note positions of ``times`` (seconds) under a tempo map ``[(time s, bpm), ...]``."""
-    times = np.asarray(times, dtype=float)
+def _tempo_segments(tempos):
+    """``(starts s, bpms, beats at each start)`` of a tempo map ``[(time s, bpm), ...]`` (120 bpm when empty)."""
     changes = sorted((float(t), float(b)) for t, b in tempos if b > 0) or [(0.0, 120.0)]
     starts = np.array([0.0] + [t for t, _ in changes[1:]])
     bpms = np.array([b for _, b in changes])
-    beats_at = np.concatenate([[0.0], np.cumsum(np.diff(starts) * bpms[:-1] / 60.0)])
+    return starts, bpms, np.concatenate([[0.0], np.cumsum(np.diff(starts) * bpms[:-1] / 60.0)])
+
+
+def seconds_to_beats(times, tempos) -> np.ndarray:
+    """Quarter-note positions of ``times`` (seconds) under a tempo map ``[(time s, bpm), ...]``."""
+    times = np.asarray(times, dtype=float)
+    starts, bpms, beats_at = _tempo_segments(tempos)
     segment = np.clip(np.searchsorted(starts, times, side="right") - 1, 0, len(starts) - 1)
     return beats_at[segment] + (times - starts[segment]) * bpms[segment] / 60.0
 
@@ -83,10 +88,7 @@ def seconds_to_beats(times, tempos) -> np.ndarray:
 def beats_to_seconds(beats, tempos) -> np.ndarray:
     """Seconds of quarter-note positions ``beats`` under a tempo map (the inverse of ``seconds_to_beats``)."""
     beats = np.asarray(beats, dtype=float)
-    changes = sorted((float(t), float(b)) for t, b in tempos if b > 0) or [(0.0, 120.0)]
-    starts = np.array([0.0] + [t for t, _ in changes[1:]])
-    bpms = np.array([b for _, b in changes])
-    beats_at = np.concatenate([[0.0], np.cumsum(np.diff(starts) * bpms[:-1] / 60.0)])
+    starts, bpms, beats_at = _tempo_segments(tempos)
     segment = np.clip(np.searchsorted(beats_at, beats, side="right") - 1, 0, len(starts) - 1)
     return starts[segment] + (beats - beats_at[segment]) * 60.0 / bpms[segment]
 
