@@ -62,6 +62,12 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
     messages.clear()
     api.train(str(tiny_corpus), out, log=messages.append, progress=False, **settings)
     assert any("already trained" in m for m in messages)
+    # ... but one that reached its epoch cap trains on when asked for more epochs
+    messages.clear()
+    metrics = api.train(str(tiny_corpus), out, log=messages.append, progress=False, **dict(settings, epochs=4))
+    assert any("continuing to 4" in m for m in messages) and metrics["epochs_run"] == 4
+    with open(out / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
 def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, tiny_corpus):

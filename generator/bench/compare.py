@@ -6,7 +6,8 @@ validation split. The LSTM's sizes are given; lstm-attention and the Transformer
 whose parameter count is closest to the LSTM's (within 10 %, checked). Each run validates every
 ``--steps-per-epoch`` steps and stops at the first validation after ``--minutes`` of training
 (wall-clock: validation passes count; the first epoch counts as long as the median later one, since
-its excess is XLA's one-off compilation). Then, from the best weights reached within
+its excess is XLA's one-off compilation). With a wall-clock budget the archs train one after the
+other, each with the machine to itself; with ``--clock cpu`` they train at once. Then, from the best weights reached within
 the budget, it measures:
 
 - validation loss (nats and bits per token) at the budget, interpolated on the validation curve;
@@ -344,10 +345,17 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
         from generator.errors import GeneratorError
 
         raise GeneratorError(str(e)) from None
-    # all archs train at once, one process each, so that they share the (shared) machine alike
-    workers = [subprocess.Popen([sys.executable, "-c", WORKER, corpus, str(output / arch), sized[arch][0].to_json(),
-                                 str(budget), measure]) for arch in archs]
-    if any(w.wait() for w in workers):
+    # one process per arch. A wall-clock budget means the machine to itself: the archs train one after
+    # the other. A CPU-second budget is for a shared machine: they train at once, so they share it alike.
+    def worker(arch):
+        return subprocess.Popen([sys.executable, "-c", WORKER, corpus, str(output / arch), sized[arch][0].to_json(),
+                                 str(budget), measure])
+
+    if measure == "wall":
+        failed = any(worker(arch).wait() for arch in archs)
+    else:
+        failed = any([w.wait() for w in [worker(arch) for arch in archs]])
+    if failed:
         raise RuntimeError("a training process failed (see its output above)")
     results = {}
     for arch in archs:
@@ -415,9 +423,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=_positive(float), default=4.0,
                    help="Training budget of each arch, in minutes of --clock (default 4).")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="What the budget counts: wall-clock seconds (the default, for a machine of one's own), or "
-                        "the CPU seconds of each training process, which stay comparable when other jobs share "
-                        "the machine (on an idle 2-core machine a CPU minute is 30 to 60 wall seconds).")
+                   help="What the budget counts: wall-clock seconds (the default, for a machine of one's own; "
+                        "the archs then train one after the other), or the CPU seconds of each training process, "
+                        "which stay comparable when other jobs share the machine (the archs then train at once; on "
+                        "an idle 2-core machine a CPU minute is 30 to 60 wall seconds).")
     p.add_argument("--units", type=_positive(int), default=256,
                    help="The LSTM's units per layer (default 256); the other archs are sized to its parameter count.")
     p.add_argument("--layers", type=_positive(int), default=2, help="LSTM layers of lstm and lstm-attention (default 2).")

@@ -146,6 +146,9 @@ class Trainer:
         blob = self._together(strategy, lambda: self._checkpoint_bytes(force and chief), "opening the run directory")
         blob = distribute.broadcast_bytes(strategy, blob)  # the chief's checkpoint, on every worker
         state = unpack_state(blob, str(self.run_dir / "resume.npz")) if blob else None
+        if state is not None and state.complete and not state.stopped_early and state.epoch < self.config.epochs:
+            state.complete = False  # it reached an epoch cap that is now higher: train on
+            self.log(f"{self.run_dir} trained {state.epoch} epochs; continuing to {self.config.epochs}")
         if state is not None and state.complete:
             self.log(f"{self.run_dir} is already trained ({state.epoch} epochs); use --force to train again")
             return checkpoints.read_metrics(self.run_dir) if chief else {}
