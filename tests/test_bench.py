@@ -4,12 +4,15 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 KEYS = ["sampling_b1_speedup", "sampling_b64_tokens_per_s", "sampling_b64_fraction_of_peak", "train_tokens_per_s",
         "train_vs_keras_fit", "train_vs_torch", "memory_100mb_peak_rss_mb", "midi_files_per_s_cold",
         "midi_files_per_s_cached", "window_loop_tokens_per_s", "keras_fit_tokens_per_s", "gemm_peak_gflops",
         "sampling_b1_tokens_per_s", "tf_gemm_peak_gflops", "sampling_b64_fraction_of_tf_peak"]
 
 
+@pytest.mark.slow  # about two minutes on 2 cores: the whole suite, end to end
 def test_quick_bench_reports_every_figure(tmp_path):
     code = "import sys; from generator.cli.main import generator; sys.argv[0] = 'generator'; generator()"
     done = subprocess.run([sys.executable, "-c", code, "bench", "--quick", "--json"], capture_output=True, text=True,
