@@ -77,10 +77,13 @@ def allowed_mask(
     max_shift_steps: int = 0,
     max_note_steps: int | None = None,
 ) -> np.ndarray:
-    """Mask ``[batch, vocab_size]``: NOTE_OFF only for sounding pitches, NOTE_ON (of any track)
-    only for silent pitches while polyphony is under the cap, never BOS (id 0), and, with
+    """Mask ``[batch, vocab_size]``: NOTE_OFF only for sounding pitches (with an age state, only
+    for those that have sounded for at least one clock step: encoded notes last at least one, and
+    a note released where it starts is silent, the loop that never advances time), NOTE_ON (of any
+    track) only for silent pitches while polyphony is under the cap, never BOS (id 0), and, with
     ``max_note_steps``, only the TIME_SHIFTs that keep every sounding note within that many
-    steps; everything else always (so NOTE_OFF of the oldest note is allowed whenever no shift is)."""
+    steps; everything else always (so NOTE_OFF of the oldest note is allowed whenever no shift is,
+    and a TIME_SHIFT whenever no NOTE_OFF or NOTE_ON is)."""
     on = sounding(state)
     batch, num_pitches = on.shape
     mask = np.ones((batch, vocab_size), dtype=bool)
@@ -88,7 +91,7 @@ def allowed_mask(
     can_start = (~on & (on.sum(axis=1) < max_polyphony)[:, None])
     for offset in on_offsets:
         mask[:, offset : offset + num_pitches] = can_start
-    mask[:, off_offset : off_offset + num_pitches] = on
+    mask[:, off_offset : off_offset + num_pitches] = on if state.dtype == bool else state >= 1
     if max_note_steps is not None and state.dtype != bool:
         room = max_note_steps - state.max(axis=1, initial=-1)  # steps the oldest note may still last
         room = np.where(on.any(axis=1), room, max_shift_steps)

@@ -56,7 +56,9 @@ Design decisions:
   note it has encoded, the training corpus's, which tokenizer.json then records; files from
   before the cap have none, and ``without_note_limit()`` lifts it.
 
-Sampling constraint: a ``NOTE_OFF`` only for a sounding pitch, a ``NOTE_ON`` only for a silent
+Sampling constraint: a ``NOTE_OFF`` only for a pitch that has sounded for at least one clock
+step (no note ends where it starts: encoded notes never do, and a model that loops on
+NOTE_ON/NOTE_OFF pairs would never advance time), a ``NOTE_ON`` only for a silent
 pitch while fewer than ``max_polyphony`` pitches sound, never ``BOS``; time shifts are allowed
 unless they would hold a note past ``max_note_steps``, and then the NOTE_OFFs are, so no mask
 is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
@@ -418,10 +420,8 @@ class EventTokenizer(Tokenizer):
 
     # -- constrained sampling ------------------------------------------------------------------
     def new_constraint_state(self, batch_size: int) -> np.ndarray:
-        """``[batch, num_pitches]``: which pitches sound (bool), or, with ``max_note_steps``, how
-        many steps each has sounded (int32, -1 when silent); see ``event_arrays``."""
-        if self.max_note_steps is None:
-            return np.zeros((batch_size, self.num_pitches), dtype=bool)
+        """``[batch, num_pitches]``: how many clock steps each pitch has sounded (int32, -1 when
+        silent), for the note-length cap and so that no note ends where it starts; see ``event_arrays``."""
         return np.full((batch_size, self.num_pitches), -1, dtype=np.int32)
 
     def allowed(self, state: np.ndarray) -> np.ndarray:
