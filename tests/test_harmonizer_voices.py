@@ -81,7 +81,15 @@ def test_tables_from_saved_results_and_nothing_trained_again(jsb_file, tmp_path,
     args = hv.parser().parse_args(argv)
     settings = {k: getattr(args, k) for k in hv.SETTING_KEYS}
     settings["corpus"] = str(jsb_file.resolve())
-    (out / "results.json").write_text(json.dumps(synthetic_results(settings)))
+    for name, result in synthetic_results(settings)["models"].items():
+        if name != "bass":
+            (out / f"{name}.json").write_text(json.dumps({"settings": settings, "result": result}))
+    assert hv.main(argv[:-len(TINY)] + TINY + ["--models", "soprano,alto"]) == 0  # nothing to train; bass missing
+    captured = capsys.readouterr()
+    assert captured.err.count("already measured") == 2
+    assert "still to train: bass" in captured.out and not (out / "results.json").exists()
+    bass = synthetic_results(settings)["models"]["bass"]
+    (out / "bass.json").write_text(json.dumps({"settings": settings, "result": bass}))
     assert hv.main(argv) == 0
     captured = capsys.readouterr()
     assert captured.err.count("already measured") == 5
@@ -100,10 +108,13 @@ def test_bad_input_exits_2_with_one_line(jsb_file, tmp_path, capsys):
     assert err.count("\n") == 1 and "missing.json" in err
     out = tmp_path / "o2"
     out.mkdir()
-    (out / "results.json").write_text(json.dumps({"settings": {"steps": 99}, "models": {}}))
+    (out / "alto.json").write_text(json.dumps({"settings": {"steps": 99}, "result": {}}))
     assert hv.main(["--corpus", str(jsb_file), "--output", str(out), "--no-jit"] + TINY) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "other settings" in err
+    assert hv.main(["--corpus", str(jsb_file), "--output", str(out), "--models", "alto,viola"] + TINY) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "viola" in err
     with pytest.raises(SystemExit) as e:
         hv.main(["--corpus", str(jsb_file), "--output", str(out), "--steps", "0"])
     assert e.value.code == 2

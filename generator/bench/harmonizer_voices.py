@@ -35,8 +35,10 @@ in one pass; per-voice needs one pass per voice being resampled: three when harm
 and the parameters those passes read (a per-voice network needs only its own output head, so its
 count is given with the other three heads removed).
 
-Results go to ``OUTPUT/results.json`` after each model, so a rerun with the same settings skips the
-models already done; ``--force`` starts over.
+Each model's curve goes to ``OUTPUT/<model>.json`` as soon as it is trained, so a rerun with the same
+settings skips the models already done (``--force`` starts over), and ``--models`` trains a subset, so
+that the five can run as parallel processes into one ``--output``; once all five are there, the
+comparison is printed and written with them to ``OUTPUT/results.json``.
 """
 
 from __future__ import annotations
@@ -203,35 +205,55 @@ def report_lines(summary: dict) -> list[str]:
 
 
 def run(args, log=print) -> dict:
-    """Train what is not yet done, write ``results.json`` after each model, return the whole report."""
+    """Train the models of ``args.models`` not yet done (each written to ``OUTPUT/<model>.json``); once all five
+    are measured, the report with the comparison (also written to ``OUTPUT/results.json``), else without it."""
     from generator.errors import GeneratorError
 
     output = Path(args.output).expanduser()
     settings = {k: getattr(args, k) for k in SETTING_KEYS}
     settings["corpus"] = str(Path(args.corpus).expanduser().resolve())
-    path = output / "results.json"
+    chosen = parse_models(args.models)
     report = {"settings": settings, "models": {}}
-    if path.exists() and not args.force:
-        saved = json.loads(path.read_text())
-        if saved.get("settings") != settings:
-            raise GeneratorError(f"{path} holds a measurement with other settings; use --force to start over "
-                                 "or choose another --output")
-        report = saved
-    output.mkdir(parents=True, exist_ok=True)
-    train_ids, val_ids, tokenizer = load_splits(settings["corpus"])
-    config = make_config(args, tokenizer.vocab_size)
-    quarter = max(args.steps // 4, 1)
-    at = set(range(args.eval_every, args.steps + 1, args.eval_every)) if args.eval_every else set()
-    at |= {quarter, args.steps}
     for name in MODELS:
-        if name in report["models"]:
-            log(f"{name}: already measured in {path}")
-            continue
-        report["models"][name] = train_one(name, config, train_ids, val_ids, args.steps, at, tokenizer.augment, log)
-        path.write_text(json.dumps(report, indent=1) + "\n")
-    report["summary"] = compare(report["models"], args.steps)
-    path.write_text(json.dumps(report, indent=1) + "\n")
+        path = output / f"{name}.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved.get("settings") != settings:
+                if not args.force:
+                    raise GeneratorError(f"{path} holds a measurement with other settings; use --force to start "
+                                         "over or choose another --output")
+            elif not (args.force and name in chosen):
+                report["models"][name] = saved["result"]
+    output.mkdir(parents=True, exist_ok=True)
+    todo = [name for name in chosen if name not in report["models"]]
+    for name in chosen:
+        if name not in todo:
+            log(f"{name}: already measured in {output / (name + '.json')}")
+    if todo:
+        train_ids, val_ids, tokenizer = load_splits(settings["corpus"])
+        config = make_config(args, tokenizer.vocab_size)
+        quarter = max(args.steps // 4, 1)
+        at = set(range(args.eval_every, args.steps + 1, args.eval_every)) if args.eval_every else set()
+        at |= {quarter, args.steps}
+        for name in todo:
+            result = train_one(name, config, train_ids, val_ids, args.steps, at, tokenizer.augment, log)
+            (output / f"{name}.json").write_text(json.dumps({"settings": settings, "result": result}, indent=1) + "\n")
+            report["models"][name] = result
+    if all(name in report["models"] for name in MODELS):
+        report["summary"] = compare(report["models"], args.steps)
+        (output / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def parse_models(text: str) -> list[str]:
+    """``--models``: comma-separated names among shared, soprano, alto, tenor, bass ("all" for the five)."""
+    from generator.errors import GeneratorError
+
+    names = list(MODELS) if text.strip() == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown or not names:
+        raise GeneratorError(f"--models {text!r}: choose among {', '.join(MODELS)} (comma-separated), or all")
+    return names
 
 
 def _positive_int(text: str) -> int:
@@ -261,7 +283,11 @@ def parser() -> argparse.ArgumentParser:
                                             "(DeepBach) on the JSB train split, and compare their validation loss per "
                                             "hidden cell and their cost at sampling.")
     p.add_argument("--corpus", required=True, help="The JSB Chorales JSON file (its train and valid splits are used).")
-    p.add_argument("--output", required=True, help="The directory for results.json (reruns skip the models done).")
+    p.add_argument("--output", required=True,
+                   help="The directory for each model's <model>.json and for results.json (reruns skip the models done).")
+    p.add_argument("--models", default="all",
+                   help="The models to train in this process, comma-separated among shared, soprano, alto, tenor and "
+                        "bass (default all); processes given different models may share one --output.")
     p.add_argument("--steps", type=_positive_int, default=400,
                    help="Training steps of the shared model and of each per-voice model (default 400); the per-voice "
                         "models are also evaluated after a quarter of them, the equal-total-steps comparison.")
@@ -279,7 +305,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="The seed of the initial weights and of the windows (default 1234).")
     p.add_argument("--no-jit", dest="jit", action="store_false", default=None,
                    help="Do not compile the steps with XLA (by default they are compiled when no GPU is visible).")
-    p.add_argument("--force", action="store_true", help="Discard an earlier results.json in --output and start over.")
+    p.add_argument("--force", action="store_true",
+                   help="Train the chosen models again even where --output already holds them (other settings included).")
     p.add_argument("--json", action="store_true", help="Print the whole report as one JSON object instead of tables.")
     return p
 
@@ -305,6 +332,10 @@ def main(argv=None) -> int:
         return 2
     if args.json:
         print(json.dumps(report, indent=1))
+    elif "summary" not in report:
+        missing = [name for name in MODELS if name not in report["models"]]
+        print(f"measured {', '.join(report['models']) or 'nothing yet'}; still to train: {', '.join(missing)} "
+              f"(the comparison is printed once all five are in {args.output})")
     else:
         s = report["settings"]
         print(f"harmonizer, {s['layers']} layers of {s['units']}, embedding {s['embedding']}, windows of "
