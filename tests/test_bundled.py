@@ -6,7 +6,7 @@ from generator import api
 from generator.training import checkpoints
 
 
-@pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer"])
+@pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"])
 def test_bundled_checkpoint_is_found_and_complete(name):
     assert name in checkpoints.bundled_names()
     run = checkpoints.load_run(name)  # "complete" may be false: checkpoints/README.md says which runs were stopped by hand
