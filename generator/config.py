@@ -36,6 +36,7 @@ class RunConfig:
     tie_weights: bool = False  # output layer reuses the embedding table (through a projection when widths differ)
     heads: int = 4  # attention heads (lstm-attention, transformer)
     attention_window: int = 128  # lstm-attention: how many previous top-layer outputs each step attends to
+    positions: str = "rotary"  # transformer: rotary | learned (absolute, added to the embedding; see models/transformer.py)
     vocab_size: int = 0  # filled in from the tokenizer
     # data
     seq_len: int = 100  # tokens per training window (truncated backprop length)
@@ -82,7 +83,7 @@ class RunConfig:
 
 # The architecture knobs: a run that resumes must agree on these with the saved config.
 MODEL_KEYS = ("arch", "tokenizer", "layers", "units", "embedding", "heads", "attention_window", "vocab_size",
-              "tie_weights")
+              "tie_weights", "positions")
 
 PRESETS: dict[str, RunConfig] = {
     "text": RunConfig(modality="text", tokenizer="chars", layers=2, units=512, embedding=64,

@@ -45,6 +45,7 @@ def test_output_shapes_and_registry(arch):
 
 @pytest.mark.parametrize("arch,changes", [("lstm-attention", {}), ("transformer", {}),
                                           ("transformer", {"tie_weights": True, "embedding": 12}),
+                                          ("transformer", {"positions": "learned"}),
                                           ("lstm-attention", {"tie_weights": True, "embedding_dropout": 0.2})])
 def test_incremental_decoding_equals_the_full_pass_beyond_the_window(arch, changes):
     model = tiny_model(arch, **changes)
@@ -77,12 +78,13 @@ def test_a_one_block_transformer_beyond_its_context_sees_exactly_the_last_contex
         np.testing.assert_allclose(logits.numpy()[:, end - 1], window, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", NEW_ARCHS)
-def test_saved_models_load_in_safe_mode_and_keep_16_bit_logits_float32(arch, tmp_path):
+@pytest.mark.parametrize("arch,changes", [("lstm-attention", {}), ("transformer", {}),
+                                          ("transformer", {"positions": "learned"})])
+def test_saved_models_load_in_safe_mode_and_keep_16_bit_logits_float32(arch, changes, tmp_path):
     from generator.training.steps import dtype_policy
 
     with dtype_policy("bfloat16"):
-        model = tiny_model(arch)
+        model = tiny_model(arch, **changes)
     assert model(tokens(1, 5)).dtype == "float32"
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
@@ -101,6 +103,11 @@ def test_each_arch_has_its_own_preset():
         models.build_model(RunConfig(arch="transformer", units=30, heads=4, vocab_size=5))
     with pytest.raises(GeneratorError, match="multiple of the heads"):
         models.build_model(RunConfig(arch="lstm-attention", units=30, heads=4, vocab_size=5))
+    with pytest.raises(GeneratorError, match="multiple of the heads"):
+        models.build_model(RunConfig(arch="transformer", units=30, heads=4, vocab_size=5, positions="learned"))
+    models.build_model(RunConfig(arch="transformer", units=12, heads=4, vocab_size=5, positions="learned"))  # odd head width
+    with pytest.raises(GeneratorError, match="unknown positions 'alibi'"):
+        models.build_model(RunConfig(arch="transformer", units=16, heads=4, vocab_size=5, positions="alibi"))
 
 
 SLOW_TRANSFORMER = ["lstm-attention", pytest.param("transformer", marks=pytest.mark.slow)]  # default run: one arch
@@ -177,6 +184,28 @@ def test_an_interrupted_run_resumes(tmp_path, tiny_corpus, arch, precision, jit)
         for a, b in zip(whole, resumed):
             np.testing.assert_allclose(a, b, atol=1e-5)
     assert api.load(tmp_path / "resumed").generate("To", length=10, random_seed=1).startswith("To")
+
+
+@pytest.mark.slow
+def test_learned_positions_are_recorded_in_the_run_and_resume(tmp_path, tiny_corpus):
+    from generator.errors import GeneratorError
+
+    settings = dict(ARCH_SETTINGS, arch="transformer", positions="learned", epochs=2, steps_per_epoch=4)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(tiny_corpus), tmp_path / "run", log=interrupt_after_first_epoch, progress=False, **settings)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["positions"] == "learned"
+    with pytest.raises(GeneratorError, match=r"different settings \(positions\)"):
+        api.train(str(tiny_corpus), tmp_path / "run", progress=False, **{**settings, "positions": "rotary"})
+    messages = []
+    api.train(str(tiny_corpus), tmp_path / "run", log=messages.append, progress=False, **settings)
+    assert any(m.startswith("resuming") for m in messages)
+    api.train(str(tiny_corpus), tmp_path / "whole", log=lambda *_: None, progress=False, **settings)
+    whole, resumed = (api.load(tmp_path / n).run.model for n in ("whole", "run"))
+    assert resumed.get_layer("positions").table.shape == (16, 16)
+    for a, b in zip(whole.get_weights(), resumed.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    text = api.load(tmp_path / "run").generate("To be", length=40, random_seed=1)  # past the context of 16
+    assert text.startswith("To be") and len(text) == 45
 
 
 MIRRORED = textwrap.dedent("""

@@ -8,6 +8,11 @@ untied (a Dense layer) or, with ``tie_weights``, the embedding table transposed 
 
 Positions are rotary (RoFormer): a query-key score depends only on the distance between the two
 positions, which is what lets generation run past the training context with a rolling cache.
+``positions="learned"`` (a ``RunConfig`` field) adds a learned absolute position vector to each token
+instead (GPT-2's way); past the context its positions wrap around (position ``p`` uses row ``p mod
+seq_len``) so the cache still slides without re-encoding, but the model never saw wrapped positions
+in training. Measured against rotary at equal steps (README, "Rotary or learned positions"):
+rotary is kept as the default.
 
 Decoding carries, per block, a key/value cache of fixed size ``context = seq_len`` and one position
 counter: ``[batch, context, heads, units / heads]`` per tensor, so shapes stay static inside the
@@ -28,20 +33,49 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, optional_layer, output, output_head,
+from generator.models.attention import (CausalSelfAttention, attend, float_weights, logits_of, optional_layer, output, output_head,
                                         output_weights, project, ring_attention, ring_zeros)
 from generator.models.lstm import TokenEmbedding
 
 NAME = "transformer_generator"
+POSITIONS = ("rotary", "learned")
+
+
+@keras.saving.register_keras_serializable(package="generator")
+class LearnedPositions(keras.layers.Layer):
+    """Adds a learned vector per position to ``[B, T, U]``: position ``p`` uses row ``p mod context``
+    (within the context that is the plain absolute position; past it, the positions wrap around)."""
+
+    def __init__(self, context: int, **kwargs):
+        super().__init__(**kwargs)
+        self.context = int(context)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(name="table", shape=(self.context, int(input_shape[-1])),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+    def call(self, x):
+        rows = tf.math.floormod(tf.range(tf.shape(x)[1]), self.context)
+        return x + tf.cast(tf.gather(self.table, rows), x.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "context": self.context}
 
 
 def build(config: RunConfig) -> keras.Model:
     """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
-    if config.units % (2 * config.heads):
+    if config.positions not in POSITIONS:
+        raise GeneratorError(f"unknown positions {config.positions!r}; choose one of {', '.join(POSITIONS)}")
+    rotary = config.positions == "rotary"
+    if config.units % (2 * config.heads if rotary else config.heads):
         raise GeneratorError(f"the Transformer width (units {config.units}) must be a multiple of twice the heads "
-                             f"({2 * config.heads}): rotary positions need an even width per head")
+                             f"({2 * config.heads}): rotary positions need an even width per head" if rotary else
+                             f"the Transformer width (units {config.units}) must be a multiple of the heads ({config.heads})")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     tie = config.tie_weights
     embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout, tied=tie,
@@ -49,6 +83,8 @@ def build(config: RunConfig) -> keras.Model:
     x = embedding(tokens)
     if config.embedding != config.units:
         x = keras.layers.Dense(config.units, use_bias=False, name="embedding_projection")(x)
+    if not rotary:
+        x = LearnedPositions(config.seq_len, name="positions")(x)
 
     def dropout(h, name):
         return keras.layers.Dropout(config.dropout, name=name)(h) if config.dropout > 0 else h
@@ -56,7 +92,7 @@ def build(config: RunConfig) -> keras.Model:
     x = dropout(x, "input_dropout")
     for i in range(1, config.layers + 1):
         h = keras.layers.LayerNormalization(name=f"block_{i}_attention_norm")(x)
-        h = CausalSelfAttention(config.heads, config.seq_len, rotary=True, name=f"block_{i}_attention")(h)
+        h = CausalSelfAttention(config.heads, config.seq_len, rotary=rotary, name=f"block_{i}_attention")(h)
         x = keras.layers.Add(name=f"block_{i}_attention_residual")([x, dropout(h, f"block_{i}_attention_dropout")])
         h = keras.layers.LayerNormalization(name=f"block_{i}_mlp_norm")(x)
         h = keras.layers.Dense(4 * config.units, activation="gelu", name=f"block_{i}_mlp_in")(h)
@@ -83,6 +119,8 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
     x = model.get_layer("embedding")(tokens, training=training)
     if optional_layer(model, "embedding_projection") is not None:
         x = model.get_layer("embedding_projection")(x)
+    if optional_layer(model, "positions") is not None:
+        x = model.get_layer("positions")(x)
     x = dropout(x, "input_dropout")
     for i in range(1, _blocks(model) + 1):
         h = model.get_layer(f"block_{i}_attention")(model.get_layer(f"block_{i}_attention_norm")(x))
@@ -111,6 +149,9 @@ class Decoder:
 
     Keys and values are ring buffers ``[batch, context, heads, units / heads]`` (rotary keys, so a
     slot never needs re-encoding when the window slides); ``position`` counts the tokens read.
+    ``step`` writes its token's key and value into slot ``position mod context`` in place (a scatter,
+    which XLA updates in place inside the sampler's compiled loop) and attends over the ring;
+    ``forward`` (priming, chunks) goes through ``ring_attention``.
     """
 
     def __init__(self, model: keras.Model):
@@ -118,6 +159,8 @@ class Decoder:
         self.table = table
         projection = optional_layer(model, "embedding_projection")
         self.input_table = table if projection is None else tf.matmul(table, _f32(projection.kernel))
+        positions = optional_layer(model, "positions")
+        self.position_table = None if positions is None else _f32(positions.table)  # learned positions
         self.blocks = []
         for i in range(1, _blocks(model) + 1):
             attention = model.get_layer(f"block_{i}_attention")
@@ -126,7 +169,7 @@ class Decoder:
                 norm1=_norm(model.get_layer(f"block_{i}_attention_norm")), attention=float_weights(attention),
                 norm2=_norm(model.get_layer(f"block_{i}_mlp_norm")),
                 mlp=(_f32(mlp_in.kernel), _f32(mlp_in.bias), _f32(mlp_out.kernel), _f32(mlp_out.bias))))
-            self.context, self.heads = attention.window, attention.heads
+            self.context, self.heads, self.rotary = attention.window, attention.heads, attention.rotary
         self.final_norm = _norm(model.get_layer("final_norm"))
         self.out_kernel, self.out_bias = output_weights(model)
         self.width = int(self.input_table.shape[1])
@@ -136,25 +179,47 @@ class Decoder:
         caches = tuple(ring_zeros(batch_size, self.context, self.heads, self.width // self.heads) for _ in self.blocks)
         return caches, tf.constant(0, tf.int32)
 
+    def _embed(self, tokens, positions):
+        x = tf.gather(self.input_table, tokens)
+        if self.position_table is not None:
+            x = x + tf.gather(self.position_table, tf.math.floormod(positions, self.context))
+        return x
+
+    def _mlp_and_residual(self, x, out, block):
+        x = x + output(out, block["attention"])
+        w_in, b_in, w_out, b_out = block["mlp"]
+        h = tf.nn.gelu(tf.einsum("btu,uv->btv", layer_norm(x, block["norm2"]), w_in) + b_in, approximate=False)
+        return x + tf.einsum("btv,vu->btu", h, w_out) + b_out
+
+    def _logits(self, x):
+        return tf.einsum("btu,uv->btv", layer_norm(x, self.final_norm), self.out_kernel) + self.out_bias
+
     def forward(self, tokens, states):
         """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last token)."""
         caches, position = states
-        x = tf.gather(self.input_table, tokens)
         positions = position + tf.range(tf.shape(tokens)[1])
+        x = self._embed(tokens, positions)
         new_caches = []
         for block, (keys, values) in zip(self.blocks, caches):
-            q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], positions, True)
+            q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], positions, self.rotary)
             out, keys, values = ring_attention(q, k, v, keys, values, position, self.context)
-            x = x + output(out, block["attention"])
-            w_in, b_in, w_out, b_out = block["mlp"]
-            h = tf.nn.gelu(tf.einsum("btu,uv->btv", layer_norm(x, block["norm2"]), w_in) + b_in, approximate=False)
-            x = x + tf.einsum("btv,vu->btu", h, w_out) + b_out
+            x = self._mlp_and_residual(x, out, block)
             new_caches.append((keys, values))
-        x = layer_norm(x, self.final_norm)
-        logits = tf.einsum("btu,uv->btv", x, self.out_kernel) + self.out_bias
-        return logits, (tuple(new_caches), position + tf.shape(tokens)[1])
+        return self._logits(x), (tuple(new_caches), position + tf.shape(tokens)[1])
 
     def step(self, tokens, states):
         """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
-        logits, states = self.forward(tokens[:, None], states)
-        return logits[:, 0], states
+        caches, position = states
+        x = self._embed(tokens[:, None], position[None])
+        slot = tf.math.floormod(position, self.context)
+        rows = tf.stack([tf.range(tf.shape(tokens)[0]), tf.fill(tf.shape(tokens), slot)], 1)  # [batch, 2]: (b, slot)
+        # after the write, slot s holds position - ((position - s) mod context): filled once that is >= 0
+        filled = (tf.range(self.context) <= position)[None]  # [1 query, context keys]
+        new_caches = []
+        for block, (keys, values) in zip(self.blocks, caches):
+            q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], position[None], self.rotary)
+            keys = tf.tensor_scatter_nd_update(keys, rows, k[:, 0])
+            values = tf.tensor_scatter_nd_update(values, rows, v[:, 0])
+            x = self._mlp_and_residual(x, attend(q, keys, values, filled), block)
+            new_caches.append((keys, values))
+        return self._logits(x)[:, 0], (tuple(new_caches), position + 1)
