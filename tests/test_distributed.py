@@ -27,6 +27,13 @@ from tests.conftest import TINY_SETTINGS, TINY_TEXT, interrupt_after_first_epoch
 
 CLI = "from generator.cli.main import generator; generator()"
 
+# Every architecture trains under multi-worker and survives SIGKILL; the LSTM in the default run,
+# the attention archs (XLA compilation of their steps makes each case longer) behind the slow marker.
+ARCH_SETTINGS = {"lstm": {}, "lstm-attention": dict(arch="lstm-attention", heads=2, attention_window=8),
+                 "transformer": dict(arch="transformer", heads=2)}
+ARCHS = ["lstm", pytest.param("lstm-attention", marks=pytest.mark.slow),
+         pytest.param("transformer", marks=pytest.mark.slow)]
+
 
 def flags(settings: dict) -> list[str]:
     return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
@@ -154,8 +161,9 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
-def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_corpus, processes):
-    settings = dict(TINY_SETTINGS, epochs=2, batch_size=6, save_every=5)  # 11 or 12 steps per epoch
+@pytest.mark.parametrize("arch", ARCHS)
+def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_corpus, processes, arch):
+    settings = dict(TINY_SETTINGS, epochs=2, batch_size=6, save_every=5, **ARCH_SETTINGS[arch])  # 11 or 12 steps per epoch
     out = tmp_path / "run"  # one path for both, as on a shared file system: only the chief may write it
     argv = ["train", "text", "--corpus", str(tiny_corpus), "--output", str(out), "--strategy", "multi-worker",
             *flags(settings)]
@@ -186,6 +194,7 @@ def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_cor
         assert all(np.array_equal(a[k], b[k]) for k in a.files)
 
     # the chief's run directory loads and samples; it learned what one device learns from the same batches
+    assert json.loads((out / "config.json").read_text())["arch"] == arch
     text = api.load(out).generate("To be", length=40, random_seed=1)
     assert text.startswith("To be") and len(text) == 45
     single = tmp_path / "single"
@@ -217,10 +226,11 @@ def read_state(run_dir):
     return unpack_state((run_dir / "resume.npz").read_bytes(), "resume.npz")
 
 
-def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path, processes):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path, processes, arch):
     corpus = tmp_path / "hamlet.txt"
     corpus.write_text(TINY_TEXT * 8, encoding="utf-8")
-    settings = dict(TINY_SETTINGS, epochs=3, steps_per_epoch=40, save_every=3)
+    settings = dict(TINY_SETTINGS, epochs=3, steps_per_epoch=40, save_every=3, **ARCH_SETTINGS[arch])
     out = tmp_path / "run"
     command = [sys.executable, "-c", CLI, "train", "text", "--corpus", str(corpus), "--output", str(out),
                "--strategy", "default", *flags(settings)]
