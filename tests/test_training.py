@@ -70,6 +70,17 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
+def test_a_run_saved_with_an_absolute_corpus_path_resumes_from_a_relative_one(tmp_path, tiny_corpus, monkeypatch):
+    out = tmp_path / "run"
+    settings = dict(TINY_SETTINGS, epochs=3)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(tiny_corpus.resolve()), out, log=interrupt_after_first_epoch, progress=False, **settings)
+    monkeypatch.chdir(tiny_corpus.parent)
+    messages = []
+    api.train(tiny_corpus.name, out, log=messages.append, progress=False, **settings)
+    assert any(m.startswith("resuming") for m in messages)
+
+
 def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, tiny_corpus):
     settings = dict(TINY_SETTINGS, layers=2, dropout=0.3, epochs=2, steps_per_epoch=5)
 

@@ -70,6 +70,14 @@ def summary(history: list[dict], best_epoch: int) -> list[str]:
     return lines
 
 
+def _setting(key: str, value):
+    """A setting as resuming compares it: a corpus that is a path, by the file it names (so a run
+    saved with an absolute path resumes from a relative one, and the other way round)."""
+    if key == "corpus" and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
 class Trainer:
     """Trains ``config`` on a tokenized corpus into ``run_dir``; ``log`` receives user messages.
 
@@ -99,7 +107,8 @@ class Trainer:
                 raise GeneratorError(f"output {d} exists and is not empty; choose a new --output")
             else:
                 saved = checkpoints.read_config(d)
-                changed = [k for k in MODEL_KEYS + DATA_KEYS if k != "vocab_size" and getattr(saved, k) != getattr(self.config, k)]
+                changed = [k for k in MODEL_KEYS + DATA_KEYS
+                           if k != "vocab_size" and _setting(k, getattr(saved, k)) != _setting(k, getattr(self.config, k))]
                 if changed:
                     raise GeneratorError(f"{d} holds a run with different settings ({', '.join(changed)}); "
                                          f"use --force to start over or choose another --output")
