@@ -148,6 +148,19 @@ def ring_attention(q, k, v, cache_k, cache_v, position, window: int):
     return out, tf.gather(keys, index, axis=1), tf.gather(values, index, axis=1)
 
 
+def ring_step(q, k, v, cache_k, cache_v, position, window: int):
+    """``ring_attention`` for one token (``q``, ``k``, ``v`` ``[B, 1, H, D]`` at ``position``): its key and
+    value are written into slot ``position mod W`` in place (a scatter, which XLA updates in place inside
+    the sampler's compiled loop) and it attends over the ring, itself included."""
+    batch = tf.shape(k)[0]
+    rows = tf.stack([tf.range(batch), tf.fill([batch], tf.math.floormod(position, window))], 1)  # (b, slot)
+    keys = tf.tensor_scatter_nd_update(cache_k, rows, k[:, 0])
+    values = tf.tensor_scatter_nd_update(cache_v, rows, v[:, 0])
+    # after the write, slot s holds position - ((position - s) mod W): filled once that is >= 0
+    filled = (tf.range(window) <= position)[None]  # [1 query, W keys]
+    return attend(q, keys, values, filled), keys, values
+
+
 # -- the architecture ------------------------------------------------------------------------------------------
 
 def build(config: RunConfig) -> keras.Model:
@@ -291,11 +304,12 @@ class Decoder:
             x = hs
         return tf.transpose(x, [1, 0, 2]), tuple(new_states)
 
-    def _head(self, x, ring):
-        """Attention, residual, normalization and logits of LSTM outputs ``x`` ``[B, T, U]``."""
+    def _head(self, x, ring, one_token: bool = False):
+        """Attention, residual, normalization and logits of LSTM outputs ``x`` ``[B, T, U]`` (``T`` = 1
+        with ``one_token``: the ring is written in place)."""
         keys, values, position = ring
         q, k, v = project(x, self.attention, None, False)
-        out, keys, values = ring_attention(q, k, v, keys, values, position, self.window)
+        out, keys, values = (ring_step if one_token else ring_attention)(q, k, v, keys, values, position, self.window)
         y = x + output(out, self.attention)
         mean, var = tf.nn.moments(y, axes=[-1], keepdims=True)
         y = (y - mean) * tf.math.rsqrt(var + self.epsilon) * self.gamma + self.beta
@@ -305,7 +319,7 @@ class Decoder:
     def step(self, tokens, states):
         """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
         x, lstm_states = self._lstm_step(tokens, states[0])
-        logits, ring = self._head(x, states[1])
+        logits, ring = self._head(x, states[1], one_token=True)
         return logits[:, 0], (lstm_states, ring)
 
     def forward(self, tokens, states):

@@ -34,8 +34,8 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.attention import (CausalSelfAttention, attend, float_weights, logits_of, optional_layer, output, output_head,
-                                        output_weights, project, ring_attention, ring_zeros)
+from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, optional_layer, output, output_head,
+                                        output_weights, project, ring_attention, ring_step, ring_zeros)
 from generator.models.lstm import TokenEmbedding
 
 NAME = "transformer_generator"
@@ -150,9 +150,8 @@ class Decoder:
 
     Keys and values are ring buffers ``[batch, context, heads, units / heads]`` (rotary keys, so a
     slot never needs re-encoding when the window slides); ``position`` counts the tokens read.
-    ``step`` writes its token's key and value into slot ``position mod context`` in place (a scatter,
-    which XLA updates in place inside the sampler's compiled loop) and attends over the ring;
-    ``forward`` (priming, chunks) goes through ``ring_attention``.
+    ``step`` writes its token's key and value into the ring in place (``ring_step``, shared with
+    lstm-attention); ``forward`` (priming, chunks) goes through ``ring_attention``.
     """
 
     def __init__(self, model: keras.Model):
@@ -212,15 +211,10 @@ class Decoder:
         """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
         caches, position = states
         x = self._embed(tokens[:, None], position[None])
-        slot = tf.math.floormod(position, self.context)
-        rows = tf.stack([tf.range(tf.shape(tokens)[0]), tf.fill(tf.shape(tokens), slot)], 1)  # [batch, 2]: (b, slot)
-        # after the write, slot s holds position - ((position - s) mod context): filled once that is >= 0
-        filled = (tf.range(self.context) <= position)[None]  # [1 query, context keys]
         new_caches = []
         for block, (keys, values) in zip(self.blocks, caches):
             q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], position[None], self.rotary)
-            keys = tf.tensor_scatter_nd_update(keys, rows, k[:, 0])
-            values = tf.tensor_scatter_nd_update(values, rows, v[:, 0])
-            x = self._mlp_and_residual(x, attend(q, keys, values, filled), block)
+            out, keys, values = ring_step(q, k, v, keys, values, position, self.context)
+            x = self._mlp_and_residual(x, out, block)
             new_caches.append((keys, values))
         return self._logits(x)[:, 0], (tuple(new_caches), position + 1)
