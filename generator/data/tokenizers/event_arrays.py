@@ -3,9 +3,8 @@
 They work on id arrays and the vocabulary offsets only, so they stay fast (they run on every
 training batch and every sampling step) and easy to test without any music.
 
-The constraint state is ``[batch, num_pitches]``: a bool array (which pitches sound) when notes
-have no length limit, or an int32 array of ages when they have one (``-1``: silent, ``k >= 0``:
-sounding for ``k`` clock steps). ``sounding(state)`` reads either.
+The constraint state is ``[batch, num_pitches]``, an int32 array of ages (``-1``: silent,
+``k >= 0``: sounding for ``k`` clock steps); ``sounding(state)`` reads which pitches sound.
 """
 
 from __future__ import annotations
@@ -63,8 +62,8 @@ def stretch_windows(
 
 
 def sounding(state: np.ndarray) -> np.ndarray:
-    """Bool ``[batch, num_pitches]``: which pitches sound, whichever form ``state`` has."""
-    return state if state.dtype == bool else state >= 0
+    """Bool ``[batch, num_pitches]``: which pitches sound."""
+    return state >= 0
 
 
 def allowed_mask(
@@ -77,9 +76,9 @@ def allowed_mask(
     max_shift_steps: int = 0,
     max_note_steps: int | None = None,
 ) -> np.ndarray:
-    """Mask ``[batch, vocab_size]``: NOTE_OFF only for sounding pitches (with an age state, only
-    for those that have sounded for at least one clock step: encoded notes last at least one, and
-    a note released where it starts is silent, the loop that never advances time), NOTE_ON (of any
+    """Mask ``[batch, vocab_size]``: NOTE_OFF only for sounding pitches that have sounded for at
+    least one clock step (encoded notes last at least one, and a note released where it starts is
+    silent, the loop that never advances time), NOTE_ON (of any
     track) only for silent pitches while polyphony is under the cap, never BOS (id 0), and, with
     ``max_note_steps``, only the TIME_SHIFTs that keep every sounding note within that many
     steps; everything else always (so NOTE_OFF of the oldest note is allowed whenever no shift is,
@@ -91,8 +90,8 @@ def allowed_mask(
     can_start = (~on & (on.sum(axis=1) < max_polyphony)[:, None])
     for offset in on_offsets:
         mask[:, offset : offset + num_pitches] = can_start
-    mask[:, off_offset : off_offset + num_pitches] = on if state.dtype == bool else state >= 1
-    if max_note_steps is not None and state.dtype != bool:
+    mask[:, off_offset : off_offset + num_pitches] = state >= 1
+    if max_note_steps is not None:
         room = max_note_steps - state.max(axis=1, initial=-1)  # steps the oldest note may still last
         room = np.where(on.any(axis=1), room, max_shift_steps)
         mask[:, shift_offset : shift_offset + max_shift_steps] = np.arange(1, max_shift_steps + 1)[None, :] <= room[:, None]
@@ -107,20 +106,19 @@ def advance_sounding(
     shift_offset: int = 0,
     max_shift_steps: int = 0,
 ) -> np.ndarray:
-    """The state after sequence ``b`` emitted ``ids[b]`` (a new array); an age state also ages
-    every sounding pitch by the steps of a TIME_SHIFT."""
+    """The state after sequence ``b`` emitted ``ids[b]`` (a new array): a TIME_SHIFT ages every
+    sounding pitch by its steps."""
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     if ids.shape[0] != state.shape[0]:
         raise ValueError(f"got {ids.shape[0]} ids for a batch of {state.shape[0]}")
     state = state.copy()
     rows = np.arange(ids.shape[0])
-    ages = state.dtype != bool
     for offset in on_offsets:
         is_on, on_pitch = _in_range(ids, offset, state.shape[1])
-        state[rows[is_on], on_pitch[is_on]] = 0 if ages else True
+        state[rows[is_on], on_pitch[is_on]] = 0
     is_off, off_pitch = _in_range(ids, off_offset, state.shape[1])
-    state[rows[is_off], off_pitch[is_off]] = -1 if ages else False
-    if ages and max_shift_steps:
+    state[rows[is_off], off_pitch[is_off]] = -1
+    if max_shift_steps:
         is_shift, steps = _in_range(ids, shift_offset, max_shift_steps)
         grow = np.where(is_shift, steps + 1, 0).astype(state.dtype)[:, None]
         state = np.where(state >= 0, state + grow, state)

@@ -441,7 +441,7 @@ class EventTokenizer(Tokenizer):
         if not len(pitches):
             return []
         tail = min(max(int(round(CLOSING_TAIL_SECONDS / self.step_seconds)), 1), self.max_shift_steps)
-        if self.max_note_steps is not None and state.dtype != bool:
+        if self.max_note_steps is not None:
             tail = min(tail, self.max_note_steps - int(state[index].max()))
         return ([self.shift.id(tail)] if tail > 0 else []) + [self.off.offset + int(p) for p in pitches]
 
