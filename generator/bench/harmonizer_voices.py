@@ -45,11 +45,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from generator.cli.flags import fraction, int_range, positive_float
 
 VOICE_NAMES = ("soprano", "alto", "tenor", "bass")
 MODELS = ("shared",) + VOICE_NAMES
@@ -256,25 +257,7 @@ def parse_models(text: str) -> list[str]:
     return names
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, not {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text}")
-    return value
-
-
-def _learning_rate(text: str) -> float:
-    value = float(text)
-    if not (value > 0.0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
+POSITIVE_INT = int_range(1)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -288,19 +271,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="all",
                    help="The models to train in this process, comma-separated among shared, soprano, alto, tenor and "
                         "bass (default all); processes given different models may share one --output.")
-    p.add_argument("--steps", type=_positive_int, default=400,
+    p.add_argument("--steps", type=POSITIVE_INT, default=400,
                    help="Training steps of the shared model and of each per-voice model (default 400); the per-voice "
                         "models are also evaluated after a quarter of them, the equal-total-steps comparison.")
     p.add_argument("--eval-every", type=int, default=0,
                    help="Also evaluate every N steps, for the curves in results.json (default 0: only at a quarter "
                         "and at the end).")
-    p.add_argument("--layers", type=_positive_int, default=2, help="LSTM layers in each direction (default 2, as bundled).")
-    p.add_argument("--units", type=_positive_int, default=128, help="Units per LSTM layer (default 128, as bundled).")
-    p.add_argument("--embedding", type=_positive_int, default=32, help="Embedding size per cell (default 32, as bundled).")
-    p.add_argument("--dropout", type=_probability, default=0.2, help="Dropout rate (default 0.2, as bundled).")
-    p.add_argument("--seq-len", type=_positive_int, default=64, help="Steps per training window (default 64, as bundled).")
-    p.add_argument("--batch-size", type=_positive_int, default=32, help="Windows per step (default 32, as bundled).")
-    p.add_argument("--learning-rate", type=_learning_rate, default=0.003,
+    p.add_argument("--layers", type=POSITIVE_INT, default=2, help="LSTM layers in each direction (default 2, as bundled).")
+    p.add_argument("--units", type=POSITIVE_INT, default=128, help="Units per LSTM layer (default 128, as bundled).")
+    p.add_argument("--embedding", type=POSITIVE_INT, default=32, help="Embedding size per cell (default 32, as bundled).")
+    p.add_argument("--dropout", type=fraction, default=0.2, help="Dropout rate (default 0.2, as bundled).")
+    p.add_argument("--seq-len", type=POSITIVE_INT, default=64, help="Steps per training window (default 64, as bundled).")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="Windows per step (default 32, as bundled).")
+    p.add_argument("--learning-rate", type=positive_float, default=0.003,
                    help="The constant Adam learning rate (default 0.003, the bundled run's starting rate).")
     p.add_argument("--seed", type=int, default=1234, help="The seed of the initial weights and of the windows (default 1234).")
     p.add_argument("--no-jit", dest="jit", action="store_false", default=None,
