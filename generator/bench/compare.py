@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from generator.cli.flags import int_range, positive_float
+
 ARCHS = ("lstm", "lstm-attention", "transformer")
 LENGTHS = (256, 2048, 8192)
 BATCHES = (1, 64)
@@ -392,25 +394,15 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
     return results
 
 
-def _positive(kind):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0 or not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be greater than 0, not {text}")
-        return value
-
-    return parse
-
-
 def _archs(text: str) -> tuple:
     chosen = tuple(a.strip() for a in text.split(",") if a.strip())
     unknown = [a for a in chosen if a not in ARCHS]
     if unknown or not chosen or "lstm" not in chosen:
         raise argparse.ArgumentTypeError(f"choose among {', '.join(ARCHS)}, lstm included (it sets the size), not {text!r}")
     return chosen
+
+
+POSITIVE_INT = int_range(1)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -420,26 +412,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Directory for the runs (one per arch), compare.json, compare.txt and compare.png. Runs "
                         "already there are resumed or reused; --force starts over.")
     p.add_argument("--modality", choices=["text", "music"], default="text", help="Whether the corpus is text or music.")
-    p.add_argument("--minutes", type=_positive(float), default=4.0,
+    p.add_argument("--minutes", type=positive_float, default=4.0,
                    help="Training budget of each arch, in minutes of --clock (default 4).")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="What the budget counts: wall-clock seconds (the default, for a machine of one's own; "
                         "the archs then train one after the other), or the CPU seconds of each training process, "
                         "which stay comparable when other jobs share the machine (the archs then train at once; on "
                         "an idle 2-core machine a CPU minute is 30 to 60 wall seconds).")
-    p.add_argument("--units", type=_positive(int), default=256,
+    p.add_argument("--units", type=POSITIVE_INT, default=256,
                    help="The LSTM's units per layer (default 256); the other archs are sized to its parameter count.")
-    p.add_argument("--layers", type=_positive(int), default=2, help="LSTM layers of lstm and lstm-attention (default 2).")
-    p.add_argument("--transformer-layers", type=_positive(int), default=4, help="Transformer blocks (default 4).")
-    p.add_argument("--embedding", type=_positive(int), default=64, help="Token embedding width of the LSTMs (default 64).")
-    p.add_argument("--heads", type=_positive(int), default=4, help="Attention heads of lstm-attention and transformer (default 4).")
-    p.add_argument("--attention-window", type=_positive(int), default=128,
+    p.add_argument("--layers", type=POSITIVE_INT, default=2, help="LSTM layers of lstm and lstm-attention (default 2).")
+    p.add_argument("--transformer-layers", type=POSITIVE_INT, default=4, help="Transformer blocks (default 4).")
+    p.add_argument("--embedding", type=POSITIVE_INT, default=64, help="Token embedding width of the LSTMs (default 64).")
+    p.add_argument("--heads", type=POSITIVE_INT, default=4, help="Attention heads of lstm-attention and transformer (default 4).")
+    p.add_argument("--attention-window", type=POSITIVE_INT, default=128,
                    help="How many previous LSTM outputs lstm-attention attends to (default 128).")
-    p.add_argument("--seq-len", type=_positive(int), default=128,
+    p.add_argument("--seq-len", type=POSITIVE_INT, default=128,
                    help="Tokens per training window for every arch, which is also the Transformer's context (default 128).")
-    p.add_argument("--batch-size", type=_positive(int), default=64, help="Windows per training step (default 64).")
+    p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="Windows per training step (default 64).")
     p.add_argument("--dropout", type=float, default=0.1, help="Dropout rate of every arch (default 0.1).")
-    p.add_argument("--steps-per-epoch", type=_positive(int), default=40,
+    p.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=40,
                    help="Training steps between two validations (default 40).")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="Share held out for validation at the end of each document when there is no --val-split "
