@@ -130,6 +130,40 @@ def test_continuation_keeps_the_seeds_tracks_tempo_metre_and_programs(tmp_path, 
     assert max(n.end - n.start for _, n in _continuation(out, seed_end)) <= 24 * 60 / (96 * 12) + 1e-3
 
 
+def three_track_seed() -> NoteSequence:
+    """POP909's layout with the melody second: a sparse bridge line first, the melody, a busy piano part."""
+    seq = pop_seed(programs=(73, 0))
+    melody = [Note(n.pitch, n.start, n.end, n.velocity, 73, False, 1) for n in seq.notes if n.track == 0]
+    piano = [Note(n.pitch, n.start, n.end, n.velocity, 1, False, 2) for n in seq.notes if n.track == 1]
+    bridge = [Note(67, 0.0, 1.0, 60, 40, False, 0)]
+    return NoteSequence(notes=sorted(bridge + melody + piano, key=lambda n: (n.start, n.pitch)),
+                        tempos=seq.tempos, time_signature=seq.time_signature,
+                        instruments=[Instrument(40, name="BRIDGE"), Instrument(73, name="MELODY"),
+                                     Instrument(1, name="PIANO")])
+
+
+def test_slots_map_back_to_the_seed_tracks_they_came_from():
+    tok = EventTokenizer(**POP_OPTIONS)
+    assert tok.slots(three_track_seed()) == {0: 1, 1: 0, 2: 1}
+    assert tok.slot_tracks(three_track_seed()) == {0: 1, 1: 2}  # the accompaniment: the busier piano part
+    assert tok.slot_tracks(NoteSequence(notes=[Note(60, 0.0, 1.0, 80, 0, False, 0)])) == {1: 0}
+
+
+def test_continuation_of_a_three_track_seed_keeps_melody_on_melody_and_accompaniment_on_piano(
+        tmp_path, capsys, pop_run):
+    from generator.data.midi_io import write_midi
+
+    seed = three_track_seed()
+    seed_path = write_midi(seed, tmp_path / "seed.mid")
+    out = tmp_path / "out.mid"
+    code, _, err = _call(["--checkpoint", str(pop_run), "--seed", str(seed_path), "--output", str(out),
+                          "--seconds", "6", "--random-seed", "2"], capsys)
+    assert code == 0, err
+    programs = Counter(program for program, _ in _continuation(out, seed.end_time))
+    assert programs[73] > 0 and programs[1] > 0, programs  # melody slot -> MELODY, accompaniment -> PIANO
+    assert programs[40] == 0, programs  # nothing goes on the sparse bridge line
+
+
 def test_generate_music_defaults_to_pop_piano_and_has_a_flag_to_lift_the_cap():
     args = music_parser().parse_args([])
     assert args.checkpoint == "pop-piano" and args.no_note_limit is False

@@ -168,7 +168,8 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         full = tokenizer.decode([BOS] + prompt + row)
         continuation = [n for n in full.notes if n.start >= prompt_seconds - 1e-9]
-        music = assemble(seq, continuation, prompt_seconds, continuation_only, notices)
+        music = assemble(seq, continuation, prompt_seconds, continuation_only, notices,
+                         tokenizer.slot_tracks(seq) if seq is not None and hasattr(tokenizer, "slot_tracks") else None)
         if seq is None and len(full.instruments) == len(music.sequence.instruments):
             music.sequence.instruments = list(full.instruments)  # keep the decoded parts' names (Soprano, ...)
         results.append(music)
@@ -176,8 +177,12 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
 
 
 def assemble(seed: NoteSequence | None, continuation: list[Note], prompt_seconds: float,
-             continuation_only: bool, notices: list[str]) -> Music:
-    """Put the continuation after the seed, in the seed's tempo, metre and instruments."""
+             continuation_only: bool, notices: list[str], slot_tracks: dict[int, int] | None = None) -> Music:
+    """Put the continuation after the seed, in the seed's tempo, metre and instruments.
+
+    ``slot_tracks`` maps a continuation note's ``track`` (the tokenizer's slot) to the seed track it
+    continues; a slot the seed did not fill goes to the nearest slot's track. Without it, note
+    track i goes on the seed's i-th pitched track (voices: soprano on the first, ...)."""
     if seed is None:
         seq = NoteSequence(notes=[copy.copy(n) for n in continuation])
         tracks = sorted({n.track for n in continuation}) or [0]
@@ -187,7 +192,10 @@ def assemble(seed: NoteSequence | None, continuation: list[Note], prompt_seconds
     offset = 0.0 if continuation_only else seed.end_time
     notes = [] if continuation_only else [copy.copy(n) for n in seed.notes]
     for n in continuation:
-        track = pitched[n.track % len(pitched)]
+        if slot_tracks:
+            track = slot_tracks[min(slot_tracks, key=lambda slot: (abs(slot - n.track), -slot))]
+        else:
+            track = pitched[n.track % len(pitched)]
         program = seed.instruments[track].program if track < len(seed.instruments) else n.program
         notes.append(Note(n.pitch, n.start - prompt_seconds + offset, n.end - prompt_seconds + offset,
                           n.velocity, program, False, track))

@@ -67,7 +67,7 @@ is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -242,6 +242,17 @@ class EventTokenizer(Tokenizer):
             found = {t: self.tracks - 1 for t in others}
         else:
             found[lead] = 0
+        return found
+
+    def slot_tracks(self, seq: NoteSequence) -> dict[int, int]:
+        """NOTE_ON slot -> the track of ``seq`` that slot came from, the busiest one where several
+        tracks share the last slot (a continuation's accompaniment goes on the seed's piano part,
+        not on a sparse bridge line)."""
+        counts = Counter(n.track for n in seq.notes if not n.is_drum)
+        found: dict[int, int] = {}
+        for track, slot in sorted(self.slots(seq).items()):
+            if slot not in found or counts[track] > counts[found[slot]]:
+                found[slot] = track
         return found
 
     def note_spans(self, document) -> list[tuple[int, int, int, int, bool, int]]:
