@@ -151,6 +151,14 @@ class Generator:
         extra = f", validation {loss:.3f} nats/token" if isinstance(loss, float) else ""
         return f"Generator({self.run.path.name}: {self.config.modality}, {self.config.arch} {self.config.layers}x{self.config.units}{extra})"
 
+    def top_p(self, top_p: float | None = None) -> float | None:
+        """The nucleus to sample with: ``top_p`` when given (1.0: every token, no nucleus), else the
+        one the checkpoint recommends (``"top_p"`` in its config's ``extra``; pop-piano: 0.95), else
+        None (every token)."""
+        if top_p is None:
+            top_p = self.config.extra.get("top_p")
+        return None if top_p is None or top_p == 1 else top_p
+
     @property
     def decoder(self):
         if self._decoder is None:
@@ -191,6 +199,7 @@ class Generator:
         from generator.generation import sampling
 
         tokenizer = tokenizer or self.tokenizer
+        top_p = self.top_p(top_p)
 
         check_length(length)
         if int(num_samples) < 1:

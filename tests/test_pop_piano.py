@@ -191,3 +191,24 @@ def test_bundled_pop_piano_continues_a_melody_over_chords(tmp_path):
     assert max(n.end - n.start for n in piece.notes) <= limit + 1e-3
     for name in ("bach", "jsb-chorales"):
         assert generator.load(name).config.modality == "music"
+
+
+def test_a_checkpoints_recommended_top_p_is_the_default_and_1_samples_every_token(tmp_path):
+    from generator.api import Generator
+    from generator.config import RunConfig
+    from generator.generation import sampling
+    from generator.models import build_model
+    from generator.training.checkpoints import load_run, save_run
+
+    tokenizer = EventTokenizer(**POP_OPTIONS)
+    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
+                       vocab_size=tokenizer.vocab_size, extra={"top_p": 0.5})
+    model = Generator(load_run(save_run(tmp_path / "run", build_model(config), tokenizer, config)))
+    assert (model.top_p(), model.top_p(0.8), model.top_p(1.0)) == (0.5, 0.8, None)
+    next(model.stream([], 4, random_seed=0))
+    assert isinstance(model.last_loop.sampler, sampling.TopPSampler) and model.last_loop.sampler.p == 0.5
+    next(model.stream([], 4, random_seed=0, top_p=1.0))
+    assert type(model.last_loop.sampler) is sampling.Sampler  # every token may be sampled
+    piece = model.generate(seed=pop_seed(), length=40, random_seed=0)
+    assert model.last_loop.sampler.p == 0.5 and piece.notes
+

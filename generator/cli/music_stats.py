@@ -100,7 +100,8 @@ def add_continuation_flags(p) -> None:
                    help="With --continuations: sample only among the K most likely next tokens (default: all).")
     p.add_argument("--top-p", type=probability, default=None, metavar="P",
                    help="With --continuations: sample only among the most likely next tokens whose probabilities "
-                        "add up to P, a number in (0, 1] (default: all).")
+                        "add up to P, a number in (0, 1]; 1 samples from every token (default: the checkpoint's "
+                        "own recommendation, as generate-music uses it, else every token).")
     p.add_argument("--random-seed", type=int_range(0), default=None, metavar="S",
                    help="With --continuations: piece i's continuations are sampled with seed S + i, so the same "
                         "seed gives the same figures (default 0).")

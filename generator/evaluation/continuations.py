@@ -184,7 +184,7 @@ def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_
     return {
         "pieces": len(real), "skipped": skipped, "continuations_per_piece": samples,
         "prompt_beats": prompt_beats, "continuation_beats": continuation_beats,
-        "temperature": temperature, "top_k": top_k, "top_p": top_p, "seed": seed,
+        "temperature": temperature, "top_k": top_k, "top_p": generator.top_p(top_p), "seed": seed,
         "merge_tracks": merge,
         "tokens": tokens, "invalid_events": invalid, "invalid_event_rate": invalid / max(tokens, 1),
         "prompt_consistency": {"generated": _mean(gen_l1), "real": _mean(real_l1), "shuffled": _mean(shuffled)},
