@@ -70,6 +70,16 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2, 3, 4]
 
 
+def test_an_interrupted_run_closed_at_its_last_epoch_is_complete(tmp_path, tiny_corpus):
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        api.train(str(tiny_corpus), out, log=interrupt_after_first_epoch, progress=False, **dict(TINY_SETTINGS, epochs=3))
+    messages = []
+    metrics = api.train(str(tiny_corpus), out, log=messages.append, progress=False, **dict(TINY_SETTINGS, epochs=1))
+    assert not any(m.startswith("epoch ") for m in messages)  # nothing left to train
+    assert metrics["epochs_run"] == 1 and metrics["complete"] and not metrics["stopped_early"]
+
+
 def test_a_run_saved_with_an_absolute_corpus_path_resumes_from_a_relative_one(tmp_path, tiny_corpus, monkeypatch):
     out = tmp_path / "run"
     settings = dict(TINY_SETTINGS, epochs=3)

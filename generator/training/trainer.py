@@ -233,6 +233,7 @@ class Trainer:
             where = f"from {self.saved_at}" if self.saved_at else "at the start"
             self.log(f"\ninterrupted; run the same command again to resume {where}")
             raise
+        state.complete = state.stopped_early or state.epoch >= config.epochs  # also when no epoch was left to run
         metrics = self._metrics(state, corpus, data, train_ids, val_ids, params)
         checkpoints.write_json(self.run_dir / "metrics.json", metrics)
         if chief:
