@@ -153,7 +153,7 @@ class Generator:
 
     def top_p(self, top_p: float | None = None) -> float | None:
         """The nucleus to sample with: ``top_p`` when given (1.0: every token, no nucleus), else the
-        one the checkpoint recommends (``"top_p"`` in its config's ``extra``; pop-piano: 0.95), else
+        one the checkpoint recommends (``"top_p"`` in its config's ``extra``; pop-piano: 0.9), else
         None (every token)."""
         if top_p is None:
             top_p = self.config.extra.get("top_p")

@@ -212,3 +212,10 @@ def test_a_checkpoints_recommended_top_p_is_the_default_and_1_samples_every_toke
     piece = model.generate(seed=pop_seed(), length=40, random_seed=0)
     assert model.last_loop.sampler.p == 0.5 and piece.notes
 
+
+
+def test_bundled_pop_piano_recommends_the_nucleus_measured_in_the_readme():
+    import json
+
+    config = json.loads((REPO / "checkpoints" / "pop-piano" / "config.json").read_text())
+    assert config["extra"]["top_p"] == 0.9

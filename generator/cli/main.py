@@ -95,7 +95,7 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str, unit
     p.add_argument("--top-p", type=probability, default=None, metavar="P",
                    help="Sample only among the most likely next tokens whose probabilities add up to P (nucleus "
                         "sampling), a number in (0, 1]; 1 samples from every token. By default the checkpoint's "
-                        "own recommendation is used (pop-piano: 0.95), and every token may be sampled where it "
+                        "own recommendation is used (pop-piano: 0.9), and every token may be sampled where it "
                         "has none.")
     p.add_argument("--num-samples", type=int_range(1, 1024), default=1, metavar="N",
                    help=f"How many independent {unit} to sample; they are generated together as one batch.")
