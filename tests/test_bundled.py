@@ -9,8 +9,10 @@ from generator.training import checkpoints
 @pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"])
 def test_bundled_checkpoint_is_found_and_complete(name):
     assert name in checkpoints.bundled_names()
-    run = checkpoints.load_run(name)  # "complete" may be false: checkpoints/README.md says which runs were stopped by hand
+    run = checkpoints.load_run(name)
     assert run.metrics["val_loss_nats"] > 0 and run.metrics["best_epoch"] >= 1
+    if name != "shakespeare-attention":  # the architecture comparison's fixed-budget run (checkpoints/README.md)
+        assert run.metrics["complete"] and run.metrics["stopped_early"]  # trained until validation stopped improving
     assert (run.path / "model.keras").stat().st_size < 25 * 1024 * 1024
     assert not (run.path / "resume.npz").exists()
 
