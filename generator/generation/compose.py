@@ -163,13 +163,13 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
                     break
     new = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
     state = generator.last_constraint_state
+    slot_tracks = tokenizer.slot_tracks(seq) if seq is not None and hasattr(tokenizer, "slot_tracks") else None
     results = []
     for index, row in enumerate(new):
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         full = tokenizer.decode([BOS] + prompt + row)
         continuation = [n for n in full.notes if n.start >= prompt_seconds - 1e-9]
-        music = assemble(seq, continuation, prompt_seconds, continuation_only, notices,
-                         tokenizer.slot_tracks(seq) if seq is not None and hasattr(tokenizer, "slot_tracks") else None)
+        music = assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks)
         if seq is None and len(full.instruments) == len(music.sequence.instruments):
             music.sequence.instruments = list(full.instruments)  # keep the decoded parts' names (Soprano, ...)
         results.append(music)
