@@ -531,6 +531,33 @@ def test_constrained_random_sampling_never_holds_a_note_past_the_cap():
     assert max(free.longest_note(row) for row in rows) > cap
 
 
+def test_a_note_at_the_cap_is_released_next_so_sampling_cannot_stall():
+    """Where the cap binds, the model would rather shift time than release the note; were velocity
+    and NOTE_ON tokens still allowed, a sampler preferring them to NOTE_OFF would loop without
+    advancing time (seen with the pop-piano weights and a 10-beat cap: 4x the tokens)."""
+    cap = 5
+    tok = EventTokenizer(max_note_steps=cap, max_shift_steps=8, velocity_bins=4, max_polyphony=4, note_limit=False)
+    on, off, shift = (functools.partial(tok.event_id, kind) for kind in ("NOTE_ON", "NOTE_OFF", "TIME_SHIFT"))
+    state = tok.advance(tok.advance(tok.new_constraint_state(1), np.array([on(60)])), np.array([shift(3)]))
+    state = tok.advance(tok.advance(state, np.array([on(64)])), np.array([shift(2)]))  # 60 at the cap, 64 not
+    assert np.flatnonzero(tok.allowed(state)[0]).tolist() == [off(60)]
+    # a sampler that prefers starting middle C, then a shift, then anything but a release
+    preference = np.zeros(tok.vocab_size)
+    preference[on(60)] = 5.0
+    preference[tok.shift.offset : tok.shift.offset + tok.max_shift_steps] = 3.0
+    preference[tok.off.offset : tok.off.offset + tok.num_pitches] = -3.0
+    state, ids, run, longest_run = tok.new_constraint_state(1), [], 0, 0
+    for _ in range(600):
+        token = int(np.argmax(np.where(tok.allowed(state)[0], preference, -np.inf)))
+        ids.append(token)
+        run = 0 if tok.shift.offset <= token < tok.shift.offset + tok.max_shift_steps else run + 1
+        longest_run = max(longest_run, run)
+        state = tok.advance(state, np.array([token]))
+        assert state.max() <= cap
+    assert longest_run <= 2  # a release, then straight back to shifting time
+    assert tok.duration(ids) >= 300 * tok.step_seconds and tok.longest_note(ids + tok.closing_ids(state, 0)) == cap
+
+
 def test_note_cap_rules_and_closing():
     tok = EventTokenizer(max_note_steps=10, max_shift_steps=8)
     state = tok.advance(tok.new_constraint_state(2), np.array([tok.event_id("NOTE_ON", 60), tok.event_id("TIME_SHIFT", 3)]))

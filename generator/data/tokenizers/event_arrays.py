@@ -81,8 +81,10 @@ def allowed_mask(
     silent, the loop that never advances time), NOTE_ON (of any
     track) only for silent pitches while polyphony is under the cap, never BOS (id 0), and, with
     ``max_note_steps``, only the TIME_SHIFTs that keep every sounding note within that many
-    steps; everything else always (so NOTE_OFF of the oldest note is allowed whenever no shift is,
-    and a TIME_SHIFT whenever no NOTE_OFF or NOTE_ON is)."""
+    steps and, once a note has lasted that long, nothing but the NOTE_OFFs of such notes (the
+    release is forced: were NOTE_ONs or velocities still allowed, a sampler that keeps choosing
+    them would never advance time); everything else always (so a NOTE_OFF is allowed whenever no
+    shift is, and a TIME_SHIFT whenever no NOTE_OFF or NOTE_ON is)."""
     on = sounding(state)
     batch, num_pitches = on.shape
     mask = np.ones((batch, vocab_size), dtype=bool)
@@ -95,6 +97,10 @@ def allowed_mask(
         room = max_note_steps - state.max(axis=1, initial=-1)  # steps the oldest note may still last
         room = np.where(on.any(axis=1), room, max_shift_steps)
         mask[:, shift_offset : shift_offset + max_shift_steps] = np.arange(1, max_shift_steps + 1)[None, :] <= room[:, None]
+        capped = state >= max_note_steps  # [batch, num_pitches]: notes that must end now
+        must_release = capped.any(axis=1)
+        mask[must_release] = False
+        mask[:, off_offset : off_offset + num_pitches] |= capped
     return mask
 
 

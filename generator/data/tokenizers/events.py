@@ -60,8 +60,9 @@ Sampling constraint: a ``NOTE_OFF`` only for a pitch that has sounded for at lea
 step (no note ends where it starts: encoded notes never do, and a model that loops on
 NOTE_ON/NOTE_OFF pairs would never advance time), a ``NOTE_ON`` only for a silent
 pitch while fewer than ``max_polyphony`` pitches sound, never ``BOS``; time shifts are allowed
-unless they would hold a note past ``max_note_steps``, and then the NOTE_OFFs are, so no mask
-is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
+unless they would hold a note past ``max_note_steps``, and once a note has lasted that long
+only the NOTE_OFFs of such notes are (the release is forced, so sampling cannot stall on
+NOTE_ONs and velocities while the note waits), so no mask is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
 """
 
 from __future__ import annotations
