@@ -202,7 +202,7 @@ def music_parser() -> Parser:
     size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
                       help="How many tokens to generate (default 1000).")
     size.add_argument("--seconds", type=positive_float, default=None, metavar="S",
-                      help="Generate until every sample holds at least S seconds of new music.")
+                      help="Generate S seconds of new music for each sample (notes still sounding at S end there).")
     p.add_argument("--output", default="generated.mid", metavar="FILE",
                    help="The MIDI file to write (FILE-1.mid ... FILE-N.mid with --num-samples). Existing files "
                         "are kept unless --force is given.")

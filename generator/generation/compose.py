@@ -169,6 +169,11 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         full = tokenizer.decode([BOS] + prompt + row)
         continuation = [n for n in full.notes if n.start >= prompt_seconds - 1e-9]
+        if budget is None:  # --seconds: every sample ran until the slowest had that much; cut each there
+            end = prompt_seconds + seconds
+            continuation = [copy.copy(n) for n in continuation if n.start < end - 1e-9]
+            for n in continuation:
+                n.end = min(n.end, end)
         music = assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks)
         if seq is None and len(full.instruments) == len(music.sequence.instruments):
             music.sequence.instruments = list(full.instruments)  # keep the decoded parts' names (Soprano, ...)
