@@ -480,6 +480,23 @@ def test_note_cap_is_learned_from_the_corpus_and_recorded():
     assert off.max_note_steps is None
 
 
+def test_learned_cap_leaves_out_the_rarest_outliers():
+    from collections import Counter
+
+    from generator.data.tokenizers.events import note_length_cap
+
+    assert note_length_cap(Counter({4: 9_998, 500: 1})) == 500  # under 10,000 notes: the longest
+    assert note_length_cap(Counter({4: 19_997, 12: 2, 500: 1})) == 12  # 2 of 20,000 may go: the 500 and one 12
+    assert note_length_cap(Counter({4: 19_990, 12: 7, 500: 3})) == 500  # 3 of 20,000 above 12: only 2 may go
+    tok = EventTokenizer(steps_per_second=10, max_shift_steps=10)
+    tok.encode(NoteSequence(notes=[Note(60 + i % 24, i * 0.2, i * 0.2 + 0.1) for i in range(20_000)]))
+    assert tok.max_note_steps == 1
+    tok.encode(NoteSequence(notes=[Note(60, 0.0, 30.0)]))  # one outlier in 20,001 notes does not move it
+    assert tok.max_note_steps == 1
+    tok.encode(NoteSequence(notes=[Note(60 + i, 0.0, 3.0) for i in range(3)]))  # four long ones do
+    assert tok.max_note_steps == 30
+
+
 def test_tokenizer_json_from_before_the_cap_has_none():
     old = {"kind": "events", "steps_per_second": 100, "max_shift_steps": 100, "velocity_bins": 32,
            "min_pitch": 0, "max_pitch": 127, "max_polyphony": 16, "drums": False, "transpose": 5,

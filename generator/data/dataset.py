@@ -37,7 +37,7 @@ import numpy as np
 from generator.errors import GeneratorError
 from generator.data.tokenizers.base import BOS, Tokenizer, from_json
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: the events tokenizer learns its note-length cap as a quantile
 
 
 def cache_dir() -> Path:

@@ -52,9 +52,11 @@ Design decisions:
   that would exceed it, and constrained sampling never exceeds it.
 - **Note length is capped** at ``max_note_steps`` clock steps when set: constrained sampling
   allows only the time shifts that keep every sounding note within it (the note must be
-  released first). A new tokenizer with ``note_limit`` (the default) sets it to the longest
-  note it has encoded, the training corpus's, which tokenizer.json then records; files from
-  before the cap have none, and ``without_note_limit()`` lifts it.
+  released first). A new tokenizer with ``note_limit`` (the default) learns it from the notes
+  it encodes, the training corpus's: the length within which all but the longest 1 in
+  ``1 / (1 - NOTE_LIMIT_QUANTILE)`` notes stay (the longest note while fewer are encoded), so a
+  handful of outliers cannot license half-minute holds; tokenizer.json then records it. Files
+  from before the cap have none, and ``without_note_limit()`` lifts it.
 
 Sampling constraint: a ``NOTE_OFF`` only for a pitch that has sounded for at least one clock
 step (no note ends where it starts: encoded notes never do, and a model that loops on
@@ -146,6 +148,7 @@ class EventTokenizer(Tokenizer):
         # A new tokenizer with note_limit learns the cap from what it encodes (the training corpus,
         # before it is saved); one rebuilt from JSON (from_config) keeps the cap it was saved with.
         self._fitting = self.note_limit and self.max_note_steps is None
+        self._note_lengths: Counter = Counter()  # clock steps -> notes encoded that long (while fitting)
         self.last_dropped = {"drum_notes": 0, "out_of_range": 0, "polyphony": 0}
 
         layout = [
@@ -288,11 +291,11 @@ class EventTokenizer(Tokenizer):
             by_pitch[pitch].append((start, end, velocity, slot))
 
         # Events as (time, order, pitch, velocity, segment, slot): offs before hits before ons.
-        events, longest = [], 0
+        events, lengths = [], []
         for pitch, notes in by_pitch.items():
             for n, (start, end, velocity, slot) in enumerate(_merge_same_pitch(notes)):
                 key = (pitch, n)
-                longest = max(longest, end - start)
+                lengths.append(end - start)
                 events.append((start, 2, pitch, velocity, key, slot))
                 events.append((end, 0, pitch, 0, key, slot))
         events.extend((start, 1, pitch, velocity, None, 0) for start, pitch, velocity in hits)
@@ -320,8 +323,9 @@ class EventTokenizer(Tokenizer):
                     current_bin = velocity_bin
             ids.append((self.off, drum, self.ons[slot])[order].id(pitch))
         self.last_dropped = dropped
-        if self._fitting and longest:
-            self.max_note_steps = max(self.max_note_steps or 0, longest)
+        if self._fitting and lengths:
+            self._note_lengths.update(lengths)
+            self.max_note_steps = note_length_cap(self._note_lengths)
         return ids
 
     @classmethod
@@ -482,6 +486,22 @@ class EventTokenizer(Tokenizer):
                 invalid += value not in sounding
                 sounding.discard(value)
         return invalid + len(sounding)
+
+
+NOTE_LIMIT_QUANTILE = 0.9999  # the learned cap: all but the longest 1 in 10,000 notes stay within it
+
+
+def note_length_cap(lengths: Counter, quantile: float = NOTE_LIMIT_QUANTILE) -> int:
+    """The smallest length (clock steps) that at least ``quantile`` of the notes counted in
+    ``lengths`` (length -> count) do not exceed: the longest note when fewer than
+    ``1 / (1 - quantile)`` are counted."""
+    total, seen = sum(lengths.values()), 0
+    need = math.ceil(quantile * total - 1e-9)
+    for length in sorted(lengths):
+        seen += lengths[length]
+        if seen >= need:
+            return int(length)
+    return int(max(lengths))
 
 
 def _merge_same_pitch(notes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
