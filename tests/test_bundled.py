@@ -19,7 +19,8 @@ def test_bundled_checkpoint_is_found_and_complete(name):
 
 def test_shakespeare_meets_its_target_and_writes_english():
     g = api.load("shakespeare")
-    assert g.run.metrics["val_loss_nats"] <= 1.45
+    assert g.run.metrics["val_loss_nats"] <= 1.38  # issue #13's target, on the block split
+    assert g.run.metrics["holdout"]["method"] == "blocks"
     text = g.generate("ROMEO:", length=200, temperature=0.5, random_seed=3)
     assert text.startswith("ROMEO:") and len(text) == 206
     assert sum(word in text.lower().split() for word in ("the", "and", "i", "to", "of", "a", "my", "you")) >= 2
