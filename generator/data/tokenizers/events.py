@@ -64,7 +64,8 @@ NOTE_ON/NOTE_OFF pairs would never advance time), a ``NOTE_ON`` only for a silen
 pitch while fewer than ``max_polyphony`` pitches sound, never ``BOS``; time shifts are allowed
 unless they would hold a note past ``max_note_steps``, and once a note has lasted that long
 only the NOTE_OFFs of such notes are (the release is forced, so sampling cannot stall on
-NOTE_ONs and velocities while the note waits), so no mask is empty. Array helpers live in ``generator.data.tokenizers.event_arrays``.
+NOTE_ONs and velocities while the note waits), so no mask is empty. Array helpers live in
+``generator.data.tokenizers.event_arrays``.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class EventTokenizer(Tokenizer):
         steps_per_beat: int = 0,  # > 0: time steps are 1/steps_per_beat of a beat, not of a second
         bpm: float = 120.0,  # tempo at which beat-relative steps decode
         max_note_steps: int | None = None,  # longest note sampling allows, in steps (None: no cap)
-        note_limit: bool = True,  # fit_corpus sets max_note_steps to the corpus's longest note
+        note_limit: bool = True,  # learn max_note_steps from the notes encoded (note_length_cap)
     ):
         if not 0 <= min_pitch <= max_pitch <= 127:
             raise ValueError("need 0 <= min_pitch <= max_pitch <= 127")
