@@ -209,8 +209,9 @@ def music_parser() -> Parser:
     p.add_argument("--continuation-only", action="store_true",
                    help="Write only the newly generated music, without the seed in front of it.")
     p.add_argument("--no-note-limit", action="store_true",
-                   help="Let notes last as long as the model likes. By default no note is held longer than the "
-                        "longest note of the model's training corpus (recorded in its tokenizer.json).")
+                   help="Let notes last as long as the model likes. By default no note is held longer than the cap "
+                        "learned from the model's training corpus (recorded in its tokenizer.json, never longer "
+                        "than the corpus's longest note), and a note that reaches the cap is released.")
     from generator.cli.commands import add_render_flags
 
     add_render_flags(p)
