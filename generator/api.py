@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import secrets
@@ -319,7 +318,7 @@ class Generator:
 
         if self.config.modality != "music":
             raise GeneratorError(f"continuations need a music model; {self.run.path.name} is {self.config.modality}")
-        if not voice_leading and hasattr(self.tokenizer, "without_voice_leading"):
+        if not voice_leading:
             self.tokenizer = self.tokenizer.without_voice_leading()
         try:
             pieces = load_set(str(corpus), split=split, report=log)[:max_pieces]

@@ -324,7 +324,7 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
             dropout: float, steps_per_epoch: int, split: str = "", val_split: str = "", eval_corpus: str = "",
             eval_split: str = "", archs=ARCHS, log=print, val_fraction: float = 0.1, measure: str = "wall") -> dict:
     """Train and measure every arch; returns (and writes) the results."""
-    from generator.config import RunConfig, preset
+    from generator.config import preset
 
     output.mkdir(parents=True, exist_ok=True)
     name = "chorales" if modality == "music" and (corpus.endswith(".json") or corpus == "chorales") else modality

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
@@ -254,7 +253,7 @@ def generate_music_main(argv=None) -> None:
     model = api.load(args.checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-text")
-    if args.no_voice_leading and hasattr(model.tokenizer, "without_voice_leading"):
+    if args.no_voice_leading:
         model.tokenizer = model.tokenizer.without_voice_leading()
     pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
                             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,

@@ -13,7 +13,6 @@ that a tokenized copy can be found in the cache without reading the documents ag
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field

@@ -10,9 +10,9 @@ real continuations by ``compare_sets`` (features, OA, KLD, the real-halves refer
   normalised) of the prompt and of its continuation, for the generated continuations, for the
   real ones, and for shuffled pairings (every prompt with the real continuations of all other
   pieces: the floor a model that ignores its prompt would reach);
-- the invalid-event rate: ill-formed tokens per generated token (the events tokenizer's
-  ``count_invalid_events``; other tokenizers count ids outside the vocabulary and BOS after the
-  start), which the sampling constraint should keep at 0.
+- the invalid-event rate: ill-formed tokens per generated token (the tokenizer's
+  ``count_invalid_events``: at least ids outside the vocabulary and BOS after the start, and for
+  events what the sampling constraint forbids), which the constraint should keep at 0.
 
 Models whose tokenizer merges parts into one stream (events) are compared with both sets read
 as one stream (``merge_tracks``). Same seed, checkpoint and options: the same figures.
@@ -79,14 +79,6 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def count_invalid(tokenizer, ids) -> int:
-    """Ill-formed tokens in ``ids`` (see the module docstring)."""
-    if hasattr(tokenizer, "count_invalid_events"):
-        return int(tokenizer.count_invalid_events(ids))
-    ids = np.asarray(ids, dtype=np.int64)
-    return int(((ids < 0) | (ids >= tokenizer.vocab_size)).sum() + (ids[1:] == BOS).sum())
-
-
 def sample_continuations(generator, prompt: NoteSequence, seconds: float, samples: int, *, temperature: float,
                          top_k, top_p, seed: int, tempos=None):
     """``samples`` continuations of ``prompt`` lasting ``seconds``: (list of NoteSequence, invalid, tokens).
@@ -119,11 +111,11 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
         for token in [BOS] + list(ids):
             prompt_state = tokenizer.advance(prompt_state, np.array([token]))
         closed += tokenizer.closing_ids(prompt_state, 0)
-    before = count_invalid(tokenizer, [BOS] + closed)
+    before = tokenizer.count_invalid_events([BOS] + closed)
     tempos = tempos or shifted_tempos(prompt.tempos, prompt.end_time)
     for index, row in enumerate(rows):
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
-        invalid += count_invalid(tokenizer, [BOS] + list(ids) + row) - before
+        invalid += tokenizer.count_invalid_events([BOS] + list(ids) + row) - before
         full = tokenizer.decode([BOS] + list(ids) + row)
         notes = [Note(n.pitch, n.start - prompt_seconds, min(n.end - prompt_seconds, seconds), n.velocity,
                       n.program, n.is_drum, n.track)

@@ -93,10 +93,8 @@ def tail_seconds(seq: NoteSequence, seconds: float) -> NoteSequence:
 
 
 def tokenizer_for(tokenizer, seed: NoteSequence | None):
-    """A voices tokenizer decodes at the seed's tempo; others are returned unchanged."""
-    if seed is not None and hasattr(tokenizer, "bpm"):
-        return type(tokenizer).from_config({**tokenizer.config(), "bpm": seed.initial_bpm})
-    return tokenizer
+    """The tokenizer set up to continue ``seed`` (its tempo, for the tokenizers that decode at one)."""
+    return tokenizer.for_seed(seed) if seed is not None else tokenizer
 
 
 def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_tokens: int | None,
@@ -108,8 +106,7 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
     except ValueError as e:
         raise GeneratorError(f"seed {seed.source}: {e}") from None
     limit = prime_tokens if prime_tokens is not None else DEFAULT_PRIME_TOKENS
-    if hasattr(tokenizer, "steps_per_quarter"):  # keep whole grid steps so voices stay aligned
-        limit -= limit % 4
+    limit -= limit % tokenizer.prompt_multiple
     if notices is not None and limit and len(ids) > limit:
         notices.append(f"the seed is {len(ids):,} tokens long; only its last {limit:,} prime the model "
                        f"(--prime-tokens or --prime-seconds changes how much)")
@@ -133,7 +130,7 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         notices.append(f"the seed {seq.source or ''} has no pitched notes; composing from scratch".replace("  ", " "))
         seq = None
     tokenizer = tokenizer_for(generator.tokenizer, seq)
-    if not note_limit and hasattr(tokenizer, "without_note_limit"):
+    if not note_limit:
         tokenizer = tokenizer.without_note_limit()
     prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens, notices) if seq is not None else []
     if seq is not None and not prompt:
@@ -163,7 +160,7 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
                     break
     new = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
     state = generator.last_constraint_state
-    slot_tracks = tokenizer.slot_tracks(seq) if seq is not None and hasattr(tokenizer, "slot_tracks") else None
+    slot_tracks = tokenizer.slot_tracks(seq) if seq is not None else None
     results = []
     for index, row in enumerate(new):
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])

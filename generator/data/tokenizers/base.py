@@ -92,6 +92,32 @@ class Tokenizer:
         """Ids that end sequence ``index`` cleanly (e.g. NOTE_OFF for every sounding note)."""
         return []
 
+    def count_invalid_events(self, ids) -> int:
+        """Ill-formed tokens in ``ids``: ids outside the vocabulary and ``BOS`` after the start
+        (music tokenizers add what their constraint forbids)."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        return int(((ids < 0) | (ids >= self.vocab_size)).sum() + (ids[1:] == BOS).sum())
+
+    # -- continuing a seed (music); the defaults leave the tokenizer as it is -------------------
+    prompt_multiple: ClassVar[int] = 1  # a prompt cut from a seed keeps a multiple of this many tokens
+
+    def for_seed(self, seed: Any) -> "Tokenizer":
+        """This tokenizer set up to continue ``seed`` (e.g. decoding at its tempo)."""
+        return self
+
+    def without_note_limit(self) -> "Tokenizer":
+        """This tokenizer with no cap on how long a generated note may last."""
+        return self
+
+    def without_voice_leading(self) -> "Tokenizer":
+        """This tokenizer with no voice-leading rules in sampling."""
+        return self
+
+    def slot_tracks(self, seed: Any) -> dict[int, int] | None:
+        """Which of ``seed``'s tracks each of the tokenizer's note slots continues (None: the
+        caller places slot i on the seed's i-th pitched track)."""
+        return None
+
 
 def from_json(text: str | dict) -> Tokenizer:
     """Rebuild a tokenizer from ``Tokenizer.to_json()`` output."""

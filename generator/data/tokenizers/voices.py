@@ -182,6 +182,7 @@ class VoicesTokenizer(Tokenizer):
     kind: ClassVar[str] = "voices"
     modality: ClassVar[str] = "music"
     has_constraint: ClassVar[bool] = True
+    prompt_multiple: ClassVar[int] = NUM_VOICES  # whole grid steps, so the voices stay aligned
 
     def __init__(
         self,
@@ -276,6 +277,10 @@ class VoicesTokenizer(Tokenizer):
         """Seconds spanned by the complete grid steps of ``ids`` at ``bpm``."""
         steps = int(np.count_nonzero(np.asarray(ids) != BOS)) // NUM_VOICES
         return steps * 60.0 / self.bpm / self.steps_per_quarter
+
+    def for_seed(self, seed: NoteSequence) -> "VoicesTokenizer":
+        """Decode at the seed's (first) tempo."""
+        return type(self).from_config({**self.config(), "bpm": seed.initial_bpm})
 
     def config(self) -> dict:
         return {
