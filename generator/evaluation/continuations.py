@@ -85,7 +85,7 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
 
     ``tempos`` is the tempo map of the continuations (default: the prompt's, from its end on).
     """
-    from generator.generation.compose import prime_ids, tokenizer_for
+    from generator.generation.compose import notes_after, prime_ids, tokenizer_for
 
     tokenizer = tokenizer_for(generator.tokenizer, prompt)
     ids = prime_ids(tokenizer, prompt, None, None)
@@ -117,9 +117,8 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         invalid += tokenizer.count_invalid_events([BOS] + list(ids) + row) - before
         full = tokenizer.decode([BOS] + list(ids) + row)
-        notes = [Note(n.pitch, n.start - prompt_seconds, min(n.end - prompt_seconds, seconds), n.velocity,
-                      n.program, n.is_drum, n.track)
-                 for n in full.notes if prompt_seconds - 1e-9 <= n.start < prompt_seconds + seconds]
+        notes = [Note(n.pitch, n.start - prompt_seconds, n.end - prompt_seconds, n.velocity, n.program, n.is_drum,
+                      n.track) for n in notes_after(full, prompt_seconds, seconds)]
         out.append(NoteSequence(notes=notes, tempos=tempos, time_signature=prompt.time_signature,
                                 instruments=list(full.instruments), source=f"{prompt.source} continuation {index + 1}"))
     return out, invalid, int(rows.size)

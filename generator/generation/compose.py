@@ -9,6 +9,7 @@ instruments.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,13 @@ def tokenizer_for(tokenizer, seed: NoteSequence | None):
     return tokenizer.for_seed(seed) if seed is not None else tokenizer
 
 
+def notes_after(seq: NoteSequence, start: float, seconds: float = float("inf")) -> list[Note]:
+    """The notes of ``seq`` that start in ``[start, start + seconds)`` (to within 1e-9 s, the
+    rounding of decoded times), in ``seq``'s time, each cut at ``start + seconds``."""
+    end = start + seconds
+    return [dataclasses.replace(n, end=min(n.end, end)) for n in seq.notes if start - 1e-9 <= n.start < end - 1e-9]
+
+
 def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_tokens: int | None,
               notices: list[str] | None = None) -> list[int]:
     if prime_seconds is not None:
@@ -165,12 +173,8 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
     for index, row in enumerate(new):
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         full = tokenizer.decode([BOS] + prompt + row)
-        continuation = [n for n in full.notes if n.start >= prompt_seconds - 1e-9]
-        if budget is None:  # --seconds: every sample ran until the slowest had that much; cut each there
-            end = prompt_seconds + seconds
-            continuation = [copy.copy(n) for n in continuation if n.start < end - 1e-9]
-            for n in continuation:
-                n.end = min(n.end, end)
+        # with --seconds every sample ran until the slowest had that much: cut each one there
+        continuation = notes_after(full, prompt_seconds, seconds if budget is None else float("inf"))
         music = assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks)
         if seq is None and len(full.instruments) == len(music.sequence.instruments):
             music.sequence.instruments = list(full.instruments)  # keep the decoded parts' names (Soprano, ...)

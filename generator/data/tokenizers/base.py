@@ -102,8 +102,10 @@ class Tokenizer:
     prompt_multiple: ClassVar[int] = 1  # a prompt cut from a seed keeps a multiple of this many tokens
 
     def for_seed(self, seed: Any) -> "Tokenizer":
-        """This tokenizer set up to continue ``seed`` (e.g. decoding at its tempo)."""
-        return self
+        """This tokenizer set up to continue ``seed``: one with a ``bpm`` setting (the tempo it
+        decodes at) takes the seed's first tempo; others are returned as they are."""
+        config = self.config()
+        return type(self).from_config({**config, "bpm": seed.initial_bpm}) if "bpm" in config else self
 
     def without_note_limit(self) -> "Tokenizer":
         """This tokenizer with no cap on how long a generated note may last."""

@@ -339,10 +339,6 @@ class EventTokenizer(Tokenizer):
         tokenizer._fitting = False
         return tokenizer
 
-    def for_seed(self, seed: NoteSequence) -> "EventTokenizer":
-        """Beat-relative steps decode at the seed's (first) tempo."""
-        return type(self).from_config({**self.config(), "bpm": seed.initial_bpm})
-
     def without_note_limit(self) -> "EventTokenizer":
         """The same tokenizer with no cap on note length (``--no-note-limit``)."""
         return type(self).from_config({**self.config(), "max_note_steps": None, "note_limit": False})

@@ -278,10 +278,6 @@ class VoicesTokenizer(Tokenizer):
         steps = int(np.count_nonzero(np.asarray(ids) != BOS)) // NUM_VOICES
         return steps * 60.0 / self.bpm / self.steps_per_quarter
 
-    def for_seed(self, seed: NoteSequence) -> "VoicesTokenizer":
-        """Decode at the seed's (first) tempo."""
-        return type(self).from_config({**self.config(), "bpm": seed.initial_bpm})
-
     def config(self) -> dict:
         return {
             "low": self.low,
