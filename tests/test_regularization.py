@@ -141,3 +141,19 @@ def test_init_from_a_checkpoint_of_other_sizes_is_one_clear_error(tiny_corpus, m
                                          "--layers", "1", "--units", "16", "--embedding", "8", "--init-from",
                                          str(music_run)], capsys)
     one_line_error(code, err, "--init-from", "do not fit")
+
+
+def test_init_from_an_lstm_run_warm_starts_the_lstm_layers_of_lstm_attention(tiny_corpus, tiny_run, tmp_path):
+    from generator import api
+    from generator.training import checkpoints
+    from tests.conftest import TINY_SETTINGS
+
+    lines = []
+    api.train(str(tiny_corpus), tmp_path / "att", log=lines.append, progress=False,
+              **{**TINY_SETTINGS, "epochs": 1, "learning_rate": 0.0},
+              arch="lstm-attention", heads=2, attention_window=16, init_from=str(tiny_run))
+    source, warm = checkpoints.load_run(tiny_run).model, checkpoints.load_run(tmp_path / "att").model
+    for name in ("embedding", "lstm_1", "logits"):  # copied, and unchanged by a step of learning rate 0
+        for a, b in zip(source.get_layer(name).get_weights(), warm.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert any("new layers: attention, attention_norm" in line for line in lines)

@@ -334,7 +334,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
     p.add_argument("--init-from", metavar="CHECKPOINT",
                    help="Start from the weights of this run directory or bundled checkpoint instead of random "
-                        "ones (fine-tuning); its layers and their sizes must match the new run's. Make sure its "
+                        "ones (fine-tuning): each layer with the same name and sizes is copied, layers it lacks (the "
+                        "attention of lstm-attention started from an lstm run) start fresh. Make sure its "
                         "training data did not include the new run's validation data.")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
                    help="How to spread training over devices: default uses one device; mirrored uses every GPU "

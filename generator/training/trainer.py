@@ -346,13 +346,27 @@ class Trainer:
         return f"held out: {self.split.describe()}"
 
     def _init_weights(self, model, source: str) -> None:
-        """Copy the weights of run directory or bundled checkpoint ``source`` into ``model``."""
+        """Copy into ``model`` the weights of each layer of run directory or bundled checkpoint ``source``
+        with the same name and sizes; layers it lacks (an ``lstm`` run's weights into an
+        ``lstm-attention`` model: the attention) keep their fresh initialisation."""
         src = checkpoints.load_run(source).model
-        mine, theirs = model.get_weights(), src.get_weights()
-        if [w.shape for w in mine] != [w.shape for w in theirs]:
-            raise GeneratorError(f"--init-from {source}: its weights do not fit this model (different layers or sizes)")
-        model.set_weights(theirs)
-        self.log(f"starting from the weights of {source}")
+        theirs = {layer.name: layer for layer in src.layers if layer.weights}
+        copied, fresh = [], []
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            other = theirs.get(layer.name)
+            if other is None:
+                fresh.append(layer.name)
+                continue
+            if [w.shape for w in layer.get_weights()] != [w.shape for w in other.get_weights()]:
+                raise GeneratorError(f"--init-from {source}: its weights do not fit this model "
+                                     f"(layer {layer.name} has other sizes)")
+            layer.set_weights(other.get_weights())
+            copied.append(layer.name)
+        if not copied:
+            raise GeneratorError(f"--init-from {source}: its weights do not fit this model (no layer in common)")
+        self.log(f"starting from the weights of {source}" + (f"; new layers: {', '.join(fresh)}" if fresh else ""))
 
     # -- persistence ------------------------------------------------------------------------------
     def _save_state(self, state, model, optimizer):
