@@ -33,6 +33,7 @@ class RunConfig:
     locked_dropout: bool = False  # dropout masks shared by all time steps of a sequence (variational, AWD-LSTM)
     input_dropout: float = 0.0  # dropout on the embedding output, layer 1's input (locked when locked_dropout)
     embedding_dropout: float = 0.0  # share of embedding rows (whole tokens) zeroed in each training batch
+    weight_drop: float = 0.0  # DropConnect on the LSTMs' recurrent weights: share zeroed, one mask per batch
     tie_weights: bool = False  # output layer reuses the embedding table (through a projection when widths differ)
     heads: int = 4  # attention heads (lstm-attention, transformer)
     attention_window: int = 128  # lstm-attention: how many previous top-layer outputs each step attends to

@@ -71,11 +71,31 @@ def test_weight_decay_shrinks_kernels_apart_from_the_gradient():
     assert not plain.weight_decay
 
 
-ALL_FLAGS = dict(dropout=0.3, locked_dropout=True, input_dropout=0.2, embedding_dropout=0.2, tie_weights=True)
+def test_weight_drop_zeroes_recurrent_weights_with_one_mask_for_every_time_step(monkeypatch):
+    model = models.build_model(RunConfig(**{**SMALL, "weight_drop": 0.5}))
+    layer = model.get_layer("lstm_1")
+    kernel = layer.cell.recurrent_kernel.numpy()
+    first, second = layer.dropped_recurrent_kernel().numpy(), layer.dropped_recurrent_kernel().numpy()
+    assert 0.4 < (first == 0).mean() < 0.6 and not np.array_equal(first == 0, second == 0)  # a fresh mask per batch
+    np.testing.assert_allclose(first[first != 0], 2 * kernel[first != 0], rtol=1e-6)  # the rest scaled by 1 / (1 - p)
+    # one dropped kernel serves every time step: the training pass equals a plain LSTM holding that kernel,
+    # both on the trainer's CPU path and in Keras's own loop
+    monkeypatch.setattr(type(layer), "dropped_recurrent_kernel", lambda self: tf.constant(first))
+    plain = models.build_model(RunConfig(**SMALL))
+    plain.set_weights([first if w is layer.cell.recurrent_kernel else w.numpy() for w in model.weights])
+    x = tf.constant(tokens(time=30))
+    expected = plain(x, training=False).numpy()
+    np.testing.assert_allclose(fast_lstm.forward(model, x, training=True).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(model(x, training=True).numpy(), expected, atol=1e-5)
+    assert not np.allclose(model(x, training=False).numpy(), expected, atol=1e-5)  # off at inference
+
+
+ALL_FLAGS = dict(dropout=0.3, locked_dropout=True, input_dropout=0.2, embedding_dropout=0.2, weight_drop=0.3,
+                 tie_weights=True)
 
 
 @pytest.mark.parametrize("flags", [dict(dropout=0.3), dict(dropout=0.3, locked_dropout=True), dict(input_dropout=0.3),
-                                   dict(embedding_dropout=0.3), dict(tie_weights=True), ALL_FLAGS])
+                                   dict(embedding_dropout=0.3), dict(weight_drop=0.3), dict(tie_weights=True), ALL_FLAGS])
 def test_flags_change_training_only(flags):
     model = models.build_model(RunConfig(**{**SMALL, "layers": 2, **flags}))
     x = tf.constant(tokens())

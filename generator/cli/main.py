@@ -308,6 +308,10 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--embedding-dropout", type=fraction,
                    help="Share of embedding rows zeroed in each training batch, so that every occurrence of a "
                         "dropped token loses its embedding at once; 0, the default, turns it off.")
+    p.add_argument("--weight-drop", type=fraction,
+                   help="DropConnect on the recurrent weights of lstm and lstm-attention: the share of the "
+                        "recurrent kernel's entries zeroed for each training batch (AWD-LSTM uses 0.5); training "
+                        "keeps the cuDNN kernel on GPUs. 0, the default, turns it off.")
     p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="Compute the output logits with the embedding table (transposed), through a projection "
                         "from the last layer's width to the embedding's when they differ. Off by default.")
@@ -372,7 +376,7 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 TRAIN_SETTINGS = ("arch", "heads", "attention_window", "layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
                   "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
                   "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
-                  "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from")
+                  "weight_drop", "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from")
 
 
 def generator_parser() -> Parser:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step, lstm_layers  # registers TokenEmbedding
+from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step, lstm_layer, lstm_layers  # registers TokenEmbedding
 
 NAME = "lstm_attention_generator"
 NEG_INF = -1e9
@@ -174,7 +174,7 @@ def build(config: RunConfig) -> keras.Model:
                                tied=config.tie_weights, seed=config.seed, name="embedding")
     x = embedding(tokens)
     for i in range(config.layers):
-        x = keras.layers.LSTM(config.units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        x = lstm_layer(config, f"lstm_{i + 1}")(x)
         if config.dropout > 0:
             x = keras.layers.Dropout(config.dropout, name=f"dropout_{i + 1}")(x)
     attended = CausalSelfAttention(config.heads, config.attention_window, name="attention")(x)
@@ -209,8 +209,7 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
         return model(tokens, training=training)
     x = model.get_layer("embedding")(tf.transpose(tokens), training=training)  # time major through the LSTMs
     for i, layer in enumerate(lstm_layers(model)):
-        cell = layer.cell
-        x = fast_lstm.lstm_sequence(x, *(tf.cast(w, x.dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
+        x = fast_lstm.lstm_sequence(x, *(tf.cast(w, x.dtype) for w in fast_lstm.lstm_weights(layer, training)))
         drop = optional_layer(model, f"dropout_{i + 1}")
         if drop is not None and training:
             x = fast_lstm.dropout(drop, x)

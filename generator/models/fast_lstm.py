@@ -112,28 +112,42 @@ def _mix(h):
 
 
 def dropout(layer, x):
-    """``layer(x, training=True)`` for a Keras Dropout layer, with a mask XLA computes almost for free.
+    """``layer(x, training=True)`` for a Keras Dropout layer, with a mask XLA computes almost for free
+    (``hashed_dropout``; locked dropout, ``noise_shape`` (None, 1, units), shares one mask over time)."""
+    return hashed_dropout(x, layer.rate, layer.seed_generator, locked=layer.noise_shape is not None)
 
-    Each element's 16 random bits are half of a hash of its index and a key drawn from the layer's
-    seed generator (a counter-based generator, like Philox but with fewer rounds), so the mask
+
+def hashed_dropout(x, rate: float, seed_generator, locked: bool = False):
+    """Dropout on ``x`` with a mask from a hash of each element's index (``locked``: one mask over axis 0).
+
+    Each element's 16 random bits are half of a hash of its index and a key drawn from
+    ``seed_generator`` (a counter-based generator, like Philox but with fewer rounds), so the mask
     fuses into the multiply. Keras leaves the generator to TensorFlow's automatic choice, which
     under XLA on a CPU took 250 ms for a [100, 64, 256] mask; Philox took 6 ms (2 ms with 16-bit
     halves), this hash 0.1 ms. The rate is rounded to a multiple of 1/65536, and kept values are
     scaled by the exact inverse of the kept fraction.
     """
-    threshold = round(layer.rate * 65536)
+    threshold = round(rate * 65536)
     if threshold == 0:
         return x
-    seed = tf.cast(layer.seed_generator.next(), tf.uint32)
+    seed = tf.cast(seed_generator.next(), tf.uint32)
     key = _mix(tf.bitwise.bitwise_xor(seed[0], _mix(seed[1] + tf.constant(0x9E3779B9, tf.uint32))))
     shape = tf.shape(x)
-    if layer.noise_shape is not None:  # locked dropout: one mask per sequence, broadcast over time (axis 0 here)
+    if locked:  # one mask per sequence, broadcast over time (axis 0, time major)
         shape = tf.concat([[1], shape[1:]], 0)
     index = tf.reshape(tf.range(tf.reduce_prod(shape)), shape)
     bits = _mix(tf.cast(tf.bitwise.right_shift(index, 1), tf.uint32) * tf.constant(0x9E3779B9, tf.uint32) + key)
     halves = tf.where(tf.bitwise.bitwise_and(index, 1) == 0, tf.bitwise.bitwise_and(bits, 0xFFFF),
                       tf.bitwise.right_shift(bits, 16))
     return tf.where(halves >= threshold, x * tf.cast(65536 / (65536 - threshold), x.dtype), tf.zeros_like(x))
+
+
+def lstm_weights(layer, training: bool):
+    """An LSTM layer's (kernel, recurrent kernel, bias), the recurrent kernel with DropConnect applied
+    when ``training`` and the layer is a ``WeightDropLSTM``."""
+    cell = layer.cell
+    recurrent = layer.dropped_recurrent_kernel() if training and getattr(layer, "weight_drop", 0) else cell.recurrent_kernel
+    return cell.kernel, recurrent, cell.bias
 
 
 def forward(model: keras.Model, tokens, training: bool = False):
@@ -145,8 +159,7 @@ def forward(model: keras.Model, tokens, training: bool = False):
     x = embedding(tf.transpose(tokens), training=training)  # time major from here on
     for layer in layers[1:]:
         if supported(layer):
-            cell = layer.cell
-            x = lstm_sequence(x, *(tf.cast(w, x.dtype) for w in (cell.kernel, cell.recurrent_kernel, cell.bias)))
+            x = lstm_sequence(x, *(tf.cast(w, x.dtype) for w in lstm_weights(layer, training)))
         elif isinstance(layer, keras.layers.Dropout):
             x = dropout(layer, x) if training else x
         else:

@@ -2,8 +2,8 @@
 
 Regularization (all off at inference, all optional, see ``build``): dropout on each LSTM
 layer's output and on the embedding output, optionally locked (one mask per sequence, shared
-across time steps: variational dropout); embedding dropout (whole rows of the table); weight
-tying (the output layer reuses the embedding table). Weight decay lives in the optimizer.
+across time steps: variational dropout); embedding dropout (whole rows of the table); DropConnect on the
+recurrent weights (``WeightDropLSTM``); weight tying (the output layer reuses the embedding table). Weight decay lives in the optimizer.
 
 ``build_model`` gives an ordinary Keras model (what is trained and saved). ``Decoder`` reads
 that model's weights and runs the same network one step or one chunk at a time while
@@ -76,6 +76,65 @@ class TokenEmbedding(keras.layers.Embedding):
         return {**super().get_config(), "row_dropout": self.row_dropout, "tied": self.tied, "seed": self.seed}
 
 
+@keras.saving.register_keras_serializable(package="generator")
+class WeightDropLSTM(keras.layers.LSTM):
+    """An LSTM layer with DropConnect on its recurrent weights (AWD-LSTM's weight drop, Merity et al. 2017).
+
+    In training, each entry of the recurrent kernel is zeroed with probability ``weight_drop``
+    (the rest scaled by ``1 / (1 - weight_drop)``), one mask per batch shared by every time step;
+    at inference the layer is a plain LSTM. The dropped kernel goes to Keras's fused LSTM op, so
+    on a GPU training keeps the cuDNN kernel; the trainer's CPU path (``fast_lstm``) takes the same
+    dropped kernel. Where the fused op is unavailable, a step function with the dropped kernel runs.
+    """
+
+    def __init__(self, units, weight_drop: float = 0.0, seed=None, **kwargs):
+        super().__init__(units, **kwargs)
+        self.weight_drop, self.seed = float(weight_drop), seed
+        self.drop_seeds = keras.random.SeedGenerator(seed)
+
+    def dropped_recurrent_kernel(self):
+        """The recurrent kernel with a fresh DropConnect mask (a new one at each call)."""
+        from generator.models.fast_lstm import hashed_dropout
+
+        return hashed_dropout(self.cell.recurrent_kernel, self.weight_drop, self.drop_seeds)
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not (training and self.weight_drop > 0):
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        cell = self.cell
+        recurrent = self.dropped_recurrent_kernel()
+        try:
+            return keras.src.backend.lstm(sequences, initial_state[0], initial_state[1], mask, kernel=cell.kernel,
+                                          recurrent_kernel=recurrent, bias=cell.bias, activation=cell.activation,
+                                          recurrent_activation=cell.recurrent_activation,
+                                          return_sequences=self.return_sequences, go_backwards=self.go_backwards,
+                                          unroll=self.unroll)
+        except NotImplementedError:  # no fused kernel here: the same step, written out
+            pass
+
+        def step(x, states):
+            h, c = states
+            z = keras.ops.matmul(x, cell.kernel) + keras.ops.matmul(h, recurrent) + cell.bias
+            i, f, g, o = keras.ops.split(z, 4, axis=-1)
+            c = cell.recurrent_activation(f) * c + cell.recurrent_activation(i) * cell.activation(g)
+            h = cell.recurrent_activation(o) * cell.activation(c)
+            return h, [h, c]
+
+        return keras.src.backend.rnn(step, sequences, list(initial_state), go_backwards=self.go_backwards, mask=mask,
+                                     unroll=self.unroll, return_all_outputs=self.return_sequences)
+
+    def get_config(self):
+        return {**super().get_config(), "weight_drop": self.weight_drop, "seed": self.seed}
+
+
+def lstm_layer(config: RunConfig, name: str):
+    """One stacked LSTM layer of ``config``: a ``WeightDropLSTM`` with ``weight_drop``, else a plain one."""
+    if config.weight_drop > 0:
+        return WeightDropLSTM(config.units, weight_drop=config.weight_drop, seed=config.seed,
+                              return_sequences=True, name=name)
+    return keras.layers.LSTM(config.units, return_sequences=True, name=name)
+
+
 def dropout_layer(rate: float, width: int, locked: bool, name: str):
     """Dropout on ``[batch, time, width]``; ``locked``: one mask per sequence, shared by all its time steps."""
     return keras.layers.Dropout(rate, noise_shape=(None, 1, width) if locked else None, name=name)
@@ -100,7 +159,7 @@ def build(config: RunConfig) -> keras.Model:
     if config.input_dropout > 0:
         x = dropout_layer(config.input_dropout, config.embedding, config.locked_dropout, "input_dropout")(x)
     for i in range(config.layers):
-        x = keras.layers.LSTM(config.units, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        x = lstm_layer(config, f"lstm_{i + 1}")(x)
         if config.dropout > 0:
             x = dropout_layer(config.dropout, config.units, config.locked_dropout, f"dropout_{i + 1}")(x)
     if config.tie_weights:
