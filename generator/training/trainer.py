@@ -65,8 +65,8 @@ def summary(history: list[dict], best_epoch: int) -> list[str]:
         why = "the validation loss is well above the training loss" if gap > OVERFIT_GAP * train else \
             "the validation loss rose 2 % above its best while the training loss kept falling"
         lines.append(f"warning: the model overfits ({why}); more regularization helps: raise --dropout, add "
-                     "--locked-dropout, --input-dropout, --embedding-dropout or --weight-decay, or use fewer "
-                     "--units or --layers")
+                     "--locked-dropout, --input-dropout, --embedding-dropout, --weight-drop or --weight-decay, or use "
+                     "fewer --units or --layers")
     return lines
 
 
