@@ -91,8 +91,9 @@ def test_a_run_saved_with_an_absolute_corpus_path_resumes_from_a_relative_one(tm
     assert any(m.startswith("resuming") for m in messages)
 
 
-def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, tiny_corpus):
-    settings = dict(TINY_SETTINGS, layers=2, dropout=0.3, epochs=2, steps_per_epoch=5)
+@pytest.mark.parametrize("drop", [{}, {"weight_drop": 0.3}])
+def test_a_resumed_run_with_dropout_ends_where_an_uninterrupted_one_does(tmp_path, tiny_corpus, drop):
+    settings = dict(TINY_SETTINGS, layers=2, dropout=0.3, epochs=2, steps_per_epoch=5, **drop)
 
     api.train(str(tiny_corpus), tmp_path / "whole", log=lambda *_: None, progress=False, **settings)
     with pytest.raises(KeyboardInterrupt):
