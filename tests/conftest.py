@@ -34,7 +34,10 @@ def tiny_corpus(tmp_path_factory) -> Path:
     return path
 
 
-TINY_SETTINGS = dict(layers=1, units=16, embedding=8, dropout=0.0, seq_len=32, batch_size=8,
+# No regularization, the text preset's included: these runs test other things (the strategies'
+# exact agreement, plain Keras loading); tests/test_regularization.py tests the flags.
+TINY_SETTINGS = dict(layers=1, units=16, embedding=8, dropout=0.0, locked_dropout=False, input_dropout=0.0,
+                     embedding_dropout=0.0, weight_drop=0.0, weight_decay=0.0, seq_len=32, batch_size=8,
                      epochs=2, learning_rate=0.01, patience=5)
 
 

@@ -301,23 +301,23 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="Dropout rate on each LSTM layer's output, at least 0 and below 1.")
     p.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=None,
                    help="Draw one dropout mask per sequence and share it across all its time steps (variational "
-                        "dropout, as in AWD-LSTM) instead of a fresh mask at every step. Off by default.")
+                        "dropout, as in AWD-LSTM) instead of a fresh mask at every step. On in the text and chorales presets, off otherwise.")
     p.add_argument("--input-dropout", type=fraction,
                    help="Dropout rate on the embedding output, the first layer's input (locked with "
-                        "--locked-dropout); 0, the default, turns it off.")
+                        "--locked-dropout); 0 turns it off. Default 0.1 in the text and chorales presets, 0 otherwise.")
     p.add_argument("--embedding-dropout", type=fraction,
                    help="Share of embedding rows zeroed in each training batch, so that every occurrence of a "
-                        "dropped token loses its embedding at once; 0, the default, turns it off.")
+                        "dropped token loses its embedding at once; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.")
     p.add_argument("--weight-drop", type=fraction,
                    help="DropConnect on the recurrent weights of lstm and lstm-attention: the share of the "
                         "recurrent kernel's entries zeroed for each training batch (AWD-LSTM uses 0.5); training "
-                        "keeps the cuDNN kernel on GPUs. 0, the default, turns it off.")
+                        "keeps the cuDNN kernel on GPUs. 0 turns it off. Default 0.3 in the text preset, 0 otherwise.")
     p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
                    help="Compute the output logits with the embedding table (transposed), through a projection "
                         "from the last layer's width to the embedding's when they differ. Off by default.")
     p.add_argument("--weight-decay", type=fraction,
                    help="Decoupled weight decay (AdamW): each step shrinks every weight by learning rate times "
-                        "this factor, apart from the gradient; 0, the default, turns it off.")
+                        "this factor, apart from the gradient; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.")
     p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
     p.add_argument("--batch-size", type=int_range(1, 1_000_000),
                    help="Windows per training step, summed over all devices and machines (the global batch): "
