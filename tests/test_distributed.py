@@ -36,7 +36,12 @@ ARCHS = ["lstm", pytest.param("lstm-attention", marks=pytest.mark.slow),
 
 
 def flags(settings: dict) -> list[str]:
-    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+    """Command-line flags for ``settings``; a boolean is ``--name`` or ``--no-name``."""
+    def flag(key, value):
+        name = key.replace("_", "-")
+        return (f"--{name}" if value else f"--no-{name}") if isinstance(value, bool) else f"--{name}={value}"
+
+    return [flag(k, v) for k, v in settings.items()]
 
 
 def history(run_dir) -> list[dict]:
