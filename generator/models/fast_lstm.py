@@ -26,7 +26,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from generator.models.lstm import cell_gate_doubling, doubled_gate_step
+from generator.models.lstm import WeightDropLSTM, cell_gate_doubling, doubled_gate_step
 
 
 def lstm_recurrence(projected, recurrent):
@@ -146,7 +146,8 @@ def lstm_weights(layer, training: bool):
     """An LSTM layer's (kernel, recurrent kernel, bias), the recurrent kernel with DropConnect applied
     when ``training`` and the layer is a ``WeightDropLSTM``."""
     cell = layer.cell
-    recurrent = layer.dropped_recurrent_kernel() if training and getattr(layer, "weight_drop", 0) else cell.recurrent_kernel
+    dropped = training and isinstance(layer, WeightDropLSTM) and layer.weight_drop > 0
+    recurrent = layer.dropped_recurrent_kernel() if dropped else cell.recurrent_kernel
     return cell.kernel, recurrent, cell.bias
 
 
