@@ -102,14 +102,17 @@ def load_config(source: RunConfig | str | os.PathLike, modality: str | None = No
     return config
 
 
-def load(name_or_path: str | os.PathLike = "shakespeare") -> "Generator":
+def load(name_or_path: str | os.PathLike = "shakespeare", *, key_average: int | None = None) -> "Generator":
     """Load a bundled checkpoint by name or a run directory by path.
 
         >>> bach = generator.load("bach")
         >>> bach.generate(seed="song.mid", temperature=0.9, seconds=20)   # a Music object
         >>> generator.load("runs/austen").generate("It is a truth", length=300)   # a Text (a str)
+
+    ``key_average`` (music): average each prediction over the music transposed by up to that many
+    semitones either way (see ``Generator.key_average``).
     """
-    return Generator(checkpoints.load_run(name_or_path))
+    return Generator(checkpoints.load_run(name_or_path), key_average=key_average)
 
 
 class Text(str):
@@ -138,12 +141,11 @@ class Text(str):
 class Generator:
     """A trained model with its tokenizer: sample from it, or score a corpus with it."""
 
-    def __init__(self, run: checkpoints.Run):
+    def __init__(self, run: checkpoints.Run, key_average: int | None = None):
         self.run = run
         self.tokenizer = run.tokenizer
         self.config: RunConfig = run.config
-        self._decoder = None
-        self._loops = {}  # (temperature, top_k, top_p) -> sampling.DecodeLoop, most recently used last
+        self.key_average = key_average
 
     def __repr__(self) -> str:
         loss = self.run.metrics.get("val_loss_nats")
@@ -159,11 +161,38 @@ class Generator:
         return None if top_p is None or top_p == 1 else top_p
 
     @property
+    def key_average(self) -> int:
+        """Semitones K: every prediction (sampled or scored) is the average of the model's predictions
+        for the music moved -K..+K semitones (``generator.models.key_average``); 0: the model alone.
+
+        Setting None takes the checkpoint's recommendation (``"key_average"`` in its config's
+        ``extra``; the bundled music models: 3), else 0. Only music models whose tokens transpose."""
+        return self._key_average
+
+    @key_average.setter
+    def key_average(self, semitones: int | None) -> None:
+        if semitones is None:
+            semitones = self.config.extra.get("key_average", 0)
+        if isinstance(semitones, bool) or not isinstance(semitones, (int, np.integer)) or semitones < 0:
+            raise GeneratorError(f"--key-average must be a whole number of semitones, at least 0, not {semitones}")
+        if semitones and (self.tokenizer.transposition(0) is None or self.config.arch == "harmonizer"):
+            raise GeneratorError(f"--key-average needs a left-to-right music model; {self.run.path.name} is a "
+                                 f"{self.config.modality} model ({self.config.arch}, {self.tokenizer.kind} tokens)")
+        self._key_average = int(semitones)
+        self._decoder = None
+        self._loops = {}  # (temperature, top_k, top_p) -> sampling.DecodeLoop, most recently used last
+
+    @property
     def decoder(self):
+        """The incremental decoder sampling and scoring use (key-averaged when ``key_average`` > 0)."""
         if self._decoder is None:
             from generator.models import decoder as make_decoder
 
             self._decoder = make_decoder(self.run.model)
+            if self._key_average:
+                from generator.models.key_average import KeyAveraged
+
+                self._decoder = KeyAveraged(self._decoder, self.tokenizer, self._key_average)
         return self._decoder
 
     # -- text ------------------------------------------------------------------------------------
@@ -292,16 +321,25 @@ class Generator:
 
     # -- scoring ---------------------------------------------------------------------------------
     def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8") -> dict:
-        """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start."""
+        """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start.
+
+        ``corpus`` may also be ``heldout:CHECKPOINT`` (music): the whole pieces that checkpoint held
+        out for validation. The scores are of the distribution sampling uses (``key_average``)."""
         from generator.data import corpora
         from generator.data import dataset
+        from generator.evaluation import music_stats
         from generator.evaluation.likelihood import evaluate_documents
 
-        source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
-        data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
-        docs = [data.document(i) for i in range(data.num_documents)]
-        result = evaluate_documents(self.run.model, docs)
-        result["corpus"] = source.name
+        if str(corpus).startswith(music_stats.HELD_OUT_PREFIX):
+            pieces = music_stats.held_out_pieces(str(corpus)[len(music_stats.HELD_OUT_PREFIX):])
+            docs, name = [np.array([BOS] + self.tokenizer.encode(p), dtype=np.int64) for p in pieces], str(corpus)
+        else:
+            source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
+            data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
+            docs, name = [data.document(i) for i in range(data.num_documents)], source.name
+        result = evaluate_documents(self.decoder, docs)
+        result["corpus"] = name
+        result["key_average"] = self.key_average
         return result
 
     def evaluate_continuations(self, corpus: str, *, split: str = "", continuations: int = 4,

@@ -15,7 +15,8 @@ from generator.errors import GeneratorError
 
 # generate-music flags that continue music left to right and mean nothing when harmonizing
 _CONTINUATION_FLAGS = {"seed": "--seed", "length": "--length", "seconds": "--seconds", "prime_seconds": "--prime-seconds",
-                       "prime_tokens": "--prime-tokens", "top_k": "--top-k", "top_p": "--top-p"}
+                       "prime_tokens": "--prime-tokens", "top_k": "--top-k", "top_p": "--top-p",
+                       "key_average": "--key-average"}
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:

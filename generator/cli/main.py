@@ -105,6 +105,16 @@ def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str, unit
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
 
+def add_key_average_flag(p: argparse.ArgumentParser) -> None:
+    """``--key-average K`` (music models): the distribution sampled and scored."""
+    p.add_argument("--key-average", type=int_range(0, 12), default=None, metavar="K",
+                   help="Music models: average every next-token prediction over the music transposed by -K..K "
+                        "semitones (2K+1 copies run side by side as one batch; a copy drops out once its notes "
+                        "leave the model's pitch range). It lowers the loss of models trained with transposition "
+                        "augmentation (README, 'Key averaging'). 0 uses the model alone. Default: the "
+                        "checkpoint's own recommendation (the bundled music models: 3), else 0.")
+
+
 def output_paths(output: str, count: int) -> list[Path]:
     """``out.txt`` for one sample, ``out-1.txt`` ... ``out-N.txt`` for several."""
     path = Path(output)
@@ -215,6 +225,7 @@ def music_parser() -> Parser:
 
     add_render_flags(p)
     add_sampling_flags(p, "pop-piano", "pieces")
+    add_key_average_flag(p)
     p.add_argument("--no-voice-leading", action="store_true",
                    help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
                         "crosses the one above it, alto and tenor stay within an octave of the voice above, each "
@@ -253,6 +264,8 @@ def generate_music_main(argv=None) -> None:
     model = api.load(args.checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-text")
+    if args.key_average is not None:
+        model.key_average = args.key_average
     if args.no_voice_leading:
         model.tokenizer = model.tokenizer.without_voice_leading()
     pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
@@ -394,11 +407,12 @@ def generator_parser() -> Parser:
                         description="Print a corpus's mean loss per token, every token predicted from all the "
                                     "tokens before it in its document.")
     ev.add_argument("--checkpoint", required=True, help="The bundled checkpoint name or run directory to evaluate.")
-    ev.add_argument("--corpus", required=True, metavar="SPEC", help="The corpus to score: file, directory or built-in name.")
+    ev.add_argument("--corpus", required=True, metavar="SPEC", help="The corpus to score: file, directory or built-in name, or heldout:CHECKPOINT (music) for the whole pieces that checkpoint held out for validation (e.g. heldout:bach).")
     ev.add_argument("--split", default="", help="The split of a JSON corpus to score (train, valid or test).")
     ev.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")
     ev.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    add_key_average_flag(ev)
     from generator.cli.music_stats import add_continuation_flags
 
     add_continuation_flags(ev)
@@ -476,12 +490,15 @@ def generator_main(argv=None) -> None:
         from generator.cli.music_stats import check_no_continuation_flags
 
         check_no_continuation_flags(args)
-        result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding)
+        result = api.load(args.checkpoint, key_average=args.key_average).evaluate(
+            args.corpus, split=args.split, encoding=args.encoding)
         if args.json:
             print(json.dumps(result))
         else:
+            averaged = f", averaged over -{result['key_average']}..{result['key_average']} semitones" \
+                if result["key_average"] else ""
             print(f"{result['corpus']}: {result['nll_per_token']:.4f} nats ({result['bits_per_token']:.4f} bits) "
-                  f"per token over {result['tokens']:,} tokens in {result['documents']} documents")
+                  f"per token over {result['tokens']:,} tokens in {result['documents']} documents{averaged}")
 
 
 def corpora_list() -> None:

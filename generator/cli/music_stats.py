@@ -136,7 +136,7 @@ def continuations_main(args) -> None:
         if getattr(args, name) is None:
             setattr(args, name, value)
     report = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    model = api.load(args.checkpoint)
+    model = api.load(args.checkpoint, key_average=args.key_average)
     result = model.evaluate_continuations(
         args.corpus, split=args.split, continuations=args.continuations, prompt_beats=args.prompt_beats,
         continuation_beats=args.continuation_beats, temperature=args.temperature, top_k=args.top_k,

@@ -14,7 +14,6 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from generator.models import decoder as make_decoder
 
 
 def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -63,13 +62,13 @@ def document_nll(decoder, documents: list[np.ndarray], batch_size: int = 32, chu
     return total, count
 
 
-def evaluate_documents(model, documents: list[np.ndarray]) -> dict:
-    """The corpus's NLL per token in nats and bits for a Keras model of ours (a progress bar on a
-    terminal when it takes more than a second)."""
+def evaluate_documents(decoder, documents: list[np.ndarray]) -> dict:
+    """The corpus's NLL per token in nats and bits under ``decoder`` (``generator.models.decoder``;
+    a progress bar on a terminal when it takes more than a second)."""
     from generator.progress import progress_bar
 
     with progress_bar(sum(max(len(d) - 1, 0) for d in documents), "evaluating") as bar:
-        total, count = document_nll(make_decoder(model), documents, progress=bar.update)
+        total, count = document_nll(decoder, documents, progress=bar.update)
     nll = total / max(count, 1)
     return {"nll_per_token": nll, "bits_per_token": nll / math.log(2), "tokens": count,
             "documents": len(documents)}

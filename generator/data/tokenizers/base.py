@@ -73,6 +73,22 @@ class Tokenizer:
         """Return an augmented copy of a batch of id windows ``[batch, time]`` (default: none)."""
         return windows
 
+    # -- transposition (key-averaged prediction, ``generator.models.key_average``) ------------------
+    def transposition(self, semitones: int) -> np.ndarray | None:
+        """``[vocab]``: the id each id becomes when the music moves ``semitones`` up, -1 where that
+        leaves the vocabulary's pitch range; None when this tokenizer's tokens do not transpose (text)."""
+        return None
+
+    @staticmethod
+    def shifted_ranges(vocab_size: int, semitones: int, ranges) -> np.ndarray:
+        """``transposition`` for a vocabulary whose pitched ids lie in ``ranges`` of ``(first id,
+        size)``, one id per semitone; every other id maps to itself."""
+        table = np.arange(vocab_size, dtype=np.int64)
+        for first, size in ranges:
+            ids = table[first:first + size] + semitones
+            table[first:first + size] = np.where((ids >= first) & (ids < first + size), ids, -1)
+        return table
+
     # -- constrained sampling ------------------------------------------------------------------
     has_constraint: ClassVar[bool] = False
 

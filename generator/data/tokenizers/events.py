@@ -424,6 +424,11 @@ class EventTokenizer(Tokenizer):
         }
 
     # -- augmentation --------------------------------------------------------------------------
+    def transposition(self, semitones: int) -> np.ndarray:
+        """NOTE_ON (every track's) and NOTE_OFF ids moved ``semitones`` (-1 outside the pitch range);
+        time shifts, velocities and drums stay."""
+        return self.shifted_ranges(self.vocab_size, semitones, [(r.offset, r.size) for r in self.ons + [self.off]])
+
     def augment(self, windows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Transpose each window by a random in-range shift and stretch its time shifts."""
         out = event_arrays.transpose_windows(

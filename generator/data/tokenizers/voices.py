@@ -291,6 +291,10 @@ class VoicesTokenizer(Tokenizer):
         }
 
     # -- augmentation ----------------------------------------------------------------------------
+    def transposition(self, semitones: int) -> np.ndarray:
+        """Every pitch id moved ``semitones`` (-1 outside low..high); BOS and REST stay."""
+        return self.shifted_ranges(self.vocab_size, semitones, [(PITCH_OFFSET, self.vocab_size - PITCH_OFFSET)])
+
     def augment(self, windows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Transpose each window by its own random shift in +-max_shift that keeps it in range."""
         windows = np.asarray(windows)
