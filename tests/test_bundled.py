@@ -59,3 +59,26 @@ def test_jsb_chorales_checkpoint_writes_four_voices():
     assert g.tokenizer.kind == "voices"
     piece = g.generate(length=256, random_seed=5)
     assert len({n.track for n in piece.notes}) == 4
+
+
+@pytest.mark.parametrize("name", ["jsb-chorales", "bach", "pop-piano"])
+def test_bundled_music_models_average_over_seven_keys(name):
+    assert api.load(name).key_average == 3  # recommended in config.json (README, "Key averaging")
+    assert api.load(name, key_average=0).key_average == 0
+
+
+def test_key_averaging_lowers_jsb_loss_on_chorales_never_trained_on(tmp_path):
+    import json
+
+    from conftest import SHARED
+
+    path = SHARED / "corpora" / "jsb-chorales" / "Jsb16thSeparated.train-valid.json"
+    if not path.exists():
+        pytest.skip("../shared/corpora/jsb-chorales is not here")
+    valid = {"valid": json.loads(path.read_text())["valid"][:8]}
+    few = tmp_path / "valid8.json"
+    few.write_text(json.dumps(valid))
+    alone = api.load("jsb-chorales", key_average=0).evaluate(str(few), split="valid")
+    averaged = api.load("jsb-chorales").evaluate(str(few), split="valid")
+    assert averaged["key_average"] == 3 and averaged["tokens"] == alone["tokens"]
+    assert averaged["nll_per_token"] < alone["nll_per_token"] - 0.005
