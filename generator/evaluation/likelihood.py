@@ -68,7 +68,9 @@ def evaluate_documents(decoder, documents: list[np.ndarray]) -> dict:
     from generator.progress import progress_bar
 
     with progress_bar(sum(max(len(d) - 1, 0) for d in documents), "evaluating") as bar:
-        total, count = document_nll(decoder, documents, progress=bar.update)
+        # a key-averaged decoder runs ``copies`` rows per document: as many rows per batch as alone
+        batch_size = max(1, 32 // getattr(decoder, "copies", 1))
+        total, count = document_nll(decoder, documents, batch_size=batch_size, progress=bar.update)
     nll = total / max(count, 1)
     return {"nll_per_token": nll, "bits_per_token": nll / math.log(2), "tokens": count,
             "documents": len(documents)}

@@ -159,7 +159,8 @@ class DecodeLoop:
         batch, width = prompts.shape
         if width < 1:
             raise ValueError("a prompt needs at least one token (BOS)")
-        columns = max(1, min(PRIME_COLUMNS, PRIME_TOKENS // max(batch, 1)))
+        rows = batch * getattr(self.decoder, "copies", 1)  # a key-averaged decoder runs copies rows per prompt
+        columns = max(1, min(PRIME_COLUMNS, PRIME_TOKENS // max(rows, 1)))
         states = self.decoder.zero_states(batch)
         for start in range(0, width, columns):
             chunk = tf.constant(np.ascontiguousarray(prompts[:, start:start + columns], dtype=np.int32))

@@ -48,6 +48,7 @@ class KeyAveraged:
         # a copy reads original id j as table[j], and its probability of table[j] is j's
         self.table = tf.constant(np.maximum(tables, 0), tf.int32)
         self.in_range = tf.constant(tables >= 0)
+        self.stays = tf.constant(tables >= 0, tf.float32)  # the same as 1.0/0.0, to multiply ``live`` by
 
     def zero_states(self, batch_size):
         return self.inner.zero_states(batch_size * self.copies), tf.ones(tf.stack([batch_size, self.copies]))
@@ -73,7 +74,7 @@ class KeyAveraged:
         """tokens ``[batch]`` -> (log-probabilities ``[batch, vocab]``, new states)."""
         inner_states, live = states
         copied = tf.transpose(tf.gather(self.table, tokens, axis=1))  # [batch, copies]
-        live = live * tf.transpose(tf.gather(tf.cast(self.in_range, tf.float32), tokens, axis=1))
+        live = live * tf.transpose(tf.gather(self.stays, tokens, axis=1))
         logits, inner_states = self.inner.step(tf.reshape(copied, [-1]), inner_states)
         logits = tf.reshape(logits, [-1, self.copies, self.vocab_size])
         return self._mixture(logits, live), (inner_states, live)
@@ -83,7 +84,7 @@ class KeyAveraged:
         inner_states, live = states
         tokens = tf.convert_to_tensor(tokens)
         copied = tf.transpose(tf.gather(self.table, tokens, axis=1), [1, 0, 2])  # [batch, copies, time]
-        ok = tf.transpose(tf.gather(tf.cast(self.in_range, tf.float32), tokens, axis=1), [1, 0, 2])
+        ok = tf.transpose(tf.gather(self.stays, tokens, axis=1), [1, 0, 2])
         live = live[:, :, None] * tf.math.cumprod(ok, axis=2)  # live after each token
         width = tf.shape(tokens)[1]
         logits, inner_states = self.inner.forward(tf.reshape(copied, tf.stack([-1, width])), inner_states)
