@@ -407,7 +407,9 @@ def generator_parser() -> Parser:
                         description="Print a corpus's mean loss per token, every token predicted from all the "
                                     "tokens before it in its document.")
     ev.add_argument("--checkpoint", required=True, help="The bundled checkpoint name or run directory to evaluate.")
-    ev.add_argument("--corpus", required=True, metavar="SPEC", help="The corpus to score: file, directory or built-in name, or heldout:CHECKPOINT (music) for the whole pieces that checkpoint held out for validation (e.g. heldout:bach).")
+    ev.add_argument("--corpus", required=True, metavar="SPEC",
+                    help="The corpus to score: file, directory or built-in name, or heldout:CHECKPOINT (music) for "
+                         "the whole pieces that checkpoint held out for validation (e.g. heldout:bach).")
     ev.add_argument("--split", default="", help="The split of a JSON corpus to score (train, valid or test).")
     ev.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")

@@ -15,7 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 
-
 def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Document indices in batches of similar length: by length, at most ``batch_size`` per batch,
     and no document in a batch more than twice as long as its shortest (so padding costs at most
