@@ -95,7 +95,7 @@ def brute_force(model, tokenizer, ids, semitones):
     return (rows * lives[..., None]).sum(0) / lives.sum(0)[:, None]
 
 
-@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+@pytest.mark.parametrize("arch", ["lstm", "lstm-attention", "transformer"])
 def test_averaged_distribution_is_the_written_out_mixture(arch):
     tokenizer = VoicesTokenizer(low=48, high=72)
     config = RunConfig(modality="music", tokenizer="voices", arch=arch, layers=1, units=12, embedding=12, heads=2,
