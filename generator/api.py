@@ -331,14 +331,12 @@ class Generator:
         from generator.evaluation.likelihood import evaluate_documents
 
         if str(corpus).startswith(music_stats.HELD_OUT_PREFIX):
-            pieces = music_stats.held_out_pieces(str(corpus)[len(music_stats.HELD_OUT_PREFIX):])
-            docs, name = [np.array([BOS] + self.tokenizer.encode(p), dtype=np.int64) for p in pieces], str(corpus)
+            source = music_stats.held_out_corpus(str(corpus)[len(music_stats.HELD_OUT_PREFIX):])
         else:
             source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
-            data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
-            docs, name = [data.document(i) for i in range(data.num_documents)], source.name
-        result = evaluate_documents(self.decoder, docs)
-        result["corpus"] = name
+        data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
+        result = evaluate_documents(self.decoder, [data.document(i) for i in range(data.num_documents)])
+        result["corpus"] = source.name
         result["key_average"] = self.key_average
         return result
 

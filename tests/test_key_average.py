@@ -80,7 +80,6 @@ def brute_force(model, tokenizer, ids, semitones):
     """The mixture written out: each transposed copy run alone, mapped back, renormalized and
     averaged over the copies whose input so far stayed in range."""
     plain = make_decoder(model)
-    vocab = tokenizer.vocab_size
     rows, lives = [], []
     for s in shifts(semitones):
         table = tokenizer.transposition(s)

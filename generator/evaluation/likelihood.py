@@ -14,6 +14,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from generator.models.key_average import rows_per_sequence
+
 
 def batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Document indices in batches of similar length: by length, at most ``batch_size`` per batch,
@@ -67,8 +69,7 @@ def evaluate_documents(decoder, documents: list[np.ndarray]) -> dict:
     from generator.progress import progress_bar
 
     with progress_bar(sum(max(len(d) - 1, 0) for d in documents), "evaluating") as bar:
-        # a key-averaged decoder runs ``copies`` rows per document: as many rows per batch as alone
-        batch_size = max(1, 32 // getattr(decoder, "copies", 1))
+        batch_size = max(1, 32 // rows_per_sequence(decoder))  # as many rows per batch as the model alone
         total, count = document_nll(decoder, documents, batch_size=batch_size, progress=bar.update)
     nll = total / max(count, 1)
     return {"nll_per_token": nll, "bits_per_token": nll / math.log(2), "tokens": count,

@@ -74,8 +74,12 @@ def held_out_indices(num_documents: int, val_fraction: float, seed: int) -> list
     return sorted(order[:max(1, int(round(num_documents * val_fraction)))].tolist())
 
 
-def held_out_pieces(checkpoint: str) -> list:
-    """The pieces a checkpoint never trained on: its validation split, or the whole documents it held out."""
+def held_out_corpus(checkpoint: str):
+    """The pieces a checkpoint never trained on, as a ``Corpus`` named ``heldout:CHECKPOINT``: its
+    validation split, or the whole documents it held out (read only when its documents are)."""
+    import dataclasses
+    import hashlib
+
     from generator.data import corpora
     from generator.data.dataset import WHOLE_DOCUMENT_THRESHOLD
     from generator.training import checkpoints
@@ -84,14 +88,26 @@ def held_out_pieces(checkpoint: str) -> list:
     config = checkpoints.read_config(run_dir)
     if config.modality != "music":
         raise GeneratorError(f"checkpoint {checkpoint} is a {config.modality} model, not music")
+    name = HELD_OUT_PREFIX + str(checkpoint)
     if config.val_split:
-        return corpora.open_corpus(config.corpus, "music", split=config.val_split).documents()
-    documents = corpora.open_corpus(config.corpus, "music", split=config.split).documents()
+        return dataclasses.replace(corpora.open_corpus(config.corpus, "music", split=config.val_split), name=name)
+    source = corpora.open_corpus(config.corpus, "music", split=config.split)
     holdout = getattr(config, "holdout", "auto")
-    if config.val_fraction <= 0 or len(documents) < WHOLE_DOCUMENT_THRESHOLD or holdout not in ("auto", "documents"):
-        raise GeneratorError(f"checkpoint {checkpoint} did not hold out whole pieces of {config.corpus} "
-                             "(it validated on parts of pieces); give the held-out pieces as a corpus instead")
-    return [documents[i] for i in held_out_indices(len(documents), config.val_fraction, config.seed)]
+
+    def read() -> list:
+        documents = source.documents()
+        if config.val_fraction <= 0 or len(documents) < WHOLE_DOCUMENT_THRESHOLD or holdout not in ("auto", "documents"):
+            raise GeneratorError(f"checkpoint {checkpoint} did not hold out whole pieces of {config.corpus} "
+                                 "(it validated on parts of pieces); give the held-out pieces as a corpus instead")
+        return [documents[i] for i in held_out_indices(len(documents), config.val_fraction, config.seed)]
+
+    selection = f"{source.fingerprint}:heldout:{holdout}:{config.val_fraction}:{config.seed}"
+    return corpora.Corpus(name, "music", hashlib.sha256(selection.encode()).hexdigest(), read)
+
+
+def held_out_pieces(checkpoint: str) -> list:
+    """The pieces a checkpoint never trained on: its validation split, or the whole documents it held out."""
+    return held_out_corpus(checkpoint).documents()
 
 
 # -- presenting a comparison -----------------------------------------------------------------------

@@ -24,6 +24,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from generator.models.key_average import rows_per_sequence
+
 NEG_INF = -1e9
 PRIME_TOKENS = 16384  # tokens (rows x columns) per priming chunk: bounds the logits and states computed at once
 PRIME_COLUMNS = 1024  # the most columns of one priming chunk
@@ -159,7 +161,7 @@ class DecodeLoop:
         batch, width = prompts.shape
         if width < 1:
             raise ValueError("a prompt needs at least one token (BOS)")
-        rows = batch * getattr(self.decoder, "copies", 1)  # a key-averaged decoder runs copies rows per prompt
+        rows = batch * rows_per_sequence(self.decoder)  # a key-averaged decoder runs 2K+1 rows per prompt
         columns = max(1, min(PRIME_COLUMNS, PRIME_TOKENS // max(rows, 1)))
         states = self.decoder.zero_states(batch)
         for start in range(0, width, columns):

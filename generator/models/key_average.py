@@ -42,13 +42,12 @@ class KeyAveraged:
         if tables[0] is None:
             raise ValueError(f"the {tokenizer.kind} tokenizer's tokens do not transpose")
         tables = np.stack(tables)  # [copies, vocab]: original id -> the copy's id, -1 out of range
-        self.inner, self.tokenizer, self.semitones = decoder, tokenizer, int(semitones)
+        self.inner = decoder
         self.copies = len(tables)
         self.vocab_size = decoder.vocab_size
         # a copy reads original id j as table[j], and its probability of table[j] is j's
         self.table = tf.constant(np.maximum(tables, 0), tf.int32)
-        self.in_range = tf.constant(tables >= 0)
-        self.stays = tf.constant(tables >= 0, tf.float32)  # the same as 1.0/0.0, to multiply ``live`` by
+        self.in_range = tf.constant(tables >= 0, tf.float32)  # 1.0 where the copy can express the id
 
     def zero_states(self, batch_size):
         return self.inner.zero_states(batch_size * self.copies), tf.ones(tf.stack([batch_size, self.copies]))
@@ -63,10 +62,10 @@ class KeyAveraged:
         # a copy's log-probability of original id j is its log-probability of j transposed
         picked = tf.gather(per_copy, self.table, axis=rank - 1, batch_dims=1)
         mask = tf.reshape(self.in_range, [self.copies] + [1] * (rank - 2) + [self.vocab_size])
-        picked = tf.where(mask, picked, FAR)
+        picked = tf.where(mask > 0, picked, FAR)
         picked -= tf.reduce_logsumexp(picked, axis=-1, keepdims=True)  # each copy over what it can express
         weights = tf.transpose(live, to_front[:-1])  # [copies, batch, ...]
-        log_w = tf.where(weights > 0, tf.math.log(tf.maximum(weights, 1e-30)), FAR)
+        log_w = tf.where(weights > 0, 0.0, FAR)  # equal weights over the live copies
         log_w -= tf.reduce_logsumexp(log_w, axis=0, keepdims=True)
         return tf.reduce_logsumexp(picked + log_w[..., None], axis=0)
 
@@ -74,7 +73,7 @@ class KeyAveraged:
         """tokens ``[batch]`` -> (log-probabilities ``[batch, vocab]``, new states)."""
         inner_states, live = states
         copied = tf.transpose(tf.gather(self.table, tokens, axis=1))  # [batch, copies]
-        live = live * tf.transpose(tf.gather(self.stays, tokens, axis=1))
+        live = live * tf.transpose(tf.gather(self.in_range, tokens, axis=1))
         logits, inner_states = self.inner.step(tf.reshape(copied, [-1]), inner_states)
         logits = tf.reshape(logits, [-1, self.copies, self.vocab_size])
         return self._mixture(logits, live), (inner_states, live)
@@ -84,9 +83,14 @@ class KeyAveraged:
         inner_states, live = states
         tokens = tf.convert_to_tensor(tokens)
         copied = tf.transpose(tf.gather(self.table, tokens, axis=1), [1, 0, 2])  # [batch, copies, time]
-        ok = tf.transpose(tf.gather(self.stays, tokens, axis=1), [1, 0, 2])
+        ok = tf.transpose(tf.gather(self.in_range, tokens, axis=1), [1, 0, 2])
         live = live[:, :, None] * tf.math.cumprod(ok, axis=2)  # live after each token
         width = tf.shape(tokens)[1]
         logits, inner_states = self.inner.forward(tf.reshape(copied, tf.stack([-1, width])), inner_states)
         logits = tf.reshape(logits, tf.stack([-1, self.copies, width, self.vocab_size]))
         return self._mixture(logits, live), (inner_states, live[:, :, -1])
+
+
+def rows_per_sequence(decoder) -> int:
+    """How many batch rows ``decoder`` runs for each sequence: 2K+1 when key-averaged, else 1."""
+    return decoder.copies if isinstance(decoder, KeyAveraged) else 1
