@@ -331,6 +331,8 @@ class Generator:
         from generator.evaluation.likelihood import evaluate_documents
 
         if str(corpus).startswith(music_stats.HELD_OUT_PREFIX):
+            if self.config.modality != "music":
+                raise GeneratorError(f"{corpus} names music pieces; {self.run.path.name} is a {self.config.modality} model")
             source = music_stats.held_out_corpus(str(corpus)[len(music_stats.HELD_OUT_PREFIX):])
         else:
             source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)

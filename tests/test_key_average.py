@@ -182,3 +182,9 @@ def test_cli_key_average_refusals(tmp_path, capsys, tiny_run, voices_run, choral
                                               "--output", str(tmp_path / "c.mid")], capsys)
     one_line_error(code, err, "--key-average", "--harmonize")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_text_model_cannot_score_held_out_music(capsys, tiny_run, voices_run):
+    code, _, err = call(generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", f"heldout:{voices_run}"],
+                        capsys)
+    one_line_error(code, err, "heldout:", "text model")
