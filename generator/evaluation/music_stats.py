@@ -27,7 +27,7 @@ from generator.errors import GeneratorError
 from generator.evaluation.compare import compare_sets, feature_table, overlap_and_kld  # noqa: F401  (API)
 from generator.evaluation.features import FEATURES, VOICE_FEATURES, as_grid_piece, piece_features  # noqa: F401
 
-__all__ = ["piece_features", "compare_sets", "load_set", "held_out_pieces", "format_report", "plot_report",
+__all__ = ["piece_features", "compare_sets", "load_set", "held_out_corpus", "format_report", "plot_report",
            "FEATURES"]
 
 HELD_OUT_PREFIX = "heldout:"
@@ -43,7 +43,7 @@ def load_set(spec: str, *, split: str = "", report=None) -> list:
 
     report = report or (lambda message: print(message, file=sys.stderr))
     if spec.startswith(HELD_OUT_PREFIX):
-        return held_out_pieces(spec[len(HELD_OUT_PREFIX):])
+        return held_out_corpus(spec[len(HELD_OUT_PREFIX):]).documents()
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".json" and path.is_file() and not split:
         raise GeneratorError(f"{spec} is a JSON corpus: say which split to read with --split (e.g. valid)")
@@ -92,7 +92,7 @@ def held_out_corpus(checkpoint: str):
     if config.val_split:
         return dataclasses.replace(corpora.open_corpus(config.corpus, "music", split=config.val_split), name=name)
     source = corpora.open_corpus(config.corpus, "music", split=config.split)
-    holdout = getattr(config, "holdout", "auto")
+    holdout = config.holdout
 
     def read() -> list:
         documents = source.documents()
@@ -103,11 +103,6 @@ def held_out_corpus(checkpoint: str):
 
     selection = f"{source.fingerprint}:heldout:{holdout}:{config.val_fraction}:{config.seed}"
     return corpora.Corpus(name, "music", hashlib.sha256(selection.encode()).hexdigest(), read)
-
-
-def held_out_pieces(checkpoint: str) -> list:
-    """The pieces a checkpoint never trained on: its validation split, or the whole documents it held out."""
-    return held_out_corpus(checkpoint).documents()
 
 
 # -- presenting a comparison -----------------------------------------------------------------------
