@@ -188,3 +188,26 @@ def test_a_text_model_cannot_score_held_out_music(capsys, tiny_run, voices_run):
     code, _, err = call(generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", f"heldout:{voices_run}"],
                         capsys)
     one_line_error(code, err, "heldout:", "text model")
+
+
+@pytest.mark.parametrize("holdout", ["documents", "blocks"])
+def test_heldout_gives_the_whole_pieces_the_trainer_held_out(chorale_file, tmp_path, holdout):
+    from generator.data import corpora
+    from generator.data.dataset import concatenate, split_segments
+    from generator.errors import GeneratorError
+    from generator.evaluation.music_stats import held_out_corpus
+
+    tokenizer = VoicesTokenizer(low=48, high=72)
+    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
+                       corpus=str(chorale_file), split="valid", holdout=holdout, val_fraction=0.5, seed=3)
+    run = save_run(tmp_path / holdout, random_model(config), tokenizer, config)
+    pieces = corpora.open_corpus(str(chorale_file), "music", split="valid").documents()
+    if holdout == "blocks":  # parts of pieces: nothing whole to give
+        with pytest.raises(GeneratorError, match="did not hold out whole pieces"):
+            held_out_corpus(str(run)).documents()
+        return
+    held = held_out_corpus(str(run)).documents()  # two pieces, fewer than auto's threshold: documents as asked
+    corpus = concatenate([tokenizer.encode(p) for p in pieces], tokenizer)
+    trainer_held = split_segments(corpus, 0.5, seed=3, holdout="documents").val_ids
+    assert len(held) == 1
+    assert [BOS] + tokenizer.encode(held[0]) == trainer_held.tolist()

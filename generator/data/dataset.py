@@ -172,14 +172,18 @@ def resolve_holdout(holdout: str, num_documents: int) -> str:
     return holdout
 
 
+def held_out_documents(num_documents: int, val_fraction: float, seed: int) -> list[int]:
+    """The indices, in corpus order, of the documents the ``documents`` holdout keeps for validation."""
+    order = np.random.default_rng(seed).permutation(num_documents)
+    return sorted(order[:max(1, int(round(num_documents * val_fraction)))].tolist())
+
+
 def held_out_intervals(corpus: TokenizedCorpus, val_fraction: float, seed: int, method: str, block: int):
     """Sorted, disjoint ``(start, end)`` intervals of ``corpus.ids`` held out for validation."""
     n = len(corpus.ids)
     bounds = list(corpus.starts) + [n]
     if method == "documents":
-        n_docs = corpus.num_documents
-        order = np.random.default_rng(seed).permutation(n_docs)
-        held = sorted(order[:max(1, int(round(n_docs * val_fraction)))].tolist())
+        held = held_out_documents(corpus.num_documents, val_fraction, seed)
         return [(int(bounds[i]), int(bounds[i + 1])) for i in held]
     if method == "tail":
         return [(int(e - int((e - s) * val_fraction)), int(e)) for s, e in zip(bounds[:-1], bounds[1:]) if int((e - s) * val_fraction)]

@@ -67,13 +67,6 @@ def _has_notes(piece) -> bool:
     return any(not n.is_drum for n in piece.notes)
 
 
-def held_out_indices(num_documents: int, val_fraction: float, seed: int) -> list[int]:
-    """Which documents a run held out for validation: the whole-document split of
-    ``generator.data.dataset.split_segments`` (20 documents or more), in corpus order."""
-    order = np.random.default_rng(seed).permutation(num_documents)
-    return sorted(order[:max(1, int(round(num_documents * val_fraction)))].tolist())
-
-
 def held_out_corpus(checkpoint: str):
     """The pieces a checkpoint never trained on, as a ``Corpus`` named ``heldout:CHECKPOINT``: its
     validation split, or the whole documents it held out (read only when its documents are)."""
@@ -81,7 +74,7 @@ def held_out_corpus(checkpoint: str):
     import hashlib
 
     from generator.data import corpora
-    from generator.data.dataset import WHOLE_DOCUMENT_THRESHOLD
+    from generator.data.dataset import held_out_documents, resolve_holdout
     from generator.training import checkpoints
 
     run_dir = checkpoints.resolve(checkpoint)
@@ -92,16 +85,15 @@ def held_out_corpus(checkpoint: str):
     if config.val_split:
         return dataclasses.replace(corpora.open_corpus(config.corpus, "music", split=config.val_split), name=name)
     source = corpora.open_corpus(config.corpus, "music", split=config.split)
-    holdout = config.holdout
 
     def read() -> list:
         documents = source.documents()
-        if config.val_fraction <= 0 or len(documents) < WHOLE_DOCUMENT_THRESHOLD or holdout not in ("auto", "documents"):
+        if config.val_fraction <= 0 or resolve_holdout(config.holdout, len(documents)) != "documents":
             raise GeneratorError(f"checkpoint {checkpoint} did not hold out whole pieces of {config.corpus} "
                                  "(it validated on parts of pieces); give the held-out pieces as a corpus instead")
-        return [documents[i] for i in held_out_indices(len(documents), config.val_fraction, config.seed)]
+        return [documents[i] for i in held_out_documents(len(documents), config.val_fraction, config.seed)]
 
-    selection = f"{source.fingerprint}:heldout:{holdout}:{config.val_fraction}:{config.seed}"
+    selection = f"{source.fingerprint}:heldout:{config.holdout}:{config.val_fraction}:{config.seed}"
     return corpora.Corpus(name, "music", hashlib.sha256(selection.encode()).hexdigest(), read)
 
 
