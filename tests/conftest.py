@@ -85,3 +85,17 @@ def interrupt_after_first_epoch(message):
     """A training ``log`` that stops the run (like Ctrl-C) once the first epoch is reported."""
     if message.startswith("epoch 1/"):
         raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def band_run(tmp_path_factory) -> Path:
+    """An untrained band model saved as a run directory."""
+    from generator.config import RunConfig
+    from generator.data.tokenizers.band import BandTokenizer
+    from generator.models import build_model
+    from generator.training.checkpoints import save_run
+
+    tokenizer = BandTokenizer()
+    config = RunConfig(modality="music", tokenizer="band", layers=1, units=16, embedding=8,
+                       vocab_size=tokenizer.vocab_size)
+    return save_run(tmp_path_factory.mktemp("runs") / "band", build_model(config), tokenizer, config)

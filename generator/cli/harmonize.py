@@ -75,7 +75,7 @@ def harmonize_main(args, paths, quiet_tensorflow) -> None:
     quiet_tensorflow(args.verbose)
     from generator import api
 
-    model = api.load(args.checkpoint)
+    model = api.load(args.checkpoint or "harmonizer")  # --harmonize's own model unless one is named
     pieces = model.harmonize(piece, voices=voices, infill=args.infill, iterations=args.iterations,
                              temperature=args.temperature, num_samples=args.num_samples, random_seed=args.random_seed,
                              voice_leading=not args.no_voice_leading)

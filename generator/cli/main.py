@@ -83,9 +83,11 @@ def run(main, argv=None) -> int:
 
 # -- shared flags ---------------------------------------------------------------------------------
 
-def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str, unit: str) -> None:
+def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str | None, unit: str,
+                       checkpoint_help: str | None = None) -> None:
     p.add_argument("--checkpoint", default=default_checkpoint,
-                   help=f"The bundled checkpoint name or the run directory to sample from (default: {default_checkpoint}).")
+                   help=checkpoint_help or f"The bundled checkpoint name or the run directory to sample from "
+                                           f"(default: {default_checkpoint}).")
     p.add_argument("--temperature", type=positive_float, default=1.0,
                    help="Sampling temperature: 1.0 uses the model's unaltered probabilities, greater than 1.0 "
                         "makes the output more random, less than 1.0 less random. Must be greater than 0.")
@@ -224,7 +226,10 @@ def music_parser() -> Parser:
     from generator.cli.commands import add_render_flags
 
     add_render_flags(p)
-    add_sampling_flags(p, "pop-piano", "pieces")
+    add_sampling_flags(p, None, "pieces", checkpoint_help=(
+        "The bundled checkpoint name or the run directory to sample from. By default it is chosen from the "
+        "seed's content and the choice is printed: band for a seed with drums or three or more kinds of "
+        "instrument, pop-piano for piano only, bach for a four-part chorale; without --seed, pop-piano."))
     add_key_average_flag(p)
     p.add_argument("--no-voice-leading", action="store_true",
                    help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
@@ -258,12 +263,21 @@ def generate_music_main(argv=None) -> None:
         from generator.generation.compose import read_seed
 
         seed = read_seed(args.seed)  # bad seeds fail here, before TensorFlow starts
+    checkpoint = args.checkpoint
+    if checkpoint is None and seed is not None:
+        from generator.data.score import roles_summary
+        from generator.generation.choose import choose_checkpoint
+
+        checkpoint, reason = choose_checkpoint(seed)
+        print(f"model: {checkpoint}, because {reason} (--checkpoint chooses another)", file=sys.stderr)
+        print(f"seed tracks: {roles_summary(seed)}", file=sys.stderr)
+    checkpoint = checkpoint or "pop-piano"
     quiet_tensorflow(args.verbose)
     from generator import api
 
-    model = api.load(args.checkpoint)
+    model = api.load(checkpoint)
     if model.config.modality != "music":
-        raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-text")
+        raise GeneratorError(f"checkpoint {checkpoint} is a {model.config.modality} model; use generate-text")
     if args.key_average is not None:
         model.key_average = args.key_average
     if args.no_voice_leading:

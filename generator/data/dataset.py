@@ -334,7 +334,7 @@ class TokenizerFactory:
             return chars.CharTokenizer.fit(documents)
         base.from_json  # make sure every tokenizer registered itself
         try:
-            from generator.data.tokenizers import events, voices  # noqa: F401
+            from generator.data.tokenizers import band, events, voices  # noqa: F401
         except ImportError:
             pass
         if self.kind not in base._REGISTRY:

@@ -109,6 +109,9 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     return seq
 
 
+_KNOWN_CHUNKS = (b"MThd", b"XFIH", b"XFKM")  # other chunk kinds seen in the wild, skipped
+
+
 def _checked_midi_bytes(data: bytes, source: str) -> bytes:
     """Validate the chunk layout; return a header plus only the MTrk chunks, in order."""
     if not data:
@@ -121,7 +124,7 @@ def _checked_midi_bytes(data: bytes, source: str) -> bytes:
     header_length = struct.unpack(">L", data[4:8])[0]
     if header_length < 6 or 8 + header_length > len(data):
         raise _fail(source, f"corrupt MIDI header (length {header_length})")
-    midi_type, _declared_tracks, division = struct.unpack(">HHH", data[8:14])
+    midi_type, declared_tracks, division = struct.unpack(">HHH", data[8:14])
     if midi_type == 2:
         raise _fail(source, "MIDI type 2 (sequential patterns) is not supported")
     if midi_type > 2:
@@ -135,6 +138,9 @@ def _checked_midi_bytes(data: bytes, source: str) -> bytes:
         kind = data[position : position + 4]
         length = struct.unpack(">L", data[position + 4 : position + 8])[0]
         end = position + 8 + length
+        if tracks and (kind != b"MTrk" or len(tracks) >= declared_tracks):
+            if end > len(data) or kind not in (b"MTrk",) + _KNOWN_CHUNKS:
+                break  # bytes after the declared tracks (padding, junk): ignored as players do
         if end > len(data):
             remain = len(data) - position - 8
             raise _fail(source, f"truncated or corrupt: a chunk claims {length} bytes, {remain} remain")

@@ -31,6 +31,8 @@ class Instrument:
     program: int = 0
     is_drum: bool = False
     name: str = ""
+    channel: int = -1  # MIDI channel 0-15 it was read from (-1: unknown; writers choose one)
+    role: str = ""  # lead, bass, drums, chords, pad or melody: generator.data.score.assign_roles
 
 
 @dataclass

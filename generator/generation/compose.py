@@ -69,7 +69,8 @@ class Music:
 
 
 def read_seed(path) -> NoteSequence:
-    """Read a seed score (.mid/.midi/.musicxml/.mxl/.xml/.abc/.krn)."""
+    """Read a seed score (.mid/.midi/.musicxml/.mxl/.xml/.abc/.krn) once, with each track's role
+    found from its notes (``generator.data.score``): encoding, priming and writing back use it."""
     from generator.data import midi_io
 
     path = Path(path)
@@ -80,7 +81,9 @@ def read_seed(path) -> NoteSequence:
     if path.suffix.lower() not in midi_io.MUSIC_SUFFIXES:
         raise GeneratorError(f"seed {path}: unsupported file type {path.suffix or '(none)'}; "
                              f"use one of {', '.join(midi_io.MUSIC_SUFFIXES)}")
-    return midi_io.read_score(path)
+    from generator.data.score import assign_roles
+
+    return assign_roles(midi_io.read_score(path))
 
 
 def tail_seconds(seq: NoteSequence, seconds: float) -> NoteSequence:
@@ -113,12 +116,16 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
         ids = tokenizer.encode(seed)
     except ValueError as e:
         raise GeneratorError(f"seed {seed.source}: {e}") from None
+    for line in getattr(tokenizer, "last_reduced", None) or []:
+        if notices is not None:
+            notices.append(f"more tracks than the model holds: {line}; each continued note goes to the one "
+                           f"it is nearest in pitch")
     limit = prime_tokens if prime_tokens is not None else DEFAULT_PRIME_TOKENS
     limit -= limit % tokenizer.prompt_multiple
     if notices is not None and limit and len(ids) > limit:
         notices.append(f"the seed is {len(ids):,} tokens long; only its last {limit:,} prime the model "
                        f"(--prime-tokens or --prime-seconds changes how much)")
-    return ids[-limit:] if limit else []
+    return tokenizer.cut_prompt(ids, limit)
 
 
 def compose(generator, seed=None, *, length: int | None = None, seconds: float | None = None,
@@ -134,15 +141,14 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         raise GeneratorError(f"--prime-seconds must be greater than 0, not {prime_seconds}")
     notices: list[str] = []
     seq = read_seed(seed) if isinstance(seed, (str, Path)) else seed
-    if seq is not None and not any(not n.is_drum for n in seq.notes):
-        notices.append(f"the seed {seq.source or ''} has no pitched notes; composing from scratch".replace("  ", " "))
-        seq = None
     tokenizer = tokenizer_for(generator.tokenizer, seq)
     if not note_limit:
         tokenizer = tokenizer.without_note_limit()
     prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens, notices) if seq is not None else []
     if seq is not None and not prompt:
-        notices.append("nothing of the seed could be encoded; composing from scratch")
+        only_drums = not any(not n.is_drum for n in seq.notes)
+        notices.append("the seed has only drums, which this model does not play (the band model does); composing "
+                       "from scratch" if only_drums else "nothing of the seed could be encoded; composing from scratch")
         seq = None
     for notice in notices:
         log(notice)
@@ -175,39 +181,74 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
         full = tokenizer.decode([BOS] + prompt + row)
         # with --seconds every sample ran until the slowest had that much: cut each one there
         continuation = notes_after(full, prompt_seconds, seconds if budget is None else float("inf"))
-        music = assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks)
-        if seq is None and len(full.instruments) == len(music.sequence.instruments):
-            music.sequence.instruments = list(full.instruments)  # keep the decoded parts' names (Soprano, ...)
-        results.append(music)
+        results.append(assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks,
+                                full.instruments))
     return results
 
 
 def assemble(seed: NoteSequence | None, continuation: list[Note], prompt_seconds: float,
-             continuation_only: bool, notices: list[str], slot_tracks: dict[int, int] | None = None) -> Music:
-    """Put the continuation after the seed, in the seed's tempo, metre and instruments.
+             continuation_only: bool, notices: list[str], slot_tracks: dict[int, list[int]] | None = None,
+             decoded: list[Instrument] | None = None) -> Music:
+    """Put the continuation after the seed, in the seed's tempo, metre and own tracks.
 
-    ``slot_tracks`` maps a continuation note's ``track`` (the tokenizer's slot) to the seed track it
-    continues; a slot the seed did not fill goes to the nearest slot's track. Without it, note
-    track i goes on the seed's i-th pitched track (voices: soprano on the first, ...)."""
+    ``slot_tracks`` maps a continuation note's ``track`` (the tokenizer's slot) to the seed tracks
+    it continues; where several share a slot, each note goes to the track whose last notes it is
+    nearest in pitch, and a slot the seed did not fill goes to the nearest slot's tracks. Without
+    it, note track i goes on the seed's i-th pitched track (voices: soprano on the first, ...).
+    Drum hits go to the seed's drum track. ``decoded`` names the instruments when there is no seed."""
     if seed is None:
         seq = NoteSequence(notes=[copy.copy(n) for n in continuation])
         tracks = sorted({n.track for n in continuation}) or [0]
-        seq.instruments = [Instrument(program=_program_of(continuation, t)) for t in range(max(tracks) + 1)]
+        if decoded is not None and len(decoded) > max(tracks):
+            seq.instruments = [copy.copy(i) for i in decoded]
+        else:
+            seq.instruments = [Instrument(program=_program_of(continuation, t)) for t in range(max(tracks) + 1)]
         return Music(seq, 0.0, list(notices))
     pitched = [i for i, inst in enumerate(seed.instruments) if not inst.is_drum] or [0]
+    drum_tracks = sorted({n.track for n in seed.notes if n.is_drum})
+    centres = _recent_pitches(seed)
     offset = 0.0 if continuation_only else seed.end_time
     notes = [] if continuation_only else [copy.copy(n) for n in seed.notes]
+    instruments = list(seed.instruments) or [Instrument()]
     for n in continuation:
-        if slot_tracks:
-            track = slot_tracks[min(slot_tracks, key=lambda slot: (abs(slot - n.track), -slot))]
+        if n.is_drum and not drum_tracks:  # a model that adds drums to a seed without them: a new track
+            instruments.append(Instrument(program=0, is_drum=True, name="drums", channel=9, role="drums"))
+            drum_tracks = [len(instruments) - 1]
+        if n.is_drum:
+            track = drum_tracks[0] if len(drum_tracks) == 1 else _nearest(drum_tracks, centres, n.pitch)
+        elif slot_tracks:
+            candidates = slot_tracks.get(n.track) or slot_tracks[min(slot_tracks, key=lambda slot: (abs(slot - n.track), -slot))]
+            track = candidates[0] if len(candidates) == 1 else _nearest(candidates, centres, n.pitch)
         else:
             track = pitched[n.track % len(pitched)]
-        program = seed.instruments[track].program if track < len(seed.instruments) else n.program
+        inst = instruments[track] if track < len(instruments) else None
+        program = inst.program if inst is not None else n.program
+        is_drum = inst.is_drum if inst is not None else n.is_drum
         notes.append(Note(n.pitch, n.start - prompt_seconds + offset, n.end - prompt_seconds + offset,
-                          n.velocity, program, False, track))
+                          n.velocity, program, is_drum, track))
     seq = NoteSequence(notes=notes, tempos=list(seed.tempos), time_signature=seed.time_signature,
-                       instruments=list(seed.instruments) or [Instrument()], source=seed.source)
+                       instruments=instruments, source=seed.source)
     return Music(seq, offset, list(notices))
+
+
+RECENT_SECONDS = 20.0  # a track's register for the write-back: its notes in the seed's last 20 s
+
+
+def _recent_pitches(seed: NoteSequence) -> dict[int, float]:
+    """Each track's median pitch over the seed's last ``RECENT_SECONDS`` (all its notes if silent then)."""
+    start = seed.end_time - RECENT_SECONDS
+    by_track: dict[int, list[int]] = {}
+    recent: dict[int, list[int]] = {}
+    for n in seed.notes:
+        by_track.setdefault(n.track, []).append(n.pitch)
+        if n.end > start:
+            recent.setdefault(n.track, []).append(n.pitch)
+    return {t: float(np.median(recent.get(t) or pitches)) for t, pitches in by_track.items()}
+
+
+def _nearest(tracks: list[int], centres: dict[int, float], pitch: int) -> int:
+    """The track among ``tracks`` whose register is nearest ``pitch`` (a silent one last)."""
+    return min(tracks, key=lambda t: (abs(centres.get(t, 1e9) - pitch), t))
 
 
 def _program_of(notes: list[Note], track: int) -> int:

@@ -131,10 +131,15 @@ class Tokenizer:
         """This tokenizer with no voice-leading rules in sampling."""
         return self
 
-    def slot_tracks(self, seed: Any) -> dict[int, int] | None:
-        """Which of ``seed``'s tracks each of the tokenizer's note slots continues (None: the
-        caller places slot i on the seed's i-th pitched track)."""
+    def slot_tracks(self, seed: Any) -> dict[int, list[int]] | None:
+        """Which of ``seed``'s tracks each of the tokenizer's note slots continues, several where
+        tracks share a slot (None: the caller places slot i on the seed's i-th pitched track)."""
         return None
+
+    def cut_prompt(self, ids: list[int], limit: int) -> list[int]:
+        """The last ``limit`` (a multiple of ``prompt_multiple``) ids of an encoded seed, the
+        context a continuation starts from; tokenizers with a header or bars keep them whole."""
+        return list(ids[-limit:]) if limit else []
 
 
 def from_json(text: str | dict) -> Tokenizer:
@@ -143,7 +148,7 @@ def from_json(text: str | dict) -> Tokenizer:
     from generator.data.tokenizers import chars  # noqa: F401
 
     try:
-        from generator.data.tokenizers import events, voices  # noqa: F401
+        from generator.data.tokenizers import band, events, voices  # noqa: F401
     except ImportError:  # music tokenizers are optional until they exist
         pass
     data = json.loads(text) if isinstance(text, str) else dict(text)

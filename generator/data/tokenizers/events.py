@@ -35,10 +35,10 @@ Design decisions:
   distinct onset.
 - **Track slots** (``tracks=k``, k >= 2) keep a melody apart from its accompaniment at no cost
   in sequence length: each slot has its own ``NOTE_ON`` range (``NOTE_OFF`` stays shared, as a
-  pitch sounds or not). Slot 0 is the lead: the instrument named like "melody", else the first
-  pitched track when there are several; the other tracks fill slots 1 .. k-1 in order (the last
-  slot takes all the rest), and a piece with a single track goes to the last slot (a whole
-  piano part, not a melody). Decoding gives one instrument per slot; notes keep their slot in
+  pitch sounds or not). Slot 0 is the lead, found from the notes (``generator.data.score``:
+  the high single-note line, the right hand); the other tracks fill slots 1 .. k-1 from the
+  highest median pitch down (the last slot takes all the rest), and a piece with a single track
+  goes to the last slot (a whole piano part, not a melody). Track order never decides. Decoding gives one instrument per slot; notes keep their slot in
   ``Note.track``.
 - **Beat-relative time** (``steps_per_beat=n``): a TIME_SHIFT step is 1/n of a quarter-note
   beat read through the piece's tempo map instead of 1/``steps_per_second`` s, so the same
@@ -239,25 +239,26 @@ class EventTokenizer(Tokenizer):
         pitched = sorted({n.track for n in seq.notes if not n.is_drum})
         if self.tracks == 1 or not pitched:
             return {t: 0 for t in pitched}
-        names = {i: inst.name.lower() for i, inst in enumerate(seq.instruments)}
-        lead = next((t for t in pitched if "melody" in names.get(t, "")), pitched[0] if len(pitched) > 1 else None)
-        others = [t for t in pitched if t != lead]
-        found = {t: min(1 + i, self.tracks - 1) for i, t in enumerate(others)}
-        if lead is None:
-            found = {t: self.tracks - 1 for t in others}
-        else:
-            found[lead] = 0
-        return found
+        if len(pitched) == 1:
+            return {pitched[0]: self.tracks - 1}
+        from generator.data.score import assign_roles, track_stats
 
-    def slot_tracks(self, seq: NoteSequence) -> dict[int, int]:
-        """NOTE_ON slot -> the track of ``seq`` that slot came from, the busiest one where several
-        tracks share the last slot (a continuation's accompaniment goes on the seed's piano part,
-        not on a sparse bridge line)."""
-        counts = Counter(n.track for n in seq.notes if not n.is_drum)
-        found: dict[int, int] = {}
+        if not any(inst.role for inst in seq.instruments):
+            assign_roles(seq)
+        role = {t: seq.instruments[t].role if t < len(seq.instruments) else "" for t in pitched}
+        lead = next((t for t in pitched if role[t] == "lead"), None)
+        stats = track_stats(seq)
+        others = sorted((t for t in pitched if t != lead), key=lambda t: (-stats[t].median_pitch, t))
+        if lead is None:
+            return {t: self.tracks - 1 for t in others}
+        return {lead: 0, **{t: min(1 + i, self.tracks - 1) for i, t in enumerate(others)}}
+
+    def slot_tracks(self, seq: NoteSequence) -> dict[int, list[int]]:
+        """NOTE_ON slot -> the tracks of ``seq`` it came from (several where tracks share the last
+        slot: compose gives each continued note to the one whose pitches it is nearest)."""
+        found: dict[int, list[int]] = {}
         for track, slot in sorted(self.slots(seq).items()):
-            if slot not in found or counts[track] > counts[found[slot]]:
-                found[slot] = track
+            found.setdefault(slot, []).append(track)
         return found
 
     def note_spans(self, document) -> list[tuple[int, int, int, int, bool, int]]:

@@ -1,0 +1,144 @@
+"""Continue held-out songs cut at 60 s by 20 s and ask whether the whole band keeps playing.
+
+    python benchmarks/band_songs.py --songs DIR [--count 50] [--checkpoint auto|band|pop-piano|DIR]
+                                    [--cut 60] [--seconds 20] [--json out.json] [--png roll.png]
+
+For each song (a MIDI file under DIR with at least ``cut + seconds`` of music), the seed is the
+song's first ``cut`` seconds; the model continues it by ``seconds`` with the defaults of
+``generate-music`` (the model chosen from the seed's content with ``auto``, its recommended
+top-p, temperature 1, random seed = the song's index). The same figures are computed for the
+real next ``seconds`` of the song and for a shuffled baseline (the real next seconds of the
+next song in the list, its tracks laid on this seed's tracks by rank of median pitch, drums on
+drums), and printed side by side with the mean over songs (``generator.evaluation.arrangement``).
+Uses the public API only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from generator import api
+from generator.data.notes import NoteSequence
+from generator.errors import GeneratorError
+from generator.evaluation.arrangement import arrangement_figures, density_ratio, summarize
+from generator.generation.choose import choose_checkpoint
+from generator.generation.compose import read_seed
+
+
+def cut(song: NoteSequence, start: float, end: float) -> NoteSequence:
+    """The notes of ``song`` starting in [start, end), cut at ``end``, in the song's time."""
+    out = dataclasses.replace(song)
+    out.notes = [dataclasses.replace(n, end=min(n.end, end)) for n in song.notes if start <= n.start < end]
+    return out
+
+
+def shuffled(seed: NoteSequence, other: NoteSequence, start: float) -> NoteSequence:
+    """``other``'s notes laid on ``seed``'s tracks: pitched tracks by rank of median pitch, drums on drums."""
+    def ranked(seq):
+        tracks = {}
+        for n in seq.notes:
+            if not n.is_drum:
+                tracks.setdefault(n.track, []).append(n.pitch)
+        return sorted(tracks, key=lambda t: np.median(tracks[t]))
+
+    mine, theirs = ranked(seed), ranked(other)
+    drums = next((n.track for n in seed.notes if n.is_drum), None)
+    mapping = {t: mine[min(int(i * len(mine) / max(len(theirs), 1)), len(mine) - 1)] for i, t in enumerate(theirs)} if mine else {}
+    shift = start - min((n.start for n in other.notes), default=start)
+    notes = []
+    for n in other.notes:
+        track = drums if n.is_drum else mapping.get(n.track)
+        if track is not None:
+            notes.append(dataclasses.replace(n, start=n.start + shift, end=n.end + shift, track=track))
+    return dataclasses.replace(seed, notes=notes)
+
+
+def write_roll(music, path, seconds: float) -> None:
+    """A piano roll of the seed's last ``seconds`` and the continuation, coloured by track."""
+    from generator.data.midi_io import to_pretty_midi
+    from generator.generation.render import piano_roll_png
+
+    start = max(music.continuation_start - seconds, 0.0)
+    window = cut(music.sequence, start, float("inf"))
+    window.notes = [dataclasses.replace(n, start=n.start - start, end=n.end - start) for n in window.notes]
+    window.tempos = [(0.0, window.initial_bpm)]
+    png = piano_roll_png(to_pretty_midi(window), music.continuation_start - start,
+                         title=f"{Path(music.sequence.source).name}: the seed's last {seconds:.0f} s and the continuation")
+    Path(path).write_bytes(png)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--songs", required=True, help="A folder of MIDI songs none of the models trained on.")
+    p.add_argument("--count", type=int, default=50, help="How many songs to continue (the first usable ones in name order).")
+    p.add_argument("--checkpoint", default="auto", help="auto (chosen from each seed, as generate-music does) or a checkpoint.")
+    p.add_argument("--cut", type=float, default=60.0, help="Seconds of each song that make the seed.")
+    p.add_argument("--seconds", type=float, default=20.0, help="Seconds of continuation.")
+    p.add_argument("--json", default=None, help="Write every song's figures to this JSON file.")
+    p.add_argument("--png", default=None, help="Draw the first song's seed end and continuation to this PNG.")
+    args = p.parse_args(argv)
+    files = sorted(Path(args.songs).rglob("*.mid"))
+    songs = []
+    for f in files:
+        try:
+            song = read_seed(f)
+        except GeneratorError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+            continue
+        if song.end_time >= args.cut + args.seconds and any(n.start < args.cut for n in song.notes):
+            songs.append(song)
+        if len(songs) >= args.count + 1:
+            break
+    models, rows = {}, []
+    began = time.perf_counter()
+    for i, song in enumerate(songs[:args.count]):
+        seed = cut(song, 0.0, args.cut)
+        real = cut(song, args.cut, args.cut + args.seconds)
+        other = songs[(i + 1) % len(songs)]
+        fake = shuffled(seed, cut(other, args.cut, args.cut + args.seconds), args.cut)
+        name = choose_checkpoint(seed)[0] if args.checkpoint == "auto" else args.checkpoint
+        if name not in models:
+            models[name] = api.load(name)
+        music = models[name].generate(seed=seed, seconds=args.seconds, random_seed=i)
+        music = music[0] if isinstance(music, list) else music
+        generated = arrangement_figures(seed, music.sequence, start=music.continuation_start)
+        truth = arrangement_figures(seed, real, start=args.cut)
+        baseline = arrangement_figures(seed, fake, start=args.cut)
+        row = {"song": str(song.source), "model": name, "generated": generated, "real": truth, "shuffled": baseline,
+               "density_ratio": density_ratio(generated, truth), "polyphony_ratio": density_ratio(generated, truth, "polyphony")}
+        rows.append(row)
+        print(f"{i + 1:3d} {Path(song.source).name:>12} {name:>9}: kept {_f(generated['tracks_kept'])} "
+              f"(real {_f(truth['tracks_kept'])}), drums {generated['drums_continue']} (real {truth['drums_continue']}), "
+              f"lowest {generated['lowest_stays_lowest']} (real {truth['lowest_stays_lowest']}), repeats "
+              f"{_f(generated['seed_repeats'])} (real {_f(truth['seed_repeats'])})", flush=True)
+        if i == 0 and args.png:
+            write_roll(music, args.png, args.seconds)
+    table = {kind: summarize([r[kind] for r in rows]) for kind in ("generated", "real", "shuffled")}
+    ratios = {key: float(np.nanmedian([r[key] for r in rows if r[key] is not None] or [np.nan]))
+              for key in ("density_ratio", "polyphony_ratio")}
+    seconds = time.perf_counter() - began
+    print(f"\n{len(rows)} songs, {seconds:.0f} s; models: {', '.join(sorted({r['model'] for r in rows}))}")
+    print(f"{'':24}{'generated':>11}{'real':>9}{'shuffled':>10}")
+    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "seed_repeats"):
+        print(f"{key:24}" + "".join(f"{_f(table[k][key]):>{w}}" for k, w in (("generated", 11), ("real", 9), ("shuffled", 10)))
+              + f"   ({table['real'][key + '_songs']} songs)")
+    print(f"per-track density, generated / real (median): {ratios['density_ratio']:.2f}; "
+          f"polyphony: {ratios['polyphony_ratio']:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"summary": table, "ratios": ratios, "songs": rows}, indent=1))
+    return 0
+
+
+def _f(value) -> str:
+    return "-" if value is None else f"{float(value):.3f}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
