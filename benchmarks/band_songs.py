@@ -74,6 +74,59 @@ def write_roll(music, path, seconds: float) -> None:
     Path(path).write_bytes(png)
 
 
+def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
+    """A 64-bit polynomial hash of every run of ``n`` ids (``len(ids) - n + 1`` of them)."""
+    ids = ids.astype(np.uint64) + np.uint64(1)
+    base = np.uint64(1_000_003)
+    h = np.zeros(len(ids) - n + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(n):
+            h = h * base + ids[k:len(ids) - n + 1 + k]
+    return h
+
+
+def longest_copied_run(sequences: list[np.ndarray], corpus: np.ndarray, longest: int = 512) -> list[int]:
+    """For each id sequence, the length of its longest run found verbatim in ``corpus`` (binary
+    search on the length; a run of length n is looked up by its hash among the corpus's n-grams)."""
+    found = [0] * len(sequences)
+    low, high = 1, longest
+    cache = {}
+
+    def present(n):
+        if n not in cache:
+            table = np.unique(ngram_hashes(corpus, n))
+            cache[n] = [bool(len(seq) >= n and np.isin(ngram_hashes(seq, n), table, assume_unique=False).any())
+                        for seq in sequences]
+        return cache[n]
+
+    # per sequence binary search, sharing the corpus tables between sequences
+    bounds = [[low, min(high, max(len(s), 1))] for s in sequences]
+    while any(lo <= hi for lo, hi in bounds):
+        n = int(np.median([(lo + hi) // 2 for lo, hi in bounds if lo <= hi]))
+        hits = present(n)
+        for i, (lo, hi) in enumerate(bounds):
+            if lo > hi or not lo <= n <= hi:
+                continue
+            if hits[i]:
+                found[i] = max(found[i], n)
+                bounds[i][0] = n + 1
+            else:
+                bounds[i][1] = n - 1
+    return found
+
+
+def originality(tokenizer, corpus_spec: str, generated: list, real: list) -> dict:
+    """The longest run of each continuation's tokens found verbatim in the training corpus."""
+    from generator.data import corpora, dataset
+
+    corpus = dataset.tokenize(corpora.open_corpus(corpus_spec, "music"), dataset.TokenizerFactory(tokenizer.kind, {}))
+    encode = lambda seq: np.array(tokenizer.encode(seq), dtype=np.int64)  # noqa: E731
+    gen = longest_copied_run([encode(s) for s in generated], corpus.ids.astype(np.int64))
+    ref = longest_copied_run([encode(s) for s in real], corpus.ids.astype(np.int64))
+    return {"generated_median": float(np.median(gen)), "generated_max": int(max(gen)),
+            "real_median": float(np.median(ref)), "real_max": int(max(ref)), "generated": gen, "real": ref}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--songs", required=True, help="A folder of MIDI songs none of the models trained on.")
@@ -83,6 +136,9 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=20.0, help="Seconds of continuation.")
     p.add_argument("--json", default=None, help="Write every song's figures to this JSON file.")
     p.add_argument("--png", default=None, help="Draw the first song's seed end and continuation to this PNG.")
+    p.add_argument("--training-corpus", default=None,
+                   help="The corpus the model trained on: measure the longest run of continuation tokens found in it "
+                        "verbatim, for the generated and the real continuations (its tokenization must be cached).")
     args = p.parse_args(argv)
     files = sorted(Path(args.songs).rglob("*.mid"))
     songs = []
@@ -96,7 +152,7 @@ def main(argv=None) -> int:
             songs.append(song)
         if len(songs) >= args.count + 1:
             break
-    models, rows = {}, []
+    models, rows, pairs = {}, [], []
     began = time.perf_counter()
     for i, song in enumerate(songs[:args.count]):
         seed = cut(song, 0.0, args.cut)
@@ -114,6 +170,9 @@ def main(argv=None) -> int:
         row = {"song": str(song.source), "model": name, "generated": generated, "real": truth, "shuffled": baseline,
                "density_ratio": density_ratio(generated, truth), "polyphony_ratio": density_ratio(generated, truth, "polyphony")}
         rows.append(row)
+        new = dataclasses.replace(music.sequence, notes=[n for n in music.sequence.notes
+                                                         if n.start >= music.continuation_start - 1e-6])
+        pairs.append((new, real))
         print(f"{i + 1:3d} {Path(song.source).name:>12} {name:>9}: kept {_f(generated['tracks_kept'])} "
               f"(real {_f(truth['tracks_kept'])}), drums {generated['drums_continue']} (real {truth['drums_continue']}), "
               f"lowest {generated['lowest_stays_lowest']} (real {truth['lowest_stays_lowest']}), repeats "
@@ -131,8 +190,15 @@ def main(argv=None) -> int:
               + f"   ({table['real'][key + '_songs']} songs)")
     print(f"per-track density, generated / real (median): {ratios['density_ratio']:.2f}; "
           f"polyphony: {ratios['polyphony_ratio']:.2f}")
+    copied = None
+    if args.training_corpus:
+        model = next(iter(models.values()))
+        copied = originality(model.tokenizer, args.training_corpus, [g for g, _ in pairs], [r for _, r in pairs])
+        print(f"longest run of tokens found verbatim in the training corpus: generated median "
+              f"{copied['generated_median']:.0f} (max {copied['generated_max']}), real continuations median "
+              f"{copied['real_median']:.0f} (max {copied['real_max']})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": table, "ratios": ratios, "songs": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"summary": table, "ratios": ratios, "originality": copied, "songs": rows}, indent=1))
     return 0
 
 

@@ -346,3 +346,31 @@ def test_real_band_songs_round_trip(tmp_path):
             assert sum(not n.is_drum for n in decoded.notes) == len(distinct)  # doubled notes are played once
             checked += 1
     assert checked >= 8
+
+
+def test_tracks_keep_their_channels_through_reading_and_writing(tmp_path):
+    from generator.data import midi_io
+
+    path = write_midi(tmp_path / "song.mid", [(0, True, groove(1)), (33, False, [(36, 0, 1)]), (27, False, [(60, 0, 1)])])
+    mid = mido.MidiFile(path)
+    for track, channel in zip(mid.tracks[1:], (5, 12)):  # move the pitched tracks to channels 5 and 12
+        for i, message in enumerate(track):
+            if hasattr(message, "channel"):
+                track[i] = message.copy(channel=channel)
+    mid.save(path)
+    seq = midi_io.read_midi(path)
+    assert sorted(i.channel for i in seq.instruments) == [5, 9, 12]
+    midi_io.write_midi(seq, tmp_path / "again.mid")
+    again = midi_io.read_midi(tmp_path / "again.mid")
+    assert {(i.program, i.channel) for i in again.instruments} == {(i.program, i.channel) for i in seq.instruments}
+
+
+def test_the_fallback_synthesis_makes_drums_audible():
+    from generator.generation.render import synthesize
+
+    pm = pretty_midi.PrettyMIDI()
+    drums = pretty_midi.Instrument(0, is_drum=True)
+    drums.notes = [pretty_midi.Note(100, 36, 0.1, 0.2), pretty_midi.Note(100, 38, 0.6, 0.7)]
+    pm.instruments = [drums]
+    audio = synthesize(pm, 8000)
+    assert np.abs(audio[800:2400]).max() > 0.1 and np.abs(audio[4800:6400]).max() > 0.1

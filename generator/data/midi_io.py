@@ -99,14 +99,43 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
                 raise limits.exceeded(name, source, f"at least {counted:,} {unit}", limit)
     midi = mido.MidiFile(file=io.BytesIO(clean), clip=True)
     _repair(midi, source)
+    onsets = _note_on_channels(midi)  # before pretty_midi, which turns delta ticks into absolute ones
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pm = pretty_midi.PrettyMIDI(mido_object=midi)
     seq = from_pretty_midi(pm, source)
+    for inst, channel in zip(seq.instruments, _channels(onsets, pm)):
+        inst.channel = channel
     if not seq.notes:
         raise _fail(source, "contains no notes")
     limits.check("seconds", source, round(seq.end_time), limits.get("seconds", MAX_SECONDS))
     return seq
+
+
+def _note_on_channels(midi) -> dict[tuple[int, int], list[int]]:
+    """(tick, pitch) -> the channels of the note-ons there, for ``_channels``."""
+    onsets: dict[tuple[int, int], list[int]] = {}
+    for track in midi.tracks:
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type == "note_on" and message.velocity > 0:
+                onsets.setdefault((tick, message.note), []).append(message.channel)
+    return onsets
+
+
+def _channels(onsets, pm) -> list[int]:
+    """The MIDI channel of each of ``pm``'s instruments (-1 where none is found): the channel of
+    the note-ons at its first notes' ticks and pitches."""
+    found = []
+    for inst in pm.instruments:
+        votes: dict[int, int] = {}
+        for note in inst.notes[:16]:
+            for channel in onsets.get((pm.time_to_tick(note.start), note.pitch), []):
+                if (channel == 9) == bool(inst.is_drum):
+                    votes[channel] = votes.get(channel, 0) + 1
+        found.append(max(votes, key=votes.get) if votes else -1)
+    return found
 
 
 _KNOWN_CHUNKS = (b"MThd", b"XFIH", b"XFKM")  # other chunk kinds seen in the wild, skipped
@@ -419,6 +448,8 @@ def to_pretty_midi(seq: NoteSequence):
         pretty_midi.Instrument(program=_clamp(i.program, 0, 127), is_drum=bool(i.is_drum), name=i.name or "")
         for i in seq.instruments
     ]
+    for track, inst in zip(tracks, seq.instruments):
+        track.channel = inst.channel  # write_midi puts each track back on its own channel
     extra: dict[tuple[int, bool], object] = {}
     for note in seq.notes:
         if not 0 <= note.pitch <= 127:
@@ -441,6 +472,25 @@ def _clamp(value, low: int, high: int) -> int:
     return int(min(max(int(value), low), high))
 
 
+def _restore_channels(pm, path: str) -> None:
+    """Move each written track to the channel its instrument was read from, where that is known and
+    fits (drums on 9 only, each channel used by one pitched track); pretty_midi numbers them in order."""
+    wanted = [getattr(inst, "channel", -1) for inst in pm.instruments]
+    pitched = [c for inst, c in zip(pm.instruments, wanted) if not inst.is_drum]
+    if all(c < 0 for c in wanted) or len(set(pitched)) < len(pitched) or 9 in pitched or -1 in pitched:
+        return
+    import mido
+
+    midi = mido.MidiFile(path)
+    for inst, channel, track in zip(pm.instruments, wanted, midi.tracks[1:]):
+        if inst.is_drum:
+            continue
+        for i, message in enumerate(track):
+            if hasattr(message, "channel"):
+                track[i] = message.copy(channel=channel)
+    midi.save(path)
+
+
 def write_midi(seq: NoteSequence, path, force: bool = False) -> Path:
     """Write seq as a standard MIDI file, atomically; refuse to overwrite unless ``force``."""
     path = Path(path)
@@ -458,6 +508,7 @@ def write_midi(seq: NoteSequence, path, force: bool = False) -> Path:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(handle)
         pm.write(temporary)
+        _restore_channels(pm, temporary)
         os.replace(temporary, path)
         temporary = None
     except Exception as error:

@@ -38,6 +38,7 @@ MAX_SYNTH_SECONDS = 3600.0  # longer audio would take gigabytes of memory
 NOTEBOOK_RATE = 8000  # the notebook player's preview: small enough to embed
 NOTEBOOK_SECONDS = 60.0  # at most this much audio is embedded in a notebook
 FLUIDSYNTH_TIMEOUT = 600  # seconds
+INSTALL_HINT = "sudo apt install fluidsynth fluid-soundfont-gm (macOS: brew install fluid-synth)"
 SOUNDFONT_LOCATIONS = (  # where Linux distributions and Homebrew put a General MIDI SoundFont
     "/usr/share/sounds/sf2/FluidR3_GM.sf2",
     "/usr/share/sounds/sf2/default-GM.sf2",
@@ -150,9 +151,9 @@ def write_wav(pm, path: Path, soundfont: Path | None) -> str:
             return f"FluidSynth with SoundFont {soundfont}"
         reason = f"FluidSynth failed: {problem}"
     elif program:
-        reason = "no SoundFont found; pass --soundfont FILE to use FluidSynth"
+        reason = f"no SoundFont found; pass --soundfont FILE or install one ({INSTALL_HINT}) to use FluidSynth"
     else:
-        reason = "FluidSynth is not installed"
+        reason = f"FluidSynth is not installed; for instrument sounds: {INSTALL_HINT}"
     data = wav_bytes(synthesize(pm, SINE_RATE), SINE_RATE)
     _atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     return f"pretty_midi sine-wave synthesis; {reason}"
@@ -181,13 +182,45 @@ def _fluidsynth(program: str, pm, path: Path, soundfont: Path) -> str | None:
 
 
 def synthesize(pm, rate: int, max_seconds: float = MAX_SYNTH_SECONDS) -> np.ndarray:
-    """pretty_midi's sine-wave synthesis of ``pm`` as float samples in [-1, 1] (drums are silent)."""
+    """pretty_midi's sine-wave synthesis of ``pm`` as float samples in [-1, 1], with drum hits as
+    short noise bursts (pretty_midi leaves drums silent): kicks low, snares and toms in the middle,
+    cymbals high."""
     if pm.get_end_time() > max_seconds:
         raise GeneratorError(f"the piece lasts {pm.get_end_time():.0f} s; audio is rendered for at most "
                              f"{max_seconds:.0f} s")
-    audio = pm.synthesize(fs=rate) if pm.instruments else np.zeros(0)
+    audio = np.nan_to_num(pm.synthesize(fs=rate)) if pm.instruments else np.zeros(0)  # drums alone: 0/0
+    hits = [n for inst in pm.instruments if inst.is_drum for n in inst.notes]
+    if hits:
+        drums = _drum_hits(hits, rate, int(pm.get_end_time() * rate) + rate // 4)
+        pitched = float(np.max(np.abs(audio))) if audio.size else 0.0
+        scale = (pitched or 1.0) * 0.6 / max(float(np.max(np.abs(drums))), 1e-9)
+        audio = np.pad(audio, (0, max(len(drums) - len(audio), 0)))
+        audio[:len(drums)] += drums * scale
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     return audio / peak * 0.9 if peak > 0 else audio
+
+
+def _drum_hits(hits, rate: int, length: int) -> np.ndarray:
+    """Noise bursts for General MIDI drum hits: a falling sine for kicks (35, 36), noise low-passed
+    for toms and snares, high-passed noise for hi-hats and cymbals; loudness follows velocity."""
+    rng = np.random.default_rng(0)
+    out = np.zeros(length)
+    for n in hits:
+        start = int(n.start * rate)
+        kind = "kick" if n.pitch in (35, 36) else "cymbal" if n.pitch in (42, 44, 46, 49, 51, 52, 53, 55, 57, 59) else "drum"
+        seconds = {"kick": 0.25, "drum": 0.18, "cymbal": 0.12}[kind]
+        t = np.arange(int(seconds * rate)) / rate
+        envelope = np.exp(-t / (seconds / 5))
+        if kind == "kick":
+            wave_ = np.sin(2 * np.pi * (60 + 90 * np.exp(-t * 30)) * t)
+        else:
+            noise = rng.uniform(-1, 1, len(t))
+            wave_ = np.diff(noise, prepend=0.0) if kind == "cymbal" else np.convolve(noise, np.ones(4) / 4, "same")
+        burst = wave_ * envelope * (n.velocity / 127)
+        end = min(start + len(burst), length)
+        if start < end:
+            out[start:end] += burst[:end - start]
+    return out
 
 
 def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
