@@ -206,7 +206,8 @@ def music_parser() -> Parser:
     prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
                        help="Prime the model with the last S seconds of the seed.")
     prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
-                       help="Prime the model with the last N tokens of the encoded seed (default: up to 2048).")
+                       help="Prime the model with the last N tokens of the encoded seed. Default: 2048, or the "
+                            "GENERATOR_PROMPT_TOKENS environment variable (0 there primes with the whole seed).")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
                       help="How many tokens to generate (default 1000).")
