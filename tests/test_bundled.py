@@ -82,3 +82,15 @@ def test_key_averaging_lowers_jsb_loss_on_chorales_never_trained_on(tmp_path):
     averaged = api.load("jsb-chorales").evaluate(str(few), split="valid")
     assert averaged["key_average"] == 3 and averaged["tokens"] == alone["tokens"]
     assert averaged["nll_per_token"] < alone["nll_per_token"] - 0.005
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"])
+def test_bundled_checkpoint_records_no_machine_path(name):
+    """Their corpus is a built-in name or a path under GENERATOR_CORPORA_DIR (see docs/models/)."""
+    import json
+    from pathlib import PurePosixPath
+
+    run = checkpoints.load_run(name)
+    for file in ("config.json", "metrics.json"):
+        corpus = json.loads((run.path / file).read_text())["corpus"]
+        assert not PurePosixPath(corpus).is_absolute() and not corpus.startswith("~"), (file, corpus)
