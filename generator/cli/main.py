@@ -111,7 +111,7 @@ def add_key_average_flag(p: argparse.ArgumentParser) -> None:
                    help="Music models: average every next-token prediction over the music transposed by -K..K "
                         "semitones (2K+1 copies run side by side as one batch; a copy drops out once its notes "
                         "leave the model's pitch range). It lowers the loss of models trained with transposition "
-                        "augmentation (README, 'Key averaging'). 0 uses the model alone. Default: the "
+                        "augmentation (docs/music.md, 'Key averaging'). 0 uses the model alone. Default: the "
                         "checkpoint's own recommendation (the bundled music models: 3), else 0.")
 
 
