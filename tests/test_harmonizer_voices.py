@@ -69,7 +69,7 @@ def synthetic_results(settings):
                 {"step": 4, "sums": sums_at_4, "cells": cells, "train_loss": 2.0}]
     models = {"shared": {"curve": curve([10.0, 40.0, 90.0, 160.0], [30.0] * 4), "parameters": 100,
                          "parameters_one_head": 70}}
-    for i, voice in enumerate(hv.VOICE_NAMES):
+    for voice in hv.VOICE_NAMES:
         models[voice] = {"curve": curve([1.5 * c for c in cells], [4.0 * c for c in cells]), "parameters": 100,
                          "parameters_one_head": 70}
     return {"settings": settings, "models": models}

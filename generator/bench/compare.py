@@ -307,11 +307,11 @@ def markdown(results: dict) -> str:
     lines += ["", "| sampling tokens per second (wall; per CPU-second) | " + " | ".join(archs) + " |",
               "|---" * (len(archs) + 1) + "|"]
     for key in r0(results)["sampling"]:
-        row(key, lambda r: f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}")
+        row(key, lambda r, key=key: f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}")
     lines += ["", "| decode state, bytes per sample | " + " | ".join(archs) + " |", "|---" * (len(archs) + 1) + "|"]
     for key in r0(results)["sampling"]:
         if key.startswith("batch 1,"):
-            row(f"after {key.split(', ')[1]}", lambda r: f"{r['sampling'][key]['state_bytes_per_sample']:,}")
+            row(f"after {key.split(', ')[1]}", lambda r, key=key: f"{r['sampling'][key]['state_bytes_per_sample']:,}")
     return "\n".join(lines)
 
 
