@@ -52,6 +52,11 @@ def test_a_plain_install_ships_the_checkpoints_and_corpora(tmp_path):
     assert folder.startswith(str(target))
     assert "'shakespeare'" in names and "'bach'" in names
     assert "'austen'" in corpora and "'bach'" in corpora
+    bench = subprocess.run([sys.executable, "-c", "from generator.cli.main import generator; generator()", "bench"],
+                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+                           timeout=120)
+    assert bench.returncode == 2 and bench.stderr.count("\n") == 1, bench.stderr  # no benchmarks/ in a plain install
+    assert "source checkout" in bench.stderr
     shipped = {f.suffix for f in Path(folder).rglob("*") if f.is_file()}
     assert shipped == {".json", ".keras"}, shipped  # weights and configuration; no notes, histories or logs
 

@@ -1,4 +1,4 @@
-"""The shared-versus-per-voice harmonizer measurement (generator.bench.harmonizer_voices), on a tiny corpus."""
+"""The shared-versus-per-voice harmonizer measurement (benchmarks.harmonizer_voices), on a tiny corpus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from generator.bench import harmonizer_voices as hv
+from benchmarks import harmonizer_voices as hv
 
 TINY = ["--steps", "4", "--layers", "1", "--units", "16", "--embedding", "4", "--dropout", "0", "--seq-len", "16",
         "--batch-size", "4"]
