@@ -86,7 +86,7 @@ class RunConfig:
 MODEL_KEYS = ("arch", "tokenizer", "layers", "units", "embedding", "heads", "attention_window", "vocab_size",
               "tie_weights", "positions")
 
-# The regularizers each preset takes are the ones that won, trained to convergence, in README
+# The regularizers each preset takes are the ones that won, trained to convergence, in docs/results.md
 # "Ablation": for text the four that beat the baseline alone in about as many epochs (together
 # better than any of them; tying also beat it, in twice the epochs); for chorales, under
 # transposition augmentation, only locked and input dropout did. The Transformer takes none of

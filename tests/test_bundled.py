@@ -11,7 +11,7 @@ def test_bundled_checkpoint_is_found_and_complete(name):
     assert name in checkpoints.bundled_names()
     run = checkpoints.load_run(name)
     assert run.metrics["val_loss_nats"] > 0 and run.metrics["best_epoch"] >= 1
-    if name != "shakespeare-attention":  # the architecture comparison's fixed-budget run (checkpoints/README.md)
+    if name != "shakespeare-attention":  # the architecture comparison's fixed-budget run (docs/models/shakespeare-attention.md)
         assert run.metrics["complete"] and run.metrics["stopped_early"]  # trained until validation stopped improving
     assert (run.path / "model.keras").stat().st_size < 25 * 1024 * 1024
     assert not (run.path / "resume.npz").exists()
@@ -52,6 +52,13 @@ def test_a_plain_install_ships_the_checkpoints_and_corpora(tmp_path):
     assert folder.startswith(str(target))
     assert "'shakespeare'" in names and "'bach'" in names
     assert "'austen'" in corpora and "'bach'" in corpora
+    bench = subprocess.run([sys.executable, "-c", "from generator.cli.main import generator; generator()", "bench"],
+                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+                           timeout=120)
+    assert bench.returncode == 2 and bench.stderr.count("\n") == 1, bench.stderr  # no benchmarks/ in a plain install
+    assert "source checkout" in bench.stderr
+    shipped = {f.suffix for f in Path(folder).rglob("*") if f.is_file()}
+    assert shipped == {".json", ".keras"}, shipped  # weights and configuration; no notes, histories or logs
 
 
 def test_jsb_chorales_checkpoint_writes_four_voices():
@@ -63,7 +70,7 @@ def test_jsb_chorales_checkpoint_writes_four_voices():
 
 @pytest.mark.parametrize("name", ["jsb-chorales", "bach", "pop-piano"])
 def test_bundled_music_models_average_over_seven_keys(name):
-    assert api.load(name).key_average == 3  # recommended in config.json (README, "Key averaging")
+    assert api.load(name).key_average == 3  # recommended in config.json (docs/music.md, "Key averaging")
     assert api.load(name, key_average=0).key_average == 0
 
 
@@ -82,3 +89,15 @@ def test_key_averaging_lowers_jsb_loss_on_chorales_never_trained_on(tmp_path):
     averaged = api.load("jsb-chorales").evaluate(str(few), split="valid")
     assert averaged["key_average"] == 3 and averaged["tokens"] == alone["tokens"]
     assert averaged["nll_per_token"] < alone["nll_per_token"] - 0.005
+
+
+@pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"])
+def test_bundled_checkpoint_records_no_machine_path(name):
+    """Their corpus is a built-in name or a path under GENERATOR_CORPORA_DIR (see docs/models/)."""
+    import json
+    from pathlib import PurePosixPath
+
+    run = checkpoints.load_run(name)
+    for file in ("config.json", "metrics.json"):
+        corpus = json.loads((run.path / file).read_text())["corpus"]
+        assert not PurePosixPath(corpus).is_absolute() and not corpus.startswith("~"), (file, corpus)

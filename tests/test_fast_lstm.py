@@ -46,7 +46,8 @@ def test_one_adam_step_gives_the_same_weights():
     for use_fast in (False, True):
         model = tiny()
         optimizer = keras.optimizers.Adam(0.01, global_clipnorm=1.0)
-        forward = (lambda t: fast_lstm.forward(model, t, training=True)) if use_fast else (lambda t: model(t, training=True))
+        forward = ((lambda t, model=model: fast_lstm.forward(model, t, training=True)) if use_fast
+                   else (lambda t, model=model: model(t, training=True)))
         _, grads = loss_and_grads(model, forward, x, y)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         results.append(model.get_weights())
@@ -55,7 +56,7 @@ def test_one_adam_step_gives_the_same_weights():
 
 
 def test_unsupported_layers_run_as_themselves():
-    model, (x, _) = tiny(), batch()
+    model = tiny()
     assert all(fast_lstm.supported(layer) for layer in model.layers if isinstance(layer, keras.layers.LSTM))
     odd = keras.layers.LSTM(4, return_sequences=True, recurrent_dropout=0.1)
     assert not fast_lstm.supported(odd)

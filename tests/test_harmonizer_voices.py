@@ -1,4 +1,4 @@
-"""The shared-versus-per-voice harmonizer measurement (generator.bench.harmonizer_voices), on a tiny corpus."""
+"""The shared-versus-per-voice harmonizer measurement (benchmarks.harmonizer_voices), on a tiny corpus."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from generator.bench import harmonizer_voices as hv
+from benchmarks import harmonizer_voices as hv
 
 TINY = ["--steps", "4", "--layers", "1", "--units", "16", "--embedding", "4", "--dropout", "0", "--seq-len", "16",
         "--batch-size", "4"]
@@ -69,7 +69,7 @@ def synthetic_results(settings):
                 {"step": 4, "sums": sums_at_4, "cells": cells, "train_loss": 2.0}]
     models = {"shared": {"curve": curve([10.0, 40.0, 90.0, 160.0], [30.0] * 4), "parameters": 100,
                          "parameters_one_head": 70}}
-    for i, voice in enumerate(hv.VOICE_NAMES):
+    for voice in hv.VOICE_NAMES:
         models[voice] = {"curve": curve([1.5 * c for c in cells], [4.0 * c for c in cells]), "parameters": 100,
                          "parameters_one_head": 70}
     return {"settings": settings, "models": models}

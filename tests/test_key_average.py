@@ -211,3 +211,22 @@ def test_heldout_gives_the_whole_pieces_the_trainer_held_out(chorale_file, tmp_p
     trainer_held = split_segments(corpus, 0.5, seed=3, holdout="documents").val_ids
     assert len(held) == 1
     assert [BOS] + tokenizer.encode(held[0]) == trainer_held.tolist()
+
+
+def test_heldout_finds_a_corpus_recorded_by_name_in_the_corpora_dir(chorale_file, tmp_path, monkeypatch):
+    """The bundled checkpoints record their corpus by name (``pop909``), never a machine path."""
+    from generator.errors import GeneratorError
+    from generator.evaluation.music_stats import held_out_corpus
+
+    (tmp_path / "corpora" / "jsb").mkdir(parents=True)
+    (tmp_path / "corpora" / "jsb" / "chorales.json").write_bytes(chorale_file.read_bytes())
+    tokenizer = VoicesTokenizer(low=48, high=72)
+    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
+                       corpus="jsb/chorales.json", split="valid", holdout="documents", val_fraction=0.5, seed=3)
+    run = save_run(tmp_path / "run", random_model(config), tokenizer, config)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GENERATOR_CORPORA_DIR", raising=False)
+    with pytest.raises(GeneratorError, match="GENERATOR_CORPORA_DIR"):
+        held_out_corpus(str(run)).documents()
+    monkeypatch.setenv("GENERATOR_CORPORA_DIR", str(tmp_path / "corpora"))
+    assert len(held_out_corpus(str(run)).documents()) == 1

@@ -448,3 +448,22 @@ def test_a_lone_worker_process_exits_2_within_its_peer_timeout(tmp_path, tiny_co
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert cluster["worker"][0] in lines[0] and "GENERATOR_PEER_TIMEOUT" in lines[0]
     assert time.monotonic() - started < 110
+
+
+@pytest.mark.parametrize("env, primed", [(None, 2048), ("100", 100), ("0", "all")])
+def test_a_music_seed_primes_with_the_prompt_tokens_limit(monkeypatch, env, primed):
+    from generator.data.tokenizers.events import EventTokenizer
+    from generator.generation.compose import prime_ids
+
+    monkeypatch.delenv("GENERATOR_PROMPT_TOKENS", raising=False)
+    if env is not None:
+        monkeypatch.setenv("GENERATOR_PROMPT_TOKENS", env)
+    tokenizer = EventTokenizer()
+    seed = NoteSequence(notes=[Note(60 + i % 12, i * 0.25, i * 0.25 + 0.2) for i in range(2000)])
+    encoded = tokenizer.encode(seed)
+    assert len(encoded) > 4000
+    notices = []
+    ids = prime_ids(tokenizer, seed, None, None, notices)
+    assert ids == (encoded if primed == "all" else encoded[-primed:])
+    assert bool(notices) == (primed != "all")
+    assert prime_ids(tokenizer, seed, None, 50) == encoded[-50:]  # an explicit prime_tokens wins over the variable

@@ -113,7 +113,7 @@ def add_key_average_flag(p: argparse.ArgumentParser) -> None:
                    help="Music models: average every next-token prediction over the music transposed by -K..K "
                         "semitones (2K+1 copies run side by side as one batch; a copy drops out once its notes "
                         "leave the model's pitch range). It lowers the loss of models trained with transposition "
-                        "augmentation (README, 'Key averaging'). 0 uses the model alone. Default: the "
+                        "augmentation (docs/music.md, 'Key averaging'). 0 uses the model alone. Default: the "
                         "checkpoint's own recommendation (the bundled music models: 3), else 0.")
 
 
@@ -208,7 +208,8 @@ def music_parser() -> Parser:
     prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
                        help="Prime the model with the last S seconds of the seed.")
     prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
-                       help="Prime the model with the last N tokens of the encoded seed (default: up to 2048).")
+                       help="Prime the model with the last N tokens of the encoded seed. Default: 2048, or the "
+                            "GENERATOR_PROMPT_TOKENS environment variable (0 there primes with the whole seed).")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
                       help="How many tokens to generate (default 1000).")
@@ -434,21 +435,12 @@ def generator_parser() -> Parser:
     add_continuation_flags(ev)
     corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
     corpora.add_argument("action", choices=["list"], help="`list` prints every built-in corpus with its size.")
-    bench = sub.add_parser("bench", help="Measure speed and memory beside the baselines.",
-                           description="Measure sampling, training, memory and MIDI tokenization, each figure beside "
-                                       "its baseline measured in the same run (takes several minutes).")
-    bench.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
-    bench.add_argument("--quick", action="store_true",
-                       help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
-    bench.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
-    from generator.bench import compare
-
-    cmp = sub.add_parser("compare", help="Train lstm, lstm-attention and transformer side by side and measure them.",
-                         description="Train each architecture on one corpus at equal parameter count and equal "
-                                     "wall-clock budget, then measure validation loss, training and sampling speed, "
-                                     "decode-state memory and evaluate time; writes compare.json and compare.png.")
-    compare.add_arguments(cmp)
-    cmp.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    # Listed here; their flags are the benchmarks' own (generator_main hands them the arguments).
+    sub.add_parser("bench", add_help=False,
+                   help="Measure speed and memory beside the baselines (benchmarks/suite.py of a source checkout).")
+    sub.add_parser("compare", add_help=False,
+                   help="Train lstm, lstm-attention and transformer side by side and measure them "
+                        "(benchmarks/compare_archs.py of a source checkout).")
     commands.add_render_parser(sub)
     commands.add_tune_parser(sub)
     from generator.cli import music_stats
@@ -457,7 +449,30 @@ def generator_parser() -> Parser:
     return p
 
 
+BENCHMARKS = {"bench": "suite", "compare": "compare_archs"}  # commands that run a module of benchmarks/
+
+
+def benchmark_main(command: str, argv: list[str]) -> None:
+    """Run ``generator COMMAND ARGS`` as ``python -m benchmarks.MODULE ARGS`` of the source checkout."""
+    import importlib
+
+    root = Path(__file__).resolve().parents[2]  # the checkout, when the package is installed from one
+    if (root / "benchmarks" / "__init__.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(f"benchmarks.{BENCHMARKS[command]}")
+    except ModuleNotFoundError as e:
+        if e.name not in ("benchmarks", f"benchmarks.{BENCHMARKS[command]}"):
+            raise
+        raise GeneratorError(f"generator {command} runs the benchmarks of a source checkout, which a plain "
+                             "install does not carry: install the project with pip install -e . from a clone") from None
+    module.main(argv, prog=f"generator {command}")
+
+
 def generator_main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in BENCHMARKS:
+        return benchmark_main(argv[0], argv[1:])
     args = generator_parser().parse_args(argv)
     if args.command == "corpora":
         return corpora_list()
@@ -480,15 +495,6 @@ def generator_main(argv=None) -> None:
     quiet_tensorflow(args.verbose, strategy == "multi-worker")
     if args.command == "tune":
         return commands.tune_main(args)
-    if args.command == "bench":
-        from generator.bench import suite as bench
-
-        return bench.main(quick=args.quick, as_json=args.json)
-    if args.command == "compare":
-        from generator.bench import compare
-
-        compare.run_args(args)
-        return
     from generator import api
 
     if args.command == "train":

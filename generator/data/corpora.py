@@ -2,7 +2,9 @@
 
 A *spec* is what the user types after ``--corpus``: a file, a directory, or the name of a
 built-in corpus defined by a small TOML file in the repository's ``corpora/`` folder (shipped
-in the package). Text documents are strings; music documents are ``NoteSequence`` objects or
+in the package). A relative path that is neither is looked for under ``$GENERATOR_CORPORA_DIR``
+too, the folder a user keeps corpora in: the bundled checkpoints record their corpus that way
+(``pop909``, ``tinyshakespeare/train.txt``), so ``heldout:pop-piano`` finds POP909 there. Text documents are strings; music documents are ``NoteSequence`` objects or
 SATB grids (numpy ``[steps, 4]`` arrays). Every problem with the input becomes a
 ``GeneratorError`` naming the file.
 
@@ -13,6 +15,7 @@ that a tokenized copy can be found in the cache without reading the documents ag
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+CORPORA_DIR_ENV = "GENERATOR_CORPORA_DIR"  # a folder of corpora that relative specs are also looked for in
 TEXT_SUFFIXES = (".txt",)
 MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".mxl", ".xml", ".abc", ".krn")
 
@@ -121,9 +125,12 @@ def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "u
         if definition["modality"] != modality:
             raise GeneratorError(f"built-in corpus {spec} is {definition['modality']}, not {modality}")
         return _open_builtin(spec, definition, encoding)
+    if not path.exists() and not path.is_absolute() and os.environ.get(CORPORA_DIR_ENV):
+        path = Path(os.environ[CORPORA_DIR_ENV]).expanduser() / path
     if not path.exists():
         names = ", ".join(n for n, d in definitions.items() if d["modality"] == modality)
-        raise GeneratorError(f"corpus {spec} not found: give a file, a directory or a built-in name ({names})")
+        raise GeneratorError(f"corpus {spec} not found: give a file, a directory or a built-in name ({names}), "
+                             f"or set {CORPORA_DIR_ENV} to the folder that holds it")
     if modality == "text":
         return open_text(path, encoding=encoding)
     if path.suffix.lower() == ".json":

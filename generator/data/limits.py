@@ -29,6 +29,7 @@ No TensorFlow here.
 from __future__ import annotations
 
 import importlib
+import itertools
 import os
 import pickle
 import signal
@@ -287,6 +288,82 @@ class _Worker:
                 pass
 
 
+class _Pool:
+    """Worker processes that each run one call at a time under a deadline (``map_bounded`` drives them)."""
+
+    def __init__(self, function: Callable, items: list, names: list[str], count: int, seconds: float, memory: int):
+        self.function, self.items, self.names = function, items, names
+        self.seconds, self.memory, self.limits = seconds, memory, snapshot()
+        self.workers = [_Worker(memory) for _ in range(count)]
+        self.pending = list(range(len(items)))[::-1]
+
+    def started(self) -> bool:
+        return any(worker.ready for worker in self.workers)
+
+    def hand_out(self, now: float) -> None:
+        """Give every started, idle worker the next pending call."""
+        for position, worker in enumerate(self.workers):
+            if worker.ready and worker.task is None and self.pending:
+                index = self.pending.pop()
+                try:
+                    worker.send((self.function, self.items[index], self.limits))
+                except (OSError, ValueError):  # the worker died while idle: retry on a new one
+                    self.pending.append(index)
+                    self.workers[position] = _replace(worker, self.memory)
+                    continue
+                worker.task = (index, self.names[index])
+                worker.deadline = now + self.seconds if self.seconds else float("inf")
+
+    def replies(self, now: float) -> Iterator[tuple[int, bool, object]]:
+        """The calls that end before the next deadline (or within a second): ``(index, ok, result or message)``."""
+        from multiprocessing.connection import wait
+
+        timeout = max(0.0, min([w.deadline - now for w in self.workers if w.task is not None] + [1.0]))
+        for reader in wait([w.reader for w in self.workers], timeout=timeout):
+            position, worker = next((k, w) for k, w in enumerate(self.workers) if w.reader is reader)
+            try:
+                kind, value = worker.receive()
+            except (EOFError, OSError, pickle.UnpicklingError):
+                kind, value = "died", None
+            if kind == "ready":
+                worker.ready = True
+                continue
+            if worker.task is None:  # died before taking any work
+                if kind == "died":
+                    code = worker.process.wait()
+                    raise GeneratorError(f"a parsing worker could not start (exit code {code}); "
+                                         f"{LIMITS['parse_seconds'].env}=0 parses in this process")
+                continue
+            index, name = worker.task
+            worker.task, worker.deadline = None, float("inf")
+            if kind == "ok":
+                yield index, True, value
+                continue
+            if kind == "memory":
+                value = f"{name}: parsing ran out of memory (limit {self.memory:,} MiB); {how_to_raise('parse_memory')}"
+            elif kind == "died":
+                code = worker.process.wait()
+                value = f"{name}: the parser died (exit code {code}), probably out of memory; {how_to_raise('parse_memory')}"
+            if kind in ("died", "memory"):
+                self.workers[position] = _replace(worker, self.memory)
+            yield index, False, str(value)
+
+    def expired(self) -> Iterator[tuple[int, bool, str]]:
+        """The calls past their deadline, their workers killed and replaced."""
+        now = time.monotonic()
+        for position, worker in enumerate(self.workers):
+            if worker.task is not None and now > worker.deadline:
+                index, name = worker.task
+                worker.task = None
+                self.workers[position] = _replace(worker, self.memory)
+                yield index, False, (f"{name}: parsing took longer than the limit of {_number(self.seconds)} seconds; "
+                                     f"{how_to_raise('parse_seconds')}")
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            worker.stop(kill=worker.task is not None or not worker.ready)
+
+
 def map_bounded(function: Callable, items: Iterable, names: list[str] | None = None, *,
                 workers: int | None = None, seconds: float | None = None) -> Iterator[tuple[int, bool, object]]:
     """Call ``function(item)`` for every item in worker processes, each call with a deadline.
@@ -300,75 +377,22 @@ def map_bounded(function: Callable, items: Iterable, names: list[str] | None = N
     names = names or [str(item) for item in items]
     seconds = get("parse_seconds") if seconds is None else seconds
     memory = int(get("parse_memory"))
-    limits = snapshot()
     if not items:
         return
-    count = max(1, min(len(items), workers or os.cpu_count() or 1))
-    pool = [_Worker(memory) for _ in range(count)]
-    pending = list(range(len(items)))[::-1]
+    pool = _Pool(function, items, names, max(1, min(len(items), workers or os.cpu_count() or 1)), seconds, memory)
     started, done = time.monotonic(), 0
-    from multiprocessing.connection import wait
-
     try:
         while done < len(items):
             now = time.monotonic()
-            for position, worker in enumerate(pool):
-                if worker.ready and worker.task is None and pending:
-                    index = pending.pop()
-                    try:
-                        worker.send((function, items[index], limits))
-                    except (OSError, ValueError):  # the worker died while idle: retry on a new one
-                        pending.append(index)
-                        pool[position] = _replace(worker, memory)
-                        continue
-                    worker.task = (index, names[index])
-                    worker.deadline = now + seconds if seconds else float("inf")
-            if not any(w.ready for w in pool) and now - started > STARTUP_SECONDS:
+            pool.hand_out(now)
+            if not pool.started() and now - started > STARTUP_SECONDS:
                 raise GeneratorError(f"no parsing worker started within {STARTUP_SECONDS:.0f} s; "
                                      f"{LIMITS['parse_seconds'].env}=0 parses in this process")
-            timeout = max(0.0, min([w.deadline - now for w in pool if w.task is not None] + [1.0]))
-            for reader in wait([w.reader for w in pool], timeout=timeout):
-                position, worker = next((k, w) for k, w in enumerate(pool) if w.reader is reader)
-                try:
-                    kind, value = worker.receive()
-                except (EOFError, OSError, pickle.UnpicklingError):
-                    kind, value = "died", None
-                if kind == "ready":
-                    worker.ready = True
-                    continue
-                if worker.task is None:  # died before taking any work
-                    if kind == "died":
-                        code = worker.process.wait()
-                        raise GeneratorError(f"a parsing worker could not start (exit code {code}); "
-                                             f"{LIMITS['parse_seconds'].env}=0 parses in this process")
-                    continue
-                index, name = worker.task
-                worker.task, worker.deadline = None, float("inf")
+            for outcome in itertools.chain(pool.replies(now), pool.expired()):
                 done += 1
-                if kind == "ok":
-                    yield index, True, value
-                    continue
-                if kind == "memory":
-                    value = f"{name}: parsing ran out of memory (limit {memory:,} MiB); {how_to_raise('parse_memory')}"
-                elif kind == "died":
-                    code = worker.process.wait()
-                    value = (f"{name}: the parser died (exit code {code}), probably out of memory; "
-                             f"{how_to_raise('parse_memory')}")
-                if kind in ("died", "memory"):
-                    pool[position] = _replace(worker, memory)
-                yield index, False, str(value)
-            now = time.monotonic()
-            for position, worker in enumerate(pool):
-                if worker.task is not None and now > worker.deadline:
-                    index, name = worker.task
-                    worker.task = None
-                    done += 1
-                    pool[position] = _replace(worker, memory)
-                    yield index, False, (f"{name}: parsing took longer than the limit of {_number(seconds)} seconds; "
-                                         f"{how_to_raise('parse_seconds')}")
+                yield outcome
     finally:
-        for worker in pool:
-            worker.stop(kill=worker.task is not None or not worker.ready)
+        pool.stop()
 
 
 def _replace(worker: _Worker, memory: int) -> _Worker:

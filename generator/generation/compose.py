@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import GeneratorError
+from generator.data import limits
 from generator.data.notes import Instrument, Note, NoteSequence
 from generator.data.tokenizers.base import BOS
 
-DEFAULT_PRIME_TOKENS = 2048  # the most of a seed's end that primes the model by default
 MAX_SECONDS = 3600.0
 
 
@@ -120,11 +120,13 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
         if notices is not None:
             notices.append(f"more tracks than the model holds: {line}; each continued note goes to the one "
                            f"it is nearest in pitch")
-    limit = prime_tokens if prime_tokens is not None else DEFAULT_PRIME_TOKENS
+    if prime_tokens is None:  # the prompt_tokens limit, as for text prompts (GENERATOR_PROMPT_TOKENS; 0: all)
+        prime_tokens = int(limits.get("prompt_tokens")) or len(ids)
+    limit = prime_tokens
     limit -= limit % tokenizer.prompt_multiple
     if notices is not None and limit and len(ids) > limit:
         notices.append(f"the seed is {len(ids):,} tokens long; only its last {limit:,} prime the model "
-                       f"(--prime-tokens or --prime-seconds changes how much)")
+                       f"(--prime-tokens, --prime-seconds or GENERATOR_PROMPT_TOKENS changes how much)")
     return tokenizer.cut_prompt(ids, limit)
 
 

@@ -13,7 +13,7 @@ The piece is an SATB grid on 16th notes (``generator.data.tokenizers.voices``). 
 - the temperature falls linearly from ``2 * temperature`` at iteration 0 to ``temperature`` at the
   last one (annealing: early draws explore, late draws settle). Ending colder was measured worse:
   on 16 valid chorales, ending at ``temperature / 4`` gave 22 % parallel fifths and octaves per
-  chord change against 10 % for this schedule (``generator/bench/harmonize.py``);
+  chord change against 10 % for this schedule (``benchmarks/harmonizer_quality.py``);
 - each voice draws only REST or pitches in its range (``VOICE_RANGES``, those of the JSB train split);
 - unless ``voice_leading=False``, the voice-leading rules of the voices tokenizer's left-to-right
   sampling (``generator.data.tokenizers.voices``) mask each drawn cell given the current values of

@@ -101,7 +101,7 @@ def render(midi_path, formats=FORMATS, soundfont=None, *, force: bool = False, l
             log(f"wrote {path} ({how})")
         elif fmt == "png":
             png = piano_roll_png(pm, title=midi_path.name)
-            _atomic_write(path, lambda tmp: Path(tmp).write_bytes(png))
+            _atomic_write(path, lambda tmp, png=png: Path(tmp).write_bytes(png))
             log(f"wrote {path} (piano roll)")
         else:
             write_musicxml(pm, path)
@@ -294,7 +294,7 @@ def write_musicxml(pm, path: Path) -> None:
     for attempt in (_as_read, _renotated):
         try:
             score = attempt(music21.converter.parseData(buffer.getvalue(), format="midi"))
-            _atomic_write(path, lambda tmp: score.write("musicxml", fp=tmp))
+            _atomic_write(path, lambda tmp, score=score: score.write("musicxml", fp=tmp))
             return
         except GeneratorError:
             raise

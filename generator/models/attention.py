@@ -289,7 +289,7 @@ class Decoder:
     def _lstm_chunk(self, tokens, states):
         """Top-layer outputs ``[B, T, U]`` of a chunk, and the LSTM states after it."""
         projected = tf.gather(self.input_table, tf.transpose(tokens))  # [T, B, 4U], time major
-        new_states = []
+        new_states, x = [], None  # x: the previous layer's outputs [T, B, U]
         for layer, ((kernel, recurrent, bias), (h, c)) in enumerate(zip(self.cells, states)):
             if layer:
                 projected = tf.einsum("tbu,ug->tbg", x, kernel) + bias

@@ -13,8 +13,8 @@ and the model predicts every cell of every step at once::
 One model serves all four voices (the four output heads share everything below the last layer),
 as in Coconet, rather than DeepBach's model per voice: one forward pass scores every cell, which
 is what the batched Gibbs sampler in ``generator.generation.harmonize`` needs. Chosen by
-measurement (``generator.bench.harmonizer_voices``; the command and table in the README, "Harmonizing
-a melody"): on the JSB train split, 2 layers of 64 units (smaller than bundled, for the shared CPU),
+measurement (``benchmarks.harmonizer_voices``; the command and table in docs/results.md, "Harmonizing:
+one model or one per voice"): on the JSB train split, 2 layers of 64 units (smaller than bundled, for the shared CPU),
 200 steps, validated per hidden cell on the valid split, the shared model reached 2.270 nats
 against 2.717 for four per-voice models (this network with the loss restricted to one voice) given
 the same total steps (50 each); given 200 steps each (four times the training and parameters) the

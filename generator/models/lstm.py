@@ -260,7 +260,7 @@ class Decoder:
     def forward(self, tokens, states):
         """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last step)."""
         projected = tf.gather(self.input_table, tf.transpose(tokens))  # [T, B, 4U], time major
-        new_states = []
+        new_states, x = [], None  # x: the previous layer's outputs [T, B, U]
         for layer, ((kernel, recurrent, bias), (h, c)) in enumerate(zip(self.cells, states)):
             if layer:  # all time steps' input projection in one multiply
                 projected = tf.einsum("tbu,ug->tbg", x, kernel) + bias

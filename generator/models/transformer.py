@@ -11,7 +11,7 @@ positions, which is what lets generation run past the training context with a ro
 ``positions="learned"`` (a ``RunConfig`` field) adds a learned absolute position vector to each token
 instead (GPT-2's way); past the context its positions wrap around (position ``p`` uses row ``p mod
 seq_len``) so the cache still slides without re-encoding, but the model never saw wrapped positions
-in training. Measured against rotary at equal steps (README, "Rotary or learned positions"): rotary
+in training. Measured against rotary at equal steps (docs/results.md, "Rotary or learned positions"): rotary
 is ahead in context (0.22 nats on tiny-shakespeare, 0.80 on JSB at 240 steps) and its rolling cache
 matches re-encoded windows past the context, so rotary stays the default.
 

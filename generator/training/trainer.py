@@ -70,6 +70,11 @@ def summary(history: list[dict], best_epoch: int) -> list[str]:
     return lines
 
 
+def parameters(model) -> int:
+    """The number of trainable parameters of ``model``."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
 def _setting(key: str, value):
     """A setting as resuming compares it: a corpus that is a path, by the file it names (so a run
     saved with an absolute path resumes from a relative one, and the other way round)."""
@@ -152,30 +157,59 @@ class Trainer:
                 shutil.rmtree(scratch, ignore_errors=True)
 
     def _train(self, strategy, chief: bool, corpus, make_tokenizer, force: bool) -> dict:
-        blob = self._together(strategy, lambda: self._checkpoint_bytes(force and chief), "opening the run directory")
-        blob = distribute.broadcast_bytes(strategy, blob)  # the chief's checkpoint, on every worker
+        blob, state = self._saved_state(strategy, force and chief)
+        if state is not None and state.complete:
+            self.log(f"{self.run_dir} is already trained ({state.epoch} epochs); use --force to train again")
+            return checkpoints.read_metrics(self.run_dir) if chief else {}
+        data, train_ids, val_ids = self._read_corpus(strategy, corpus, make_tokenizer)
+        train_windows, val_windows = self._windows(train_ids, val_ids, data.tokenizer)
+        self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
+                 f"{len(val_ids):,} validation tokens ({self._split_description()}), vocabulary {data.tokenizer.vocab_size}")
+        rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
+        if rows < strategy.num_replicas_in_sync:
+            raise GeneratorError(f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
+                                 f"replicas: use a --batch-size of at least that many, or a larger corpus")
+
+        import tensorflow as tf
+
+        from generator.training import steps as compiled
+
+        model, optimizer, state = self._model(strategy, state, blob, data.tokenizer)
+        train_step = compiled.make_train_step(strategy, model, optimizer, self.config)
+        eval_step = compiled.make_eval_step(model, self.config)
+        writers = {k: tf.summary.create_file_writer(str(self.run_dir / "logs" / k)) for k in ("train", "validation")}
+        try:
+            self._loop(state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers)
+        except KeyboardInterrupt:
+            where = f"from {self.saved_at}" if self.saved_at else "at the start"
+            self.log(f"\ninterrupted; run the same command again to resume {where}")
+            raise
+        return self._finish(state, chief, corpus, data, train_ids, val_ids)
+
+    def _saved_state(self, strategy, force: bool):
+        """The chief's resume checkpoint, on every worker: (its bytes, its LoopState), or (b"", None)."""
+        blob = self._together(strategy, lambda: self._checkpoint_bytes(force), "opening the run directory")
+        blob = distribute.broadcast_bytes(strategy, blob)
         state = unpack_state(blob, str(self.run_dir / "resume.npz")) if blob else None
         if state is not None and state.complete and not state.stopped_early and state.epoch < self.config.epochs:
             state.complete = False  # it reached an epoch cap that is now higher: train on
             self.log(f"{self.run_dir} trained {state.epoch} epochs; continuing to {self.config.epochs}")
-        if state is not None and state.complete:
-            self.log(f"{self.run_dir} is already trained ({state.epoch} epochs); use --force to train again")
-            return checkpoints.read_metrics(self.run_dir) if chief else {}
+        return blob, state
 
+    def _read_corpus(self, strategy, corpus, make_tokenizer):
+        """Tokenize the corpus (and a separate validation corpus) on every worker, fix the vocabulary
+        in the config, and split; (data, training ids, validation ids)."""
         data = self._together(strategy, lambda: dataset.tokenize(corpus, make_tokenizer), "reading the corpus")
         tokenizer = data.tokenizer
         config = self.config = self.config.replace(vocab_size=tokenizer.vocab_size)
         if self.val_corpus is not None:  # a separate validation corpus (e.g. the JSB valid split)
-            from generator.data.dataset import TokenizerFactory
-
-            fixed = TokenizerFactory(config.tokenizer, fixed=tokenizer)
+            fixed = dataset.TokenizerFactory(config.tokenizer, fixed=tokenizer)
             val_data = self._together(strategy, lambda: dataset.tokenize(self.val_corpus, fixed), "reading the validation corpus")
             train_ids, val_ids = data.ids, val_data.ids
             self.split = None
         else:
             self.split = dataset.split_segments(data, config.val_fraction, config.seed, config.holdout, config.holdout_block)
             train_ids, val_ids = self.split
-        segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
         if len(train_ids) < 2:
             raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
         settings = config.replace(corpus="").to_json()  # the corpus may sit at another path on each machine
@@ -183,27 +217,31 @@ class Trainer:
         if not distribute.all_ok(strategy, distribute.broadcast_bytes(strategy, digest) == digest):
             raise GeneratorError("the workers disagree about the corpus or the settings: run the same command "
                                  "on every worker, with the same corpus")
-        augment = tokenizer.augment if config.augment else None
+        return data, train_ids, val_ids
+
+    def _windows(self, train_ids, val_ids, tokenizer):
+        """The training and validation windows (None without validation tokens), never crossing the split."""
         from generator import models
 
+        config = self.config
+        segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
+        augment = tokenizer.augment if config.augment else None
         sampler = models.window_sampler(config)  # next-token windows, or the architecture's own (the harmonizer's)
         train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
-                                              segments=segments.get("train"))
+                                segments=segments.get("train"))
         val_windows = (sampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
-                                             segments=segments.get("val"))
+                               segments=segments.get("val"))
                        if len(val_ids) >= 2 else None)
-        self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
-                 f"{len(val_ids):,} validation tokens ({self._split_description()}), vocabulary {tokenizer.vocab_size}")
-        rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
-        if rows < strategy.num_replicas_in_sync:
-            raise GeneratorError(f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
-                                 f"replicas: use a --batch-size of at least that many, or a larger corpus")
+        return train_windows, val_windows
 
+    def _model(self, strategy, state, blob: bytes, tokenizer):
+        """The model and optimizer, fresh (from ``init_from``'s weights if set; the run's config and
+        tokenizer written) or restored from ``blob``; (model, optimizer, the loop state)."""
         import keras
-        import tensorflow as tf
 
         from generator.training import steps as compiled
 
+        config = self.config
         keras.utils.set_random_seed(config.seed)
         model, optimizer = compiled.build(config, strategy)
         self.model = model
@@ -218,34 +256,28 @@ class Trainer:
             self.saved_at = state.position()
             self.log(f"resuming {self.run_dir} from {state.position()}")
         optimizer.learning_rate.assign(state.learning_rate)
-        params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
         extras = "".join(f", {x}" for x in (config.mixed_precision and f"mixed precision {config.mixed_precision}",
                                             compiled.use_jit(config) and "XLA") if x)
-        self.log(f"model: {config.arch}, {config.layers} layers of {config.units}, embedding {config.embedding}, {params:,} parameters; "
-                 f"{distribute.describe(strategy)}{extras}")
+        self.log(f"model: {config.arch}, {config.layers} layers of {config.units}, embedding {config.embedding}, "
+                 f"{parameters(model):,} parameters; {distribute.describe(strategy)}{extras}")
+        return model, optimizer, state
 
-        train_step = compiled.make_train_step(strategy, model, optimizer, config)
-        eval_step = compiled.make_eval_step(model, config)
-        writers = {k: tf.summary.create_file_writer(str(self.run_dir / "logs" / k)) for k in ("train", "validation")}
-        try:
-            self._loop(state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers)
-        except KeyboardInterrupt:
-            where = f"from {self.saved_at}" if self.saved_at else "at the start"
-            self.log(f"\ninterrupted; run the same command again to resume {where}")
-            raise
-        state.complete = state.stopped_early or state.epoch >= config.epochs  # also when no epoch was left to run
-        metrics = self._metrics(state, corpus, data, train_ids, val_ids, params)
+    def _finish(self, state, chief: bool, corpus, data, train_ids, val_ids) -> dict:
+        """Write metrics.json (and, on the chief, print the summary and draw curve.png); the metrics."""
+        state.complete = state.stopped_early or state.epoch >= self.config.epochs  # also when no epoch was left to run
+        metrics = self._metrics(state, corpus, data, train_ids, val_ids, parameters(self.model))
         checkpoints.write_json(self.run_dir / "metrics.json", metrics)
-        if chief:
-            for line in summary(state.history, state.best_epoch):
-                self.log(line)
-            try:
-                from generator.training import curve
+        if not chief:
+            return {}
+        for line in summary(state.history, state.best_epoch):
+            self.log(line)
+        try:
+            from generator.training import curve
 
-                curve.plot(state.history, self.run_dir / "curve.png", state.best_epoch, f"{corpus.name}: {config.arch}")
-            except Exception as e:  # a missing plotting backend must not fail a finished run
-                self.log(f"(no training curve: {e})")
-        return metrics if chief else {}
+            curve.plot(state.history, self.run_dir / "curve.png", state.best_epoch, f"{corpus.name}: {self.config.arch}")
+        except Exception as e:  # a missing plotting backend must not fail a finished run
+            self.log(f"(no training curve: {e})")
+        return metrics
 
     # -- the loop ------------------------------------------------------------------------------
     def _epoch_batches(self, strategy, windows, epoch: int, start: int, count: int):

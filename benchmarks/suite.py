@@ -1,4 +1,4 @@
-"""``generator bench``: the project's speed and memory, each figure beside its baseline.
+"""``generator bench`` (``python -m benchmarks.suite``): the speed and memory, each figure beside its baseline.
 
 Every figure is measured in the same run on the same machine as the baseline it is compared
 with (model 2 x LSTM(256), embedding 64, vocabulary 65, windows of 100, batch 64):
@@ -11,7 +11,7 @@ with (model 2 x LSTM(256), embedding 64, vocabulary 65, windows of 100, batch 64
   TensorFlow's own matmul peak, which is higher where numpy's BLAS build uses narrower vectors;
 - training: the trainer's compiled step as ``generator train`` runs it by default (on a CPU:
   XLA with ``generator.models.fast_lstm``'s loops) against Keras ``model.fit`` (with and without XLA)
-  and against the same model in PyTorch (``generator.bench.train``, one process each), plus
+  and against the same model in PyTorch (``benchmarks.train_speed``, one process each), plus
   the trainer without XLA and with XLA over Keras's own LSTM layers;
 - memory: peak resident memory of ``generator train text`` preparing a generated 100 MB text
   corpus and training 200 steps on it (``ru_maxrss`` of that child process);
@@ -36,6 +36,8 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
+
+from benchmarks.common import child_env
 
 FULL = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,  # the model
             window_tokens=20, b1_tokens=4096, b64_tokens=1024, repeats=3,  # sampling
@@ -92,7 +94,7 @@ def tf_gemm_peak(sizes) -> float:
 def _model(s: dict):
     import keras
 
-    from generator.bench.train import run_config
+    from benchmarks.train_speed import run_config
     from generator.models import build_model
 
     keras.utils.set_random_seed(0)
@@ -154,9 +156,9 @@ def bench_sampling(s: dict, peak: float) -> dict:
 # -- training -------------------------------------------------------------------------------------
 
 def _child(args: list[str], env: dict | None = None) -> dict:
-    """Run ``python -m generator.bench.train ARGS`` and return its JSON line."""
-    done = subprocess.run([sys.executable, "-m", "generator.bench.train", *args], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", **(env or {})})
+    """Run ``python -m benchmarks.train_speed ARGS`` and return its JSON line."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", *args], capture_output=True, text=True,
+                          env=child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", **(env or {})))
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child {args[0]} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -174,7 +176,7 @@ def bench_training(s: dict) -> dict:
     Round-robin keeps a slow spell of a shared machine from falling on one variant only.
     ``--quick`` runs all TensorFlow variants in one process, once.
     """
-    from generator.bench.train import DEFAULT_SIZES, variants
+    from benchmarks.train_speed import DEFAULT_SIZES, variants
 
     sizes = json.dumps({k: s[k] for k in DEFAULT_SIZES})
     torch = ["torch"] if torch_available() else []
@@ -216,7 +218,7 @@ def bench_memory(s: dict, workdir: Path) -> dict:
             "--units", str(s["units"]), "--embedding", str(s["embedding"]), "--seq-len", str(s["seq_len"]),
             "--batch-size", str(s["batch"]), "--epochs", "1", "--steps-per-epoch", str(s["corpus_steps"]),
             "--val-fraction", "0.001"]
-    code = "import sys; from generator.cli.main import generator; sys.argv[0] = 'generator'; generator()"
+    code = "import sys; from generator.cli.main import generator; sys.argv[0] = 'generator'; generator()"  # the command
     env = {**os.environ, "GENERATOR_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.perf_counter()
     with open(workdir / "train.log", "w+") as log:
@@ -370,7 +372,25 @@ def table(r: dict) -> str:
     return head + "\n\n" + "\n".join(lines) + note
 
 
-def main(quick: bool = False, as_json: bool = False) -> None:
-    """What ``generator bench`` does: progress on stderr, the table or one JSON object on stdout."""
-    results = run(quick, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
-    print(json.dumps(results) if as_json else table(results))
+def main(argv=None, prog: str = "python -m benchmarks.suite") -> None:
+    """What ``generator bench`` runs: progress on stderr, the table or one JSON object on stdout."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description="Measure sampling, training, memory and MIDI tokenization, "
+                                                       "each figure beside its baseline measured in the same run "
+                                                       "(takes several minutes).")
+    p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    p.add_argument("--quick", action="store_true",
+                   help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
+    p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    args = p.parse_args(argv)
+    if not args.verbose:
+        from benchmarks.common import quiet_tensorflow
+
+        quiet_tensorflow()
+    results = run(args.quick, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
+    print(json.dumps(results) if args.json else table(results))
+
+
+if __name__ == "__main__":
+    main()

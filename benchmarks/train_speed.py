@@ -1,6 +1,6 @@
 """Training throughput for ``generator bench``: the project's trainer, Keras ``fit`` and PyTorch.
 
-Each measurement runs in its own process (``python -m generator.bench.train VARIANT SIZES``) so
+Each measurement runs in its own process (``python -m benchmarks.train_speed VARIANT SIZES``) so
 that thread pools, allocators and compiled functions of one never slow another; the process
 prints one JSON line of tokens per second. Every measurement trains the same model (Embedding -> N x LSTM -> Dense,
 dropout between layers and before the output, Adam with global-norm clipping) on the same
@@ -169,7 +169,7 @@ def variants() -> list[str]:
 
 
 def main(argv=None) -> None:
-    """``python -m generator.bench.train VARIANT[,VARIANT...] '{"units": 256, ...}'``: one JSON line."""
+    """``python -m benchmarks.train_speed VARIANT[,VARIANT...] '{"units": 256, ...}'``: one JSON line."""
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -15,8 +15,8 @@ of ``--past`` contexts' length three ways:
 The rolling and re-encoded NLLs are split into tokens inside the first context (``< seq_len``) and
 tokens past it. Writes ``positions.json`` and prints a Markdown table::
 
-    python -m generator.bench.positions --corpus ../shared/corpora/tinyshakespeare/train.txt \\
-        --output ~/runs/positions/shakespeare --steps 600
+    python -m benchmarks.positions --corpus $CORPORA/tinyshakespeare/train.txt \\
+        --output runs/positions/shakespeare --steps 600
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Benchmark of the harmonizer: speed, and its chorales beside Bach's and the left-to-right model's.
 
-    python -m generator.bench.harmonize --corpus ../shared/corpora/jsb-chorales/Jsb16thSeparated.train-valid.json
+    python -m benchmarks.harmonizer_quality --corpus $CORPORA/jsb-chorales/Jsb16thSeparated.train-valid.json
 
 1. Speed: seconds to harmonize a 64-beat melody (the first 256 steps of the soprano of the
    first valid chorale that long), one sample, default iterations, after a warm-up call.
@@ -144,9 +144,9 @@ def main(argv=None) -> None:
                         "parallel fifths or octaves) that the sampler applies by default.")
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = p.parse_args(argv)
-    from generator.cli.main import quiet_tensorflow
+    from benchmarks.common import quiet_tensorflow
 
-    quiet_tensorflow(False)
+    quiet_tensorflow()
     from generator import api
     from generator.data.chorales import read_jsb_json
 

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from generator.cli.flags import int_range, positive_float
+from benchmarks.common import child_env, int_range, positive_float
 
 ARCHS = ("lstm", "lstm-attention", "transformer")
 LENGTHS = (256, 2048, 8192)
@@ -124,9 +124,10 @@ def train_within(corpus: str, run_dir: Path, config, budget_s: float, log, measu
     return read_history(run_dir)
 
 
+EVALUATE = "import sys; from generator.cli.main import generator; sys.argv[0] = 'generator'; generator()"
 WORKER = """
 import json, sys
-from generator.bench.compare import train_within
+from benchmarks.compare_archs import train_within
 from generator.config import RunConfig
 train_within(sys.argv[1], sys.argv[2], RunConfig.from_dict(json.loads(sys.argv[3])), float(sys.argv[4]), print,
              sys.argv[5])
@@ -231,7 +232,7 @@ def sampling_rates(generator) -> dict:
 
 def evaluate_time(run_dir: Path, corpus: str, split: str) -> dict:
     """Wall-clock seconds of ``generator evaluate --json`` in a fresh process, and its result."""
-    argv = [sys.executable, "-c", "from generator.cli.main import generator; generator()", "evaluate",
+    argv = [sys.executable, "-c", EVALUATE, "evaluate",  # the command, in a child process, as a user runs it
             "--checkpoint", str(run_dir), "--corpus", corpus, "--json"] + (["--split", split] if split else [])
     import resource
 
@@ -307,11 +308,11 @@ def markdown(results: dict) -> str:
     lines += ["", "| sampling tokens per second (wall; per CPU-second) | " + " | ".join(archs) + " |",
               "|---" * (len(archs) + 1) + "|"]
     for key in r0(results)["sampling"]:
-        row(key, lambda r: f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}")
+        row(key, lambda r, key=key: f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}")
     lines += ["", "| decode state, bytes per sample | " + " | ".join(archs) + " |", "|---" * (len(archs) + 1) + "|"]
     for key in r0(results)["sampling"]:
         if key.startswith("batch 1,"):
-            row(f"after {key.split(', ')[1]}", lambda r: f"{r['sampling'][key]['state_bytes_per_sample']:,}")
+            row(f"after {key.split(', ')[1]}", lambda r, key=key: f"{r['sampling'][key]['state_bytes_per_sample']:,}")
     return "\n".join(lines)
 
 
@@ -351,7 +352,7 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
     # the other. A CPU-second budget is for a shared machine: they train at once, so they share it alike.
     def worker(arch):
         return subprocess.Popen([sys.executable, "-c", WORKER, corpus, str(output / arch), sized[arch][0].to_json(),
-                                 str(budget), measure])
+                                 str(budget), measure], env=child_env())
 
     if measure == "wall":
         failed = any(worker(arch).wait() for arch in archs)
@@ -466,10 +467,17 @@ def run_args(args) -> dict:
                    args.eval_split, args.archs, val_fraction=args.val_fraction, measure=args.clock)
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m generator.bench.compare", description=__doc__.split("\n\n")[0])
+def main(argv=None, prog: str = "python -m benchmarks.compare_archs") -> None:
+    """What ``generator compare`` runs."""
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     add_arguments(p)
-    run_args(p.parse_args(argv))
+    p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
+    args = p.parse_args(argv)
+    if not args.verbose:
+        from benchmarks.common import quiet_tensorflow
+
+        quiet_tensorflow()
+    run_args(args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """One harmonizer for all four voices, or one per voice (DeepBach's design)? A measurement.
 
-    python -m generator.bench.harmonizer_voices \\
-        --corpus ../shared/corpora/jsb-chorales/Jsb16thSeparated.train-valid.json \\
-        --output ~/runs/harmonizer/voices --steps 400
+    python -m benchmarks.harmonizer_voices \\
+        --corpus $CORPORA/jsb-chorales/Jsb16thSeparated.train-valid.json \\
+        --output runs/harmonizer/voices --steps 400
 
 Trains, on the JSB train split, five harmonizer networks of the same sizes from the same initial
 weights and on the same stream of masked windows (``generator.models.harmonizer.WindowSampler``,
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.cli.flags import fraction, int_range, positive_float
+from benchmarks.common import fraction, int_range, positive_float
 
 VOICE_NAMES = ("soprano", "alto", "tenor", "bass")
 MODELS = ("shared",) + VOICE_NAMES
@@ -261,7 +261,7 @@ POSITIVE_INT = int_range(1)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m generator.bench.harmonizer_voices",
+    p = argparse.ArgumentParser(prog="python -m benchmarks.harmonizer_voices",
                                 description="Train the harmonizer as one shared model and as one model per voice "
                                             "(DeepBach) on the JSB train split, and compare their validation loss per "
                                             "hidden cell and their cost at sampling.")
@@ -305,9 +305,9 @@ def main(argv=None) -> int:
     if not corpus.is_file() or corpus.suffix.lower() != ".json":
         print(f"error: --corpus {args.corpus} is not a JSB Chorales .json file", file=sys.stderr)
         return 2
-    from generator.cli.main import quiet_tensorflow
+    from benchmarks.common import quiet_tensorflow
 
-    quiet_tensorflow(False)
+    quiet_tensorflow()
     try:
         report = run(args, log=lambda m: print(m, file=sys.stderr, flush=True))
     except GeneratorError as e:

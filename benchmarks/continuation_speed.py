@@ -1,6 +1,6 @@
 """How long ``generate-music`` takes to continue a whole song: 30 seconds after a 4-minute one.
 
-    python -m generator.bench.continuation [--checkpoint pop-piano] [--seed SONG.mid] [--runs 3]
+    python -m benchmarks.continuation_speed [--checkpoint pop-piano] [--seed SONG.mid] [--runs 3]
 
 Times ``Generator.generate(seed=song, seconds=30)`` as the command line runs it (reading the seed,
 encoding it, priming the model with the end of the seed, constrained sampling, decoding and putting
@@ -43,7 +43,7 @@ def four_minute_song(bpm: float = 96.0, seconds: float = 240.0) -> NoteSequence:
 
 
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m generator.bench.continuation", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.continuation_speed", description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="pop-piano", help="The bundled checkpoint name or run directory to time.")
     p.add_argument("--seed", default=None, metavar="FILE",
                    help="The song to continue (a MIDI file or score); without it a 4-minute song built here.")

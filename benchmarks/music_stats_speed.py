@@ -1,9 +1,9 @@
 """Benchmark of ``generator music-stats``: seconds to read, featurize and compare 1,000 pieces.
 
-    python -m generator.bench.music_stats [--folder DIR] [--pieces 1000]
-    PYTHONPATH=DIR_WITH_MUSPY python -m generator.bench.music_stats --muspy   # our features beside MusPy's
+    python -m benchmarks.music_stats_speed [--folder DIR] [--pieces 1000]
+    PYTHONPATH=DIR_WITH_MUSPY python -m benchmarks.music_stats_speed --muspy   # our features beside MusPy's
 
-With ``--folder`` (default: the POP909 MIDI files in ``../shared/corpora/pop909`` when present)
+With ``--folder`` (default: the POP909 MIDI files in ``$GENERATOR_CORPORA_DIR/pop909`` when present)
 the pieces are real MIDI files read with the project's reader on every core, files repeated in
 order until there are ``--pieces`` of them; without one they are random two-track pieces made
 in memory (no reading). The set is compared with itself shifted by half (two different orders
@@ -13,13 +13,15 @@ of the same pieces, so every distance is computed).
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
-DEFAULT_FOLDER = Path(__file__).resolve().parents[2].parent / "shared" / "corpora" / "pop909"
+DEFAULT_FOLDER = (Path(os.environ["GENERATOR_CORPORA_DIR"]).expanduser() / "pop909"  # POP909, if there
+                  if os.environ.get("GENERATOR_CORPORA_DIR") else None)
 
 
 def random_pieces(count: int, seed: int = 0) -> list:
@@ -127,7 +129,7 @@ def main(argv=None) -> None:
                         "(needs MusPy importable; it is not a dependency).")
     args = p.parse_args(argv)
     folder = None if args.random else Path(args.folder) if args.folder else (
-        DEFAULT_FOLDER if DEFAULT_FOLDER.is_dir() else None)
+        DEFAULT_FOLDER if DEFAULT_FOLDER and DEFAULT_FOLDER.is_dir() else None)
     if args.muspy:
         if folder is None:
             raise SystemExit("--muspy needs a folder of MIDI files (--folder)")

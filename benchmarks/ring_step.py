@@ -6,8 +6,8 @@ The earlier step ran ``Decoder.forward`` on one column: ``ring_attention`` conca
 new key, attends, and gathers a new cache, rewriting all of it every step. Both run here on the
 same model in the sampler's compiled decode loop (random sampling at temperature 1, prompt BOS)::
 
-    python -m generator.bench.ring_step --checkpoint runs/compare-shakespeare/transformer
-    python -m generator.bench.ring_step --layers 4 --units 128 --seq-len 256   # an untrained model
+    python -m benchmarks.ring_step --checkpoint runs/compare-shakespeare/transformer
+    python -m benchmarks.ring_step --layers 4 --units 128 --seq-len 256   # an untrained model
 
 Prints tokens per second for each step, batch and generated length, and the two steps' largest
 logit difference over a stretch past the context.
