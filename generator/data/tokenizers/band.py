@@ -318,7 +318,7 @@ class BandTokenizer(Tokenizer):
         tempo_changes = [(0, self.bpm)]
         events, velocity, slot, last_note = [], {}, -1, None
         end_step = 0
-        for name, value, bar_start, pos, bar_steps in self._walk(ids):
+        for name, value, bar_start, pos, _bar_steps in self._walk(ids):
             now = bar_start + pos
             if name == "BAR":
                 end_step = max(end_step, bar_start)
