@@ -29,14 +29,12 @@ from generator.data.notes import NoteSequence
 from generator.errors import GeneratorError
 from generator.evaluation.arrangement import arrangement_figures, density_ratio, summarize
 from generator.generation.choose import choose_checkpoint
-from generator.generation.compose import read_seed
+from generator.generation.compose import notes_after, read_seed
 
 
 def cut(song: NoteSequence, start: float, end: float) -> NoteSequence:
     """The notes of ``song`` starting in [start, end), cut at ``end``, in the song's time."""
-    out = dataclasses.replace(song)
-    out.notes = [dataclasses.replace(n, end=min(n.end, end)) for n in song.notes if start <= n.start < end]
-    return out
+    return dataclasses.replace(song, notes=notes_after(song, start, end - start))
 
 
 def shuffled(seed: NoteSequence, other: NoteSequence, start: float) -> NoteSequence:

@@ -6,48 +6,13 @@ where they time a command as a user runs it, they start it in a child process.
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the source checkout that holds benchmarks/
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, not {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, not {text}")
-    return value
-
-
-def int_range(low: int, high: int | None = None):
-    """An argument type for whole numbers from ``low`` (to ``high``)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            bound = f"between {low:,} and {high:,}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, not {text}")
-        return value
-
-    return parse
+from generator.argtypes import fraction, int_range, positive_float  # noqa: E402,F401 (the benchmarks' flags)
 
 
 def quiet_tensorflow() -> None:

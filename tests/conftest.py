@@ -51,18 +51,23 @@ def tiny_run(tmp_path_factory, tiny_corpus) -> Path:
     return out
 
 
+def untrained_run(folder: Path, tokenizer, kind: str) -> Path:
+    """An untrained one-layer music model over ``tokenizer`` saved as a run directory."""
+    from generator.config import RunConfig
+    from generator.models import build_model
+    from generator.training.checkpoints import save_run
+
+    config = RunConfig(modality="music", tokenizer=kind, layers=1, units=16, embedding=8,
+                       vocab_size=tokenizer.vocab_size)
+    return save_run(folder, build_model(config), tokenizer, config)
+
+
 @pytest.fixture(scope="session")
 def music_run(tmp_path_factory) -> Path:
     """An untrained events model saved as a run directory."""
-    from generator.training.checkpoints import save_run
-    from generator.config import RunConfig
-    from generator.models import build_model
     from generator.data.tokenizers.events import EventTokenizer
 
-    tokenizer = EventTokenizer()
-    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
-    return save_run(tmp_path_factory.mktemp("runs") / "music", build_model(config), tokenizer, config)
+    return untrained_run(tmp_path_factory.mktemp("runs") / "music", EventTokenizer(), "events")
 
 
 def call(main, argv, capsys):
@@ -87,15 +92,10 @@ def interrupt_after_first_epoch(message):
         raise KeyboardInterrupt
 
 
+
 @pytest.fixture(scope="session")
 def band_run(tmp_path_factory) -> Path:
     """An untrained band model saved as a run directory."""
-    from generator.config import RunConfig
     from generator.data.tokenizers.band import BandTokenizer
-    from generator.models import build_model
-    from generator.training.checkpoints import save_run
 
-    tokenizer = BandTokenizer()
-    config = RunConfig(modality="music", tokenizer="band", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
-    return save_run(tmp_path_factory.mktemp("runs") / "band", build_model(config), tokenizer, config)
+    return untrained_run(tmp_path_factory.mktemp("runs") / "band", BandTokenizer(), "band")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 
 EXIT_USAGE = 2
 
@@ -15,44 +14,5 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-# -- argument types ---------------------------------------------------------------------------
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, not {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    value = positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], not {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (0 <= value < 1):
-        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, not {text}")
-    return value
-
-
-def int_range(low: int, high: int | None = None):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low or (high is not None and value > high):
-            bound = f"between {low:,} and {high:,}" if high is not None else f"at least {low}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, not {text}")
-        return value
-
-    return parse
+# -- argument types (defined in generator.argtypes, which the benchmarks use too) --------------------
+from generator.argtypes import fraction, int_range, positive_float, probability  # noqa: E402,F401

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 
 @dataclass
 class Note:
@@ -52,3 +54,27 @@ class NoteSequence:
     @property
     def initial_bpm(self) -> float:
         return self.tempos[0][1] if self.tempos else 120.0
+
+
+def beat_clock(tempos, steps_per_beat: int):
+    """``(clock, bpm_at)`` for a tempo map ``[(time s, bpm), ...]``: ``clock(seconds)`` gives clock
+    steps of 1/``steps_per_beat`` quarter note (arrays in, arrays out) and ``bpm_at(steps)`` the
+    tempo in force there. The beat-relative tokenizers (events with ``steps_per_beat``, band) share it."""
+    tempos = sorted((max(float(t), 0.0), float(b)) for t, b in (tempos or [(0.0, 120.0)]))
+    if tempos[0][0] > 0:
+        tempos.insert(0, (0.0, tempos[0][1]))
+    times = np.array([t for t, _ in tempos])
+    bpms = np.array([b for _, b in tempos])
+    rates = bpms / 60.0 * steps_per_beat  # steps per second
+    at = np.concatenate([[0.0], np.cumsum(np.diff(times) * rates[:-1])])  # steps at each change
+
+    def clock(seconds):
+        seconds = np.asarray(seconds, dtype=float)
+        i = np.clip(np.searchsorted(times, seconds, side="right") - 1, 0, len(times) - 1)
+        return at[i] + (seconds - times[i]) * rates[i]
+
+    def bpm_at(steps):
+        i = np.clip(np.searchsorted(at, np.asarray(steps, dtype=float), side="right") - 1, 0, len(at) - 1)
+        return bpms[i]
+
+    return clock, bpm_at

@@ -116,10 +116,9 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
         ids = tokenizer.encode(seed)
     except ValueError as e:
         raise GeneratorError(f"seed {seed.source}: {e}") from None
-    for line in getattr(tokenizer, "last_reduced", None) or []:
-        if notices is not None:
-            notices.append(f"more tracks than the model holds: {line}; each continued note goes to the one "
-                           f"it is nearest in pitch")
+    for line in tokenizer.last_reduced if notices is not None else []:
+        notices.append(f"more tracks than the model holds: {line}; each continued note goes to the one "
+                       f"it is nearest in pitch")
     if prime_tokens is None:  # the prompt_tokens limit, as for text prompts (GENERATOR_PROMPT_TOKENS; 0: all)
         prime_tokens = int(limits.get("prompt_tokens")) or len(ids)
     limit = prime_tokens

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generator.data.notes import Instrument, Note, NoteSequence
+from generator.data.notes import Instrument, Note, NoteSequence, beat_clock
 from generator.data.tokenizers.base import BOS, BOS_NAME, Tokenizer, register
 
 TIME_SIGNATURES = [(4, 4), (3, 4), (2, 4), (6, 8), (12, 8), (2, 2), (5, 4), (7, 8), (9, 8), (3, 8), (6, 4),
@@ -109,6 +109,8 @@ class BandTokenizer(Tokenizer):
         self.bpm = float(bpm)
         self.slots = None if slots is None else sorted({int(s) for s in slots})  # sampling may use only these
         self.fixed_tempo = bool(fixed_tempo)  # decode at ``bpm`` whatever TEMPO says (continuing a seed)
+        self._slot_mask = np.zeros(KINDS * INSTANCES, dtype=bool)  # the TRACK slots sampling may choose
+        self._slot_mask[self.slots if self.slots is not None else slice(None)] = True
         layout = [("TIMESIG", len(TIME_SIGNATURES)), ("BAR", 1), ("TEMPO", len(TEMPO_BINS)),
                   ("POS", self.max_bar_steps), ("TRACK", KINDS * INSTANCES), ("VEL", VELOCITY_BINS),
                   ("NOTE", 128), ("DUR", len(DURATIONS)), ("DRUM", DRUM_KEYS[1] - DRUM_KEYS[0] + 1)]
@@ -212,23 +214,8 @@ class BandTokenizer(Tokenizer):
 
     # -- encoding --------------------------------------------------------------------------------
     def _clock(self, seq: NoteSequence):
-        tempos = sorted((max(float(t), 0.0), float(b)) for t, b in (seq.tempos or [(0.0, 120.0)]))
-        if tempos[0][0] > 0:
-            tempos.insert(0, (0.0, tempos[0][1]))
-        times = np.array([t for t, _ in tempos])
-        rates = np.array([b for _, b in tempos]) / 60.0 * self.steps_per_beat
-        at = np.concatenate([[0.0], np.cumsum(np.diff(times) * rates[:-1])])
-
-        def clock(seconds):
-            seconds = np.asarray(seconds, dtype=float)
-            i = np.clip(np.searchsorted(times, seconds, side="right") - 1, 0, len(times) - 1)
-            return at[i] + (seconds - times[i]) * rates[i]
-
-        def bpm_at(steps):
-            i = np.clip(np.searchsorted(at, np.asarray(steps, dtype=float), side="right") - 1, 0, len(at) - 1)
-            return np.array([b for _, b in tempos])[i]
-
-        return clock, bpm_at
+        """(seconds -> clock steps, clock steps -> bpm) through ``seq``'s tempo map."""
+        return beat_clock(seq.tempos, self.steps_per_beat)
 
     def encode(self, document) -> list[int]:
         """Turn a NoteSequence into ids (see ``last_reduced`` for tracks that shared a slot)."""
@@ -416,8 +403,7 @@ class BandTokenizer(Tokenizer):
 
     def allowed(self, state: np.ndarray) -> np.ndarray:
         mask = np.zeros((len(state), self.vocab_size), dtype=bool)
-        slots = np.zeros(self.track.size, dtype=bool)
-        slots[self.slots if self.slots is not None else slice(None)] = True
+        slots = self._slot_mask
         for b, (phase, bar_steps, pos, slot, pitch) in enumerate(state.tolist()):
             row = mask[b]
             if phase == 0:

@@ -116,6 +116,7 @@ class Tokenizer:
 
     # -- continuing a seed (music); the defaults leave the tokenizer as it is -------------------
     prompt_multiple: ClassVar[int] = 1  # a prompt cut from a seed keeps a multiple of this many tokens
+    last_reduced: list[str] = []  # after encode: a line for each set of tracks made to share a slot (band)
 
     def for_seed(self, seed: Any) -> "Tokenizer":
         """This tokenizer set up to continue ``seed``: one with a ``bpm`` setting (the tempo it

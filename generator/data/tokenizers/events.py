@@ -76,7 +76,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from generator.data.notes import Instrument, Note, NoteSequence
+from generator.data.notes import Instrument, Note, NoteSequence, beat_clock
 from generator.data.tokenizers import event_arrays
 from generator.data.tokenizers.base import BOS, BOS_NAME, Tokenizer, register
 
@@ -220,19 +220,7 @@ class EventTokenizer(Tokenizer):
         """A function from seconds (array) to clock steps (float) for ``seq``."""
         if not self.steps_per_beat:
             return lambda seconds: np.asarray(seconds, dtype=float) * self.steps_per_second
-        tempos = sorted((max(float(t), 0.0), float(b)) for t, b in (seq.tempos or [(0.0, 120.0)]))
-        if tempos[0][0] > 0:
-            tempos.insert(0, (0.0, tempos[0][1]))
-        times = np.array([t for t, _ in tempos])
-        rates = np.array([b for _, b in tempos]) / 60.0 * self.steps_per_beat  # steps per second
-        at = np.concatenate([[0.0], np.cumsum(np.diff(times) * rates[:-1])])  # steps at each change
-
-        def clock(seconds):
-            seconds = np.asarray(seconds, dtype=float)
-            i = np.clip(np.searchsorted(times, seconds, side="right") - 1, 0, len(times) - 1)
-            return at[i] + (seconds - times[i]) * rates[i]
-
-        return clock
+        return beat_clock(seq.tempos, self.steps_per_beat)[0]
 
     def slots(self, seq: NoteSequence) -> dict[int, int]:
         """Track index -> NOTE_ON slot for the pitched tracks of ``seq`` (see the module docstring)."""
