@@ -11,17 +11,17 @@ role       how it is found
 drums      the drum flag (MIDI channel 10)
 bass       a pitched track low and mostly one note at a time: median pitch below
            ``BASS_MEDIAN``, or a bass program (32-39) that is not chordal
-lead       of the mostly-single-note tracks (polyphony under ``LEAD_POLYPHONY``) whose
-           median pitch is within ``LEAD_OCTAVE`` of the highest track's, the one the
-           file names as its tune (melody, vocal, ...), else the busiest; when none is
-           single-note (a right hand in chords), the highest track
+lead       the track the file names as its tune (melody, vocal, ...) if it is not the
+           bass; else, of the mostly-single-note tracks (polyphony under
+           ``LEAD_POLYPHONY``) whose median pitch is within ``LEAD_OCTAVE`` of the highest
+           track's, the busiest; when none is single-note (a right hand in chords), the
+           highest track
 chords     a chordal track (several notes per onset) with short notes
 pad        a chordal track with notes of a beat or longer
 melody     any other single-note track (a counter-melody, a second hand, a bridge)
 =========  ==========================================================================
 
-Tracks that play nothing get no role; a track's name counts only to
-pick the lead among tracks the notes already qualify. No TensorFlow here; numpy only.
+Tracks that play nothing get no role; a track's name counts only for the lead. No TensorFlow here; numpy only.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def assign_roles(seq: NoteSequence) -> NoteSequence:
     if upper:
         highest = max(stats[t].median_pitch for t in upper)
         candidates = [t for t in upper if t in single and stats[t].median_pitch >= highest - LEAD_OCTAVE]
-        named = [t for t in candidates if _sounds_like_lead(seq, t)]
+        named = [t for t in upper if _sounds_like_lead(seq, t)]  # the file's own word for its tune
         if named:
             lead = max(named, key=lambda t: stats[t].notes)
         elif candidates:
