@@ -203,7 +203,8 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - began
     print(f"\n{len(rows)} songs, {seconds:.0f} s; models: {', '.join(sorted({r['model'] for r in rows}))}")
     print(f"{'':24}{'generated':>11}{'real':>9}{'shuffled':>10}")
-    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "seed_repeats"):
+    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "roles_kept",
+                "seed_repeats"):
         print(f"{key:24}" + "".join(f"{_f(table[k][key]):>{w}}" for k, w in (("generated", 11), ("real", 9), ("shuffled", 10)))
               + f"   ({table['real'][key + '_songs']} songs)")
     print(f"per-track density, generated / real (median): {ratios['density_ratio']:.2f}; "
