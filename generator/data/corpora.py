@@ -42,6 +42,8 @@ class Corpus:
     fingerprint: str
     read: Callable[[], list] = field(repr=False)  # returns the documents
     description: str = ""
+    files: list = field(default_factory=list, repr=False)  # the files it is read from, where it has files
+    encoding: str = "utf-8"  # of text files
 
     def documents(self) -> list:
         docs = self.read()
@@ -190,7 +192,11 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
 
 
 def open_text(path: Path, encoding: str = "utf-8") -> Corpus:
-    """A text corpus: one .txt file, or every .txt file under a directory (one document each)."""
+    """A text corpus: one .txt file, or every .txt file under a directory (one document each).
+
+    ``dataset.tokenize`` streams its ``files`` in chunks, whatever their size; ``read`` (the documents
+    as strings, each file under the ``text_bytes`` limit) serves other tokenizers.
+    """
     path = Path(path)
     files = _files_under(path, TEXT_SUFFIXES)
     if not files:
@@ -204,7 +210,8 @@ def open_text(path: Path, encoding: str = "utf-8") -> Corpus:
             raise GeneratorError(f"corpus {path} is empty")
         return docs
 
-    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read)
+    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read, files=files,
+                  encoding=encoding)
 
 
 # -- music -----------------------------------------------------------------------------------
