@@ -72,40 +72,60 @@ def write_roll(music, path, seconds: float) -> None:
     Path(path).write_bytes(png)
 
 
-def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
-    """A 64-bit polynomial hash of every run of ``n`` ids (``len(ids) - n + 1`` of them)."""
-    ids = ids.astype(np.uint64) + np.uint64(1)
-    base = np.uint64(1_000_003)
-    h = np.zeros(len(ids) - n + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for k in range(n):
-            h = h * base + ids[k:len(ids) - n + 1 + k]
-    return h
+class NgramIndex:
+    """Hashes of every run of ``n`` ids of a long id array, for any ``n``, in a few passes.
+
+    Prefix sums of ``id * B**k`` (mod 2**64, B odd so it has an inverse) give the hash of the run
+    at ``i`` of length ``n`` as ``(P[i + n] - P[i]) * B**-i``: one subtraction and one
+    multiplication over the array per length, with no loop over ``n``.
+    """
+
+    BASE = np.uint64(1_000_003)
+
+    def __init__(self, ids: np.ndarray):
+        with np.errstate(over="ignore"):
+            count = len(ids) + 1
+            powers = np.empty(count, dtype=np.uint64)
+            powers[0] = 1
+            powers[1:] = self.BASE
+            powers = np.cumprod(powers, dtype=np.uint64)
+            inverse = np.uint64(pow(int(self.BASE), -1, 1 << 64))
+            inverses = np.empty(count, dtype=np.uint64)
+            inverses[0] = 1
+            inverses[1:] = inverse
+            self.inverses = np.cumprod(inverses, dtype=np.uint64)
+            prefix = np.zeros(count, dtype=np.uint64)
+            prefix[1:] = np.cumsum((ids.astype(np.uint64) + np.uint64(1)) * powers[:-1], dtype=np.uint64)
+            self.prefix = prefix
+
+    def hashes(self, n: int) -> np.ndarray:
+        """The hash of the run starting at each position ``i`` (``len(ids) - n + 1`` of them)."""
+        with np.errstate(over="ignore"):
+            return (self.prefix[n:] - self.prefix[:-n]) * self.inverses[:len(self.prefix) - n]
 
 
-def longest_copied_run(sequences: list[np.ndarray], corpus: np.ndarray, longest: int = 512) -> list[int]:
-    """For each id sequence, the length of its longest run found verbatim in ``corpus`` (binary
-    search on the length; a run of length n is looked up by its hash among the corpus's n-grams)."""
+def longest_copied_run(sequences: list[np.ndarray], corpus: np.ndarray, longest: int = 4096) -> list[int]:
+    """For each id sequence, the length of its longest run found verbatim in ``corpus``.
+
+    A binary search on the length per sequence; each length tried is one pass over the corpus's
+    run hashes (``NgramIndex``), looked up among the hashes of all the sequences' runs at once.
+    """
+    big = NgramIndex(corpus)
+    small = [NgramIndex(s) for s in sequences]
     found = [0] * len(sequences)
-    low, high = 1, longest
-    cache = {}
-
-    def present(n):
-        if n not in cache:
-            table = np.unique(ngram_hashes(corpus, n))
-            cache[n] = [bool(len(seq) >= n and np.isin(ngram_hashes(seq, n), table, assume_unique=False).any())
-                        for seq in sequences]
-        return cache[n]
-
-    # per sequence binary search, sharing the corpus tables between sequences
-    bounds = [[low, min(high, max(len(s), 1))] for s in sequences]
+    bounds = [[1, min(longest, len(s))] for s in sequences]
     while any(lo <= hi for lo, hi in bounds):
-        n = int(np.median([(lo + hi) // 2 for lo, hi in bounds if lo <= hi]))
-        hits = present(n)
-        for i, (lo, hi) in enumerate(bounds):
-            if lo > hi or not lo <= n <= hi:
-                continue
-            if hits[i]:
+        middles = sorted((lo + hi) // 2 for lo, hi in bounds if lo <= hi)
+        n = middles[len(middles) // 2]  # one sequence's own middle, so every pass narrows a search
+        asking = [i for i, (lo, hi) in enumerate(bounds) if lo <= n <= hi]
+        queries = {i: small[i].hashes(n) for i in asking}
+        wanted = np.unique(np.concatenate(list(queries.values())))
+        corpus_runs = big.hashes(n)
+        spot = np.searchsorted(wanted, corpus_runs)
+        spot[spot == len(wanted)] = 0
+        present = np.unique(corpus_runs[wanted[spot] == corpus_runs])
+        for i in asking:
+            if np.isin(queries[i], present).any():
                 found[i] = max(found[i], n)
                 bounds[i][0] = n + 1
             else:
@@ -183,7 +203,8 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - began
     print(f"\n{len(rows)} songs, {seconds:.0f} s; models: {', '.join(sorted({r['model'] for r in rows}))}")
     print(f"{'':24}{'generated':>11}{'real':>9}{'shuffled':>10}")
-    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "seed_repeats"):
+    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "roles_kept",
+                "seed_repeats"):
         print(f"{key:24}" + "".join(f"{_f(table[k][key]):>{w}}" for k, w in (("generated", 11), ("real", 9), ("shuffled", 10)))
               + f"   ({table['real'][key + '_songs']} songs)")
     print(f"per-track density, generated / real (median): {ratios['density_ratio']:.2f}; "

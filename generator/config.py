@@ -43,6 +43,12 @@ def _holdouts():
     return HOLDOUTS
 
 
+def _documents():
+    from generator.data.corpora import DOCUMENTS
+
+    return DOCUMENTS
+
+
 def _strategies():
     from generator.training.distribute import STRATEGIES
 
@@ -71,6 +77,12 @@ class RunConfig:
     split: str = option("", "The split of a JSON corpus to train on (train, valid or test).")
     val_split: str = option("", "Validate on this split of the same JSON corpus instead of holding out "
                             "--val-fraction (default: valid, when training on the train split of a JSON corpus).")
+    documents: str = option(
+        "files", "Text: what one document is. files (the default) makes each .txt file one document; lines makes "
+        "every non-empty line its own short document (titles, names, tweets), and then generate-text gives one line "
+        "per sample, each from a fresh start.", choices=_documents)
+    column: str = option("", "Text: read .csv files (by their header) or .jsonl files (by key) and make each row's "
+                         "value of column NAME one short document, as with --documents lines.", metavar="NAME")
     # -- model
     arch: str = option(
         "lstm", "The architecture: lstm (stacked LSTMs, the default), lstm-attention (stacked LSTMs whose top-layer "
@@ -129,14 +141,16 @@ class RunConfig:
     epochs: int = option(20, "Maximum number of passes over the training data (default {default}).",
                          parse=int_range(1, 100_000))
     learning_rate: float = option(2e-3, "Initial learning rate of the Adam optimizer (0 leaves the weights as they "
-                                  "are).", parse=non_negative_float)
+                                  "are). Default: the preset's (2e-3 for the LSTM); with --init-from, a quarter of "
+                                  "the checkpoint's.", parse=non_negative_float)
     weight_decay: float = option(
         0.0, "Decoupled weight decay (AdamW): each step shrinks every weight by learning rate times this factor, "
         "apart from the gradient; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.", parse=fraction)
     clip_norm: float = option(1.0, "Clip the gradients so that their global norm is at most this; 0 turns "
                               "clipping off (default {default}).", parse=non_negative_float)
-    patience: int = option(3, "Stop after this many epochs without a better validation loss (default {default}).",
-                           parse=int_range(1))
+    patience: int = option(3, "Stop after this many epochs without a better validation loss (default 3; 2 with "
+                           "--init-from, where a small corpus overfits in minutes). The best weights are the ones "
+                           "kept.", parse=int_range(1))
     lr_patience: int = option(2, "Multiply the learning rate by --lr-factor after this many epochs without a "
                               "better validation loss (default {default}).", parse=int_range(1))
     lr_factor: float = option(0.5, "What the learning rate is multiplied by when validation stops improving for "
@@ -147,10 +161,25 @@ class RunConfig:
     seed: int = option(1234, "Random seed of initialisation, data order and augmentation (default {default}).",
                        parse=int_range(0))
     init_from: str = option(
-        "", "Start from the weights of this run directory or bundled checkpoint instead of random ones "
-        "(fine-tuning): each layer with the same name and sizes is copied, layers it lacks (the attention of "
-        "lstm-attention started from an lstm run) start fresh. Make sure its training data did not include the new "
-        "run's validation data.", metavar="CHECKPOINT")
+        "", "Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, band) or run "
+        "directory instead of random weights. The run takes its tokenizer, architecture and sizes; flags that "
+        "contradict them are an error (--arch lstm-attention from an lstm checkpoint is allowed: its attention "
+        "starts fresh). Characters of a text corpus that the checkpoint never saw are added to its vocabulary, so "
+        "that it predicts the old ones as before; music keeps the checkpoint's vocabulary. Fine-tuning defaults: a "
+        "quarter of its learning rate with --warmup-steps 50, --patience 2, validation on --val-fraction of the new "
+        "corpus, and the checkpoint's own weights kept unless an epoch beats them on it.", metavar="CHECKPOINT")
+    freeze: int = option(
+        0, "With --init-from, keep the embedding and the lowest N LSTM layers (or Transformer blocks) at the "
+        "checkpoint's weights and train only the layers above them; fewer than --layers. Default 0: every layer "
+        "trains.", parse=int_range(0), metavar="N")
+    warmup_steps: int = option(
+        0, "Raise the learning rate linearly from a small value to --learning-rate over the first N training steps, "
+        "so that the first steps on a new corpus do not undo what a checkpoint knows. Default 0, and 50 with "
+        "--init-from.", parse=int_range(0), metavar="N")
+    time_limit: float = option(
+        0.0, "Stop once training has run this many seconds (validations included, over all sittings of a resumed "
+        "run): the epoch under way is cut short, validated, and the best weights are kept. By default there is no "
+        "limit.", parse=positive_float, metavar="SECONDS")
     # -- execution
     strategy: str = option(
         "auto", "How to spread training over devices: default uses one device; mirrored uses every GPU of this "

@@ -10,10 +10,11 @@ MIN_SECONDS = 1.0  # loops that finish sooner draw nothing
 
 
 class ProgressBar:
-    """Draws ``label [#####.....] n/total`` on stderr, at most ten times a second."""
+    """Draws ``label [#####.....] n/total`` on stderr, at most ten times a second; with
+    ``unit="bytes"`` the counts are shown in MB with the rate in MB per second."""
 
-    def __init__(self, total: int, label: str, stream=None, min_seconds: float | None = None):
-        self.total, self.label, self.count = max(int(total), 1), label, 0
+    def __init__(self, total: int, label: str, stream=None, min_seconds: float | None = None, unit: str = ""):
+        self.total, self.label, self.count, self.unit = max(int(total), 1), label, 0, unit
         self.stream = stream or sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.start = time.monotonic()
@@ -27,9 +28,15 @@ class ProgressBar:
         if self.enabled and now - self.start >= self.min_seconds and (now - self._last > 0.1 or self.count >= self.total):
             self._last = now
             filled = int(30 * self.count / self.total)
-            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self.count}/{self.total}")
+            self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self._counts(now)}")
             self.stream.flush()
             self._drawn = True
+
+    def _counts(self, now: float) -> str:
+        if self.unit != "bytes":
+            return f"{self.count}/{self.total}"
+        rate = self.count / max(now - self.start, 1e-9) / 1e6
+        return f"{self.count / 1e6:,.0f}/{self.total / 1e6:,.0f} MB, {rate:,.0f} MB/s"
 
     def close(self) -> None:
         if self._drawn:

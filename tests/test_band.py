@@ -374,3 +374,39 @@ def test_the_fallback_synthesis_makes_drums_audible():
     pm.instruments = [drums]
     audio = synthesize(pm, 8000)
     assert np.abs(audio[800:2400]).max() > 0.1 and np.abs(audio[4800:6400]).max() > 0.1
+
+
+def _hands(right: int, left: int, start: float, end: float, drums: bool = False) -> list:
+    from generator.data.notes import Note
+
+    notes = []
+    t = start
+    while t < end - 1e-9:
+        notes.append(Note(right, t, t + 0.4, track=0))
+        notes.append(Note(left, t, t + 0.4, track=1))
+        if drums:
+            notes.append(Note(36, t, t + 0.1, is_drum=True, track=2))
+        t += 0.5
+    return notes
+
+
+def test_arrangement_figures_tell_kept_roles_from_swapped_or_lost_hands():
+    from generator.data.notes import Instrument, NoteSequence
+    from generator.evaluation.arrangement import arrangement_figures, summarize
+
+    hands = [Instrument(0, name="RH"), Instrument(0, name="LH"), Instrument(0, True, "drums")]
+    seed = NoteSequence(notes=_hands(72, 48, 0.0, 10.0, drums=True), instruments=hands)
+    kept = NoteSequence(notes=_hands(74, 50, 10.0, 20.0, drums=True), instruments=hands)
+    swapped = NoteSequence(notes=_hands(45, 76, 10.0, 20.0), instruments=hands)
+    one_hand = NoteSequence(notes=[n for n in _hands(72, 48, 10.0, 20.0) if n.track == 0], instruments=hands)
+
+    good = arrangement_figures(seed, kept, start=10.0)
+    assert good["tracks_kept"] == 1.0 and good["drums_continue"] is True
+    assert good["roles_kept"] is True and good["lowest_stays_lowest"] is True and good["highest_plays_on"] is True
+    assert good["seed_repeats"] == pytest.approx(1 / 3)  # the drum hits repeat the seed bar for bar; the new pitches do not
+    bad = arrangement_figures(seed, swapped, start=10.0)
+    assert bad["roles_kept"] is False and bad["lowest_stays_lowest"] is False and bad["drums_continue"] is False
+    lost = arrangement_figures(seed, one_hand, start=10.0)
+    assert lost["roles_kept"] is False and lost["tracks_kept"] == 1 / 3
+    table = summarize([good, bad, lost])
+    assert table["roles_kept"] == 1 / 3 and table["roles_kept_songs"] == 3

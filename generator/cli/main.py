@@ -183,6 +183,10 @@ def generate_text_main(argv=None) -> None:
     options = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                    random_seed=args.random_seed)
     ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
+    if not paths and model.short_documents:  # one line per sample, each a document of its own
+        texts = model.generate(prompt, args.length, prompt_tokens=args.prompt_tokens, **options)
+        print("\n".join(texts if isinstance(texts, list) else [texts]))
+        return
     if not paths and args.num_samples == 1:  # stream to the terminal as it is generated
         ids = model.prompt_tail(ids, args.prompt_tokens)
         sys.stdout.write(prompt)

@@ -9,6 +9,9 @@ it (a model's continuation, or the real next seconds of the song):
 - ``lowest_stays_lowest``: whether the seed's lowest pitched track (median pitch over its
   last ``WINDOW`` seconds) is still the lowest in ``after`` (None with fewer than two);
 - ``highest_plays_on``: whether the seed's highest pitched track plays in ``after``;
+- ``roles_kept``: whether every pitched track playing at the seed's end plays on with the
+  highest still the highest and the lowest still the lowest (a piano's two hands keep their
+  parts: the melody stays in the right hand; None with fewer than two pitched tracks);
 - ``density`` and ``polyphony``: notes per second and notes per onset of each kept track,
   for comparing with the real continuation (``density_ratio``);
 - ``seed_repeats``: the share of ``after``'s notes that repeat a note of the seed in the same
@@ -48,11 +51,13 @@ def arrangement_figures(seed: NoteSequence, after: NoteSequence, start: float | 
     pitched = {t: float(np.median([n.pitch for n in ns])) for t, ns in playing.items() if not ns[0].is_drum}
     drums_before = any(n.is_drum for n in tail)
     drums_after = any(n.is_drum for n in after.notes if n.start >= start - 1e-6)
-    lowest = highest = None
+    lowest = highest = roles = None
     if len(pitched) >= 2:
-        low = min(pitched, key=pitched.get)
+        low, high = min(pitched, key=pitched.get), max(pitched, key=pitched.get)
         later_pitched = {t: float(np.median([n.pitch for n in ns])) for t, ns in later.items() if not ns[0].is_drum}
         lowest = bool(later_pitched) and min(later_pitched, key=later_pitched.get) == low
+        roles = (lowest and all(t in later_pitched for t in pitched)
+                 and max(later_pitched, key=later_pitched.get) == high)
     if pitched:
         highest = max(pitched, key=pitched.get) in later
     span = max((n.end for n in after.notes), default=start) - start
@@ -64,6 +69,7 @@ def arrangement_figures(seed: NoteSequence, after: NoteSequence, start: float | 
         "drums_continue": drums_after if drums_before else None,
         "lowest_stays_lowest": lowest,
         "highest_plays_on": highest,
+        "roles_kept": roles,
         "density": density,
         "polyphony": polyphony,
         "seed_repeats": seed_repeats(seed, after, start),
@@ -96,7 +102,8 @@ def seed_repeats(seed: NoteSequence, after: NoteSequence, start: float) -> float
 def summarize(rows: list[dict]) -> dict:
     """Means over songs (None entries skipped) of each figure of ``arrangement_figures``."""
     out = {}
-    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "seed_repeats"):
+    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "roles_kept",
+                "seed_repeats"):
         values = [float(r[key]) for r in rows if r.get(key) is not None]
         out[key] = float(np.mean(values)) if values else None
         out[key + "_songs"] = len(values)
