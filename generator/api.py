@@ -38,10 +38,18 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
 
         >>> generator.train("austen", "runs/austen", epochs=5, units=256)
         >>> generator.train("austen", "runs/tuned", config="tuning/best_config.json", epochs=30)
+        >>> generator.train("letters.txt", "runs/letters", init_from="shakespeare", time_limit=300)
+
+    ``init_from`` fine-tunes a checkpoint (see ``generator.training.finetune``): its tokenizer,
+    architecture and sizes are taken, and settings that contradict them are a GeneratorError.
     """
     from generator.data import corpora
     from generator.training.trainer import Trainer
 
+    if config is not None:
+        config_name = str(config) if not isinstance(config, RunConfig) else "the configuration"
+        config = load_config(config, modality)
+    init_from = settings.get("init_from") or (config.init_from if config is not None else "")
     is_json = str(corpus).lower().endswith(".json")
     if preset is None and modality == "music" and (is_json or str(corpus) == "chorales"
                                                    or settings.get("tokenizer") == "voices"):
@@ -50,19 +58,43 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         settings.setdefault("split", "train")
         if settings["split"] == "train":
             settings.setdefault("val_split", "valid")  # validate on the corpus's own valid split
-    base = (load_config(config, modality) if config is not None
-            else config_preset(preset or modality, settings.get("arch") or "lstm"))
+    source_run = None
+    if init_from:
+        from generator.training import finetune
+
+        source_run = finetune.load_source(init_from)
+        base = finetune.fine_tune_config(source_run, init_from, modality, settings, config,
+                                         config_name if config is not None else "--config")
+        settings = {k: v for k, v in settings.items() if k != "init_from"}
+    else:
+        base = config if config is not None else config_preset(preset or modality, settings.get("arch") or "lstm")
     config = base.replace(corpus=str(corpus), modality=modality)
     try:
         config = config.replace(**settings)
     except TypeError as e:
         raise GeneratorError(str(e)) from None
-    source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding)
-    factory = TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options"))
+    check_fine_tuning(config)
+    source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding,
+                                 documents=config.documents, column=config.column)
+    if source_run is not None:
+        factory = finetune.tokenizer_factory(source_run)
+    else:
+        factory = TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options"))
     val_source = (corpora.open_corpus(str(corpus), modality, split=config.val_split, encoding=encoding)
                   if config.val_split else None)
     return Trainer(config, Path(output), log=log, progress=progress).train(source, factory, force=force,
                                                                            val_corpus=val_source)
+
+
+def check_fine_tuning(config: RunConfig) -> None:
+    """The fine-tuning settings that need each other or a size: a GeneratorError naming the problem."""
+    if config.freeze and not config.init_from:
+        raise GeneratorError("--freeze keeps layers at their --init-from weights: give --init-from too")
+    if config.freeze >= config.layers:
+        raise GeneratorError(f"--freeze {config.freeze} would freeze every one of the {config.layers} layers; "
+                             f"freeze fewer than {config.layers}")
+    if (config.documents != "files" or config.column) and config.modality != "text":
+        raise GeneratorError("--documents lines and --column are for text corpora")
 
 
 def load_config(source: RunConfig | str | os.PathLike, modality: str | None = None) -> RunConfig:
@@ -196,6 +228,12 @@ class Generator:
         return self._decoder
 
     # -- text ------------------------------------------------------------------------------------
+    @property
+    def short_documents(self) -> bool:
+        """Whether the model was trained on short documents, one per line (``--documents lines`` or
+        ``--column``): each sample then ends at the first newline the model writes."""
+        return self.config.modality == "text" and (self.config.documents == "lines" or bool(self.config.column))
+
     def encode_prompt(self, prompt: str) -> list[int]:
         """Prompt text -> ids; characters outside the vocabulary are a GeneratorError naming them."""
         from generator.data.tokenizers.chars import describe_chars
@@ -291,7 +329,10 @@ class Generator:
         chunks = list(track(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
                                         top_k=top_k, top_p=top_p, random_seed=random_seed), length))
         tokens = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
-        texts = [Text(prompt + self.tokenizer.decode(row)) for row in tokens]
+        texts = [prompt + self.tokenizer.decode(row) for row in tokens]
+        if self.short_documents:  # each sample is one document: up to the newline that ends it
+            texts = [prompt + text[len(prompt):].split("\n", 1)[0] for text in texts]
+        texts = [Text(text) for text in texts]
         return texts[0] if num_samples == 1 else texts
 
     # -- harmonizing (the harmonizer checkpoint) -------------------------------------------------

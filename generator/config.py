@@ -24,6 +24,8 @@ class RunConfig:
     corpus: str = ""  # the corpus spec it was trained on (for the record)
     split: str = ""  # JSB json split, if any
     val_split: str = ""  # validate on this split of the same JSON corpus instead of a held-out share
+    documents: str = "files"  # text: files (one document per file) | lines (each non-empty line its own document)
+    column: str = ""  # text: the CSV column or JSONL key whose values are the documents (one per row)
     # model
     arch: str = "lstm"  # lstm | lstm-attention | transformer | harmonizer (see generator/models)
     layers: int = 2  # stacked LSTM layers, or Transformer blocks
@@ -57,7 +59,10 @@ class RunConfig:
     min_learning_rate: float = 1e-5
     steps_per_epoch: int = 0  # 0: one pass over the training windows
     seed: int = 1234  # data order, initialisation and augmentation
-    init_from: str = ""  # start from the weights of this run directory or bundled checkpoint (same architecture)
+    init_from: str = ""  # fine-tune: start from this run directory or bundled checkpoint (its tokenizer and sizes)
+    freeze: int = 0  # keep the embedding and the lowest N layers at their --init-from weights (0: train all)
+    warmup_steps: int = 0  # raise the learning rate linearly from near 0 over the first N steps
+    time_limit: float = 0.0  # stop after this many seconds of training, validating and keeping the best (0: none)
     # execution
     strategy: str = "auto"  # auto | default | mirrored | multi-worker
     mixed_precision: str = ""  # "" | bfloat16 | float16

@@ -153,16 +153,6 @@ def test_a_run_trained_with_every_flag_loads_safely_and_samples_the_same(tiny_co
     assert before.generate("To be", length=60, random_seed=7) == after.generate("To be", length=60, random_seed=7)
 
 
-def test_init_from_a_checkpoint_of_other_sizes_is_one_clear_error(tiny_corpus, music_run, tmp_path, capsys):
-    from generator.cli.main import generator_main
-    from tests.conftest import call, one_line_error
-
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--layers", "1", "--units", "16", "--embedding", "8", "--init-from",
-                                         str(music_run)], capsys)
-    one_line_error(code, err, "--init-from", "do not fit")
-
-
 def test_init_from_an_lstm_run_warm_starts_the_lstm_layers_of_lstm_attention(tiny_corpus, tiny_run, tmp_path):
     from generator import api
     from generator.training import checkpoints

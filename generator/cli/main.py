@@ -175,6 +175,10 @@ def generate_text_main(argv=None) -> None:
     options = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                    random_seed=args.random_seed)
     ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
+    if not paths and model.short_documents:  # one line per sample, each a document of its own
+        texts = model.generate(prompt, args.length, prompt_tokens=args.prompt_tokens, **options)
+        print("\n".join(texts if isinstance(texts, list) else [texts]))
+        return
     if not paths and args.num_samples == 1:  # stream to the terminal as it is generated
         ids = model.prompt_tail(ids, args.prompt_tokens)
         sys.stdout.write(prompt)
@@ -351,8 +355,20 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="Windows per training step, summed over all devices and machines (the global batch): "
                         "each device trains on its share and the loss is averaged over the whole batch.")
     p.add_argument("--epochs", type=int_range(1, 100_000), help="Maximum number of passes over the training data.")
-    p.add_argument("--learning-rate", type=positive_float, help="Initial learning rate of the Adam optimizer.")
-    p.add_argument("--patience", type=int_range(1), help="Stop after this many epochs without a better validation loss.")
+    p.add_argument("--learning-rate", type=positive_float,
+                   help="Initial learning rate of the Adam optimizer. Default: the preset's (2e-3 for the LSTM); "
+                        "with --init-from, a quarter of the checkpoint's.")
+    p.add_argument("--patience", type=int_range(1),
+                   help="Stop after this many epochs without a better validation loss (default 3; 2 with --init-from, "
+                        "where a small corpus overfits in minutes). The best weights are the ones kept.")
+    p.add_argument("--warmup-steps", type=int_range(0), metavar="N",
+                   help="Raise the learning rate linearly from a small value to --learning-rate over the first N "
+                        "training steps, so that the first steps on a new corpus do not undo what a checkpoint "
+                        "knows. Default 0, and 50 with --init-from.")
+    p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                   help="Stop once training has run this many seconds (validations included, over all sittings of "
+                        "a resumed run): the epoch under way is cut short, validated, and the best weights are "
+                        "kept. By default there is no limit.")
     p.add_argument("--val-fraction", type=fraction,
                    help="Share of the corpus held out for validation, taken as --holdout says.")
     p.add_argument("--holdout", choices=["auto", "blocks", "tail", "documents"],
@@ -365,10 +381,25 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
     p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
     p.add_argument("--init-from", metavar="CHECKPOINT",
-                   help="Start from the weights of this run directory or bundled checkpoint instead of random "
-                        "ones (fine-tuning): each layer with the same name and sizes is copied, layers it lacks (the "
-                        "attention of lstm-attention started from an lstm run) start fresh. Make sure its "
-                        "training data did not include the new run's validation data.")
+                   help="Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, "
+                        "band) or run directory instead of random weights. The run takes its tokenizer, architecture "
+                        "and sizes; flags that contradict them are an error (--arch lstm-attention from an lstm "
+                        "checkpoint is allowed: its attention starts fresh). Characters of a text corpus that the "
+                        "checkpoint never saw are added to its vocabulary, so that it predicts the old ones as "
+                        "before; music keeps the checkpoint's vocabulary. Fine-tuning defaults: a quarter of its "
+                        "learning rate with --warmup-steps 50, --patience 2, validation on --val-fraction of the new "
+                        "corpus, and the checkpoint's own weights kept unless an epoch beats them on it.")
+    p.add_argument("--freeze", type=int_range(0), metavar="N",
+                   help="With --init-from, keep the embedding and the lowest N LSTM layers (or Transformer blocks) "
+                        "at the checkpoint's weights and train only the layers above them; fewer than --layers. "
+                        "Default 0: every layer trains.")
+    p.add_argument("--documents", choices=["files", "lines"],
+                   help="Text: what one document is. files (the default) makes each .txt file one document; lines "
+                        "makes every non-empty line its own short document (titles, names, tweets), and then "
+                        "generate-text gives one line per sample, each from a fresh start.")
+    p.add_argument("--column", metavar="NAME",
+                   help="Text: read .csv files (by their header) or .jsonl files (by key) and make each row's value "
+                        "of column NAME one short document, as with --documents lines.")
     p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
                    help="How to spread training over devices: default uses one device; mirrored uses every GPU "
                         "of this machine; multi-worker trains on several machines together, the cluster read from "
@@ -404,7 +435,8 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
 TRAIN_SETTINGS = ("arch", "heads", "attention_window", "layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
                   "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
                   "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
-                  "weight_drop", "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from")
+                  "weight_drop", "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from",
+                  "freeze", "warmup_steps", "time_limit", "documents", "column")
 
 
 def generator_parser() -> Parser:
@@ -446,6 +478,9 @@ def generator_parser() -> Parser:
     from generator.cli import music_stats
 
     music_stats.add_parser(sub)
+    from generator.cli import studio
+
+    studio.add_parser(sub)
     return p
 
 
@@ -484,6 +519,10 @@ def generator_main(argv=None) -> None:
         from generator.cli import music_stats
 
         return music_stats.main(args)
+    if args.command == "studio":
+        from generator.cli import studio
+
+        return studio.main(args, quiet_tensorflow)
     corpus = config = None
     if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
         corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values

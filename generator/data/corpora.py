@@ -30,6 +30,8 @@ else:  # pragma: no cover
 
 CORPORA_DIR_ENV = "GENERATOR_CORPORA_DIR"  # a folder of corpora that relative specs are also looked for in
 TEXT_SUFFIXES = (".txt",)
+TABLE_SUFFIXES = (".csv", ".jsonl")  # text corpora of short documents, one per row (--column)
+DOCUMENTS = ("files", "lines")
 MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".mxl", ".xml", ".abc", ".krn")
 
 
@@ -42,6 +44,8 @@ class Corpus:
     fingerprint: str
     read: Callable[[], list] = field(repr=False)  # returns the documents
     description: str = ""
+    files: list = field(default_factory=list, repr=False)  # the files it is read from, where it has files
+    encoding: str = "utf-8"  # of text files
 
     def documents(self) -> list:
         docs = self.read()
@@ -93,13 +97,13 @@ def _builtin_music_files(definition: dict) -> list[Path]:
     return sorted(p for p in root.glob(pattern) if p.suffix.lower() in MUSIC_SUFFIXES)
 
 
-def _open_builtin(name: str, definition: dict, encoding: str) -> Corpus:
+def _open_builtin(name: str, definition: dict, encoding: str, documents: str = "files") -> Corpus:
     import music21
 
     reader = definition["reader"]
     if reader == "music21-text":
         path = _music21_root() / definition["path"]
-        corpus = open_text(path, encoding=definition.get("encoding", "utf-8"))
+        corpus = open_text(path, encoding=definition.get("encoding", "utf-8"), documents=documents)
         corpus.name = name
         return corpus
     if reader == "music21-files":
@@ -116,15 +120,17 @@ def _open_builtin(name: str, definition: dict, encoding: str) -> Corpus:
 
 # -- resolving specs -------------------------------------------------------------------------
 
-def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "utf-8") -> Corpus:
-    """Resolve a ``--corpus`` spec for ``modality`` ("text" or "music")."""
+def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "utf-8", documents: str = "files",
+                column: str = "") -> Corpus:
+    """Resolve a ``--corpus`` spec for ``modality`` ("text" or "music"); for text, ``documents`` and
+    ``column`` say what one document is (see ``open_text``)."""
     definitions = builtin_definitions()
     path = Path(spec).expanduser()
     if not path.exists() and spec in definitions:
         definition = definitions[spec]
         if definition["modality"] != modality:
             raise GeneratorError(f"built-in corpus {spec} is {definition['modality']}, not {modality}")
-        return _open_builtin(spec, definition, encoding)
+        return _open_builtin(spec, definition, encoding, documents)
     if not path.exists() and not path.is_absolute() and os.environ.get(CORPORA_DIR_ENV):
         path = Path(os.environ[CORPORA_DIR_ENV]).expanduser() / path
     if not path.exists():
@@ -132,7 +138,7 @@ def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "u
         raise GeneratorError(f"corpus {spec} not found: give a file, a directory or a built-in name ({names}), "
                              f"or set {CORPORA_DIR_ENV} to the folder that holds it")
     if modality == "text":
-        return open_text(path, encoding=encoding)
+        return open_text(path, encoding=encoding, documents=documents, column=column)
     if path.suffix.lower() == ".json":
         return open_grid_json(path, split or "train")
     return open_music(path)
@@ -189,22 +195,79 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     return text.replace("\r\n", "\n")
 
 
-def open_text(path: Path, encoding: str = "utf-8") -> Corpus:
-    """A text corpus: one .txt file, or every .txt file under a directory (one document each)."""
+def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", column: str = "") -> Corpus:
+    """A text corpus: one .txt file, or every .txt file under a directory.
+
+    ``documents="files"`` makes each file one document; ``"lines"`` makes each non-empty line its own
+    short document (titles, names, tweets). With ``column``, the corpus is .csv or .jsonl files and each
+    row's value in that column (CSV header) or key (JSON object) is one short document. A short
+    document keeps one newline at its end, which the model learns as the end of the document; newlines
+    inside a value become spaces. ``dataset.tokenize`` streams whole-file documents in chunks, whatever
+    their size; ``read`` (the documents as strings, each file under the ``text_bytes`` limit) serves the rest.
+    """
     path = Path(path)
-    files = _files_under(path, TEXT_SUFFIXES)
+    if documents not in DOCUMENTS:
+        raise GeneratorError(f"--documents must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
+    if not column and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+        raise GeneratorError(f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose "
+                             f"values are the documents")
+    files = _files_under(path, TABLE_SUFFIXES if column else TEXT_SUFFIXES)
     if not files:
-        raise GeneratorError(f"corpus {path} holds no .txt files")
-    fingerprint = _hash_files(files, path) + f":{encoding}"
+        what = "no .csv or .jsonl files (--column reads those)" if column else "no .txt files"
+        raise GeneratorError(f"corpus {path} holds {what}")
+    fingerprint = _hash_files(files, path) + f":{encoding}:{documents}:{column}"
 
     def read() -> list[str]:
-        docs = [read_text_file(p, encoding) for p in files]
+        if column:
+            docs = [short_document(v) for p in files for v in read_column(p, column, encoding)]
+        elif documents == "lines":
+            docs = [short_document(line) for p in files for line in read_text_file(p, encoding).split("\n")]
+        else:
+            docs = [read_text_file(p, encoding) for p in files]
         docs = [d for d in docs if d]
         if not docs:
             raise GeneratorError(f"corpus {path} is empty")
         return docs
 
-    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read)
+    streamed = files if documents == "files" and not column else []  # dataset.tokenize streams these
+    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read, files=streamed,
+                  encoding=encoding)
+
+
+def short_document(text: str) -> str:
+    """One line-sized document: inner newlines become spaces, ends trimmed, one newline at the end ("" if empty)."""
+    text = " ".join(text.replace("\r", " ").split("\n")).strip()
+    return text + "\n" if text else ""
+
+
+def read_column(path: Path, column: str, encoding: str = "utf-8") -> list[str]:
+    """The values of ``column`` in a CSV file (by its header) or a JSONL file (by key), in row order."""
+    import csv
+    import io
+    import json
+
+    text = read_text_file(path, encoding)
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        if column not in (reader.fieldnames or []):
+            raise GeneratorError(f"{path} has no column {column!r}; its columns are "
+                                 f"{', '.join(reader.fieldnames or []) or 'none'}")
+        return [row[column] or "" for row in reader]
+    values = []
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise GeneratorError(f"{path}, line {number}: not a JSON object") from None
+        if not isinstance(row, dict):
+            raise GeneratorError(f"{path}, line {number}: not a JSON object")
+        value = row.get(column)
+        values.append(value if isinstance(value, str) else "" if value is None else json.dumps(value))
+    if values and not any(values):
+        raise GeneratorError(f"{path} has no key {column!r} in any of its rows")
+    return values
 
 
 # -- music -----------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ class LoopState:
     seconds: float = 0.0
     stopped_early: bool = False
     complete: bool = False
+    start_val: float | None = None  # fine-tuning: the validation loss of the starting weights (best epoch 0 keeps them)
+    out_of_time: bool = False  # stopped by the time limit
     history: list = field(default_factory=list)
 
     def position(self) -> str:

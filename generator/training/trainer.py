@@ -27,13 +27,14 @@ import numpy as np
 
 from generator.training import checkpoints
 from generator.data import dataset
-from generator.training import distribute
+from generator.training import distribute, finetune
 from generator.config import MODEL_KEYS, RunConfig
 from generator.errors import GeneratorError
 from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
-DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "seed", "modality")
+DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "seed", "modality",
+             "documents", "column", "init_from", "freeze")
 __all__ = ["Trainer", "LoopState", "bits"]
 
 
@@ -177,6 +178,8 @@ class Trainer:
         model, optimizer, state = self._model(strategy, state, blob, data.tokenizer)
         train_step = compiled.make_train_step(strategy, model, optimizer, self.config)
         eval_step = compiled.make_eval_step(model, self.config)
+        if self.config.init_from and state.global_step == 0 and state.start_val is None and val_windows is not None:
+            self._validate_start(state, strategy, model, eval_step, val_windows)
         writers = {k: tf.summary.create_file_writer(str(self.run_dir / "logs" / k)) for k in ("train", "validation")}
         try:
             self._loop(state, strategy, model, optimizer, train_windows, val_windows, train_step, eval_step, writers)
@@ -245,9 +248,10 @@ class Trainer:
         keras.utils.set_random_seed(config.seed)
         model, optimizer = compiled.build(config, strategy)
         self.model = model
+        frozen = finetune.freeze(model, config.freeze)
         if state is None:
             if config.init_from:
-                self._init_weights(model, config.init_from)
+                self._init_weights(model, config.init_from, tokenizer)
             state = LoopState(learning_rate=config.learning_rate)
             checkpoints.atomic_write_text(self.run_dir / "config.json", config.to_json() + "\n")
             checkpoints.atomic_write_text(self.run_dir / "tokenizer.json", tokenizer.to_json() + "\n")
@@ -260,6 +264,8 @@ class Trainer:
                                             compiled.use_jit(config) and "XLA") if x)
         self.log(f"model: {config.arch}, {config.layers} layers of {config.units}, embedding {config.embedding}, "
                  f"{parameters(model):,} parameters; {distribute.describe(strategy)}{extras}")
+        if frozen:
+            self.log(f"frozen at their starting weights: {', '.join(frozen)}")
         return model, optimizer, state
 
     def _finish(self, state, chief: bool, corpus, data, train_ids, val_ids) -> dict:
@@ -271,6 +277,9 @@ class Trainer:
             return {}
         for line in summary(state.history, state.best_epoch):
             self.log(line)
+        if state.start_val is not None and state.best_epoch == 0:
+            self.log(f"no epoch beat the starting weights (validation {state.start_val:.4f} nats per token); "
+                     f"{self.run_dir / 'model.keras'} keeps them")
         try:
             from generator.training import curve
 
@@ -296,7 +305,7 @@ class Trainer:
         import tensorflow as tf
 
         config = self.config
-        while state.epoch < config.epochs and not state.stopped_early:
+        while state.epoch < config.epochs and not state.stopped_early and not state.out_of_time:
             epoch = state.epoch
             started = epoch_started = time.monotonic()
             n_windows = len(train_windows.window_starts(epoch))
@@ -304,6 +313,7 @@ class Trainer:
             global_tokens = tf.constant(float(train_windows.batch_size_for(n_windows) * train_windows.seq_len))
             bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "bits"], verbose=1) if self.progress else None
             for batch in self._epoch_batches(strategy, train_windows, epoch, state.step_in_epoch, steps - state.step_in_epoch):
+                self._warm_up(state, optimizer)
                 loss = float(train_step(batch, global_tokens))
                 state.epoch_loss += loss
                 state.step_in_epoch += 1
@@ -318,6 +328,9 @@ class Trainer:
                     state.seconds += time.monotonic() - started
                     started = time.monotonic()
                     self._save_state(state, model, optimizer)
+                if config.time_limit and state.seconds + time.monotonic() - started >= config.time_limit:
+                    state.out_of_time = True  # validate what it has, keep the best, and stop
+                    break
             train_loss = state.epoch_loss / max(state.step_in_epoch, 1)
             val_loss = self._validate(eval_step, val_windows) if val_windows and self.chief else train_loss
             val_loss = distribute.broadcast_float(strategy, val_loss)  # the chief's, so every worker decides alike
@@ -352,6 +365,7 @@ class Trainer:
                 optimizer.learning_rate.assign(state.learning_rate)
             if state.wait >= config.patience:
                 state.stopped_early = True
+        state.stopped_early = state.stopped_early or state.out_of_time
         state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,
                               "train_bits": bits(train_loss), "val_bits": bits(val_loss),
                               "learning_rate": lr, "seconds": round(seconds, 1)})
@@ -364,7 +378,9 @@ class Trainer:
         note = " (best)" if improved else ""
         if state.learning_rate != lr:
             note += f", learning rate lowered to {state.learning_rate:.2g}"
-        if state.stopped_early:
+        if state.out_of_time:
+            note += f", stopping: the time limit of {config.time_limit:g} s is reached"
+        elif state.stopped_early:
             note += f", stopping: no improvement for {config.patience} epochs"
         state.complete = state.stopped_early or state.epoch >= config.epochs
         checkpoints.atomic_write_text(self.run_dir / "history.csv", history_csv(state))
@@ -377,28 +393,28 @@ class Trainer:
             return f"split {self.config.val_split!r}"
         return f"held out: {self.split.describe()}"
 
-    def _init_weights(self, model, source: str) -> None:
-        """Copy into ``model`` the weights of each layer of run directory or bundled checkpoint ``source``
-        with the same name and sizes; layers it lacks (an ``lstm`` run's weights into an
-        ``lstm-attention`` model: the attention) keep their fresh initialisation."""
-        src = checkpoints.load_run(source).model
-        theirs = {layer.name: layer for layer in src.layers if layer.weights}
-        copied, fresh = [], []
-        for layer in model.layers:
-            if not layer.weights:
-                continue
-            other = theirs.get(layer.name)
-            if other is None:
-                fresh.append(layer.name)
-                continue
-            if [w.shape for w in layer.get_weights()] != [w.shape for w in other.get_weights()]:
-                raise GeneratorError(f"--init-from {source}: its weights do not fit this model "
-                                     f"(layer {layer.name} has other sizes)")
-            layer.set_weights(other.get_weights())
-            copied.append(layer.name)
-        if not copied:
-            raise GeneratorError(f"--init-from {source}: its weights do not fit this model (no layer in common)")
-        self.log(f"starting from the weights of {source}" + (f"; new layers: {', '.join(fresh)}" if fresh else ""))
+    def _init_weights(self, model, source: str, tokenizer) -> None:
+        """Start ``model`` from the weights of run directory or bundled checkpoint ``source``
+        (``finetune.init_weights``), saying how many characters the vocabulary gained."""
+        run = finetune.load_source(source)
+        finetune.init_weights(model, run, source, self.log)
+        grown = finetune.describe_growth(run.tokenizer, tokenizer)
+        if grown:
+            self.log(grown)
+
+    def _validate_start(self, state, strategy, model, eval_step, val_windows) -> None:
+        """Score the starting weights of a fine-tuning run: they are the best so far, kept unless an epoch beats them."""
+        val = self._validate(eval_step, val_windows) if self.chief else 0.0
+        state.start_val = state.best_val = distribute.broadcast_float(strategy, val)
+        checkpoints.save_model(model, self.run_dir / "model.keras")
+        self.log(f"the starting weights: validation {state.start_val:.4f} nats ({bits(state.start_val):.3f} bits) "
+                 f"per token; an epoch must beat that to replace them")
+
+    def _warm_up(self, state, optimizer) -> None:
+        """During the first ``warmup_steps`` steps, the learning rate ramps up to ``state.learning_rate``."""
+        n = self.config.warmup_steps
+        if n and state.global_step <= n:
+            optimizer.learning_rate.assign(finetune.warm_up_rate(state.learning_rate, state.global_step, n))
 
     # -- persistence ------------------------------------------------------------------------------
     def _save_state(self, state, model, optimizer):
@@ -417,6 +433,9 @@ class Trainer:
             "best_epoch": state.best_epoch,
             "epochs_run": state.epoch,
             "stopped_early": state.stopped_early,
+            "stopped_by_time_limit": state.out_of_time,
+            "start_val_loss_nats": state.start_val,
+            "kept_start_weights": state.start_val is not None and state.best_epoch == 0,
             "complete": state.complete,
             "training_seconds": round(state.seconds, 1),
             "parameters": params,
