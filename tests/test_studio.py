@@ -179,11 +179,13 @@ def test_harmonize_the_melody_and_rewrite_a_passage(client):
     assert bad.status_code == 400 and "end after it starts" in bad.json()["error"]
 
 
-def test_requests_for_another_host_name_are_refused(studio):
+def test_requests_for_another_host_name_or_from_another_site_are_refused(studio):
     local = TestClient(create_app(studio, allowed_hosts={"127.0.0.1", "localhost"}), base_url="http://127.0.0.1")
     assert local.get("/api/info").status_code == 200
     rebound = TestClient(create_app(studio, allowed_hosts={"127.0.0.1", "localhost"}), base_url="http://evil.example")
     assert rebound.get("/api/info").status_code == 403
+    other_site = local.post("/api/music", json={"seconds": 1}, headers={"Origin": "http://evil.example"})
+    assert other_site.status_code == 403 and "its own page" in other_site.json()["error"]
 
 
 def test_the_command_refuses_a_busy_port_a_bad_host_and_a_file_as_workdir(tmp_path, capsys):
@@ -212,3 +214,21 @@ def test_listening_beyond_the_loopback_address_is_announced_loudly():
         assert exposure_warning(host, 8765) is None
     for host in ("0.0.0.0", "192.168.1.5", "::"):
         assert exposure_warning(host, 8765).startswith(f"WARNING: the studio listens on {host}")
+
+
+def test_audio_renders_in_a_child_process_that_a_cancel_stops(tmp_path):
+    from generator.studio.jobs import Cancelled, Job
+    from generator.studio.session import render_wav
+
+    midi = tmp_path / "take.mid"
+    midi.write_bytes((TEST_MIDI / "test05.mid").read_bytes())
+    job = Job("music", None)
+    how = render_wav(job, midi)
+    assert "synthesis" in how or "FluidSynth" in how
+    assert (tmp_path / "take.wav").read_bytes()[:4] == b"RIFF"
+    job.cancel.set()
+    with pytest.raises(Cancelled):
+        render_wav(job, midi)
+    broken = tmp_path / "broken.mid"
+    broken.write_bytes(b"MThd nonsense")
+    assert render_wav(Job("music", None), broken).startswith("no audio: ")

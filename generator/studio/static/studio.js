@@ -225,7 +225,8 @@ function addTake(take) {
   const midi = document.createElement("a");
   midi.href = take.midi; midi.textContent = "MIDI"; midi.className = "midi"; midi.download = "";
   const wav = document.createElement("a");
-  wav.href = take.wav; wav.textContent = "WAV"; wav.className = "wav"; wav.download = "";
+  wav.href = take.wav || ""; wav.textContent = "WAV"; wav.className = "wav"; wav.download = "";
+  wav.hidden = !take.wav;
   const again = document.createElement("button");
   again.type = "button";
   again.className = "regenerate";
@@ -238,7 +239,7 @@ function addTake(take) {
 function showTake(take) {
   drawRoll(take.roll, `Take ${take.number}: ${take.seed}`);
   const player = $("player");
-  player.src = take.wav;
+  if (take.wav) player.src = take.wav; else player.removeAttribute("src");
   const start = (take.roll.marks[0] || [0])[0];
   if (take.kind === "continue" && start > 5) {  // start playing a few seconds before the new music
     player.addEventListener("loadedmetadata", () => { player.currentTime = start - 5; }, { once: true });
