@@ -172,6 +172,8 @@ def test_harmonize_the_melody_and_rewrite_a_passage(client):
                                                                "random_seed": 1}).json())
     assert rewrite["state"] == "done", rewrite["error"]
     assert rewrite["take"]["kind"] == "rewrite" and {n[5] for n in rewrite["take"]["roll"]["notes"]} == {0, 1}
+    [(low, high)] = rewrite["take"]["roll"]["marks"]  # the passage, in seconds
+    assert all(low - 1e-3 <= n[1] < high for n in rewrite["take"]["roll"]["notes"] if n[5])
     bad = client.post("/api/harmonize", json={"seed": "example-chorale", "mode": "rewrite", "start_beat": 8,
                                               "end_beat": 4})
     assert bad.status_code == 400 and "end after it starts" in bad.json()["error"]
@@ -201,3 +203,12 @@ def test_the_command_refuses_a_busy_port_a_bad_host_and_a_file_as_workdir(tmp_pa
     afile = tmp_path / "file"
     afile.write_text("x")
     one_line_error(*call(generator_main, ["studio", "--workdir", str(afile)], capsys)[::2], "is a file")
+
+
+def test_listening_beyond_the_loopback_address_is_announced_loudly():
+    from generator.studio import exposure_warning
+
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert exposure_warning(host, 8765) is None
+    for host in ("0.0.0.0", "192.168.1.5", "::"):
+        assert exposure_warning(host, 8765).startswith(f"WARNING: the studio listens on {host}")

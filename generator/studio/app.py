@@ -131,8 +131,12 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
                 return error(f"{name[:120]} is larger than the {limit // (1024 * 1024)} MiB upload limit", 413)
         from urllib.parse import unquote
 
-        seed = studio.upload(bytes(data), unquote(name))
-        return studio.seed_info(seed)
+        from starlette.concurrency import run_in_threadpool
+
+        def read():  # off the event loop: a score can take music21 seconds to parse
+            return studio.seed_info(studio.upload(bytes(data), unquote(name)))
+
+        return await run_in_threadpool(read)
 
     @app.get("/api/seeds/{seed_id}")
     def seed(seed_id: str):

@@ -40,7 +40,19 @@ class Seed:
     id: str
     name: str  # shown in the page: the uploaded file's own name, or the example's
     path: Path
-    sequence: object  # its NoteSequence
+    parsed: object = None  # its NoteSequence, read on first use
+
+    @property
+    def sequence(self):
+        """The seed's NoteSequence (read once, through the library's hardened readers)."""
+        if self.parsed is None:
+            from generator.generation.compose import read_seed
+
+            sequence = read_seed(self.path)
+            if not sequence.notes:
+                raise GeneratorError(f"{self.name} has no notes to continue")
+            self.parsed = sequence
+        return self.parsed
 
 
 @dataclass
@@ -113,11 +125,8 @@ class Studio:
         self.lock = threading.Lock()
         self.worker = Worker(log=log)
         self.examples = []
-        for example in examples.install(self.workdir / "examples"):
-            try:
-                seed = self.add_seed(example["path"], example["name"], seed_id=f"example-{example['id']}")
-            except GeneratorError:
-                continue
+        for example in examples.install(self.workdir / "examples"):  # read when first chosen
+            seed = self.add_seed(example["path"], example["name"], seed_id=f"example-{example['id']}", lazy=True)
             self.examples.append(dict(id=seed.id, name=example["name"], description=example["description"]))
 
     # -- files ---------------------------------------------------------------------------------------
@@ -128,13 +137,11 @@ class Studio:
             raise GeneratorError("that file is outside the studio's working folder")
         return path
 
-    def add_seed(self, path: Path, name: str, seed_id: str | None = None) -> Seed:
-        from generator.generation.compose import read_seed
-
-        sequence = read_seed(self.inside(path))
-        if not sequence.notes:
-            raise GeneratorError(f"{name} has no notes to continue")
-        seed = Seed(seed_id or secrets.token_hex(6), name, path, sequence)
+    def add_seed(self, path: Path, name: str, seed_id: str | None = None, lazy: bool = False) -> Seed:
+        """Register the seed file ``path``; it is read now (a bad file fails here) unless ``lazy``."""
+        seed = Seed(seed_id or secrets.token_hex(6), name, self.inside(path))
+        if not lazy:
+            seed.sequence  # noqa: B018  (reads and checks it)
         with self.lock:
             self.seeds[seed.id] = seed
         return seed
@@ -244,14 +251,14 @@ class Studio:
                                 random_seed=s["random_seed"], iterations=s.get("iterations") or None)
         notices.extend(music.notices)
         if infill is None:
-            given = lambda n: n.track == 0  # noqa: E731  (the soprano is the melody)
-        else:
-            bpm = music.sequence.tempos[0][1] if music.sequence.tempos else 120.0
-            low, high = (b * 60.0 / bpm for b in infill)
-            given = lambda n: not (low - 1e-6 <= n.start < high - 1e-6)  # noqa: E731
-        self.keep(job, music, "harmonize" if infill is None else "rewrite", "harmonizer", seed, notices, given)
+            self.keep(job, music, "harmonize", "harmonizer", seed, notices, lambda n: n.track == 0)  # the melody
+            return
+        bpm = music.sequence.tempos[0][1] if music.sequence.tempos else 120.0
+        low, high = (b * 60.0 / bpm for b in infill)
+        self.keep(job, music, "rewrite", "harmonizer", seed, notices,
+                  lambda n: not (low - 1e-6 <= n.start < high - 1e-6), marks=[[round(low, 4), round(high, 4)]])
 
-    def keep(self, job: Job, music, kind: str, checkpoint: str, seed, notices, given) -> None:
+    def keep(self, job: Job, music, kind: str, checkpoint: str, seed, notices, given, marks=None) -> None:
         """Save ``music`` as a new take (MIDI, then WAV) and attach it to ``job``."""
         from generator.generation.render import render
 
@@ -273,7 +280,7 @@ class Studio:
                 shown = max(0.0, start - SEED_SHOWN)
                 take.roll["view"] = [round(shown, 4), take.roll["duration"]]
                 take.roll["notes"] = [n for n in take.roll["notes"] if n[2] > shown]
-            take.roll["marks"] = [[round(start, 4), take.roll["duration"]]] if kind == "continue" else []
+            take.roll["marks"] = [[round(start, 4), take.roll["duration"]]] if kind == "continue" else (marks or [])
             self.takes[take_id] = take
         job.take = take_id
 
