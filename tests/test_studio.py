@@ -232,3 +232,13 @@ def test_audio_renders_in_a_child_process_that_a_cancel_stops(tmp_path):
     broken = tmp_path / "broken.mid"
     broken.write_bytes(b"MThd nonsense")
     assert render_wav(Job("music", None), broken).startswith("no audio: ")
+
+
+def test_without_the_studio_extra_the_command_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from conftest import call, one_line_error
+    from generator.cli.main import generator_main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    one_line_error(*call(generator_main, ["studio"], capsys)[::2], "needs uvicorn", 'pip install ".[studio]"')
