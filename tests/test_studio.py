@@ -143,6 +143,8 @@ def test_continue_a_seed_keep_the_take_download_it_and_regenerate(client, studio
     assert again["state"] == "done" and again["take"]["number"] == take["number"] + 1
     assert again["take"]["settings"]["seconds"] == 2 and again["take"]["settings"]["random_seed"] != 3
     assert [t["id"] for t in client.get("/api/takes").json()][-2:] == [take["id"], again["take"]["id"]]
+    onward = client.post(f"/api/takes/{take['id']}/seed").json()  # continue the take further
+    assert onward["name"] == f"take-{take['number']}.mid" and len(onward["roll"]["notes"]) == len(take["roll"]["notes"])
 
 
 def test_two_requests_are_queued_not_mixed_and_a_long_one_can_be_cancelled(client):

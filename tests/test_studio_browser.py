@@ -47,7 +47,7 @@ def server(tmp_path_factory, music_run, text_run):
         code = process.wait(timeout=30)
     finally:
         process.kill()
-    assert code == 0, process.stderr.read()
+    assert code == 0 and "generator studio: stopped" in process.stdout.read(), process.stderr.read()
 
 
 @pytest.fixture(scope="module")

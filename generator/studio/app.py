@@ -211,6 +211,10 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
         download = f"take-{found.number}-{found.checkpoint}{path.suffix}"
         return FileResponse(path, media_type=media, filename=download)
 
+    @app.post("/api/takes/{take_id}/seed")
+    def take_as_seed(take_id: str):
+        return studio.seed_info(studio.seed_from_take(studio.take(take_id)))
+
     @app.post("/api/takes/{take_id}/regenerate")
     def regenerate(take_id: str):
         found = studio.take(take_id)

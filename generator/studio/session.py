@@ -199,6 +199,10 @@ class Studio:
             path.unlink(missing_ok=True)
             raise GeneratorError(f"{name} could not be read as music: {e}") from None
 
+    def seed_from_take(self, take: Take) -> Seed:
+        """The take's MIDI file as a new seed, to continue it further."""
+        return self.add_seed(take.folder / "take.mid", f"take-{take.number}.mid")
+
     def seed(self, seed_id: str | None) -> Seed | None:
         if seed_id in (None, ""):
             return None

@@ -232,7 +232,14 @@ function addTake(take) {
   again.className = "regenerate";
   again.textContent = "Regenerate";
   again.onclick = () => startMusic(`/api/takes/${take.id}/regenerate`, {});
-  item.append(what, show, midi, wav, again);
+  const onward = document.createElement("button");
+  onward.type = "button";
+  onward.className = "as-seed";
+  onward.textContent = "Use as the seed";
+  onward.onclick = async () => {
+    try { addSeed(await postJSON(`/api/takes/${take.id}/seed`, {}), true); } catch (e) { showError(e.message); }
+  };
+  item.append(what, show, midi, wav, again, onward);
   $("takes").append(item);
 }
 
