@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
-from generator.cli.flags import EXIT_USAGE, Parser, fraction, int_range, positive_float, probability  # noqa: F401
+from generator.cli.flags import EXIT_USAGE, Parser, add_option_flags, int_range, option_values, positive_float
 
 
 # -- quiet TensorFlow ---------------------------------------------------------------------------
@@ -62,11 +62,19 @@ def quiet_tensorflow(verbose: bool, multi_worker: bool = False) -> None:
         pass
 
 
+def flag_name(argument: str) -> str:
+    """The flag that sets a library call's argument: ``top_k`` -> ``--top-k``."""
+    return "--" + argument.replace("_", "-")
+
+
 def run(main, argv=None) -> int:
     """Call ``main(argv)`` turning user errors into one stderr line and exit status 2."""
     try:
         main(argv)
         return 0
+    except ArgumentError as e:  # a library call's argument: say it as the flag that sets it
+        print(f"error: {e.worded(flag_name)}", file=sys.stderr)
+        return EXIT_USAGE
     except GeneratorError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -85,36 +93,44 @@ def run(main, argv=None) -> int:
 
 def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str | None, unit: str,
                        checkpoint_help: str | None = None) -> None:
+    """The flags of generate-text and generate-music: the checkpoint, how many samples, and the sampling
+    options that apply to every model (made from ``SamplingOptions``)."""
+    from generator.config import SamplingOptions
+
     p.add_argument("--checkpoint", default=default_checkpoint,
                    help=checkpoint_help or f"The bundled checkpoint name or the run directory to sample from "
                                            f"(default: {default_checkpoint}).")
-    p.add_argument("--temperature", type=positive_float, default=1.0,
-                   help="Sampling temperature: 1.0 uses the model's unaltered probabilities, greater than 1.0 "
-                        "makes the output more random, less than 1.0 less random. Must be greater than 0.")
-    p.add_argument("--top-k", type=int_range(1), default=None, metavar="K",
-                   help="Sample only among the K most likely next tokens. By default every token may be sampled.")
-    p.add_argument("--top-p", type=probability, default=None, metavar="P",
-                   help="Sample only among the most likely next tokens whose probabilities add up to P (nucleus "
-                        "sampling), a number in (0, 1]; 1 samples from every token. By default the checkpoint's "
-                        "own recommendation is used (pop-piano: 0.9), and every token may be sampled where it "
-                        "has none.")
+    add_option_flags(p, SamplingOptions, SAMPLING_FLAGS)
     p.add_argument("--num-samples", type=int_range(1, 1024), default=1, metavar="N",
                    help=f"How many independent {unit} to sample; they are generated together as one batch.")
-    p.add_argument("--random-seed", type=int_range(0), default=None, metavar="S",
-                   help="Seed of the random sampling: the same seed, checkpoint and flags give byte-identical "
-                        "output. By default a fresh seed is drawn each run.")
     p.add_argument("--force", action="store_true", help="Overwrite output files that already exist.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
 
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "random_seed")  # the SamplingOptions of every model
+MUSIC_FLAGS = ("key_average", "voice_leading", "note_limit")  # those of music models only
+
+
+def sampling_options(args):
+    """The ``SamplingOptions`` the flags give (fields whose flags were left out keep their defaults)."""
+    from generator.config import SamplingOptions
+
+    return SamplingOptions(**option_values(args, SamplingOptions))
+
+
 def add_key_average_flag(p: argparse.ArgumentParser) -> None:
     """``--key-average K`` (music models): the distribution sampled and scored."""
-    p.add_argument("--key-average", type=int_range(0, 12), default=None, metavar="K",
-                   help="Music models: average every next-token prediction over the music transposed by -K..K "
-                        "semitones (2K+1 copies run side by side as one batch; a copy drops out once its notes "
-                        "leave the model's pitch range). It lowers the loss of models trained with transposition "
-                        "augmentation (docs/music.md, 'Key averaging'). 0 uses the model alone. Default: the "
-                        "checkpoint's own recommendation (the bundled music models: 3), else 0.")
+    from generator.config import SamplingOptions
+
+    add_option_flags(p, SamplingOptions, ("key_average",))
+
+
+def limit_default(name: str, note: str = "") -> str:
+    """``Default: 2,048, or the GENERATOR_PROMPT_TOKENS environment variable.``, from the limit's one definition."""
+    from generator.data.limits import LIMITS
+
+    limit = LIMITS[name]
+    return f"Default: {limit.default:,}, or the {limit.env} environment variable{note}."
 
 
 def output_paths(output: str, count: int) -> list[Path]:
@@ -147,7 +163,7 @@ def text_parser() -> Parser:
     p.add_argument("--prompt-tokens", type=int_range(0), default=None, metavar="N",
                    help="Prime the model with only the last N tokens (characters) of the prompt, in chunks; the "
                         "whole prompt is still printed. A notice says when the prompt is cut. 0 primes with all of "
-                        "it. Default: 2048, or the GENERATOR_PROMPT_TOKENS environment variable.")
+                        "it. " + limit_default("prompt_tokens"))
     p.add_argument("--output", default=None, metavar="FILE",
                    help="Write the text to FILE instead of printing it (FILE-1, FILE-2, ... with --num-samples). "
                         "Existing files are kept unless --force is given.")
@@ -172,8 +188,7 @@ def generate_text_main(argv=None) -> None:
     model = api.load(args.checkpoint)
     if model.config.modality != "text":
         raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-music")
-    options = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   random_seed=args.random_seed)
+    options = dict(num_samples=args.num_samples, options=sampling_options(args))
     ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
     if not paths and model.short_documents:  # one line per sample, each a document of its own
         texts = model.generate(prompt, args.length, prompt_tokens=args.prompt_tokens, **options)
@@ -212,8 +227,8 @@ def music_parser() -> Parser:
     prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
                        help="Prime the model with the last S seconds of the seed.")
     prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
-                       help="Prime the model with the last N tokens of the encoded seed. Default: 2048, or the "
-                            "GENERATOR_PROMPT_TOKENS environment variable (0 there primes with the whole seed).")
+                       help="Prime the model with the last N tokens of the encoded seed. "
+                            + limit_default("prompt_tokens", " (0 there primes with the whole seed)"))
     size = p.add_mutually_exclusive_group()
     size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
                       help="How many tokens to generate (default 1000).")
@@ -224,10 +239,6 @@ def music_parser() -> Parser:
                         "are kept unless --force is given.")
     p.add_argument("--continuation-only", action="store_true",
                    help="Write only the newly generated music, without the seed in front of it.")
-    p.add_argument("--no-note-limit", action="store_true",
-                   help="Let notes last as long as the model likes. By default no note is held longer than the cap "
-                        "learned from the model's training corpus (recorded in its tokenizer.json, never longer "
-                        "than the corpus's longest note), and a note that reaches the cap is released.")
     from generator.cli.commands import add_render_flags
 
     add_render_flags(p)
@@ -235,14 +246,12 @@ def music_parser() -> Parser:
         "The bundled checkpoint name or the run directory to sample from. By default it is chosen from the "
         "seed's content and the choice is printed: band for a seed with drums or three or more kinds of "
         "instrument, pop-piano for piano only, bach for a four-part chorale; without --seed, pop-piano."))
-    add_key_average_flag(p)
-    p.add_argument("--no-voice-leading", action="store_true",
-                   help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
-                        "crosses the one above it, alto and tenor stay within an octave of the voice above, each "
-                        "voice stays within its range, and no two voices move in parallel fifths or octaves.")
-    from generator.cli import harmonize
+    from generator.config import SamplingOptions
 
-    harmonize.add_flags(p)  # --harmonize, --voices, --infill, --iterations, --split, --index
+    add_option_flags(p, SamplingOptions, MUSIC_FLAGS)
+    from generator.cli import harmonizing
+
+    harmonizing.add_flags(p)  # --harmonize, --voices, --infill, --iterations, --split, --index
     return p
 
 
@@ -258,11 +267,11 @@ def generate_music_main(argv=None) -> None:
         from generator.generation.render import find_soundfont
 
         find_soundfont(args.soundfont)  # a missing SoundFont fails before generating
-    from generator.cli import harmonize
+    from generator.cli import harmonizing
 
-    harmonize.check_flags(args)
+    harmonizing.check_flags(args)
     if args.harmonize is not None:
-        return harmonize.harmonize_main(args, paths, quiet_tensorflow)
+        return harmonizing.harmonize_main(args, paths, quiet_tensorflow)
     seed = None
     if args.seed is not None:
         from generator.generation.compose import read_seed
@@ -283,15 +292,9 @@ def generate_music_main(argv=None) -> None:
     model = api.load(checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {checkpoint} is a {model.config.modality} model; use generate-text")
-    if args.key_average is not None:
-        model.key_average = args.key_average
-    if args.no_voice_leading:
-        model.tokenizer = model.tokenizer.without_voice_leading()
     pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
-                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            random_seed=args.random_seed, prime_seconds=args.prime_seconds,
-                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only,
-                            note_limit=not args.no_note_limit)
+                            options=sampling_options(args), prime_seconds=args.prime_seconds,
+                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only)
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, piece in zip(paths, pieces):
         piece.save(path, force=args.force)
@@ -306,137 +309,24 @@ def generate_music_main(argv=None) -> None:
 
 # -- generator (train, evaluate, corpora) ----------------------------------------------------------------
 
+# The flags of `generator train` that are no RunConfig field: where the run goes and how the command behaves.
+TRAIN_ONLY_FLAGS = ("--output", "--config", "--encoding", "--peer-timeout", "--force", "--verbose")
+
+
 def add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", required=True, metavar="SPEC",
-                   help="What to train on: a file, a directory of files, or a built-in corpus name "
-                        "(see `generator corpora list`).")
+    """The flags of `generator train`: one per RunConfig field (made from its definition), then the command's own."""
+    from generator.config import RunConfig
+
+    add_option_flags(p, RunConfig)
     p.add_argument("--output", required=True, metavar="DIR",
                    help="The run directory to write. Re-running the same command resumes an interrupted run.")
-    p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer", "harmonizer"],
-                   help="The architecture: lstm (stacked LSTMs, the default), lstm-attention (stacked LSTMs whose "
-                        "top-layer outputs attend over the last --attention-window outputs) or transformer "
-                        "(decoder-only, causal self-attention with rotary positions); harmonizer (a bidirectional LSTM "
-                        "trained on SATB grids with masked cells, which fills in voices: generate-music --harmonize; "
-                        "needs --tokenizer voices). Each has its own preset of sizes, which the other flags override.")
-    p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers, or of Transformer blocks.")
-    p.add_argument("--units", type=int_range(1, 8192),
-                   help="Units (state size) of each LSTM layer, or the Transformer's model width.")
-    p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
-    p.add_argument("--heads", type=int_range(1, 256),
-                   help="Attention heads of lstm-attention and transformer; the attention width (--units) must "
-                        "be a multiple of it.")
-    p.add_argument("--attention-window", type=int_range(1, 100_000),
-                   help="lstm-attention: how many of the previous top-layer LSTM outputs (the current one "
-                        "included) each step attends to (default 128 for text, 64 for music). The decode state "
-                        "keeps that many keys and values, so sampling memory stays constant however long the output.")
-    p.add_argument("--dropout", type=fraction,
-                   help="Dropout rate on each LSTM layer's output, at least 0 and below 1.")
-    p.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=None,
-                   help="Draw one dropout mask per sequence and share it across all its time steps (variational "
-                        "dropout, as in AWD-LSTM) instead of a fresh mask at every step. On in the text and chorales presets, off otherwise.")
-    p.add_argument("--input-dropout", type=fraction,
-                   help="Dropout rate on the embedding output, the first layer's input (locked with "
-                        "--locked-dropout); 0 turns it off. Default 0.1 in the text and chorales presets, 0 otherwise.")
-    p.add_argument("--embedding-dropout", type=fraction,
-                   help="Share of embedding rows zeroed in each training batch, so that every occurrence of a "
-                        "dropped token loses its embedding at once; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.")
-    p.add_argument("--weight-drop", type=fraction,
-                   help="DropConnect on the recurrent weights of lstm and lstm-attention: the share of the "
-                        "recurrent kernel's entries zeroed for each training batch (AWD-LSTM uses 0.5); training "
-                        "keeps the cuDNN kernel on GPUs. 0 turns it off. Default 0.3 in the text preset, 0 otherwise.")
-    p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
-                   help="Compute the output logits with the embedding table (transposed), through a projection "
-                        "from the last layer's width to the embedding's when they differ. Off by default.")
-    p.add_argument("--weight-decay", type=fraction,
-                   help="Decoupled weight decay (AdamW): each step shrinks every weight by learning rate times "
-                        "this factor, apart from the gradient; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.")
-    p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000),
-                   help="Windows per training step, summed over all devices and machines (the global batch): "
-                        "each device trains on its share and the loss is averaged over the whole batch.")
-    p.add_argument("--epochs", type=int_range(1, 100_000), help="Maximum number of passes over the training data.")
-    p.add_argument("--learning-rate", type=positive_float,
-                   help="Initial learning rate of the Adam optimizer. Default: the preset's (2e-3 for the LSTM); "
-                        "with --init-from, a quarter of the checkpoint's.")
-    p.add_argument("--patience", type=int_range(1),
-                   help="Stop after this many epochs without a better validation loss (default 3; 2 with --init-from, "
-                        "where a small corpus overfits in minutes). The best weights are the ones kept.")
-    p.add_argument("--warmup-steps", type=int_range(0), metavar="N",
-                   help="Raise the learning rate linearly from a small value to --learning-rate over the first N "
-                        "training steps, so that the first steps on a new corpus do not undo what a checkpoint "
-                        "knows. Default 0, and 50 with --init-from.")
-    p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
-                   help="Stop once training has run this many seconds (validations included, over all sittings of "
-                        "a resumed run): the epoch under way is cut short, validated, and the best weights are "
-                        "kept. By default there is no limit.")
-    p.add_argument("--val-fraction", type=fraction,
-                   help="Share of the corpus held out for validation, taken as --holdout says.")
-    p.add_argument("--holdout", choices=["auto", "blocks", "tail", "documents"],
-                   help="How --val-fraction is held out: blocks holds out seeded random blocks of --holdout-block "
-                        "tokens spread over every document; tail holds out the end of each document; documents "
-                        "holds out whole documents. auto, the default, takes documents when the corpus has 20 or "
-                        "more and blocks otherwise. Training windows never cross into held-out tokens.")
-    p.add_argument("--holdout-block", type=int_range(2), metavar="TOKENS",
-                   help="Length in tokens of each held-out block with --holdout blocks (default 2000).")
-    p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
-    p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
-    p.add_argument("--init-from", metavar="CHECKPOINT",
-                   help="Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, "
-                        "band) or run directory instead of random weights. The run takes its tokenizer, architecture "
-                        "and sizes; flags that contradict them are an error (--arch lstm-attention from an lstm "
-                        "checkpoint is allowed: its attention starts fresh). Characters of a text corpus that the "
-                        "checkpoint never saw are added to its vocabulary, so that it predicts the old ones as "
-                        "before; music keeps the checkpoint's vocabulary. Fine-tuning defaults: a quarter of its "
-                        "learning rate with --warmup-steps 50, --patience 2, validation on --val-fraction of the new "
-                        "corpus, and the checkpoint's own weights kept unless an epoch beats them on it.")
-    p.add_argument("--freeze", type=int_range(0), metavar="N",
-                   help="With --init-from, keep the embedding and the lowest N LSTM layers (or Transformer blocks) "
-                        "at the checkpoint's weights and train only the layers above them; fewer than --layers. "
-                        "Default 0: every layer trains.")
-    p.add_argument("--documents", choices=["files", "lines"],
-                   help="Text: what one document is. files (the default) makes each .txt file one document; lines "
-                        "makes every non-empty line its own short document (titles, names, tweets), and then "
-                        "generate-text gives one line per sample, each from a fresh start.")
-    p.add_argument("--column", metavar="NAME",
-                   help="Text: read .csv files (by their header) or .jsonl files (by key) and make each row's value "
-                        "of column NAME one short document, as with --documents lines.")
-    p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
-                   help="How to spread training over devices: default uses one device; mirrored uses every GPU "
-                        "of this machine; multi-worker trains on several machines together, the cluster read from "
-                        "TF_CONFIG (or from the Slurm job step); auto, the default, uses mirrored when more than "
-                        "one GPU is visible and default otherwise.")
-    p.add_argument("--mixed-precision", choices=["bfloat16", "float16"],
-                   help="Compute in 16-bit floats while keeping the weights in 32 bits, which is faster on GPUs "
-                        "with tensor cores; float16 adds dynamic loss scaling. Off by default.")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="Compile each step's forward and backward pass with XLA, the LSTM layers running as "
-                        "hand-written loops (the fastest way on a CPU). On by default when no GPU is visible; on a "
-                        "GPU it would replace cuDNN's LSTM kernel, so there it is off unless asked for.")
     p.add_argument("--peer-timeout", type=positive_float, default=None, metavar="SECONDS",
                    help="With --strategy multi-worker, how long to wait for the other workers' addresses to accept "
-                        "connections before giving up with exit status 2 and the unreachable addresses. Default: "
-                        "300, or the GENERATOR_PEER_TIMEOUT environment variable.")
-    p.add_argument("--save-every", type=int_range(1), metavar="N",
-                   help="Also save a resumable checkpoint every N training steps; one is always saved at the end "
-                        "of every epoch. A killed run resumes from the last one when the same command is run again.")
-    p.add_argument("--split", default=None, help="The split of a JSON corpus to train on (train, valid or test).")
-    p.add_argument("--val-split", default=None,
-                   help="Validate on this split of the same JSON corpus instead of holding out --val-fraction "
-                        "(default: valid, when training on the train split of a JSON corpus).")
-    p.add_argument("--tokenizer", choices=["chars", "events", "voices"], default=None,
-                   help="How documents become tokens: chars for text; events (note on/off, time shift, velocity) "
-                        "for music; voices (SATB on a 16th-note grid) for chorales. By default text uses chars, "
-                        "JSON grids and the chorales corpus use voices, other music uses events.")
+                        "connections before giving up with exit status 2 and the unreachable addresses. "
+                        + limit_default("peer_timeout"))
     p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     p.add_argument("--force", action="store_true", help="Delete an existing run in --output and start over.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
-
-
-TRAIN_SETTINGS = ("arch", "heads", "attention_window", "layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
-                  "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
-                  "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
-                  "weight_drop", "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from",
-                  "freeze", "warmup_steps", "time_limit", "documents", "column")
 
 
 def generator_parser() -> Parser:
@@ -462,7 +352,7 @@ def generator_parser() -> Parser:
     ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")
     ev.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     add_key_average_flag(ev)
-    from generator.cli.music_stats import add_continuation_flags
+    from generator.cli.music_quality import add_continuation_flags
 
     add_continuation_flags(ev)
     corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
@@ -475,9 +365,9 @@ def generator_parser() -> Parser:
                         "(benchmarks/compare_archs.py of a source checkout).")
     commands.add_render_parser(sub)
     commands.add_tune_parser(sub)
-    from generator.cli import music_stats
+    from generator.cli import music_quality
 
-    music_stats.add_parser(sub)
+    music_quality.add_parser(sub)
     from generator.cli import studio
 
     studio.add_parser(sub)
@@ -516,9 +406,9 @@ def generator_main(argv=None) -> None:
     if args.command == "render":
         return commands.render_main(args)
     if args.command == "music-stats":  # no TensorFlow needed
-        from generator.cli import music_stats
+        from generator.cli import music_quality
 
-        return music_stats.main(args)
+        return music_quality.main(args)
     if args.command == "studio":
         from generator.cli import studio
 
@@ -537,22 +427,25 @@ def generator_main(argv=None) -> None:
     from generator import api
 
     if args.command == "train":
-        settings = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k, None) is not None}
+        from generator.config import RunConfig
+
+        settings = option_values(args, RunConfig)
+        settings.pop("corpus", None)  # the corpus of --corpus or of --config, found by train_config
         metrics = api.train(corpus, args.output, modality=args.modality, force=args.force, config=config,
                             encoding=args.encoding, progress=sys.stdout.isatty(), **settings)
         if metrics:
             print(f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "
                   f"bits) per token at epoch {metrics['best_epoch']}; run directory {args.output}")
     elif args.command == "evaluate" and args.continuations:
-        from generator.cli.music_stats import continuations_main
+        from generator.cli.music_quality import continuations_main
 
         continuations_main(args)
     elif args.command == "evaluate":
-        from generator.cli.music_stats import check_no_continuation_flags
+        from generator.cli.music_quality import check_no_continuation_flags
 
         check_no_continuation_flags(args)
-        result = api.load(args.checkpoint, key_average=args.key_average).evaluate(
-            args.corpus, split=args.split, encoding=args.encoding)
+        result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding,
+                                                    key_average=args.key_average)
         if args.json:
             print(json.dumps(result))
         else:

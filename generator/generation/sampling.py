@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -153,6 +154,14 @@ def get(temperature: float = 1.0, top_k: int | None = None, top_p: float | None 
     return Sampler(temperature)
 
 
+@dataclass
+class Constraint:
+    """A tokenizer with ``has_constraint`` and its state over the sequences of one sampling call."""
+
+    tokenizer: object
+    state: object
+
+
 class DecodeLoop:
     """Compiled incremental decoding for one decoder (see ``generator.models``) and sampler.
 
@@ -167,7 +176,6 @@ class DecodeLoop:
         self.decoder, self.sampler, self.chunk, self.jit = decoder, sampler, int(chunk), jit
         if jit:
             keep_compiled_programs()
-        self.constraint_state = None  # the tokenizer's state after the last emitted token
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
         self._prime_full = tf.function(self._prime_impl, jit_compile=jit, reduce_retracing=True)
         self._chunk = tf.function(self._chunk_impl, jit_compile=jit, reduce_retracing=True)
@@ -238,8 +246,9 @@ class DecodeLoop:
         """Yield chunks ``[batch, n]`` of new token ids, ``length`` in all.
 
         ``prompts`` is ``[batch, time]`` (BOS first) and primes the states chunk by chunk
-        (``prime``). ``constraint`` is a tokenizer with ``has_constraint``, already advanced over
-        the prompts by the caller as ``(tokenizer, state)``.
+        (``prime``). ``constraint`` (a ``Constraint``, already advanced over the prompts by the
+        caller) masks each step to the tokens its tokenizer allows and is advanced over every token
+        drawn, so that the caller reads the state at the end from it.
         """
         logits, states = self.prime(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
@@ -251,12 +260,11 @@ class DecodeLoop:
                 done += n
                 yield tokens.numpy()[:, :n]
             return
-        tokenizer, self.constraint_state = constraint
         while done < length:
-            allowed = tf.constant(tokenizer.allowed(self.constraint_state))
+            allowed = tf.constant(constraint.tokenizer.allowed(constraint.state))
             token, logits, states = self._compiled("_masked", self._masked_impl, logits, states, seed_t,
                                                    tf.constant(done), allowed)
             token = token.numpy()
-            self.constraint_state = tokenizer.advance(self.constraint_state, token)
+            constraint.state = constraint.tokenizer.advance(constraint.state, token)
             done += 1
             yield token[:, None]

@@ -20,10 +20,11 @@ import importlib
 
 ARCHS = {  # --arch name -> module
     "lstm": "generator.models.lstm",
-    "harmonizer": "generator.models.harmonizer",  # bidirectional, fills in SATB cells (generation.harmonize)
     "lstm-attention": "generator.models.attention",
     "transformer": "generator.models.transformer",
+    "harmonizer": "generator.models.harmonizer",  # bidirectional, fills in SATB cells (generation.harmonize)
 }
+POSITIONS = ("rotary", "learned")  # the transformer's position encodings (RunConfig.positions)
 
 
 def module(arch: str):
@@ -62,6 +63,12 @@ def window_sampler(config):
 
     own = getattr(module(config.arch), "WindowSampler", None)
     return dataset.WindowSampler if own is None else functools.partial(own, vocab_size=config.vocab_size)
+
+
+def left_to_right(arch: str) -> bool:
+    """Whether ``arch`` predicts each token from the ones before it, so that it is sampled token by token
+    (``generation.sampling``); False for one that fills in cells from both sides (the harmonizer)."""
+    return getattr(module(arch), "LEFT_TO_RIGHT", True)
 
 
 def ignores_targets(arch: str) -> bool:
