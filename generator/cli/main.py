@@ -478,6 +478,9 @@ def generator_parser() -> Parser:
     from generator.cli import music_stats
 
     music_stats.add_parser(sub)
+    from generator.cli import studio
+
+    studio.add_parser(sub)
     return p
 
 
@@ -516,6 +519,10 @@ def generator_main(argv=None) -> None:
         from generator.cli import music_stats
 
         return music_stats.main(args)
+    if args.command == "studio":
+        from generator.cli import studio
+
+        return studio.main(args, quiet_tensorflow)
     corpus = config = None
     if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
         corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values

@@ -44,6 +44,8 @@ class Corpus:
     fingerprint: str
     read: Callable[[], list] = field(repr=False)  # returns the documents
     description: str = ""
+    files: list = field(default_factory=list, repr=False)  # the files it is read from, where it has files
+    encoding: str = "utf-8"  # of text files
 
     def documents(self) -> list:
         docs = self.read()
@@ -200,7 +202,8 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     short document (titles, names, tweets). With ``column``, the corpus is .csv or .jsonl files and each
     row's value in that column (CSV header) or key (JSON object) is one short document. A short
     document keeps one newline at its end, which the model learns as the end of the document; newlines
-    inside a value become spaces.
+    inside a value become spaces. ``dataset.tokenize`` streams whole-file documents in chunks, whatever
+    their size; ``read`` (the documents as strings, each file under the ``text_bytes`` limit) serves the rest.
     """
     path = Path(path)
     if documents not in DOCUMENTS:
@@ -226,7 +229,9 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
             raise GeneratorError(f"corpus {path} is empty")
         return docs
 
-    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read)
+    streamed = files if documents == "files" and not column else []  # dataset.tokenize streams these
+    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read, files=streamed,
+                  encoding=encoding)
 
 
 def short_document(text: str) -> str:

@@ -1,8 +1,11 @@
 """Token ids -> cached arrays -> tf.data windows.
 
 A tokenized corpus is one integer array holding every document, each preceded by BOS, plus
-the offset where each document starts. It is cached on disk (``cache_dir()``), keyed by the
-corpus fingerprint and the tokenizer, so a second run skips reading and tokenizing.
+the offset where each document starts. It is written once into a token store (``store``: a plain
+.npy and a manifest) in ``cache_dir()``, keyed by the corpus fingerprint and the tokenizer, and
+opened memory-mapped, so a second run skips reading and tokenizing and no run holds the corpus in
+memory. Text is streamed into the store in chunks (``text_stream``); an old ``.npz`` cache entry
+is rebuilt once, with a message.
 
 Validation split (``split_segments``), by ``holdout``: "documents" holds out whole documents
 (every document whose seeded draw falls in the validation share); "blocks" holds out seeded random
@@ -10,11 +13,13 @@ blocks of about ``block`` tokens, one drawn in each of ``n`` equal stretches of 
 corpus, so that they add up to ``val_fraction`` and are spread over the whole text; "tail" holds
 out the contiguous tail of each document. "auto" takes documents for corpora of 20 or more
 documents and blocks for fewer (a long novel or a collection of plays). Training windows are cut
-within the training segments between held-out blocks, so none touches validation data.
+within the training segments between held-out blocks, so none touches validation data. Both sides
+of the split are views of the one memory-mapped array (``store.TokenView``), never copies.
 
 Windows (``WindowSampler``): each epoch takes non-overlapping windows of ``seq_len + 1``
 tokens starting at a random offset, shuffled with a seed derived from (seed, epoch), so a
-resumed run sees exactly the same batches. ``x`` is a window's first ``seq_len`` tokens and
+resumed run sees exactly the same batches. Past ``LAZY_WINDOWS`` windows the epoch's order is a
+seeded permutation computed batch by batch (``LazyStarts``), so it takes no memory either. ``x`` is a window's first ``seq_len`` tokens and
 ``y`` the same window shifted by one. Memory grows with the corpus length only: batches are
 gathered from the id array on the fly, never materialized as one-hot or as all windows.
 With ``segments`` (the start of each contiguous stretch of ``ids``), windows are cut within each
@@ -25,8 +30,10 @@ any number of devices).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -35,6 +42,8 @@ from pathlib import Path
 import numpy as np
 
 from generator.errors import GeneratorError
+from generator.data import store
+from generator.data.order import LazyStarts
 from generator.data.tokenizers.base import BOS, Tokenizer, from_json
 
 CACHE_VERSION = "2"  # 2: the events tokenizer learns its note-length cap as a quantile
@@ -67,8 +76,8 @@ class TokenizedCorpus:
 
 
 def concatenate(encoded: list[list[int]], tokenizer: Tokenizer) -> TokenizedCorpus:
-    """Build the id array from encoded documents (BOS put in front of each)."""
-    dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.int32
+    """Build the id array in memory from encoded documents (BOS put in front of each)."""
+    dtype = store.token_dtype(tokenizer.vocab_size)
     lengths = np.array([len(e) + 1 for e in encoded], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     ids = np.empty(int(lengths.sum()), dtype=dtype)
@@ -78,55 +87,95 @@ def concatenate(encoded: list[list[int]], tokenizer: Tokenizer) -> TokenizedCorp
     return TokenizedCorpus(ids, starts, tokenizer)
 
 
-def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> TokenizedCorpus:
-    """Tokenize a ``Corpus``; ``make_tokenizer(documents)`` returns the tokenizer to use.
+def _say(log):
+    return log or (lambda message: print(message, file=sys.stderr))
 
-    ``make_tokenizer`` may fit a vocabulary to the documents (characters) or ignore them
-    (fixed music vocabularies); ``cache_key`` identifies it without building it.
+
+def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> TokenizedCorpus:
+    """Tokenize a ``Corpus`` into a token store and open it memory-mapped; ``make_tokenizer(documents)``
+    returns the tokenizer to use.
+
+    ``make_tokenizer`` may fit a vocabulary to the documents (characters) or ignore them (fixed
+    music vocabularies); ``cache_key`` identifies it without building it. Text corpora with the
+    characters tokenizer are streamed (``text_stream``), never read whole. Without ``use_cache`` the
+    store is written to a temporary folder that is removed at once (the mapping stays readable).
     """
     key = hashlib.sha256(f"{CACHE_VERSION}:{corpus.fingerprint}:{make_tokenizer.cache_key}".encode()).hexdigest()[:32]
-    path = cache_dir() / f"{key}.npz"
-    if use_cache and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                tokenizer = from_json(str(data["tokenizer"]))
-                return TokenizedCorpus(data["ids"], data["starts"], tokenizer)
-        except Exception:  # a damaged cache entry is rebuilt, never trusted
-            pass
-    documents = corpus.documents()
-    tokenizer = make_tokenizer(documents)
-    encoded, dropped = [], {}
+    path = cache_dir() / key
+    if use_cache:
+        if path.exists():
+            try:
+                ids, manifest = store.open_store(path)
+                return TokenizedCorpus(ids, np.asarray(manifest["starts"], np.int64), from_json(manifest["tokenizer"]))
+            except (ValueError, KeyError):  # a damaged store is rebuilt, never trusted
+                pass
+        old = cache_dir() / f"{key}.npz"
+        if old.exists():
+            _say(log)(f"corpus {corpus.name}: its token cache is in the old .npz format; rebuilding it once "
+                      f"as a memory-mapped token store")
+    target = path if use_cache else Path(tempfile.mkdtemp(prefix="generator-tokens-")) / "store"
+    try:
+        _build(corpus, make_tokenizer, target, log)
+        ids, manifest = store.open_store(target)
+    except OSError as e:
+        raise GeneratorError(f"cannot write the token store of corpus {corpus.name} in {target.parent}: "
+                             f"{e.strerror or e}; set GENERATOR_CACHE_DIR to a writable folder with room") from None
+    finally:
+        if not use_cache:
+            shutil.rmtree(target.parent, ignore_errors=True)
+    if use_cache:
+        with contextlib.suppress(OSError):
+            (cache_dir() / f"{key}.npz").unlink()
+    return TokenizedCorpus(ids, np.asarray(manifest["starts"], np.int64), from_json(manifest["tokenizer"]))
+
+
+def _manifest(corpus, make_tokenizer, tokenizer) -> dict:
+    return {"cache_version": CACHE_VERSION, "corpus": corpus.name, "fingerprint": corpus.fingerprint,
+            "tokenizer_key": make_tokenizer.cache_key, "tokenizer": tokenizer.to_json()}
+
+
+def _build(corpus, make_tokenizer, target: Path, log) -> None:
+    """Write the token store of ``corpus`` at ``target``."""
+    from generator.data import text_stream
+
+    if text_stream.streams(corpus, make_tokenizer):
+        tokenizer, writer = text_stream.write_store(corpus, make_tokenizer, target)
+    else:
+        tokenizer, writer = _encode_documents(corpus, make_tokenizer, target, log)
+    try:
+        if writer.length <= len(writer.starts):
+            raise GeneratorError(f"corpus {corpus.name} holds no tokens")
+        writer.finish(_manifest(corpus, make_tokenizer, tokenizer))
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def _encode_documents(corpus, make_tokenizer, target: Path, log):
+    """Read the documents, build the tokenizer from them and encode them one by one."""
     from generator.progress import progress_bar
 
-    with progress_bar(len(documents), "tokenizing") as bar:  # draws only on a terminal, after a second
-        for doc in documents:
-            try:
-                encoded.append(tokenizer.encode(doc))
-            except ValueError as e:
-                raise GeneratorError(f"corpus {corpus.name}: {e}") from None
-            for reason, count in (getattr(tokenizer, "last_dropped", None) or {}).items():
-                dropped[reason] = dropped.get(reason, 0) + count  # e.g. drum notes of the events tokenizer
-            bar.update(1)
+    documents = corpus.documents()
+    tokenizer = make_tokenizer(documents)
+    dropped: dict[str, int] = {}
+    writer = store.StoreWriter(target, tokenizer.vocab_size)
+    try:
+        with progress_bar(len(documents), "tokenizing") as bar:  # draws only on a terminal, after a second
+            for doc in documents:
+                try:
+                    writer.add_document(tokenizer.encode(doc))
+                except ValueError as e:
+                    raise GeneratorError(f"corpus {corpus.name}: {e}") from None
+                for reason, count in (getattr(tokenizer, "last_dropped", None) or {}).items():
+                    dropped[reason] = dropped.get(reason, 0) + count  # e.g. drum notes of the events tokenizer
+                bar.update(1)
+    except BaseException:
+        writer.abort()
+        raise
     if any(dropped.values()):
         what = ", ".join(f"{count:,} {reason.replace('_', ' ')}" for reason, count in dropped.items() if count)
-        (log or (lambda message: print(message, file=sys.stderr)))(f"corpus {corpus.name}: the tokenizer dropped {what}")
-    result = concatenate(encoded, tokenizer)
-    if len(result.ids) <= len(result.starts):
-        raise GeneratorError(f"corpus {corpus.name} holds no tokens")
-    if use_cache:
-        _save_cache(path, result)
-    return result
-
-
-def _save_cache(path: Path, data: TokenizedCorpus) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, ids=data.ids, starts=data.starts, tokenizer=np.array(data.tokenizer.to_json()))
-        os.replace(tmp, path)
-    except OSError:
-        pass  # the cache is an optimisation; a read-only home must not stop training
+        _say(log)(f"corpus {corpus.name}: the tokenizer dropped {what}")
+    return tokenizer, writer
 
 
 # -- splitting ---------------------------------------------------------------------------------
@@ -139,7 +188,8 @@ HOLDOUTS = ("auto", "blocks", "tail", "documents")
 class Split:
     """Training and validation ids, each with the start of every contiguous segment in it.
 
-    Unpacks as ``train_ids, val_ids``. ``method`` is the holdout used and ``blocks`` the number
+    The ids are ``store.TokenView``s of the corpus array: its pieces read as one array, never
+    copied. Unpacks as ``train_ids, val_ids``. ``method`` is the holdout used and ``blocks`` the number
     of held-out blocks or documents.
     """
 
@@ -210,7 +260,8 @@ def split_segments(corpus: TokenizedCorpus, val_fraction: float, seed: int = 0, 
     n = len(corpus.ids)
     intervals = held_out_intervals(corpus, val_fraction, seed, method, block) if val_fraction > 0 else []
     if not intervals:
-        return Split(corpus.ids, np.zeros(1, np.int64), corpus.ids[:0], np.zeros(0, np.int64), method, 0)
+        return Split(store.TokenView(corpus.ids, [(0, n)]), np.zeros(1, np.int64), store.TokenView(corpus.ids, []),
+                     np.zeros(0, np.int64), method, 0)
     train_spans, cursor = [], 0
     for start, end in intervals:
         if start > cursor:
@@ -220,15 +271,17 @@ def split_segments(corpus: TokenizedCorpus, val_fraction: float, seed: int = 0, 
         train_spans.append((cursor, n))
 
     def gather(spans):
-        ids = np.concatenate([corpus.ids[s:e] for s, e in spans]) if spans else corpus.ids[:0]
+        ids = store.TokenView(corpus.ids, spans)  # the pieces as one array, nothing copied
         if method != "blocks":  # pieces end at document ends, where the next one's BOS begins: one segment, as ever
             return ids, np.zeros(1 if spans else 0, np.int64)
-        return ids, np.concatenate([[0], np.cumsum([e - s for s, e in spans])[:-1]]).astype(np.int64)
+        return ids, ids.offsets[:-1].copy()
 
     return Split(*gather(train_spans), *gather(intervals), method, len(intervals))
 
 
 # -- windows -------------------------------------------------------------------------------------
+
+LAZY_WINDOWS = 1 << 22  # above this many windows an epoch's order is computed batch by batch, never stored
 
 class WindowSampler:
     """Batches of (x, y) windows from one id array, reproducible per (seed, epoch)."""
@@ -248,9 +301,18 @@ class WindowSampler:
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.drop_remainder = drop_remainder
 
-    def window_starts(self, epoch: int) -> np.ndarray:
+    def window_starts(self, epoch: int):
+        """The start of every window of ``epoch``, in the order they are read: an array, or for more
+        than ``LAZY_WINDOWS`` windows a ``LazyStarts`` that computes the ones asked for."""
         rng = np.random.default_rng([self.seed, epoch])
         span = self.seq_len + 1
+        room = self.segments[:, 1] - self.segments[:, 0] - span
+        if int(np.where(room >= 0, room // self.seq_len + 1, 0).sum()) > LAZY_WINDOWS:
+            eligible = self.shuffle & (room >= self.seq_len)
+            offsets = np.where(eligible, rng.integers(0, self.seq_len, len(room)), 0)
+            counts = np.where(room - offsets >= 0, (room - offsets) // self.seq_len + 1, 0)
+            keys = rng.integers(0, 2**63, 4, dtype=np.uint64) if self.shuffle else None
+            return LazyStarts(self.segments[:, 0] + offsets, counts, self.seq_len, keys)
         pieces = []
         for begin, end in self.segments:  # windows lie inside one segment
             offset = int(rng.integers(0, self.seq_len)) if self.shuffle and end - begin - span >= self.seq_len else 0

@@ -12,7 +12,8 @@ flag (which wins over the variable). 0 switches a limit off.
     seconds         GENERATOR_MAX_SECONDS       21,600     duration of one piece (6 hours)
     parse_seconds   GENERATOR_PARSE_SECONDS     60         time to parse one score or corpus file
     parse_memory    GENERATOR_PARSE_MEMORY_MB   4,096      address space of a parsing worker, MiB
-    text_bytes      GENERATOR_MAX_TEXT_BYTES    256 MiB    size of a text file (corpus file or prompt)
+    text_bytes      GENERATOR_MAX_TEXT_BYTES    256 MiB    size of a text file read whole (a prompt; corpus
+                                                           files are streamed and have no limit)
     prompt_tokens   GENERATOR_PROMPT_TOKENS     2,048      tokens at the end of a prompt that prime the model
     peer_timeout    GENERATOR_PEER_TIMEOUT      300        seconds a multi-worker run waits for its peers
 
