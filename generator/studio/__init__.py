@@ -40,6 +40,18 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK or host.startswith("127.")
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """What the studio prints when ``host`` lets other machines in (None for the loopback address)."""
+    if is_loopback(host):
+        return None
+    return (f"WARNING: the studio listens on {host}, not only on this machine: anyone who can reach port {port} "
+            f"can use it, with no password, and make it write files. Use --host 127.0.0.1 to keep it local.")
+
+
 def url_of(sock: socket.socket, host: str) -> str:
     port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -61,8 +73,7 @@ def make_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None,
     sock = listen(host, port)
     log = (lambda message: print(message, file=sys.stderr)) if verbose else None
     studio = Studio(Path(workdir), extra_runs, log=log)
-    loopback = host in LOOPBACK or host.startswith("127.")
-    hosts = {"127.0.0.1", "localhost", "::1", host} if loopback else None
+    hosts = {"127.0.0.1", "localhost", "::1", host} if is_loopback(host) else None
     config = uvicorn.Config(create_app(studio, allowed_hosts=hosts), log_level="info" if verbose else "warning",
                             access_log=verbose, lifespan="off")
     return uvicorn.Server(config), sock, studio
@@ -75,18 +86,18 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None, extra
     out = out or sys.stdout
     with tempfile.TemporaryDirectory(prefix="generator-studio-") as scratch:
         server, sock, studio = make_server(host, port, workdir or scratch, extra_runs, verbose)
-        if not (host in LOOPBACK or host.startswith("127.")):
-            print(f"WARNING: the studio listens on {host}, not only on this machine: anyone who can reach "
-                  f"port {sock.getsockname()[1]} can use it and the files it writes. Use --host 127.0.0.1 "
-                  f"to keep it local.", file=sys.stderr)
+        warning = exposure_warning(host, sock.getsockname()[1])
+        if warning:
+            print(warning, file=sys.stderr)
         print(f"generator studio: open {url_of(sock, host)} in a browser (Ctrl-C stops it)", file=out)
         if workdir:
             print(f"seeds and takes are kept in {studio.workdir}", file=out)
         out.flush()
         try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again: the way to stop
-            print("generator studio: stopped", file=out)
+            server.run(sockets=[sock])  # returns when Ctrl-C (SIGINT) or SIGTERM has shut it down
+        except KeyboardInterrupt:  # some uvicorn versions raise Ctrl-C again once shut down
+            pass
         finally:
+            print("generator studio: stopped", file=out)
             studio.worker.stop()
             sock.close()

@@ -14,9 +14,9 @@ from generator.data.notes import Instrument, Note, NoteSequence
 
 # (id, file name, description, where music21 keeps it: subfolder of the music21 package)
 MUSIC21_EXAMPLES = (
-    ("piano", "piano-two-hands.mid", "a piano piece for two hands (music21's test03.mid, 2 min 41 s)",
+    ("piano", "piano-two-hands.mid", "piano, two hands (2 min 41 s)",
      "midi/testPrimitive/test03.mid"),
-    ("chorale", "bach-bwv66.6.mxl", "Bach's chorale BWV 66.6 in four voices (music21's corpus)",
+    ("chorale", "bach-bwv66.6.mxl", "Bach chorale BWV 66.6, four voices",
      "corpus/bach/bwv66.6.mxl"),
 )
 ODE_TO_JOY = "E E F G G F E D C C D E E. D- D: E E F G G F E D C C D E D. C- C:"  # "." dotted, "-" eighth, ":" half
@@ -54,5 +54,5 @@ def install(folder: Path) -> list[dict]:
             found.append(dict(id=key, name=name, description=description, path=folder / name))
     write_midi(ode_to_joy(), folder / "ode-to-joy.mid", force=True)
     found.append(dict(id="melody", name="ode-to-joy.mid", path=folder / "ode-to-joy.mid",
-                      description="the tune of the Ode to Joy, a melody to harmonize"))
+                      description="Ode to Joy, the tune alone (to harmonize)"))
     return found

@@ -9,14 +9,18 @@ library's public API: ``generator.load``, ``compose``, ``Generator.harmonize`` a
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import GeneratorError
-from generator.studio.jobs import Job, Worker
+from generator.studio.jobs import Cancelled, Job, Worker
 
 UPLOAD_BYTES = 4 * 1024 * 1024  # the largest seed file accepted (MIDI files of whole songs are ~100 KB)
 MAX_SECONDS = 300.0  # the longest continuation the page asks for
@@ -40,7 +44,19 @@ class Seed:
     id: str
     name: str  # shown in the page: the uploaded file's own name, or the example's
     path: Path
-    sequence: object  # its NoteSequence
+    parsed: object = None  # its NoteSequence, read on first use
+
+    @property
+    def sequence(self):
+        """The seed's NoteSequence (read once, through the library's hardened readers)."""
+        if self.parsed is None:
+            from generator.generation.compose import read_seed
+
+            sequence = read_seed(self.path)
+            if not sequence.notes:
+                raise GeneratorError(f"{self.name} has no notes to continue")
+            self.parsed = sequence
+        return self.parsed
 
 
 @dataclass
@@ -60,7 +76,8 @@ class Take:
         s = self.settings
         return dict(id=self.id, number=self.number, kind=self.kind, checkpoint=self.checkpoint, seed=self.seed_name,
                     settings=s, notices=self.notices, audio=self.audio, duration=self.roll.get("duration", 0.0),
-                    midi=f"/api/takes/{self.id}/take.mid", wav=f"/api/takes/{self.id}/take.wav")
+                    midi=f"/api/takes/{self.id}/take.mid",
+                    wav=f"/api/takes/{self.id}/take.wav" if (self.folder / "take.wav").is_file() else None)
 
 
 def catalogue(extra_runs=()) -> dict[str, dict]:
@@ -97,6 +114,32 @@ def roll(sequence, given) -> dict:
     return dict(tracks=tracks, notes=notes, duration=end, view=[0.0, end], marks=[])
 
 
+def render_wav(job: Job, midi: Path) -> str:
+    """Write ``take.wav`` beside ``midi`` with ``generator render`` (``generation.render``: FluidSynth
+    when installed, else sine waves) in a child process, which a cancel kills; returns which
+    synthesizer made it, or why there is no audio."""
+    import generator
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(generator.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    command = [sys.executable, "-c", "from generator.cli.main import generator; generator()", "render", str(midi),
+               "--formats", "wav", "--force"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    while True:
+        try:
+            out, err = process.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if job.cancel.is_set():
+                process.kill()
+                process.communicate()
+                raise Cancelled from None
+    if process.returncode != 0:
+        return "no audio: " + ((err.strip().splitlines() or ["the renderer failed"])[-1].removeprefix("error: "))
+    line = out.strip().splitlines()[-1] if out.strip() else ""
+    return line.split(" (", 1)[-1][:-1] if " (" in line else line  # "wrote take.wav (how)": the how
+
+
 class Studio:
     """One session: a working folder, the models it may load, its seeds, takes and job queue."""
 
@@ -113,11 +156,8 @@ class Studio:
         self.lock = threading.Lock()
         self.worker = Worker(log=log)
         self.examples = []
-        for example in examples.install(self.workdir / "examples"):
-            try:
-                seed = self.add_seed(example["path"], example["name"], seed_id=f"example-{example['id']}")
-            except GeneratorError:
-                continue
+        for example in examples.install(self.workdir / "examples"):  # read when first chosen
+            seed = self.add_seed(example["path"], example["name"], seed_id=f"example-{example['id']}", lazy=True)
             self.examples.append(dict(id=seed.id, name=example["name"], description=example["description"]))
 
     # -- files ---------------------------------------------------------------------------------------
@@ -128,13 +168,11 @@ class Studio:
             raise GeneratorError("that file is outside the studio's working folder")
         return path
 
-    def add_seed(self, path: Path, name: str, seed_id: str | None = None) -> Seed:
-        from generator.generation.compose import read_seed
-
-        sequence = read_seed(self.inside(path))
-        if not sequence.notes:
-            raise GeneratorError(f"{name} has no notes to continue")
-        seed = Seed(seed_id or secrets.token_hex(6), name, path, sequence)
+    def add_seed(self, path: Path, name: str, seed_id: str | None = None, lazy: bool = False) -> Seed:
+        """Register the seed file ``path``; it is read now (a bad file fails here) unless ``lazy``."""
+        seed = Seed(seed_id or secrets.token_hex(6), name, self.inside(path))
+        if not lazy:
+            seed.sequence  # noqa: B018  (reads and checks it)
         with self.lock:
             self.seeds[seed.id] = seed
         return seed
@@ -160,6 +198,10 @@ class Studio:
         except GeneratorError as e:
             path.unlink(missing_ok=True)
             raise GeneratorError(f"{name} could not be read as music: {e}") from None
+
+    def seed_from_take(self, take: Take) -> Seed:
+        """The take's MIDI file as a new seed, to continue it further."""
+        return self.add_seed(take.folder / "take.mid", f"take-{take.number}.mid")
 
     def seed(self, seed_id: str | None) -> Seed | None:
         if seed_id in (None, ""):
@@ -244,26 +286,26 @@ class Studio:
                                 random_seed=s["random_seed"], iterations=s.get("iterations") or None)
         notices.extend(music.notices)
         if infill is None:
-            given = lambda n: n.track == 0  # noqa: E731  (the soprano is the melody)
-        else:
-            bpm = music.sequence.tempos[0][1] if music.sequence.tempos else 120.0
-            low, high = (b * 60.0 / bpm for b in infill)
-            given = lambda n: not (low - 1e-6 <= n.start < high - 1e-6)  # noqa: E731
-        self.keep(job, music, "harmonize" if infill is None else "rewrite", "harmonizer", seed, notices, given)
+            self.keep(job, music, "harmonize", "harmonizer", seed, notices, lambda n: n.track == 0)  # the melody
+            return
+        bpm = music.sequence.tempos[0][1] if music.sequence.tempos else 120.0
+        low, high = (b * 60.0 / bpm for b in infill)
+        self.keep(job, music, "rewrite", "harmonizer", seed, notices,
+                  lambda n: not (low - 1e-6 <= n.start < high - 1e-6), marks=[[round(low, 4), round(high, 4)]])
 
-    def keep(self, job: Job, music, kind: str, checkpoint: str, seed, notices, given) -> None:
+    def keep(self, job: Job, music, kind: str, checkpoint: str, seed, notices, given, marks=None) -> None:
         """Save ``music`` as a new take (MIDI, then WAV) and attach it to ``job``."""
-        from generator.generation.render import render
-
         job.check()
         take_id = secrets.token_hex(6)
         folder = self.inside(self.workdir / "takes" / take_id)
         folder.mkdir()
         music.save(folder / "take.mid")
         job.stage, job.progress = "rendering audio", None
-        lines: list[str] = []
-        render(folder / "take.mid", ["wav"], log=lines.append)
-        audio = lines[-1].split(" (", 1)[-1][:-1] if lines else ""  # "wrote take.wav (how)": the how
+        try:
+            audio = render_wav(job, folder / "take.mid")
+        except Cancelled:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         with self.lock:
             take = Take(take_id, len(self.takes) + 1, kind, checkpoint, dict(job.settings),
                         seed.name if seed is not None else "(none)", folder, roll(music.sequence, given),
@@ -273,7 +315,7 @@ class Studio:
                 shown = max(0.0, start - SEED_SHOWN)
                 take.roll["view"] = [round(shown, 4), take.roll["duration"]]
                 take.roll["notes"] = [n for n in take.roll["notes"] if n[2] > shown]
-            take.roll["marks"] = [[round(start, 4), take.roll["duration"]]] if kind == "continue" else []
+            take.roll["marks"] = [[round(start, 4), take.roll["duration"]]] if kind == "continue" else (marks or [])
             self.takes[take_id] = take
         job.take = take_id
 

@@ -74,7 +74,9 @@ function drawRoll(roll, title) {
     g.fillRect(x(start), top, x(end) - x(start), height - top - bottom);
     g.strokeStyle = "#1d232b";
     g.setLineDash([5, 4]);
-    g.beginPath(); g.moveTo(x(start), top); g.lineTo(x(start), height - bottom); g.stroke();
+    for (const edge of end < last - 1e-6 ? [start, end] : [start]) {
+      g.beginPath(); g.moveTo(x(edge), top); g.lineTo(x(edge), height - bottom); g.stroke();
+    }
     g.setLineDash([]);
     g.fillStyle = "#1d232b";
     g.fillText("generated", x(start) + 4, top + 11);
@@ -139,8 +141,14 @@ function addSeed(info, select) {
   state.seeds[info.id] = info;
   const choice = $("seed-choice");
   if (![...choice.options].some((o) => o.value === info.id)) {
-    const option = new Option(info.name, info.id);
-    choice.add(option);
+    let yours = $("your-files");
+    if (!yours) {
+      yours = document.createElement("optgroup");
+      yours.id = "your-files";
+      yours.label = "your files";
+      choice.append(yours);
+    }
+    yours.append(new Option(info.name, info.id));
   }
   if (select) {
     choice.value = info.id;
@@ -217,19 +225,32 @@ function addTake(take) {
   const midi = document.createElement("a");
   midi.href = take.midi; midi.textContent = "MIDI"; midi.className = "midi"; midi.download = "";
   const wav = document.createElement("a");
-  wav.href = take.wav; wav.textContent = "WAV"; wav.className = "wav"; wav.download = "";
+  wav.href = take.wav || ""; wav.textContent = "WAV"; wav.className = "wav"; wav.download = "";
+  wav.hidden = !take.wav;
   const again = document.createElement("button");
   again.type = "button";
   again.className = "regenerate";
   again.textContent = "Regenerate";
   again.onclick = () => startMusic(`/api/takes/${take.id}/regenerate`, {});
-  item.append(what, show, midi, wav, again);
+  const onward = document.createElement("button");
+  onward.type = "button";
+  onward.className = "as-seed";
+  onward.textContent = "Use as the seed";
+  onward.onclick = async () => {
+    try { addSeed(await postJSON(`/api/takes/${take.id}/seed`, {}), true); } catch (e) { showError(e.message); }
+  };
+  item.append(what, show, midi, wav, again, onward);
   $("takes").append(item);
 }
 
 function showTake(take) {
   drawRoll(take.roll, `Take ${take.number}: ${take.seed}`);
-  $("player").src = take.wav;
+  const player = $("player");
+  if (take.wav) player.src = take.wav; else player.removeAttribute("src");
+  const start = (take.roll.marks[0] || [0])[0];
+  if (take.kind === "continue" && start > 5) {  // start playing a few seconds before the new music
+    player.addEventListener("loadedmetadata", () => { player.currentTime = start - 5; }, { once: true });
+  }
   const notices = take.notices.length ? ` Notices: ${take.notices.join("; ")}.` : "";
   $("take-info").textContent = `${describe(take)}. Audio: ${take.audio}.${notices}`;
   document.querySelectorAll("#takes li").forEach((li) => li.classList.toggle("current", li.id === `take-${take.id}`));
@@ -286,10 +307,10 @@ async function start() {
       if (m.modality === "music" && m.arch !== "harmonizer") $("model").add(new Option(`${m.name}: ${m.description}`, m.name));
       if (m.modality === "text") $("text-model").add(new Option(`${m.name}: ${m.description}`, m.name));
     }
-    for (const example of info.examples) {
-      const option = new Option(`example: ${example.description}`, example.id);
-      $("seed-choice").add(option);
-    }
+    const examples = document.createElement("optgroup");
+    examples.label = "examples";
+    for (const example of info.examples) examples.append(new Option(example.description, example.id));
+    $("seed-choice").append(examples);
     for (const take of await api("/api/takes")) addTake(take);
     if (info.examples.length) { $("seed-choice").value = info.examples[0].id; }
     await chooseSeed();
