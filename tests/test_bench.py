@@ -61,3 +61,21 @@ def test_table_names_every_baseline(tmp_path):
     page = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "STALE" not in page and "| figure | project |" in page and page.endswith("b\n")
     assert f"| {label} | 1.50x (1 vs 2 tokens/s) | [benchmarks]" in (tmp_path / "README.md").read_text()
+
+
+def test_band_split_knows_the_files_whose_chunks_overrun(tmp_path):
+    import struct
+
+    from benchmarks.band_split import chunks_overrun, main
+
+    header = b"MThd" + struct.pack(">LHHH", 6, 1, 1, 96)
+    track = b"MTrk" + struct.pack(">L", 4) + b"\x00\xff\x2f\x00"
+    assert not chunks_overrun(header + track)
+    assert chunks_overrun(header + track + b"MTrk" + struct.pack(">L", 100) + b"\x00")  # junk after the declared track
+    songs = tmp_path / "songs" / "pop"
+    songs.mkdir(parents=True)
+    for i in range(205):
+        (songs / f"{i}.mid").write_bytes(header + track)
+    assert main([str(tmp_path / "songs"), str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out" / "band-test").rglob("*.mid"))) == 200
+    assert len(list((tmp_path / "out" / "band-train-model").rglob("*.mid"))) == 5

@@ -103,7 +103,7 @@ def test_checks_name_the_setting(changes, fragment):
 def test_the_api_checks_its_keywords_like_the_flags(tmp_path):
     import generator
 
-    with pytest.raises(GeneratorError, match="unknown RunConfig setting colour"):
+    with pytest.raises(GeneratorError, match="colour is not a RunConfig setting"):
         generator.train("austen", tmp_path / "run", colour="blue")
     with pytest.raises(GeneratorError, match="units must be between 1 and 8,192, not 0"):
         generator.train("austen", tmp_path / "run", units=0)

@@ -34,10 +34,10 @@ def add_option_flags(p: argparse.ArgumentParser, cls, names=None, **help_overrid
         spec = options.spec(f)
         kwargs = dict(dest=name, default=None, help=help_overrides.get(name) or options.help_text(f))
         default = options.default_of(f)
-        if default is None or isinstance(default, bool):
+        if (default is None and spec.kind is None) or isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = spec.parse or type(default)
+            kwargs["type"] = spec.parse or spec.kind or type(default)
             kwargs["choices"] = spec.choice_list()
             if spec.metavar:
                 kwargs["metavar"] = spec.metavar

@@ -20,6 +20,7 @@ primes the model at all is the caller's choice (``generator.data.limits``, ``pro
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -128,6 +129,14 @@ def get(temperature: float = 1.0, top_k: int | None = None, top_p: float | None 
     return Sampler(temperature)
 
 
+@dataclass
+class Constraint:
+    """A tokenizer with ``has_constraint`` and its state over the sequences of one sampling call."""
+
+    tokenizer: object
+    state: object
+
+
 class DecodeLoop:
     """Compiled incremental decoding for one decoder (see ``generator.models``) and sampler.
 
@@ -139,7 +148,6 @@ class DecodeLoop:
 
     def __init__(self, decoder, sampler: Sampler, chunk: int = 256, jit: bool = True):
         self.decoder, self.sampler, self.chunk, self.jit = decoder, sampler, int(chunk), jit
-        self.constraint_state = None  # the tokenizer's state after the last emitted token
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
         self._chunk = tf.function(self._chunk_impl, jit_compile=jit, reduce_retracing=True)
         self._masked = tf.function(self._masked_impl, reduce_retracing=True)
@@ -202,8 +210,9 @@ class DecodeLoop:
         """Yield chunks ``[batch, n]`` of new token ids, ``length`` in all.
 
         ``prompts`` is ``[batch, time]`` (BOS first) and primes the states chunk by chunk
-        (``prime``). ``constraint`` is a tokenizer with ``has_constraint``, already advanced over
-        the prompts by the caller as ``(tokenizer, state)``.
+        (``prime``). ``constraint`` (a ``Constraint``, already advanced over the prompts by the
+        caller) masks each step to the tokens its tokenizer allows and is advanced over every token
+        drawn, so that the caller reads the state at the end from it.
         """
         logits, states = self.prime(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
@@ -215,11 +224,10 @@ class DecodeLoop:
                 done += n
                 yield tokens.numpy()[:, :n]
             return
-        tokenizer, self.constraint_state = constraint
         while done < length:
-            allowed = tf.constant(tokenizer.allowed(self.constraint_state))
+            allowed = tf.constant(constraint.tokenizer.allowed(constraint.state))
             token, logits, states = self._masked(logits, states, seed_t, tf.constant(done), allowed)
             token = token.numpy()
-            self.constraint_state = tokenizer.advance(self.constraint_state, token)
+            constraint.state = constraint.tokenizer.advance(constraint.state, token)
             done += 1
             yield token[:, None]

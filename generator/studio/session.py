@@ -265,8 +265,8 @@ class Studio:
         model = self.model(name, "music", job)
         job.stage, job.progress = f"generating {s['seconds']:g} s with {name}", 0.0
         notices: list[str] = []
-        music = compose(model, seed.sequence if seed is not None else None, seconds=s["seconds"],
-                        temperature=s["temperature"], top_p=s.get("top_p"), random_seed=s["random_seed"],
+        options = model.options(temperature=s["temperature"], top_p=s.get("top_p"), random_seed=s["random_seed"])
+        music = compose(model, seed.sequence if seed is not None else None, seconds=s["seconds"], options=options,
                         log=notices.append)[0]
         start = music.continuation_start
         self.keep(job, music, "continue", name, seed, notices, lambda n: n.start < start - 1e-9)
