@@ -35,8 +35,23 @@ PRIME_TOKENS = 16384  # tokens (rows x columns) per priming chunk: bounds the lo
 PRIME_COLUMNS = 1024  # the most columns of one priming chunk
 
 
+def cpu_kind() -> str:
+    """A short hash of this CPU's model and instruction-set flags: compiled programs are kept per
+    kind of CPU, so a cache folder shared between machines never hands one another's code."""
+    import hashlib
+    import platform
+
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text += "".join(line for line in f if line.startswith(("model name", "flags")))[:4096]
+    except OSError:
+        text += platform.processor()
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
 def keep_compiled_programs() -> None:
-    """Let XLA keep the programs it compiles in the cache folder (``xla-VERSION`` under
+    """Let XLA keep the programs it compiles in the cache folder (``xla-VERSION-CPU`` under
     ``$GENERATOR_CACHE_DIR``) and read them back in later processes.
 
     Compiling the decode steps costs a command more than the steps themselves (for the band model's
@@ -49,7 +64,7 @@ def keep_compiled_programs() -> None:
         return
     from generator.data.dataset import cache_dir
 
-    folder = cache_dir() / f"xla-{tf.__version__}"
+    folder = cache_dir() / f"xla-{tf.__version__}-{cpu_kind()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError:
