@@ -88,7 +88,7 @@ def test_constraint_mask_is_respected(table):
         def advance(self, state, ids):
             return state
 
-    out = run(table, sampling.get(temperature=2.0), length=40, constraint=(EvenOnly(), None))
+    out = run(table, sampling.get(temperature=2.0), length=40, constraint=sampling.Constraint(EvenOnly(), None))
     assert out.shape == (4, 40) and np.all(out % 2 == 0)
 
 
