@@ -118,6 +118,7 @@ def test_warm_up_ramps_the_learning_rate():
     assert finetune.warm_up_rate(0.3, 0, 0) == 0.3
 
 
+@pytest.mark.slow  # two runs
 def test_warm_up_moves_the_weights_less_in_the_first_steps(tiny_run, tiny_corpus, tmp_path):
     source = checkpoints.load_run(tiny_run).model
     moved = {}
