@@ -136,10 +136,12 @@ def _manifest(corpus, make_tokenizer, tokenizer) -> dict:
 
 def _build(corpus, make_tokenizer, target: Path, log) -> None:
     """Write the token store of ``corpus`` at ``target``."""
-    from generator.data import text_stream
+    from generator.data import music_stream, text_stream
 
     if text_stream.streams(corpus, make_tokenizer):
         tokenizer, writer = text_stream.write_store(corpus, make_tokenizer, target)
+    elif music_stream.streams(corpus, make_tokenizer):
+        tokenizer, writer = music_stream.write_store(corpus, make_tokenizer, target, log)
     else:
         tokenizer, writer = _encode_documents(corpus, make_tokenizer, target, log)
     try:
