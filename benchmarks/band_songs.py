@@ -58,6 +58,13 @@ def shuffled(seed: NoteSequence, other: NoteSequence, start: float) -> NoteSeque
     return dataclasses.replace(seed, notes=notes)
 
 
+def two_hand_piano(song: NoteSequence) -> bool:
+    """Whether ``song`` is a piano piece for two hands: two tracks with notes, both piano, no drums."""
+    tracks = {n.track for n in song.notes}
+    return (len(tracks) == 2 and not any(n.is_drum for n in song.notes)
+            and all(t < len(song.instruments) and song.instruments[t].program < 8 for t in tracks))
+
+
 def write_roll(music, path, seconds: float) -> None:
     """A piano roll of the seed's last ``seconds`` and the continuation, coloured by track."""
     from generator.data.midi_io import to_pretty_midi
@@ -152,6 +159,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="auto", help="auto (chosen from each seed, as generate-music does) or a checkpoint.")
     p.add_argument("--cut", type=float, default=60.0, help="Seconds of each song that make the seed.")
     p.add_argument("--seconds", type=float, default=20.0, help="Seconds of continuation.")
+    p.add_argument("--two-hand-piano", action="store_true",
+                   help="Keep only two-hand piano pieces: exactly two tracks with notes, both on piano programs, no drums.")
     p.add_argument("--json", default=None, help="Write every song's figures to this JSON file.")
     p.add_argument("--png", default=None, help="Draw the first song's seed end and continuation to this PNG.")
     p.add_argument("--training-corpus", default=None,
@@ -165,6 +174,8 @@ def main(argv=None) -> int:
             song = read_seed(f)
         except GeneratorError as e:
             print(f"skipped: {e}", file=sys.stderr)
+            continue
+        if args.two_hand_piano and not two_hand_piano(song):
             continue
         if song.end_time >= args.cut + args.seconds and any(n.start < args.cut for n in song.notes):
             songs.append(song)

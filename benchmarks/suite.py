@@ -3,23 +3,26 @@
 Every figure is measured in the same run on the same machine as the baseline it is compared
 with (model 2 x LSTM(256), embedding 64, vocabulary 65, windows of 100, batch 64):
 
-- sampling at batch 1: the compiled decode loop against the tutorials' window loop
-  (``model.predict`` on the last 100 tokens for every new token, as keras.io's text
-  generation example and Classical-Piano-Composer do);
-- sampling at batch 64: tokens per second, and the share of this machine's float32 matmul
-  peak (numpy GEMM, measured here) that the model's matmul FLOPs per token reach; also against
-  TensorFlow's own matmul peak, which is higher where numpy's BLAS build uses narrower vectors;
-- training: the trainer's compiled step as ``generator train`` runs it by default (on a CPU:
-  XLA with ``generator.models.fast_lstm``'s loops) against Keras ``model.fit`` (with and without XLA)
-  and against the same model in PyTorch (``benchmarks.train_speed``, one process each), plus
-  the trainer without XLA and with XLA over Keras's own LSTM layers;
+- sampling at batch 1: the compiled decode loop against TensorFlow's text-generation tutorial's
+  one-step stateful loop (a Keras model called one token at a time with its states,
+  ``benchmarks.sampling_speed``), and against the window loop (``model.predict`` on the last 100
+  tokens for every new token, as keras.io's example and Classical-Piano-Composer do);
+- sampling at batch 64: tokens per second against the tutorial loop at batch 64, and the share
+  of the peak that the model's matmul FLOPs reach, the peak being TensorFlow's own matmul on the
+  shapes of one decoding step at that batch (measured here); the band model (2 x LSTM(384),
+  404 tokens) the same way;
+- training: the trainer's compiled step as ``generator train`` runs it by default against the
+  same model in PyTorch with the same number of threads (set in both processes and printed),
+  and against Keras ``model.fit`` (``benchmarks.train_speed``, one process each);
+- the band continuation: 30 seconds after a 4-minute, 10-track song, the whole
+  ``generate-music`` command and its phases in process (``benchmarks/band_continuation.py``);
 - memory: peak resident memory of ``generator train text`` preparing a generated 100 MB text
   corpus and training 200 steps on it (``ru_maxrss`` of that child process);
 - MIDI: files per second tokenized from a cold cache and from the tokenized-corpus cache,
   against parsing the same files with music21 (Classical-Piano-Composer's reader).
 
-``--quick`` runs everything at toy sizes in well under a minute: its figures mean nothing,
-it only proves the benchmark works. Targets are printed beside the figures, never asserted.
+``--quick`` runs everything at toy sizes in about a minute: its figures mean nothing, it only
+proves the benchmark works. Targets are printed beside the figures, never asserted.
 """
 
 from __future__ import annotations
@@ -37,56 +40,31 @@ from unittest import mock
 
 import numpy as np
 
-from benchmarks.common import child_env
+from benchmarks import sampling_speed
+from benchmarks.common import ROOT, child_env
+from benchmarks.report import TARGETS, table, write_docs  # noqa: F401 (table: the suite's output)
 
 FULL = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,  # the model
-            window_tokens=20, b1_tokens=4096, b64_tokens=1024, repeats=3,  # sampling
-            warmup=5, steps=20, rounds=3, gemm_sizes=(1024, 2048),  # training (steps per window), GEMM peak
+            window_tokens=20, tutorial_tokens=400, tutorial_b64_tokens=100, b1_tokens=4096, b64_tokens=1024,
+            repeats=5,  # sampling: timed passes, in turn
+            warmup=5, steps=20, rounds=2,  # training: steps per timed window, round-robin passes
+            band_prompt=384, band_b1_tokens=1024, band_b64_tokens=512, band_runs=1,  # the band model
             corpus_mb=100, corpus_steps=200, midi_files=48, music21_files=6)
 QUICK = dict(layers=1, units=32, embedding=8, vocab=65, seq_len=20, batch=8, dropout=0.2,
-             window_tokens=3, b1_tokens=64, b64_tokens=32, repeats=1,
-             warmup=1, steps=2, rounds=0, gemm_sizes=(128,), corpus_mb=1, corpus_steps=3, midi_files=2, music21_files=1)
-TARGETS = {"sampling_b1_speedup": ">= 1000", "sampling_b64_tokens_per_s": ">= 80,000 (~75 % of peak)",
-           "train_vs_torch": ">= 1.1", "memory_100mb_peak_rss_mb": "< 2,048"}
-VARIANTS = {"train_no_xla_tokens_per_s": "trainer, --no-jit (Keras LSTM layers)",
-            "train_xla_keras_lstm_tokens_per_s": "trainer, XLA over Keras LSTM layers"}
+             window_tokens=3, tutorial_tokens=8, tutorial_b64_tokens=4, b1_tokens=64, b64_tokens=32, repeats=1,
+             warmup=1, steps=2, rounds=0, band_prompt=16, band_b1_tokens=16, band_b64_tokens=8, band_runs=0,
+             corpus_mb=1, corpus_steps=3, midi_files=2, music21_files=1)
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tinyshakespeare's 65
+
+
+def threads() -> int:
+    """The CPU threads both frameworks are given: the cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def flops_per_token(s: dict) -> float:
     """Matmul FLOPs of one token through the model (input and recurrent kernels, output layer)."""
-    gates = 4 * s["units"]
-    macs = s["embedding"] * gates + s["units"] * gates  # layer 1
-    macs += (s["layers"] - 1) * 2 * s["units"] * gates + s["units"] * s["vocab"]
-    return 2.0 * macs
-
-
-def _best_flops(sizes, operands, matmul) -> float:
-    """Best FLOP/s of ``matmul`` over five runs for each ``n`` of ``sizes`` on ``operands(n)`` (two n x n)."""
-    best = 0.0
-    for n in sizes:
-        a, b = operands(n)
-        matmul(a, b)
-        for _ in range(5):
-            t = time.perf_counter()
-            matmul(a, b)
-            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t))
-    return best
-
-
-def gemm_peak(sizes) -> float:
-    """This machine's float32 matmul rate in FLOP/s: numpy's BLAS, best of five, largest of ``sizes``."""
-    return _best_flops(sizes, lambda n: [np.random.default_rng(i).random((n, n), dtype=np.float32) for i in (1, 2)],
-                       np.matmul)
-
-
-def tf_gemm_peak(sizes) -> float:
-    """The same for TensorFlow's matmul (oneDNN may use wider vector units than numpy's BLAS build)."""
-    import tensorflow as tf
-
-    matmul = tf.function(tf.linalg.matmul)
-    return _best_flops(sizes, lambda n: [tf.random.stateless_uniform([n, n], [i, 0]) for i in (1, 2)],
-                       lambda a, b: matmul(a, b).numpy())
+    return sampling_speed.flops(sampling_speed.step_shapes(s["layers"], s["units"], s["embedding"], s["vocab"], 1))
 
 
 # -- sampling -------------------------------------------------------------------------------------
@@ -101,56 +79,55 @@ def _model(s: dict):
     return build_model(run_config(s))
 
 
-def window_loop_rate(model, s: dict) -> float:
-    """Tokens per second of the tutorials' loop: predict on the last ``seq_len`` tokens, sample, slide.
-
-    Best of ``repeats`` runs of ``window_tokens`` tokens, like the decode loop it is compared with.
-    """
-    rng = np.random.default_rng(0)
-    window = rng.integers(0, s["vocab"], s["seq_len"]).astype(np.int32)
-    model.predict(window[None], verbose=0)  # the first call traces the predict function
-    best = 0.0
-    for _ in range(s["repeats"]):
-        start = time.perf_counter()
-        for _ in range(s["window_tokens"]):
-            logits = model.predict(window[None], verbose=0)[0, -1].astype(np.float64)
-            probs = np.exp(logits - logits.max())
-            token = rng.choice(len(probs), p=probs / probs.sum())
-            window = np.append(window[1:], token).astype(np.int32)
-        best = max(best, s["window_tokens"] / (time.perf_counter() - start))
-    return best
-
-
-def decode_rate(model, s: dict, batch: int, length: int) -> tuple[float, float]:
-    """(tokens per second, seconds of the first call) of ``DecodeLoop`` after a ``seq_len`` prompt."""
-    from generator.generation import sampling
+def bench_sampling(s: dict) -> dict:
+    """The text model's decode loop at batch 1 and 64 against the tutorial loop, the window loop and the peak."""
     from generator.models import decoder as make_decoder
 
-    loop = sampling.DecodeLoop(make_decoder(model), sampling.get(temperature=1.0))
-    prompts = np.random.default_rng(1).integers(0, s["vocab"], (batch, s["seq_len"])).astype(np.int32)
-    start = time.perf_counter()
-    for _ in loop.generate(prompts, 8, seed=0):  # traces and compiles
-        pass
-    first = time.perf_counter() - start
-    best = 0.0
-    for r in range(s["repeats"]):
-        start = time.perf_counter()
-        for _ in loop.generate(prompts, length, seed=r + 1):
-            pass
-        best = max(best, batch * length / (time.perf_counter() - start))
-    return best, first
-
-
-def bench_sampling(s: dict, peak: float) -> dict:
-    tf_peak = tf_gemm_peak(s["gemm_sizes"])
+    ss = sampling_speed
     model = _model(s)
-    window = window_loop_rate(model, s)
-    b1, first = decode_rate(model, s, 1, s["b1_tokens"])
-    b64, _ = decode_rate(model, s, 64, s["b64_tokens"])
-    return {"sampling_b1_tokens_per_s": b1, "window_loop_tokens_per_s": window, "sampling_b1_speedup": b1 / window,
-            "sampling_first_call_s": first, "sampling_b64_tokens_per_s": b64,
-            "sampling_b64_fraction_of_peak": b64 * flops_per_token(s) / peak, "tf_gemm_peak_gflops": tf_peak / 1e9,
-            "sampling_b64_fraction_of_tf_peak": b64 * flops_per_token(s) / tf_peak}
+    out = {}
+    stack = ss.tutorial_model(model, s["layers"], s["units"], s["embedding"], s["vocab"])
+    decoder = make_decoder(model)
+    for batch, length, tutorial_length in ((1, s["b1_tokens"], s["tutorial_tokens"]),
+                                           (64, s["b64_tokens"], s["tutorial_b64_tokens"])):
+        shapes = ss.step_shapes(s["layers"], s["units"], s["embedding"], s["vocab"], batch)
+        rate, first = ss.decode_rate(decoder, s["vocab"], s["seq_len"], batch, length)
+        best = ss.interleaved_best({"peak": ss.tf_matmul_peak(shapes), "rate": rate,
+                                    "tutorial": ss.tutorial_rate(stack, s["vocab"], s["seq_len"], batch, tutorial_length)},
+                                   s["repeats"])
+        out.update({f"sampling_b{batch}_tokens_per_s": best["rate"], f"tf_tutorial_b{batch}_tokens_per_s": best["tutorial"],
+                    f"sampling_b{batch}_vs_tf_tutorial": best["rate"] / best["tutorial"],
+                    f"tf_peak_b{batch}_gflops": best["peak"] / 1e9,
+                    f"sampling_b{batch}_fraction_of_tf_peak": best["rate"] / batch * ss.flops(shapes) / best["peak"]})
+        if batch == 1:
+            out["sampling_first_call_s"] = first
+    out["window_loop_tokens_per_s"] = ss.window_loop_rate(model, s["vocab"], s["seq_len"], s["window_tokens"],
+                                                          s["repeats"])
+    out["sampling_b1_vs_window_loop"] = out["sampling_b1_tokens_per_s"] / out["window_loop_tokens_per_s"]
+    out["load_average_sampling"] = round(os.getloadavg()[0], 2)
+    return out
+
+
+def bench_band(s: dict) -> dict:
+    """The band model: unconstrained decode rates with their peaks, and the 30-second continuation."""
+    import generator
+    band = generator.load("band", key_average=0)
+    out = sampling_speed.model_rates(band.run.model, "band", s["band_prompt"], s["band_b1_tokens"], s["band_b64_tokens"],
+                                     s["repeats"])
+    if s["band_runs"]:
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "band_continuation.py"), "--json",
+                               "--runs", str(s["band_runs"])], capture_output=True, text=True,
+                              env=child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore"))
+        if done.returncode != 0:
+            raise RuntimeError(f"benchmarks/band_continuation.py failed:\n{done.stderr[-2000:]}")
+        timing = json.loads(done.stdout.strip().splitlines()[-1])
+        out.update({"band_continuation_30s_s": timing["command_best_seconds"],
+                    "band_continuation_phases_s": timing["phases_total_seconds"],
+                    "band_continuation_phases": timing["phases_seconds"]})
+    else:
+        out.update({"band_continuation_30s_s": None, "band_continuation_phases_s": None})
+    out["load_average_band"] = round(os.getloadavg()[0], 2)
+    return out
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -170,29 +147,36 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-def bench_training(s: dict) -> dict:
-    """Every variant in its own process, in ``rounds`` round-robin passes; the best pass of each counts.
+def bench_training(s: dict, every_variant: bool = False) -> dict:
+    """The trainer and PyTorch, each in its own process, in ``rounds`` round-robin passes (the best pass
+    of each counts), then Keras ``fit`` once; ``every_variant`` adds the trainer without XLA, with XLA
+    over Keras's LSTM layers, and ``fit`` with XLA.
 
-    Round-robin keeps a slow spell of a shared machine from falling on one variant only.
-    ``--quick`` runs all TensorFlow variants in one process, once.
+    Round-robin keeps a slow spell of a shared machine from falling on one side only. Both
+    frameworks get ``threads()`` threads. ``--quick`` runs all TensorFlow variants in one process, once.
     """
-    from benchmarks.train_speed import DEFAULT_SIZES, variants
+    from benchmarks.train_speed import DEFAULT_SIZES, EXTRA_VARIANTS
 
-    sizes = json.dumps({k: s[k] for k in DEFAULT_SIZES})
+    sizes = json.dumps({**{k: s[k] for k in DEFAULT_SIZES if k in s}, "threads": threads()})
     torch = ["torch"] if torch_available() else []
-    groups = variants() + torch if s["rounds"] else [",".join(variants())] + torch
+    tf_variants = ["project", "keras_fit"] + (EXTRA_VARIANTS if every_variant or not s["rounds"] else [])
+    if s["rounds"]:
+        groups = [["project"] + torch] * s["rounds"] + [[v] for v in tf_variants[1:]]
+    else:
+        groups = [[",".join(tf_variants)] + torch]
     rates: dict[str, float] = {}
-    for _ in range(max(1, s["rounds"])):
-        for group in groups:
-            for name, rate in _child([group, sizes]).items():
+    for group in groups:
+        for variant in group:
+            for name, rate in _child([variant, sizes]).items():
                 rates[name] = max(rates.get(name, 0.0), rate)
     torch_rate = rates.pop("torch", None)
-    out = {"train_tokens_per_s": rates.pop("project")}
+    out = {"train_tokens_per_s": rates.pop("project"), "train_threads": threads()}
     out.update({f"train_{k[len('project_'):]}_tokens_per_s": v for k, v in rates.items() if k.startswith("project_")})
-    out.update({"keras_fit_tokens_per_s": rates["keras_fit"], "keras_fit_xla_tokens_per_s": rates["keras_fit_xla"],
+    out.update({"keras_fit_tokens_per_s": rates["keras_fit"], "keras_fit_xla_tokens_per_s": rates.get("keras_fit_xla"),
                 "torch_tokens_per_s": torch_rate,
                 "train_vs_keras_fit": out["train_tokens_per_s"] / rates["keras_fit"],
-                "train_vs_torch": out["train_tokens_per_s"] / torch_rate if torch_rate else None})
+                "train_vs_torch": out["train_tokens_per_s"] / torch_rate if torch_rate else None,
+                "load_average_training": round(os.getloadavg()[0], 2)})
     return out
 
 
@@ -305,71 +289,30 @@ def machine() -> dict:
         import importlib.metadata
 
         versions["torch"] = importlib.metadata.version("torch")
-    return {"cpu": cpu, "cores": os.cpu_count(), "load_average": round(os.getloadavg()[0], 2),
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads(), "load_average": round(os.getloadavg()[0], 2),
             "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "versions": versions}
 
 
-def run(quick: bool = False, log=None) -> dict:
+def run(quick: bool = False, log=None, every_variant: bool = False) -> dict:
     """Every figure of the benchmark as one flat dict (plus ``machine``, ``sizes`` and ``quick``)."""
     s = QUICK if quick else FULL
     log = log or (lambda message: None)
-    results = {"quick": quick, "machine": machine(),
-               "sizes": {k: v for k, v in s.items() if k != "gemm_sizes"}}
-    log("numpy GEMM peak")
-    peak = gemm_peak(s["gemm_sizes"])
-    results["gemm_peak_gflops"] = peak / 1e9
-    log("sampling")
-    results.update(bench_sampling(s, peak))
-    log("training")
-    results.update(bench_training(s))
+    results = {"quick": quick, "machine": machine(), "sizes": dict(s)}
+    started = time.perf_counter()
+    log("sampling: the decode loop, the tutorial's one-step loop, the window loop, the matmul peak")
+    results.update(bench_sampling(s))
+    log("the band model: sampling and the 30-second continuation")
+    results.update(bench_band(s))
+    log("training: the trainer and PyTorch in round robin, then Keras fit")
+    results.update(bench_training(s, every_variant))
     with tempfile.TemporaryDirectory(prefix="generator-bench-") as tmp:
         log(f"memory ({s['corpus_mb']} MB corpus, {s['corpus_steps']} steps)")
         results.update(bench_memory(s, Path(tmp)))
         log("MIDI tokenization")
         results.update(bench_midi(s, Path(tmp)))
+    results["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
+    results["seconds"] = round(time.perf_counter() - started, 1)
     return results
-
-
-def _n(value, digits: int = 0) -> str:
-    return "n/a" if value is None else f"{value:,.{digits}f}"
-
-
-def table(r: dict) -> str:
-    """The results as an aligned text table: figure, this project, baseline, ratio, target."""
-    rows = [("figure", "project", "baseline", "ratio", "target"),
-            ("sampling, batch 1 (tokens/s)", _n(r["sampling_b1_tokens_per_s"]),
-             f"{_n(r['window_loop_tokens_per_s'], 1)} (predict on a 100-token window)",
-             f"{_n(r['sampling_b1_speedup'])}x", TARGETS["sampling_b1_speedup"] + "x"),
-            ("sampling, batch 64 (tokens/s)", _n(r["sampling_b64_tokens_per_s"]),
-             f"numpy GEMM peak {_n(r['gemm_peak_gflops'])} GFLOP/s",
-             f"{100 * r['sampling_b64_fraction_of_peak']:.0f} % of peak", TARGETS["sampling_b64_tokens_per_s"]),
-            ("", "", f"TensorFlow matmul peak {_n(r['tf_gemm_peak_gflops'])} GFLOP/s",
-             f"{100 * r['sampling_b64_fraction_of_tf_peak']:.0f} % of peak", ""),
-            ("training (tokens/s)", _n(r["train_tokens_per_s"]), f"{_n(r['keras_fit_tokens_per_s'])} (Keras fit)",
-             f"{r['train_vs_keras_fit']:.2f}x", ""),
-            ("", "", f"{_n(r['keras_fit_xla_tokens_per_s'])} (Keras fit, XLA)",
-             f"{r['train_tokens_per_s'] / r['keras_fit_xla_tokens_per_s']:.2f}x", ""),
-            ("", "", f"{_n(r['torch_tokens_per_s'])} (PyTorch)",
-             "n/a" if r["train_vs_torch"] is None else f"{r['train_vs_torch']:.2f}x", TARGETS["train_vs_torch"] + "x")]
-    for key, label in VARIANTS.items():  # the trainer's step with other settings, against PyTorch
-        if r.get(key) is not None:
-            ratio = f"{r[key] / r['torch_tokens_per_s']:.2f}x PyTorch" if r["torch_tokens_per_s"] else ""
-            rows.append((f"training, {label} (tokens/s)", _n(r[key]), "", ratio, ""))
-    sizes = r["sizes"]
-    rows += [(f"peak memory, {sizes['corpus_mb']} MB corpus + {sizes['corpus_steps']} steps (MB)",
-              _n(r["memory_100mb_peak_rss_mb"]), "", "",
-              TARGETS["memory_100mb_peak_rss_mb"]),
-             ("MIDI tokenization, cold (files/s)", _n(r["midi_files_per_s_cold"], 1),
-              f"{_n(r['midi_files_per_s_music21'], 1)} (music21 parse)", f"{r['midi_cold_vs_music21']:.1f}x", ""),
-             ("MIDI tokenization, cached (files/s)", _n(r["midi_files_per_s_cached"], 1), "", "", "")]
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    m = r["machine"]
-    head = (f"{m['cpu']}, {m['cores']} cores, {m['date']}, load average {m['load_average']} at the start; "
-            + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
-    note = "\n(--quick: toy sizes, the figures mean nothing)" if r["quick"] else ""
-    return head + "\n\n" + "\n".join(lines) + note
 
 
 def main(argv=None, prog: str = "python -m benchmarks.suite") -> None:
@@ -382,14 +325,23 @@ def main(argv=None, prog: str = "python -m benchmarks.suite") -> None:
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     p.add_argument("--quick", action="store_true",
                    help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
+    p.add_argument("--every-variant", action="store_true",
+                   help="Also time the trainer without XLA, with XLA over Keras's LSTM layers, and Keras fit with XLA.")
+    p.add_argument("--write-docs", action="store_true",
+                   help="Replace the generated table in docs/benchmarks.md with this run's (refused with --quick).")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     args = p.parse_args(argv)
     if not args.verbose:
         from benchmarks.common import quiet_tensorflow
 
         quiet_tensorflow()
-    results = run(args.quick, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
+    if args.write_docs and args.quick:
+        p.error("--write-docs takes the figures of a full run, not of --quick")
+    results = run(args.quick, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
+                  every_variant=args.every_variant)
     print(json.dumps(results) if args.json else table(results))
+    if args.write_docs:
+        write_docs(results)
 
 
 if __name__ == "__main__":

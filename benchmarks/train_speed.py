@@ -19,7 +19,25 @@ from unittest import mock
 import numpy as np
 
 DEFAULT_SIZES = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,
-                     warmup=5, steps=20, repeats=3)
+                     warmup=5, steps=20, repeats=3, threads=0)  # threads 0: the cores this process may use
+
+
+def thread_count(sizes: dict) -> int:
+    """The threads each framework is given: ``sizes["threads"]``, or with 0 the cores this process may use."""
+    import os
+
+    return sizes.get("threads") or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+
+
+def set_tf_threads(sizes: dict) -> None:
+    """TensorFlow's intra-op pool to ``thread_count`` (its default, set explicitly for the comparison)."""
+    import tensorflow as tf
+
+    if tf.config.threading.get_intra_op_parallelism_threads() != thread_count(sizes):
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(thread_count(sizes))
+        except RuntimeError:  # a second variant in the same process (--quick): the pool is already set
+            pass
 
 
 def best_rate(ends: list[float], start: float, sizes: dict) -> float:
@@ -71,6 +89,7 @@ def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False) -> f
     from generator.data import dataset
     from generator.training import steps
 
+    set_tf_threads(sizes)
     keras.utils.set_random_seed(0)
     keras_forward = lambda model, tokens, training=False: model(tokens, training=training)  # noqa: E731
     with mock.patch.object(steps.models, "training_forward", keras_forward) if keras_layers else contextlib.nullcontext():
@@ -90,6 +109,7 @@ def time_keras_fit(sizes: dict, jit: bool) -> float:
     from generator.data import dataset
     from generator.models import build_model
 
+    set_tf_threads(sizes)
     keras.utils.set_random_seed(0)
     config = run_config(sizes)
     model = build_model(config)
@@ -109,10 +129,11 @@ def time_keras_fit(sizes: dict, jit: bool) -> float:
 
 
 def time_torch(sizes: dict) -> float:
-    """The same model in PyTorch with the usual char-RNN training loop."""
+    """The same model in PyTorch with the usual char-RNN training loop, on ``thread_count`` threads."""
     import torch
     from torch import nn
 
+    torch.set_num_threads(thread_count(sizes))
     torch.manual_seed(0)
 
     class CharLSTM(nn.Module):
@@ -162,6 +183,9 @@ def measure(variant: str, sizes: dict) -> float:
     return MEASURES[variant](sizes)
 
 
+EXTRA_VARIANTS = ["project_no_xla", "project_xla_keras_lstm", "keras_fit_xla"]  # generator bench --every-variant
+
+
 def variants() -> list[str]:
     """Every TensorFlow variant: the trainer as configured by default, without XLA (``--no-jit``),
     with XLA over Keras's own LSTM layers, and Keras ``fit`` with and without XLA."""
@@ -175,7 +199,9 @@ def main(argv=None) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = sys.argv[1:] if argv is None else argv
     sizes = {**DEFAULT_SIZES, **(json.loads(argv[1]) if len(argv) > 1 else {})}
-    print(json.dumps({variant: measure(variant, sizes) for variant in argv[0].split(",")}))
+    rates = {variant: measure(variant, sizes) for variant in argv[0].split(",")}
+    print(f"threads: {thread_count(sizes)}", file=sys.stderr)
+    print(json.dumps(rates))
 
 
 if __name__ == "__main__":

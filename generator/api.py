@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -20,6 +19,7 @@ import numpy as np
 from generator.training import checkpoints
 from generator.config import FORMAT_VERSION, RunConfig
 from generator.config import preset as config_preset
+from generator.options import check_names
 from generator.data.dataset import TokenizerFactory  # noqa: F401  (re-exported)
 from generator.errors import GeneratorError
 from generator.data.tokenizers.base import BOS
@@ -46,6 +46,10 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
     from generator.data import corpora
     from generator.training.trainer import Trainer
 
+    try:
+        check_names(RunConfig, settings)
+    except ValueError as e:
+        raise GeneratorError(str(e)) from None
     if config is not None:
         config_name = str(config) if not isinstance(config, RunConfig) else "the configuration"
         config = load_config(config, modality)
@@ -68,10 +72,9 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         settings = {k: v for k, v in settings.items() if k != "init_from"}
     else:
         base = config if config is not None else config_preset(preset or modality, settings.get("arch") or "lstm")
-    config = base.replace(corpus=str(corpus), modality=modality)
     try:
-        config = config.replace(**settings)
-    except TypeError as e:
+        config = base.replace(corpus=str(corpus), modality=modality, **settings).check()
+    except ValueError as e:
         raise GeneratorError(str(e)) from None
     check_fine_tuning(config)
     source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding,
@@ -115,15 +118,8 @@ def load_config(source: RunConfig | str | os.PathLike, modality: str | None = No
             raise GeneratorError(f"{path} is not a JSON configuration file: {e}") from None
         if not isinstance(data, dict):
             raise GeneratorError(f"{path} must hold a JSON object of RunConfig fields")
-        for f in dataclasses.fields(RunConfig):
-            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            kinds = {float: (int, float), type(None): (bool, type(None))}.get(type(default), (type(default),))
-            value = data.get(f.name, default)
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-                what = "true, false or null" if default is None else f"a {type(default).__name__}"
-                raise GeneratorError(f"{path}: {f.name} must be {what}, not {value!r}")
         try:
-            config = RunConfig.from_dict(data)
+            config = RunConfig.from_dict(data).check()
         except (TypeError, ValueError) as e:
             raise GeneratorError(f"{path}: {e}") from None
     if config.format_version != FORMAT_VERSION:

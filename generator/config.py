@@ -9,67 +9,204 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from generator.argtypes import fraction, int_range, non_negative_float, positive_float
+from generator.options import check, check_names, option
 
 FORMAT_VERSION = 1  # bump when the run directory layout changes incompatibly
+MIXED_PRECISIONS = ("bfloat16", "float16")  # the 16-bit compute types (training.steps.POLICIES)
+
+
+# Choices asked of the registries when a parser is built or a value checked (no TensorFlow).
+def _archs():
+    from generator.models import ARCHS
+
+    return tuple(ARCHS)
+
+
+def _positions():
+    from generator.models import POSITIONS
+
+    return POSITIONS
+
+
+def _tokenizers():
+    from generator.data.tokenizers.base import kinds
+
+    return kinds()
+
+
+def _holdouts():
+    from generator.data.dataset import HOLDOUTS
+
+    return HOLDOUTS
+
+
+def _documents():
+    from generator.data.corpora import DOCUMENTS
+
+    return DOCUMENTS
+
+
+def _strategies():
+    from generator.training.distribute import STRATEGIES
+
+    return STRATEGIES
 
 
 @dataclass
 class RunConfig:
-    """Model, data and optimisation settings of one training run."""
+    """Model, data and optimisation settings of one training run.
 
-    # what is modelled
-    modality: str = "text"  # "text" or "music": which readers and tokenizers to use
-    tokenizer: str = "chars"  # tokenizer kind: chars | events | voices
-    corpus: str = ""  # the corpus spec it was trained on (for the record)
-    split: str = ""  # JSB json split, if any
-    val_split: str = ""  # validate on this split of the same JSON corpus instead of a held-out share
-    documents: str = "files"  # text: files (one document per file) | lines (each non-empty line its own document)
-    column: str = ""  # text: the CSV column or JSONL key whose values are the documents (one per row)
-    # model
-    arch: str = "lstm"  # lstm | lstm-attention | transformer | harmonizer (see generator/models)
-    layers: int = 2  # stacked LSTM layers, or Transformer blocks
-    units: int = 256  # LSTM units per layer, or the Transformer's model width
-    embedding: int = 64  # token embedding width
-    dropout: float = 0.2  # dropout on each LSTM layer's output (not recurrent: keeps cuDNN eligible)
-    locked_dropout: bool = False  # dropout masks shared by all time steps of a sequence (variational, AWD-LSTM)
-    input_dropout: float = 0.0  # dropout on the embedding output, layer 1's input (locked when locked_dropout)
-    embedding_dropout: float = 0.0  # share of embedding rows (whole tokens) zeroed in each training batch
-    weight_drop: float = 0.0  # DropConnect on the LSTMs' recurrent weights: share zeroed, one mask per batch
-    tie_weights: bool = False  # output layer reuses the embedding table (through a projection when widths differ)
-    heads: int = 4  # attention heads (lstm-attention, transformer)
-    attention_window: int = 128  # lstm-attention: how many previous top-layer outputs each step attends to
-    positions: str = "rotary"  # transformer: rotary | learned (absolute, added to the embedding; see models/transformer.py)
-    vocab_size: int = 0  # filled in from the tokenizer
-    # data
-    seq_len: int = 100  # tokens per training window (truncated backprop length)
-    batch_size: int = 64  # global batch, summed over all replicas and workers
-    val_fraction: float = 0.1  # share of the corpus kept for validation
-    holdout: str = "auto"  # auto | blocks | tail | documents: how val_fraction is held out (see data.dataset)
-    holdout_block: int = 2000  # tokens per held-out block (holdout "blocks")
-    augment: bool = True  # training-only augmentation when the tokenizer offers one
-    # optimisation
-    epochs: int = 20  # maximum number of epochs
-    learning_rate: float = 2e-3  # Adam's initial learning rate
-    weight_decay: float = 0.0  # decoupled weight decay (AdamW) per step, relative to the learning rate
-    clip_norm: float = 1.0  # global gradient-norm clipping
-    patience: int = 3  # epochs without validation improvement before stopping
-    lr_patience: int = 2  # epochs without improvement before the learning rate is halved
-    lr_factor: float = 0.5  # learning-rate reduction factor on plateau
-    min_learning_rate: float = 1e-5
-    steps_per_epoch: int = 0  # 0: one pass over the training windows
-    seed: int = 1234  # data order, initialisation and augmentation
-    init_from: str = ""  # fine-tune: start from this run directory or bundled checkpoint (its tokenizer and sizes)
-    freeze: int = 0  # keep the embedding and the lowest N layers at their --init-from weights (0: train all)
-    warmup_steps: int = 0  # raise the learning rate linearly from near 0 over the first N steps
-    time_limit: float = 0.0  # stop after this many seconds of training, validating and keeping the best (0: none)
-    # execution
-    strategy: str = "auto"  # auto | default | mirrored | multi-worker
-    mixed_precision: str = ""  # "" | bfloat16 | float16
-    jit: bool | None = None  # XLA-compile the train step with fast_lstm's loops (None: when no GPU is visible)
-    save_every: int = 0  # also checkpoint every N steps (0: at epoch ends only)
-    format_version: int = FORMAT_VERSION
-    extra: dict = field(default_factory=dict)  # tokenizer options and notes
+    Each field is the one definition of its setting (``generator.options``): the flag of
+    ``generator train`` (``--name-with-dashes``), the key of ``config.json`` and the keyword of
+    ``generator.train()`` are all made from it. Defaults here are overridden by the presets below.
+    """
+
+    # -- what is modelled
+    modality: str = option("text", "What is modelled, text or music: which readers and tokenizers are used. "
+                           "Set by `generator train text` or `generator train music`.", cli=False)
+    tokenizer: str = option(
+        "chars", "How documents become tokens: chars for text; events (note on/off, time shift, velocity) for music; "
+        "voices (SATB on a 16th-note grid) for chorales; band (bars, positions and instrument-kind tracks with "
+        "drums) for multi-track songs. By default text uses chars, JSON grids and the chorales corpus use voices, "
+        "other music uses events.", choices=_tokenizers)
+    corpus: str = option("", "What to train on: a file, a directory of files, or a built-in corpus name "
+                         "(see `generator corpora list`). Required unless --config names one.", metavar="SPEC")
+    split: str = option("", "The split of a JSON corpus to train on (train, valid or test).")
+    val_split: str = option("", "Validate on this split of the same JSON corpus instead of holding out "
+                            "--val-fraction (default: valid, when training on the train split of a JSON corpus).")
+    documents: str = option(
+        "files", "Text: what one document is. files (the default) makes each .txt file one document; lines makes "
+        "every non-empty line its own short document (titles, names, tweets), and then generate-text gives one line "
+        "per sample, each from a fresh start.", choices=_documents)
+    column: str = option("", "Text: read .csv files (by their header) or .jsonl files (by key) and make each row's "
+                         "value of column NAME one short document, as with --documents lines.", metavar="NAME")
+    # -- model
+    arch: str = option(
+        "lstm", "The architecture: lstm (stacked LSTMs, the default), lstm-attention (stacked LSTMs whose top-layer "
+        "outputs attend over the last --attention-window outputs) or transformer (decoder-only, causal "
+        "self-attention with rotary positions); harmonizer (a bidirectional LSTM trained on SATB grids with masked "
+        "cells, which fills in voices: generate-music --harmonize; needs --tokenizer voices). Each has its own "
+        "preset of sizes, which the other flags override.", choices=_archs)
+    layers: int = option(2, "Number of stacked LSTM layers, or of Transformer blocks.", parse=int_range(1, 16))
+    units: int = option(256, "Units (state size) of each LSTM layer, or the Transformer's model width.",
+                        parse=int_range(1, 8192))
+    embedding: int = option(64, "Width of the token embedding.", parse=int_range(1, 8192))
+    dropout: float = option(0.2, "Dropout rate on each LSTM layer's output, at least 0 and below 1.", parse=fraction)
+    locked_dropout: bool = option(
+        False, "Draw one dropout mask per sequence and share it across all its time steps (variational dropout, as "
+        "in AWD-LSTM) instead of a fresh mask at every step. On in the text and chorales presets, off otherwise.")
+    input_dropout: float = option(
+        0.0, "Dropout rate on the embedding output, the first layer's input (locked with --locked-dropout); 0 turns "
+        "it off. Default 0.1 in the text and chorales presets, 0 otherwise.", parse=fraction)
+    embedding_dropout: float = option(
+        0.0, "Share of embedding rows zeroed in each training batch, so that every occurrence of a dropped token "
+        "loses its embedding at once; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.", parse=fraction)
+    weight_drop: float = option(
+        0.0, "DropConnect on the recurrent weights of lstm and lstm-attention: the share of the recurrent kernel's "
+        "entries zeroed for each training batch (AWD-LSTM uses 0.5); training keeps the cuDNN kernel on GPUs. 0 "
+        "turns it off. Default 0.3 in the text preset, 0 otherwise.", parse=fraction)
+    tie_weights: bool = option(
+        False, "Compute the output logits with the embedding table (transposed), through a projection from the last "
+        "layer's width to the embedding's when they differ. Off by default.")
+    heads: int = option(4, "Attention heads of lstm-attention and transformer; the attention width (--units) must "
+                        "be a multiple of it.", parse=int_range(1, 256))
+    attention_window: int = option(
+        128, "lstm-attention: how many of the previous top-layer LSTM outputs (the current one included) each step "
+        "attends to (default 128 for text, 64 for music). The decode state keeps that many keys and values, so "
+        "sampling memory stays constant however long the output.", parse=int_range(1, 100_000))
+    positions: str = option(
+        "rotary", "transformer: how token positions are encoded: rotary (relative, the default) or learned "
+        "(an absolute position vector added to the embedding); see docs/results.md.", choices=_positions)
+    vocab_size: int = option(0, "The vocabulary size, filled in from the tokenizer.", cli=False)
+    # -- data
+    seq_len: int = option(100, "Tokens per training window (backpropagation length).", parse=int_range(1, 100_000))
+    batch_size: int = option(
+        64, "Windows per training step, summed over all devices and machines (the global batch): each device "
+        "trains on its share and the loss is averaged over the whole batch.", parse=int_range(1, 1_000_000))
+    val_fraction: float = option(0.1, "Share of the corpus held out for validation, taken as --holdout says.",
+                                 parse=fraction)
+    holdout: str = option(
+        "auto", "How --val-fraction is held out: blocks holds out seeded random blocks of --holdout-block tokens "
+        "spread over every document; tail holds out the end of each document; documents holds out whole "
+        "documents. auto, the default, takes documents when the corpus has 20 or more and blocks otherwise. "
+        "Training windows never cross into held-out tokens.", choices=_holdouts)
+    holdout_block: int = option(2000, "Length in tokens of each held-out block with --holdout blocks "
+                                "(default {default}).", parse=int_range(2), metavar="TOKENS")
+    augment: bool = option(True, "Augment the training windows where the tokenizer offers it (music: transposed "
+                           "copies); validation data is never augmented. On by default.")
+    # -- optimisation
+    epochs: int = option(20, "Maximum number of passes over the training data (default {default}).",
+                         parse=int_range(1, 100_000))
+    learning_rate: float = option(2e-3, "Initial learning rate of the Adam optimizer (0 leaves the weights as they "
+                                  "are). Default: the preset's (2e-3 for the LSTM); with --init-from, a quarter of "
+                                  "the checkpoint's.", parse=non_negative_float)
+    weight_decay: float = option(
+        0.0, "Decoupled weight decay (AdamW): each step shrinks every weight by learning rate times this factor, "
+        "apart from the gradient; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.", parse=fraction)
+    clip_norm: float = option(1.0, "Clip the gradients so that their global norm is at most this; 0 turns "
+                              "clipping off (default {default}).", parse=non_negative_float)
+    patience: int = option(3, "Stop after this many epochs without a better validation loss (default 3; 2 with "
+                           "--init-from, where a small corpus overfits in minutes). The best weights are the ones "
+                           "kept.", parse=int_range(1))
+    lr_patience: int = option(2, "Multiply the learning rate by --lr-factor after this many epochs without a "
+                              "better validation loss (default {default}).", parse=int_range(1))
+    lr_factor: float = option(0.5, "What the learning rate is multiplied by when validation stops improving for "
+                              "--lr-patience epochs (default {default}).", parse=fraction)
+    min_learning_rate: float = option(1e-5, "The learning rate is never reduced below this (default {default}).",
+                                      parse=positive_float)
+    steps_per_epoch: int = option(0, "Batches per epoch (default: one pass over the data).", parse=int_range(1))
+    seed: int = option(1234, "Random seed of initialisation, data order and augmentation (default {default}).",
+                       parse=int_range(0))
+    init_from: str = option(
+        "", "Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, band) or run "
+        "directory instead of random weights. The run takes its tokenizer, architecture and sizes; flags that "
+        "contradict them are an error (--arch lstm-attention from an lstm checkpoint is allowed: its attention "
+        "starts fresh). Characters of a text corpus that the checkpoint never saw are added to its vocabulary, so "
+        "that it predicts the old ones as before; music keeps the checkpoint's vocabulary. Fine-tuning defaults: a "
+        "quarter of its learning rate with --warmup-steps 50, --patience 2, validation on --val-fraction of the new "
+        "corpus, and the checkpoint's own weights kept unless an epoch beats them on it.", metavar="CHECKPOINT")
+    freeze: int = option(
+        0, "With --init-from, keep the embedding and the lowest N LSTM layers (or Transformer blocks) at the "
+        "checkpoint's weights and train only the layers above them; fewer than --layers. Default 0: every layer "
+        "trains.", parse=int_range(0), metavar="N")
+    warmup_steps: int = option(
+        0, "Raise the learning rate linearly from a small value to --learning-rate over the first N training steps, "
+        "so that the first steps on a new corpus do not undo what a checkpoint knows. Default 0, and 50 with "
+        "--init-from.", parse=int_range(0), metavar="N")
+    time_limit: float = option(
+        0.0, "Stop once training has run this many seconds (validations included, over all sittings of a resumed "
+        "run): the epoch under way is cut short, validated, and the best weights are kept. By default there is no "
+        "limit.", parse=positive_float, metavar="SECONDS")
+    # -- execution
+    strategy: str = option(
+        "auto", "How to spread training over devices: default uses one device; mirrored uses every GPU of this "
+        "machine; multi-worker trains on several machines together, the cluster read from TF_CONFIG (or from the "
+        "Slurm job step); auto, the default, uses mirrored when more than one GPU is visible and default "
+        "otherwise.", choices=_strategies)
+    mixed_precision: str = option(
+        "", "Compute in 16-bit floats while keeping the weights in 32 bits, which is faster on GPUs with tensor "
+        "cores; float16 adds dynamic loss scaling. Off by default.", choices=MIXED_PRECISIONS)
+    jit: bool | None = option(
+        None, "Compile each step's forward and backward pass with XLA, the LSTM layers running as hand-written "
+        "loops (the fastest way on a CPU). On by default when no GPU is visible; on a GPU it would replace cuDNN's "
+        "LSTM kernel, so there it is off unless asked for.")
+    save_every: int = option(
+        0, "Also save a resumable checkpoint every N training steps; one is always saved at the end of every epoch. "
+        "A killed run resumes from the last one when the same command is run again.", parse=int_range(1),
+        metavar="N")
+    format_version: int = option(FORMAT_VERSION, "The run directory format this configuration was written in.",
+                                 cli=False)
+    extra: dict = option({}, "Tokenizer options and the checkpoint's sampling recommendations (top_p, "
+                         "key_average).", cli=False)
+
+    def check(self) -> "RunConfig":
+        """This configuration, every field checked against its type, choices and range (a ValueError
+        naming the field otherwise)."""
+        check(self)
+        return self
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
@@ -77,10 +214,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         """Build from a dict, rejecting unknown keys with a clear message."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError("unknown configuration keys: " + ", ".join(unknown))
+        check_names(cls, data)
         return cls(**data)
 
     def replace(self, **changes) -> "RunConfig":

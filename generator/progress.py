@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
 MIN_SECONDS = 1.0  # loops that finish sooner draw nothing
+_watchers = threading.local()  # the callback of ``observe`` for the bars of this thread
 
 
 class ProgressBar:
@@ -21,9 +23,12 @@ class ProgressBar:
         self.min_seconds = MIN_SECONDS if min_seconds is None else min_seconds
         self._last = 0.0
         self._drawn = False
+        self.watcher = getattr(_watchers, "callback", None)
 
     def update(self, n: int = 1) -> None:
         self.count += n
+        if self.watcher is not None:
+            self.watcher(self.label, self.count, self.total)
         now = time.monotonic()
         if self.enabled and now - self.start >= self.min_seconds and (now - self._last > 0.1 or self.count >= self.total):
             self._last = now
@@ -42,6 +47,19 @@ class ProgressBar:
         if self._drawn:
             self.stream.write("\n")
             self.stream.flush()
+
+
+@contextmanager
+def observe(callback):
+    """Inside the block, every progress bar this thread makes also calls ``callback(label, count,
+    total)`` on each update (the studio page shows it); an exception the callback raises ends the
+    loop being measured, which is how a long generation is cancelled."""
+    previous = getattr(_watchers, "callback", None)
+    _watchers.callback = callback
+    try:
+        yield
+    finally:
+        _watchers.callback = previous
 
 
 @contextmanager

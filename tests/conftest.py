@@ -70,6 +70,20 @@ def music_run(tmp_path_factory) -> Path:
     return untrained_run(tmp_path_factory.mktemp("runs") / "music", EventTokenizer(), "events")
 
 
+@pytest.fixture(scope="session")
+def text_run(tmp_path_factory) -> Path:
+    """An untrained one-layer character model saved as a run directory (folder name: text)."""
+    from generator.config import RunConfig
+    from generator.data.tokenizers.chars import CharTokenizer
+    from generator.models import build_model
+    from generator.training.checkpoints import save_run
+
+    tokenizer = CharTokenizer.fit([TINY_TEXT])
+    config = RunConfig(modality="text", tokenizer="chars", layers=1, units=16, embedding=8,
+                       vocab_size=tokenizer.vocab_size)
+    return save_run(tmp_path_factory.mktemp("runs") / "text", build_model(config), tokenizer, config)
+
+
 def call(main, argv, capsys):
     """Run a command-line entry point the way the console script does: (exit code, stdout, stderr)."""
     from generator.cli.main import run

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = ["sampling_b1_speedup", "sampling_b64_tokens_per_s", "sampling_b64_fraction_of_peak", "train_tokens_per_s",
-        "train_vs_keras_fit", "train_vs_torch", "memory_100mb_peak_rss_mb", "midi_files_per_s_cold",
-        "midi_files_per_s_cached", "window_loop_tokens_per_s", "keras_fit_tokens_per_s", "gemm_peak_gflops",
-        "sampling_b1_tokens_per_s", "tf_gemm_peak_gflops", "sampling_b64_fraction_of_tf_peak"]
+KEYS = ["sampling_b1_tokens_per_s", "tf_tutorial_b1_tokens_per_s", "sampling_b1_vs_tf_tutorial",
+        "window_loop_tokens_per_s", "sampling_b1_vs_window_loop", "tf_peak_b1_gflops", "sampling_b1_fraction_of_tf_peak",
+        "sampling_b64_tokens_per_s", "tf_tutorial_b64_tokens_per_s", "sampling_b64_vs_tf_tutorial", "tf_peak_b64_gflops",
+        "sampling_b64_fraction_of_tf_peak", "band_b1_tokens_per_s", "band_b1_fraction_of_tf_peak", "band_b64_tokens_per_s",
+        "band_b64_fraction_of_tf_peak", "train_tokens_per_s", "train_vs_keras_fit", "train_vs_torch",
+        "keras_fit_tokens_per_s", "memory_100mb_peak_rss_mb", "midi_files_per_s_cold", "midi_files_per_s_cached"]
+NONE_IN_QUICK = ["band_continuation_30s_s", "band_continuation_phases_s"]  # timed in full runs only
 
 
 @pytest.mark.slow  # about two minutes on 2 cores: the whole suite, end to end
@@ -29,15 +32,32 @@ def test_quick_bench_reports_every_figure(tmp_path):
         if key == "train_vs_torch" and results["torch_tokens_per_s"] is None:
             continue  # the bench extra (torch) is not installed
         assert results[key] > 0, key
+    for key in NONE_IN_QUICK:
+        assert key in results, key
+    assert results["train_threads"] == results["machine"]["threads"]
 
 
-def test_table_names_every_baseline():
+def test_table_names_every_baseline(tmp_path):
+    from benchmarks import report
     from benchmarks import suite as bench
 
     r = {k: 1.0 for k in KEYS}
+    r.update({k: 1.0 for k in ("tf_peak_b1_gflops", "band_b1_tf_peak_gflops", "band_b64_tf_peak_gflops")})
     r.update(quick=True, sizes=bench.QUICK, torch_tokens_per_s=None, train_vs_torch=None, keras_fit_xla_tokens_per_s=2.0,
-             train_no_xla_tokens_per_s=3.0, midi_files_per_s_music21=0.5, midi_cold_vs_music21=2.0,
+             train_no_xla_tokens_per_s=3.0, midi_files_per_s_music21=0.5, midi_cold_vs_music21=2.0, train_threads=2,
+             band_continuation_30s_s=None, band_continuation_phases_s=None, load_average_sampling=0.5,
              machine={"cpu": "cpu", "cores": 2, "date": "today", "load_average": 0.0, "versions": {}})
     text = bench.table(r)
-    for words in ("predict on a 100-token window", "GEMM peak", "Keras fit", "PyTorch", "music21", "--no-jit"):
-        assert words in text
+    for words in ("TF tutorial's one-step loop", "predict on a 100-token window", "matmul at the step's shapes",
+                  "Keras fit", "PyTorch nn.LSTM, 2 threads", "music21", "--no-jit", "generate-music", "sampling 0.5"):
+        assert words in text, words
+    assert "numpy" not in text
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "benchmarks.md").write_text(f"a\n{report.DOCS_START}\nSTALE\n{report.DOCS_END}\nb\n")
+    label = next(iter(report.README_ROWS))
+    (tmp_path / "README.md").write_text(f"| x | y | z |\n| {label} | old | [benchmarks](docs/benchmarks.md) |\n")
+    r["train_vs_torch"], r["torch_tokens_per_s"] = 1.5, 2.0
+    report.write_docs(r, tmp_path)
+    page = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "STALE" not in page and "| figure | project |" in page and page.endswith("b\n")
+    assert f"| {label} | 1.50x (1 vs 2 tokens/s) | [benchmarks]" in (tmp_path / "README.md").read_text()

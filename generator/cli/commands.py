@@ -85,8 +85,12 @@ def render_main(args) -> None:
 
 # -- generator tune ------------------------------------------------------------------------------------
 
+TUNE_FIXED = ("embedding", "seq_len", "batch_size", "val_fraction", "seed", "split")  # RunConfig fields tune fixes
+
+
 def add_tune_parser(sub) -> None:
-    from generator.cli.flags import fraction, int_range
+    from generator.cli.flags import add_option_flags, int_range
+    from generator.config import RunConfig
 
     p = sub.add_parser("tune", help="Search hyperparameters with KerasTuner.",
                        description="Search the number of layers, units per layer, dropout and learning rate with "
@@ -118,17 +122,15 @@ def add_tune_parser(sub) -> None:
     p.add_argument("--learning-rate", type=choices_of(float, 1e-7, 1.0), default=(3e-4, 1e-2), metavar="MIN,MAX",
                    help="The range of Adam learning rates to search, on a log scale (default 0.0003,0.01); one "
                         "value fixes it.")
-    p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding (fixed, not searched).")
     p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer"],
                    help="The architecture whose layers and units are searched (default lstm); for transformer, "
                         "--units are its model widths and must be even multiples of its 4 heads.")
-    p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window.")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000), help="Windows per training step.")
     p.add_argument("--steps-per-epoch", type=int_range(1), default=0, metavar="N",
                    help="Batches per epoch, to bound the time of each trial (default: one pass over the data).")
-    p.add_argument("--val-fraction", type=fraction, help="Share of the corpus held out to compare configurations.")
-    p.add_argument("--seed", type=int_range(0), help="Random seed of the search, initialisation and data order.")
-    p.add_argument("--split", default=None, help="The split of a JSON corpus to tune on (train, valid or test).")
+    add_option_flags(p, RunConfig, TUNE_FIXED, embedding="Width of the token embedding (fixed, not searched).",
+                     val_fraction="Share of the corpus held out to compare configurations.",
+                     seed="Random seed of the search, initialisation and data order.",
+                     split="The split of a JSON corpus to tune on (train, valid or test).")
     p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     p.add_argument("--force", action="store_true", help="Replace the results of an earlier search in --output.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
@@ -141,8 +143,10 @@ def tune_main(args) -> None:
     if len(dropout) > 2 or len(rate) > 2:
         raise GeneratorError("--dropout and --learning-rate take one value or MIN,MAX")
     space = tune.SearchSpace(layers=args.layers, units=args.units, dropout=dropout, learning_rate=rate)
-    settings = {k: getattr(args, k) for k in ("arch", "embedding", "seq_len", "batch_size", "val_fraction", "seed", "split")
-                if getattr(args, k) is not None}
+    from generator.cli.flags import option_values
+    from generator.config import RunConfig
+
+    settings = option_values(args, RunConfig, TUNE_FIXED + ("arch",))
     result = tune.tune(args.corpus, args.output, modality=args.modality, trials=args.trials, epochs=args.epochs,
                        algorithm=args.algorithm, space=space, steps_per_epoch=args.steps_per_epoch,
                        encoding=args.encoding, force=args.force, verbose=1 if sys.stdout.isatty() else 0,
@@ -158,10 +162,6 @@ def add_config_flag(p: argparse.ArgumentParser) -> None:
                    help="Start from this configuration (best_config.json from `generator tune`, or a run "
                         "directory's config.json) instead of the preset; flags given explicitly override its "
                         "values, and --corpus defaults to the corpus it names.")
-    for action in p._actions:
-        if action.dest == "corpus":
-            action.required = False
-            action.help += " Required unless --config names one."
 
 
 def train_config(args):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from generator.errors import GeneratorError
 
-from generator.cli.flags import EXIT_USAGE, Parser, fraction, int_range, positive_float, probability  # noqa: F401
+from generator.cli.flags import EXIT_USAGE, Parser, add_option_flags, int_range, option_values, positive_float, probability
 
 
 # -- quiet TensorFlow ---------------------------------------------------------------------------
@@ -117,6 +117,14 @@ def add_key_average_flag(p: argparse.ArgumentParser) -> None:
                         "checkpoint's own recommendation (the bundled music models: 3), else 0.")
 
 
+def limit_default(name: str, note: str = "") -> str:
+    """``Default: 2,048, or the GENERATOR_PROMPT_TOKENS environment variable.``, from the limit's one definition."""
+    from generator.data.limits import LIMITS
+
+    limit = LIMITS[name]
+    return f"Default: {limit.default:,}, or the {limit.env} environment variable{note}."
+
+
 def output_paths(output: str, count: int) -> list[Path]:
     """``out.txt`` for one sample, ``out-1.txt`` ... ``out-N.txt`` for several."""
     path = Path(output)
@@ -147,7 +155,7 @@ def text_parser() -> Parser:
     p.add_argument("--prompt-tokens", type=int_range(0), default=None, metavar="N",
                    help="Prime the model with only the last N tokens (characters) of the prompt, in chunks; the "
                         "whole prompt is still printed. A notice says when the prompt is cut. 0 primes with all of "
-                        "it. Default: 2048, or the GENERATOR_PROMPT_TOKENS environment variable.")
+                        "it. " + limit_default("prompt_tokens"))
     p.add_argument("--output", default=None, metavar="FILE",
                    help="Write the text to FILE instead of printing it (FILE-1, FILE-2, ... with --num-samples). "
                         "Existing files are kept unless --force is given.")
@@ -212,8 +220,8 @@ def music_parser() -> Parser:
     prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
                        help="Prime the model with the last S seconds of the seed.")
     prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
-                       help="Prime the model with the last N tokens of the encoded seed. Default: 2048, or the "
-                            "GENERATOR_PROMPT_TOKENS environment variable (0 there primes with the whole seed).")
+                       help="Prime the model with the last N tokens of the encoded seed. "
+                            + limit_default("prompt_tokens", " (0 there primes with the whole seed)"))
     size = p.add_mutually_exclusive_group()
     size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
                       help="How many tokens to generate (default 1000).")
@@ -306,137 +314,24 @@ def generate_music_main(argv=None) -> None:
 
 # -- generator (train, evaluate, corpora) ----------------------------------------------------------------
 
+# The flags of `generator train` that are no RunConfig field: where the run goes and how the command behaves.
+TRAIN_ONLY_FLAGS = ("--output", "--config", "--encoding", "--peer-timeout", "--force", "--verbose")
+
+
 def add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--corpus", required=True, metavar="SPEC",
-                   help="What to train on: a file, a directory of files, or a built-in corpus name "
-                        "(see `generator corpora list`).")
+    """The flags of `generator train`: one per RunConfig field (made from its definition), then the command's own."""
+    from generator.config import RunConfig
+
+    add_option_flags(p, RunConfig)
     p.add_argument("--output", required=True, metavar="DIR",
                    help="The run directory to write. Re-running the same command resumes an interrupted run.")
-    p.add_argument("--arch", choices=["lstm", "lstm-attention", "transformer", "harmonizer"],
-                   help="The architecture: lstm (stacked LSTMs, the default), lstm-attention (stacked LSTMs whose "
-                        "top-layer outputs attend over the last --attention-window outputs) or transformer "
-                        "(decoder-only, causal self-attention with rotary positions); harmonizer (a bidirectional LSTM "
-                        "trained on SATB grids with masked cells, which fills in voices: generate-music --harmonize; "
-                        "needs --tokenizer voices). Each has its own preset of sizes, which the other flags override.")
-    p.add_argument("--layers", type=int_range(1, 16), help="Number of stacked LSTM layers, or of Transformer blocks.")
-    p.add_argument("--units", type=int_range(1, 8192),
-                   help="Units (state size) of each LSTM layer, or the Transformer's model width.")
-    p.add_argument("--embedding", type=int_range(1, 8192), help="Width of the token embedding.")
-    p.add_argument("--heads", type=int_range(1, 256),
-                   help="Attention heads of lstm-attention and transformer; the attention width (--units) must "
-                        "be a multiple of it.")
-    p.add_argument("--attention-window", type=int_range(1, 100_000),
-                   help="lstm-attention: how many of the previous top-layer LSTM outputs (the current one "
-                        "included) each step attends to (default 128 for text, 64 for music). The decode state "
-                        "keeps that many keys and values, so sampling memory stays constant however long the output.")
-    p.add_argument("--dropout", type=fraction,
-                   help="Dropout rate on each LSTM layer's output, at least 0 and below 1.")
-    p.add_argument("--locked-dropout", action=argparse.BooleanOptionalAction, default=None,
-                   help="Draw one dropout mask per sequence and share it across all its time steps (variational "
-                        "dropout, as in AWD-LSTM) instead of a fresh mask at every step. On in the text and chorales presets, off otherwise.")
-    p.add_argument("--input-dropout", type=fraction,
-                   help="Dropout rate on the embedding output, the first layer's input (locked with "
-                        "--locked-dropout); 0 turns it off. Default 0.1 in the text and chorales presets, 0 otherwise.")
-    p.add_argument("--embedding-dropout", type=fraction,
-                   help="Share of embedding rows zeroed in each training batch, so that every occurrence of a "
-                        "dropped token loses its embedding at once; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.")
-    p.add_argument("--weight-drop", type=fraction,
-                   help="DropConnect on the recurrent weights of lstm and lstm-attention: the share of the "
-                        "recurrent kernel's entries zeroed for each training batch (AWD-LSTM uses 0.5); training "
-                        "keeps the cuDNN kernel on GPUs. 0 turns it off. Default 0.3 in the text preset, 0 otherwise.")
-    p.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=None,
-                   help="Compute the output logits with the embedding table (transposed), through a projection "
-                        "from the last layer's width to the embedding's when they differ. Off by default.")
-    p.add_argument("--weight-decay", type=fraction,
-                   help="Decoupled weight decay (AdamW): each step shrinks every weight by learning rate times "
-                        "this factor, apart from the gradient; 0 turns it off. Default 0.1 in the text preset, 0 otherwise.")
-    p.add_argument("--seq-len", type=int_range(1, 100_000), help="Tokens per training window (backpropagation length).")
-    p.add_argument("--batch-size", type=int_range(1, 1_000_000),
-                   help="Windows per training step, summed over all devices and machines (the global batch): "
-                        "each device trains on its share and the loss is averaged over the whole batch.")
-    p.add_argument("--epochs", type=int_range(1, 100_000), help="Maximum number of passes over the training data.")
-    p.add_argument("--learning-rate", type=positive_float,
-                   help="Initial learning rate of the Adam optimizer. Default: the preset's (2e-3 for the LSTM); "
-                        "with --init-from, a quarter of the checkpoint's.")
-    p.add_argument("--patience", type=int_range(1),
-                   help="Stop after this many epochs without a better validation loss (default 3; 2 with --init-from, "
-                        "where a small corpus overfits in minutes). The best weights are the ones kept.")
-    p.add_argument("--warmup-steps", type=int_range(0), metavar="N",
-                   help="Raise the learning rate linearly from a small value to --learning-rate over the first N "
-                        "training steps, so that the first steps on a new corpus do not undo what a checkpoint "
-                        "knows. Default 0, and 50 with --init-from.")
-    p.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
-                   help="Stop once training has run this many seconds (validations included, over all sittings of "
-                        "a resumed run): the epoch under way is cut short, validated, and the best weights are "
-                        "kept. By default there is no limit.")
-    p.add_argument("--val-fraction", type=fraction,
-                   help="Share of the corpus held out for validation, taken as --holdout says.")
-    p.add_argument("--holdout", choices=["auto", "blocks", "tail", "documents"],
-                   help="How --val-fraction is held out: blocks holds out seeded random blocks of --holdout-block "
-                        "tokens spread over every document; tail holds out the end of each document; documents "
-                        "holds out whole documents. auto, the default, takes documents when the corpus has 20 or "
-                        "more and blocks otherwise. Training windows never cross into held-out tokens.")
-    p.add_argument("--holdout-block", type=int_range(2), metavar="TOKENS",
-                   help="Length in tokens of each held-out block with --holdout blocks (default 2000).")
-    p.add_argument("--steps-per-epoch", type=int_range(1), help="Batches per epoch (default: one pass over the data).")
-    p.add_argument("--seed", type=int_range(0), help="Random seed of initialisation, data order and augmentation.")
-    p.add_argument("--init-from", metavar="CHECKPOINT",
-                   help="Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, "
-                        "band) or run directory instead of random weights. The run takes its tokenizer, architecture "
-                        "and sizes; flags that contradict them are an error (--arch lstm-attention from an lstm "
-                        "checkpoint is allowed: its attention starts fresh). Characters of a text corpus that the "
-                        "checkpoint never saw are added to its vocabulary, so that it predicts the old ones as "
-                        "before; music keeps the checkpoint's vocabulary. Fine-tuning defaults: a quarter of its "
-                        "learning rate with --warmup-steps 50, --patience 2, validation on --val-fraction of the new "
-                        "corpus, and the checkpoint's own weights kept unless an epoch beats them on it.")
-    p.add_argument("--freeze", type=int_range(0), metavar="N",
-                   help="With --init-from, keep the embedding and the lowest N LSTM layers (or Transformer blocks) "
-                        "at the checkpoint's weights and train only the layers above them; fewer than --layers. "
-                        "Default 0: every layer trains.")
-    p.add_argument("--documents", choices=["files", "lines"],
-                   help="Text: what one document is. files (the default) makes each .txt file one document; lines "
-                        "makes every non-empty line its own short document (titles, names, tweets), and then "
-                        "generate-text gives one line per sample, each from a fresh start.")
-    p.add_argument("--column", metavar="NAME",
-                   help="Text: read .csv files (by their header) or .jsonl files (by key) and make each row's value "
-                        "of column NAME one short document, as with --documents lines.")
-    p.add_argument("--strategy", choices=["auto", "default", "mirrored", "multi-worker"],
-                   help="How to spread training over devices: default uses one device; mirrored uses every GPU "
-                        "of this machine; multi-worker trains on several machines together, the cluster read from "
-                        "TF_CONFIG (or from the Slurm job step); auto, the default, uses mirrored when more than "
-                        "one GPU is visible and default otherwise.")
-    p.add_argument("--mixed-precision", choices=["bfloat16", "float16"],
-                   help="Compute in 16-bit floats while keeping the weights in 32 bits, which is faster on GPUs "
-                        "with tensor cores; float16 adds dynamic loss scaling. Off by default.")
-    p.add_argument("--jit", action=argparse.BooleanOptionalAction, default=None,
-                   help="Compile each step's forward and backward pass with XLA, the LSTM layers running as "
-                        "hand-written loops (the fastest way on a CPU). On by default when no GPU is visible; on a "
-                        "GPU it would replace cuDNN's LSTM kernel, so there it is off unless asked for.")
     p.add_argument("--peer-timeout", type=positive_float, default=None, metavar="SECONDS",
                    help="With --strategy multi-worker, how long to wait for the other workers' addresses to accept "
-                        "connections before giving up with exit status 2 and the unreachable addresses. Default: "
-                        "300, or the GENERATOR_PEER_TIMEOUT environment variable.")
-    p.add_argument("--save-every", type=int_range(1), metavar="N",
-                   help="Also save a resumable checkpoint every N training steps; one is always saved at the end "
-                        "of every epoch. A killed run resumes from the last one when the same command is run again.")
-    p.add_argument("--split", default=None, help="The split of a JSON corpus to train on (train, valid or test).")
-    p.add_argument("--val-split", default=None,
-                   help="Validate on this split of the same JSON corpus instead of holding out --val-fraction "
-                        "(default: valid, when training on the train split of a JSON corpus).")
-    p.add_argument("--tokenizer", choices=["chars", "events", "voices"], default=None,
-                   help="How documents become tokens: chars for text; events (note on/off, time shift, velocity) "
-                        "for music; voices (SATB on a 16th-note grid) for chorales. By default text uses chars, "
-                        "JSON grids and the chorales corpus use voices, other music uses events.")
+                        "connections before giving up with exit status 2 and the unreachable addresses. "
+                        + limit_default("peer_timeout"))
     p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     p.add_argument("--force", action="store_true", help="Delete an existing run in --output and start over.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
-
-
-TRAIN_SETTINGS = ("arch", "heads", "attention_window", "layers", "units", "embedding", "dropout", "seq_len", "batch_size", "epochs", "learning_rate",
-                  "patience", "val_fraction", "steps_per_epoch", "seed", "strategy", "mixed_precision", "jit", "save_every",
-                  "split", "val_split", "tokenizer", "locked_dropout", "input_dropout", "embedding_dropout",
-                  "weight_drop", "tie_weights", "weight_decay", "holdout", "holdout_block", "init_from",
-                  "freeze", "warmup_steps", "time_limit", "documents", "column")
 
 
 def generator_parser() -> Parser:
@@ -478,6 +373,9 @@ def generator_parser() -> Parser:
     from generator.cli import music_stats
 
     music_stats.add_parser(sub)
+    from generator.cli import studio
+
+    studio.add_parser(sub)
     return p
 
 
@@ -516,6 +414,10 @@ def generator_main(argv=None) -> None:
         from generator.cli import music_stats
 
         return music_stats.main(args)
+    if args.command == "studio":
+        from generator.cli import studio
+
+        return studio.main(args, quiet_tensorflow)
     corpus = config = None
     if args.command == "train":  # read before TensorFlow starts: its strategy may be multi-worker
         corpus, config = commands.train_config(args)  # --config FILE: explicit flags override its values
@@ -530,7 +432,10 @@ def generator_main(argv=None) -> None:
     from generator import api
 
     if args.command == "train":
-        settings = {k: getattr(args, k) for k in TRAIN_SETTINGS if getattr(args, k, None) is not None}
+        from generator.config import RunConfig
+
+        settings = option_values(args, RunConfig)
+        settings.pop("corpus", None)  # the corpus of --corpus or of --config, found by train_config
         metrics = api.train(corpus, args.output, modality=args.modality, force=args.force, config=config,
                             encoding=args.encoding, progress=sys.stdout.isatty(), **settings)
         if metrics:

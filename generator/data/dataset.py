@@ -396,10 +396,6 @@ class TokenizerFactory:
 
         if self.kind == "chars":
             return chars.CharTokenizer.fit(documents)
-        try:  # every tokenizer registers itself when imported
-            from generator.data.tokenizers import band, events, voices  # noqa: F401
-        except ImportError:
-            pass
-        if self.kind not in base._REGISTRY:
+        if self.kind not in base.kinds():
             raise GeneratorError(f"unknown tokenizer {self.kind!r}")
         return base._REGISTRY[self.kind](**self.options)

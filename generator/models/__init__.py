@@ -20,10 +20,11 @@ import importlib
 
 ARCHS = {  # --arch name -> module
     "lstm": "generator.models.lstm",
-    "harmonizer": "generator.models.harmonizer",  # bidirectional, fills in SATB cells (generation.harmonize)
     "lstm-attention": "generator.models.attention",
     "transformer": "generator.models.transformer",
+    "harmonizer": "generator.models.harmonizer",  # bidirectional, fills in SATB cells (generation.harmonize)
 }
+POSITIONS = ("rotary", "learned")  # the transformer's position encodings (RunConfig.positions)
 
 
 def module(arch: str):

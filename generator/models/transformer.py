@@ -34,12 +34,12 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
+from generator.models import POSITIONS
 from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, optional_layer, output, output_head,
                                         output_weights, project, ring_attention, ring_step, ring_zeros)
 from generator.models.lstm import TokenEmbedding
 
 NAME = "transformer_generator"
-POSITIONS = ("rotary", "learned")
 
 
 @keras.saving.register_keras_serializable(package="generator")

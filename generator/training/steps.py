@@ -29,9 +29,9 @@ import keras
 import tensorflow as tf
 
 from generator import models
-from generator.config import RunConfig
+from generator.config import MIXED_PRECISIONS, RunConfig
 
-POLICIES = {"": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+POLICIES = {"": "float32", **{name: f"mixed_{name}" for name in MIXED_PRECISIONS}}
 
 
 @contextlib.contextmanager

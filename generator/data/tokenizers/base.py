@@ -143,15 +143,17 @@ class Tokenizer:
         return list(ids[-limit:]) if limit else []
 
 
+def kinds() -> tuple[str, ...]:
+    """The registered tokenizer kinds (``--tokenizer`` choices), after importing the implementations."""
+    from generator.data.tokenizers import chars, events, voices  # noqa: F401  (they register themselves)
+    from generator.data.tokenizers import band  # noqa: F401
+
+    return tuple(_REGISTRY)
+
+
 def from_json(text: str | dict) -> Tokenizer:
     """Rebuild a tokenizer from ``Tokenizer.to_json()`` output."""
-    # Import the implementations so that they register themselves.
-    from generator.data.tokenizers import chars  # noqa: F401
-
-    try:
-        from generator.data.tokenizers import band, events, voices  # noqa: F401
-    except ImportError:  # music tokenizers are optional until they exist
-        pass
+    kinds()
     data = json.loads(text) if isinstance(text, str) else dict(text)
     kind = data.pop("kind", None)
     if kind not in _REGISTRY:
