@@ -188,6 +188,12 @@ class NoteArrays:
     time_signature: tuple
     source: str = ""
 
+    @classmethod
+    def from_sequence(cls, seq: NoteSequence) -> "NoteArrays":
+        column = lambda name, dtype: np.array([getattr(n, name) for n in seq.notes], dtype)  # noqa: E731
+        return cls(column("pitch", np.int64), column("start", float), column("end", float), column("velocity", np.int64),
+                   column("track", np.int64), seq.instruments, seq.tempos, seq.time_signature, seq.source)
+
     def to_sequence(self) -> NoteSequence:
         programs = [inst.program for inst in self.instruments]
         drums = [inst.is_drum for inst in self.instruments]
@@ -213,6 +219,20 @@ def _ambiguous(start, end, pitch) -> bool:
         return True
     zero = np.unique((pitch * big + start)[end == start])
     return bool(np.isin(both[on_count[on_at] >= 2], zero).any())
+
+
+def _vote_channels(instruments, heads, onsets) -> None:
+    """Each instrument's channel as ``midi_io._channels`` finds it: the channel of the note-ons of any
+    track at the (tick, pitch) of its first 16 notes, drums on channel 10 only (-1 if none)."""
+    keys = np.concatenate([k for k, _ in onsets]) if onsets else np.zeros(0, np.int64)
+    channels = np.concatenate([np.full(len(k), c) for k, c in onsets]) if onsets else np.zeros(0, np.int64)
+    for inst, head in zip(instruments, heads):
+        votes: dict[int, int] = {}
+        for key in head.tolist():
+            for channel in channels[keys == key].tolist():
+                if channel >= 0 and (channel == 9) == inst.is_drum:
+                    votes[channel] = votes.get(channel, 0) + 1
+        inst.channel = max(votes, key=votes.get) if votes else -1
 
 
 def _pretty_ends(start, end, pitch, file_end: int, resolution: int):
@@ -272,7 +292,7 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
     first = parsed[0][0]
     scales = _tick_scales([(int(t.time), int(t.mspq)) for t in first.tempos], resolution)
     seconds = _seconds(scales)
-    instruments, columns = [], []
+    instruments, columns, heads, onsets = [], [], [], []
     for _score, track, _, chunk in parsed:
         if track is None:
             continue
@@ -293,8 +313,11 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
         channel, name = _track_head(chunk)
         if name is None and track.name:
             return None  # named after its first note: pretty_midi may name it otherwise
-        instruments.append(Instrument(program=int(track.program), is_drum=bool(track.is_drum), name=name or "",
-                                      channel=channel))
+        instruments.append(Instrument(program=int(track.program), is_drum=bool(track.is_drum), name=name or ""))
+        opening = np.lexsort((start, end))[:16]  # the order pretty_midi files notes in: by release
+        heads.append(start[opening] * 128 + pitch[opening])
+        onsets.append((notes["time"].astype(np.int64) * 128 + notes["pitch"], channel))
+    _vote_channels(instruments, heads, onsets)
     pitch, begin, finish, velocity, index = (np.concatenate(c) if columns else np.zeros(0) for c in zip(*columns)) \
         if columns else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
     order = np.lexsort((pitch, index, begin))
@@ -305,5 +328,31 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
         if _valid_time_signature(ts.numerator, ts.denominator):
             time_signature = (int(ts.numerator), int(ts.denominator))
     limits.check("notes", source, len(order))
+    events = 2 * len(order)  # a note-on and a note-off each: fewer than the file holds
+    max_events = limits.get("midi_events")
+    if max_events and events > max_events:
+        raise limits.exceeded("midi_events", source, f"at least {events:,} events", max_events)
     return NoteArrays(pitch[order], begin[order], finish[order], velocity[order], index[order], instruments, tempos,
                       time_signature, source)
+
+
+def read_arrays(path) -> NoteArrays:
+    """The notes of MIDI file ``path`` as arrays: symusic where it gives pretty_midi's notes, else the
+    pretty_midi path (``midi_io.read_midi``); GeneratorError naming the file on any problem."""
+    from generator.data import midi_io
+
+    path = str(path)
+    if enabled():
+        try:
+            with open(path, "rb") as f:
+                data = f.read(int(limits.get("midi_bytes", midi_io.MAX_FILE_BYTES) or 2**40) + 1)
+        except OSError as error:
+            raise midi_io._fail(path, f"cannot read file ({error.strerror or error})") from None
+        arrays = fast_read(midi_io._checked_midi_bytes(data, path), path)
+        if arrays is not None:
+            if not len(arrays.pitch):
+                raise midi_io._fail(path, "contains no notes")
+            limits.check("seconds", path, round(float(arrays.end.max())), limits.get("seconds", midi_io.MAX_SECONDS))
+            return arrays
+    return NoteArrays.from_sequence(midi_io.read_midi(path))
+
