@@ -63,6 +63,27 @@ def test_table_names_every_baseline(tmp_path):
     assert f"| {label} | 1.50x (1 vs 2 tokens/s) | [benchmarks]" in (tmp_path / "README.md").read_text()
 
 
+def test_gpu_script_skips_without_a_gpu_and_writes_its_section(tmp_path, capsys, monkeypatch):
+    from benchmarks import gpu
+
+    if gpu.gpu_name() is None:
+        assert gpu.main([]) == 0
+        assert "no GPU" in capsys.readouterr().err
+    r = {"device": "Test GPU", "machine": {"date": "today", "versions": {"tensorflow": "x"}},
+         "train_keras_fit_tokens_per_s": 100.0, "train_project_tokens_per_s": 200.0,
+         "train_project_float16_tokens_per_s": 300.0, "train_project_bfloat16_tokens_per_s": 250.0}
+    for b in (1, 64):
+        r.update({f"sampling_b{b}_tokens_per_s": 10.0, f"sampling_b{b}_vs_tf_tutorial": 2.0,
+                  f"sampling_b{b}_fraction_of_tf_peak": 0.5, f"tf_peak_b{b}_gflops": 9.0})
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("# Results\n")
+    monkeypatch.setattr(gpu, "ROOT", tmp_path)
+    gpu.write_docs(r)
+    gpu.write_docs(r)  # a second run replaces the section
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert page.count("### GPU: Test GPU") == 1 and "3.00x Keras fit" in page
+
+
 def test_band_split_knows_the_files_whose_chunks_overrun(tmp_path):
     import struct
 
