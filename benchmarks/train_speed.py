@@ -78,9 +78,10 @@ def project_step(config):
     return lambda x, y: train_step((x, y), tokens)
 
 
-def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False) -> float:
+def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False, mixed_precision: str = "") -> float:
     """The trainer's loop: its tf.data pipeline, its compiled step, one loss read back per step.
 
+    ``mixed_precision`` ("bfloat16", "float16") trains as ``--mixed-precision`` does.
     ``keras_layers`` runs the model's Keras LSTM layers where the trainer would use ``fast_lstm``
     (the step is traced at its first call, so the stand-in stays in place until the end).
     """
@@ -93,7 +94,7 @@ def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False) -> f
     keras.utils.set_random_seed(0)
     keras_forward = lambda model, tokens, training=False: model(tokens, training=training)  # noqa: E731
     with mock.patch.object(steps.models, "training_forward", keras_forward) if keras_layers else contextlib.nullcontext():
-        step = project_step(run_config(sizes, jit=jit))
+        step = project_step(run_config(sizes, jit=jit, mixed_precision=mixed_precision))
         windows, n_steps = synthetic_windows(sizes)
         ends, start = [], time.perf_counter()
         for x, y in dataset.to_tf_dataset(windows, 0).take(n_steps):
@@ -173,6 +174,8 @@ def time_torch(sizes: dict) -> float:
 MEASURES = {"project": lambda s: time_project(s, None),  # what `generator train` does by default
             "project_no_xla": lambda s: time_project(s, False),
             "project_xla_keras_lstm": lambda s: time_project(s, True, keras_layers=True),
+            "project_bfloat16": lambda s: time_project(s, None, mixed_precision="bfloat16"),
+            "project_float16": lambda s: time_project(s, None, mixed_precision="float16"),
             "keras_fit": lambda s: time_keras_fit(s, False),
             "keras_fit_xla": lambda s: time_keras_fit(s, True),
             "torch": time_torch}
@@ -189,7 +192,7 @@ EXTRA_VARIANTS = ["project_no_xla", "project_xla_keras_lstm", "keras_fit_xla"]  
 def variants() -> list[str]:
     """Every TensorFlow variant: the trainer as configured by default, without XLA (``--no-jit``),
     with XLA over Keras's own LSTM layers, and Keras ``fit`` with and without XLA."""
-    return [name for name in MEASURES if name != "torch"]
+    return [name for name in MEASURES if name != "torch" and not name.endswith("16")]
 
 
 def main(argv=None) -> None:

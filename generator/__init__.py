@@ -5,7 +5,8 @@ The public API is re-exported here; see ``generator.api``.
 
 __version__ = "0.1.0"
 
-from generator.errors import GeneratorError  # noqa: E402
+from generator.config import SamplingOptions  # noqa: E402
+from generator.errors import ArgumentError, GeneratorError  # noqa: E402
 
 
 def __getattr__(name):
@@ -17,4 +18,4 @@ def __getattr__(name):
     raise AttributeError(name)
 
 
-__all__ = ["GeneratorError", "Generator", "load", "train", "__version__"]
+__all__ = ["ArgumentError", "GeneratorError", "Generator", "SamplingOptions", "load", "train", "__version__"]

@@ -7,21 +7,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from generator.training import checkpoints
-from generator.config import FORMAT_VERSION, RunConfig
+from generator.config import FORMAT_VERSION, RunConfig, SamplingOptions, renamed
 from generator.config import preset as config_preset
 from generator.options import check_names
 from generator.data.dataset import TokenizerFactory  # noqa: F401  (re-exported)
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.data.tokenizers.base import BOS
 
 MAX_LENGTH = 1_000_000
@@ -46,10 +46,8 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
     from generator.data import corpora
     from generator.training.trainer import Trainer
 
-    try:
-        check_names(RunConfig, settings)
-    except ValueError as e:
-        raise GeneratorError(str(e)) from None
+    settings = renamed(settings)  # seed= is the old name of random_seed
+    check_names(RunConfig, settings)  # an ArgumentError names an unknown setting
     if config is not None:
         config_name = str(config) if not isinstance(config, RunConfig) else "the configuration"
         config = load_config(config, modality)
@@ -72,10 +70,7 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         settings = {k: v for k, v in settings.items() if k != "init_from"}
     else:
         base = config if config is not None else config_preset(preset or modality, settings.get("arch") or "lstm")
-    try:
-        config = base.replace(corpus=str(corpus), modality=modality, **settings).check()
-    except ValueError as e:
-        raise GeneratorError(str(e)) from None
+    config = base.replace(corpus=str(corpus), modality=modality, **settings).check()  # ArgumentError if one misfits
     check_fine_tuning(config)
     source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding,
                                  documents=config.documents, column=config.column)
@@ -92,12 +87,12 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
 def check_fine_tuning(config: RunConfig) -> None:
     """The fine-tuning settings that need each other or a size: a GeneratorError naming the problem."""
     if config.freeze and not config.init_from:
-        raise GeneratorError("--freeze keeps layers at their --init-from weights: give --init-from too")
+        raise ArgumentError("freeze", "keeps layers at their init_from weights: give init_from too", "init_from")
     if config.freeze >= config.layers:
-        raise GeneratorError(f"--freeze {config.freeze} would freeze every one of the {config.layers} layers; "
-                             f"freeze fewer than {config.layers}")
+        raise ArgumentError("freeze", f"{config.freeze} would freeze every one of the {config.layers} layers; "
+                            f"freeze fewer than {config.layers}")
     if (config.documents != "files" or config.column) and config.modality != "text":
-        raise GeneratorError("--documents lines and --column are for text corpora")
+        raise ArgumentError("documents", "lines and column are for text corpora", "column")
 
 
 def load_config(source: RunConfig | str | os.PathLike, modality: str | None = None) -> RunConfig:
@@ -166,14 +161,42 @@ class Text(str):
         return path
 
 
+class Stream:
+    """The chunks ``[num_samples, n]`` of new token ids of one ``Generator.stream`` call, as an iterator.
+
+    ``constraint_state`` is the tokenizer's constraint state after the last token drawn (music
+    tokenizers that keep the output well-formed; None for the others); ``options`` the sampling
+    options the call used (recommendations filled in) and ``loop`` its compiled decode loop.
+    """
+
+    def __init__(self, chunks, constraint, options: SamplingOptions, loop):
+        self._chunks, self._constraint, self.options, self.loop = chunks, constraint, options, loop
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> np.ndarray:
+        return next(self._chunks)
+
+    @property
+    def constraint_state(self):
+        return None if self._constraint is None else self._constraint.state
+
+
 class Generator:
-    """A trained model with its tokenizer: sample from it, or score a corpus with it."""
+    """A trained model with its tokenizer: sample from it, or score a corpus with it.
+
+    It holds no sampling state: each call takes its ``SamplingOptions`` (or their fields as
+    keywords) and returns what it made. ``key_average`` given to ``load`` is the default of the
+    calls that leave it out."""
 
     def __init__(self, run: checkpoints.Run, key_average: int | None = None):
         self.run = run
         self.tokenizer = run.tokenizer
         self.config: RunConfig = run.config
-        self.key_average = key_average
+        self._key_average = self._resolve_key_average(key_average)  # checked once, here
+        self._decoders = {}  # key_average -> decoder
+        self._loops = {}  # (key_average, temperature, top_k, top_p) -> sampling.DecodeLoop, most recently used last
 
     def __repr__(self) -> str:
         loss = self.run.metrics.get("val_loss_nats")
@@ -190,38 +213,64 @@ class Generator:
 
     @property
     def key_average(self) -> int:
-        """Semitones K: every prediction (sampled or scored) is the average of the model's predictions
-        for the music moved -K..+K semitones (``generator.models.key_average``); 0: the model alone.
-
-        Setting None takes the checkpoint's recommendation (``"key_average"`` in its config's
-        ``extra``; the bundled music models: 3), else 0. Only music models whose tokens transpose."""
+        """The key averaging of calls that give none (read only): ``load``'s ``key_average``, else the
+        checkpoint's recommendation (``"key_average"`` in its config's ``extra``; the bundled music
+        models: 3), else 0. Every prediction is then the average of the model's predictions for the
+        music moved -K..+K semitones (``generator.models.key_average``)."""
         return self._key_average
 
-    @key_average.setter
-    def key_average(self, semitones: int | None) -> None:
+    def _resolve_key_average(self, semitones: int | None) -> int:
         if semitones is None:
             semitones = self.config.extra.get("key_average", 0)
-        if isinstance(semitones, bool) or not isinstance(semitones, (int, np.integer)) or semitones < 0:
-            raise GeneratorError(f"--key-average must be a whole number of semitones, at least 0, not {semitones}")
-        if semitones and (self.tokenizer.transposition(0) is None or self.config.arch == "harmonizer"):
-            raise GeneratorError(f"--key-average needs a left-to-right music model; {self.run.path.name} is a "
-                                 f"{self.config.modality} model ({self.config.arch}, {self.tokenizer.kind} tokens)")
-        self._key_average = int(semitones)
-        self._decoder = None
-        self._loops = {}  # (temperature, top_k, top_p) -> sampling.DecodeLoop, most recently used last
+        SamplingOptions().replace(key_average=int(semitones) if isinstance(semitones, np.integer) else semitones)
+        if semitones and (self.tokenizer.transposition(0) is None or not self.decodes_left_to_right):
+            raise ArgumentError("key_average", f"needs a left-to-right music model; {self.run.path.name} is a "
+                                f"{self.config.modality} model ({self.config.arch}, {self.tokenizer.kind} tokens)")
+        return int(semitones)
+
+    @property
+    def decodes_left_to_right(self) -> bool:
+        """Whether the model predicts each token from the ones before it (not the harmonizer)."""
+        from generator import models
+
+        return models.left_to_right(self.config.arch)
+
+    def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
+        """``options`` (default: ``SamplingOptions()``) with ``changes``, checked, and the checkpoint's
+        recommendations filled in where they are None (``top_p``, ``key_average``). Filling in twice
+        changes nothing, so a call may hand its options on to another."""
+        options = (options or SamplingOptions()).replace(**changes)
+        top_p = self.config.extra.get("top_p") if options.top_p is None else options.top_p
+        return dataclasses.replace(options, top_p=top_p, key_average=self._key_average if options.key_average is None
+                                   else self._resolve_key_average(options.key_average))
+
+    def decoder_for(self, key_average: int = 0):
+        """The incremental decoder sampling and scoring use, key-averaged over -K..K semitones when K > 0."""
+        if key_average not in self._decoders:
+            from generator.models import decoder as make_decoder
+
+            plain = self._decoders.get(0) or make_decoder(self.run.model)
+            self._decoders[0] = plain
+            if key_average:
+                from generator.models.key_average import KeyAveraged
+
+                self._decoders[key_average] = KeyAveraged(plain, self.tokenizer, key_average)
+        return self._decoders[key_average]
 
     @property
     def decoder(self):
-        """The incremental decoder sampling and scoring use (key-averaged when ``key_average`` > 0)."""
-        if self._decoder is None:
-            from generator.models import decoder as make_decoder
+        """The decoder of the default ``key_average``."""
+        return self.decoder_for(self._key_average)
 
-            self._decoder = make_decoder(self.run.model)
-            if self._key_average:
-                from generator.models.key_average import KeyAveraged
-
-                self._decoder = KeyAveraged(self._decoder, self.tokenizer, self._key_average)
-        return self._decoder
+    def constraint_tokenizer(self, options: SamplingOptions, tokenizer=None):
+        """The tokenizer whose constraint keeps sampled music well-formed under ``options``
+        (``voice_leading``, ``note_limit``); the run's own unless ``tokenizer`` is given."""
+        tokenizer = tokenizer or self.tokenizer
+        if not options.voice_leading:
+            tokenizer = tokenizer.without_voice_leading()
+        if not options.note_limit:
+            tokenizer = tokenizer.without_note_limit()
+        return tokenizer
 
     # -- text ------------------------------------------------------------------------------------
     @property
@@ -245,32 +294,28 @@ class Generator:
         from generator.data import limits
 
         if prompt_tokens is not None and int(prompt_tokens) < 0:
-            raise GeneratorError(f"--prompt-tokens must be at least 0, not {prompt_tokens}")
+            raise ArgumentError("prompt_tokens", f"must be at least 0, not {prompt_tokens}")
         ids, notice = limits.tail(ids, limit=prompt_tokens)
         if notice:
             (log or (lambda message: print(message, file=sys.stderr)))(notice)
         return ids
 
-    def stream(self, prompt_ids: list[int], length: int, *, num_samples: int = 1, temperature: float = 1.0,
-               top_k: int | None = None, top_p: float | None = None, random_seed: int | None = None,
-               tokenizer=None) -> Iterator[np.ndarray]:
-        """Yield chunks ``[num_samples, n]`` of new token ids after ``[BOS] + prompt_ids``.
+    def stream(self, prompt_ids: list[int], length: int, *, num_samples: int = 1,
+               options: SamplingOptions | None = None, tokenizer=None, **sampling_options) -> Stream:
+        """Sample ``length`` new tokens after ``[BOS] + prompt_ids``: a ``Stream`` of chunks
+        ``[num_samples, n]`` whose ``constraint_state`` is the tokenizer's state at the end.
 
-        ``tokenizer`` overrides the run's tokenizer for the sampling constraint.
+        ``options`` (or their fields as keywords: ``temperature=0.8``) say how; ``tokenizer``
+        replaces the run's tokenizer for the sampling constraint (a seed's own, say).
         """
         from generator.generation import sampling
 
-        tokenizer = tokenizer or self.tokenizer
-        top_p = self.top_p(top_p)
-
+        options = self.options(options, **sampling_options)
+        tokenizer = self.constraint_tokenizer(options, tokenizer)
         check_length(length)
-        if int(num_samples) < 1:
-            raise GeneratorError(f"--num-samples must be at least 1, not {num_samples}")
-        try:
-            sampler = sampling.get(temperature, top_k, top_p)
-        except ValueError as e:
-            raise GeneratorError(str(e)) from None
-        seed = secrets.randbits(62) if random_seed is None else int(random_seed)
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ArgumentError("num_samples", f"must be a whole number, at least 1, not {num_samples}")
+        seed = secrets.randbits(62) if options.random_seed is None else int(options.random_seed)
         row = np.array([BOS] + list(prompt_ids), dtype=np.int32)
         prompts = np.broadcast_to(row, (num_samples, len(row)))  # one copy of the prompt for all samples
         constraint = None
@@ -278,24 +323,19 @@ class Generator:
             state = tokenizer.new_constraint_state(num_samples)
             for column in prompts[:, 1:].T:
                 state = tokenizer.advance(state, column)
-            constraint = (tokenizer, state)
-        key = (temperature, top_k, top_p)  # a compiled loop per sampler, reused by later calls
-        self.last_loop = self._loops.pop(key, None) or sampling.DecodeLoop(self.decoder, sampler)
-        self._loops[key] = self.last_loop
+            constraint = sampling.Constraint(tokenizer, state)
+        key = (options.key_average, options.temperature, options.top_k, options.top_p)  # a compiled loop each
+        loop = self._loops.pop(key, None) or sampling.DecodeLoop(
+            self.decoder_for(options.key_average), sampling.get(options.temperature, options.top_k,
+                                                                self.top_p(options.top_p)))
+        self._loops[key] = loop  # reused by later calls with the same sampler
         if len(self._loops) > 8:  # keep the eight most recently used
             del self._loops[next(iter(self._loops))]
-        yield from self.last_loop.generate(prompts, length, seed, constraint)
-
-    @property
-    def last_constraint_state(self):
-        """The tokenizer's constraint state after the last token sampled (music)."""
-        loop = getattr(self, "last_loop", None)
-        return None if loop is None else loop.constraint_state
+        return Stream(loop.generate(prompts, length, seed, constraint), constraint, options, loop)
 
     def generate(self, prompt: str = "", length: int | None = None, *, seed=None, num_samples: int = 1,
-                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-                 random_seed: int | None = None, prompt_tokens: int | None = None, **music_options):
-        """Sample from the model.
+                 options: SamplingOptions | None = None, prompt_tokens: int | None = None, **keywords):
+        """Sample from the model, as ``options`` say (or their fields as keywords: ``temperature=0.7``).
 
         Text models return ``prompt`` plus ``length`` (default 500) new characters as a ``Text``
         (a ``str`` with ``.save(path)``), a list of them when ``num_samples`` > 1; only the last
@@ -312,18 +352,22 @@ class Generator:
 
             >>> generator.load("bach").generate(seed="song.mid", temperature=0.9, seconds=20).save("out.mid")
         """
+        fields = {f.name for f in dataclasses.fields(SamplingOptions)}
+        options = self.options(options, **{k: v for k, v in keywords.items() if k in fields})
+        music_options = {k: v for k, v in keywords.items() if k not in fields}
         if self.tokenizer.modality == "music":
             from generator.generation.compose import compose
 
-            pieces = compose(self, seed, length=length, num_samples=num_samples, temperature=temperature,
-                             top_k=top_k, top_p=top_p, random_seed=random_seed, **music_options)
+            pieces = compose(self, seed, length=length, num_samples=num_samples, options=options, **music_options)
             return pieces[0] if num_samples == 1 else pieces
+        if music_options:
+            raise ArgumentError(next(iter(music_options)), f"is not an argument of a text model's generate "
+                                f"({self.run.path.name} is a text model)")
         from generator.progress import track
 
         length = 500 if length is None else length
         ids = self.prompt_tail(self.encode_prompt(prompt), prompt_tokens)
-        chunks = list(track(self.stream(ids, length, num_samples=num_samples, temperature=temperature,
-                                        top_k=top_k, top_p=top_p, random_seed=random_seed), length))
+        chunks = list(track(self.stream(ids, length, num_samples=num_samples, options=options), length))
         tokens = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
         texts = [prompt + self.tokenizer.decode(row) for row in tokens]
         if self.short_documents:  # each sample is one document: up to the newline that ends it
@@ -332,9 +376,9 @@ class Generator:
         return texts[0] if num_samples == 1 else texts
 
     # -- harmonizing (the harmonizer checkpoint) -------------------------------------------------
-    def harmonize(self, melody, *, voices=None, infill=None, iterations: int | None = None,
-                  temperature: float = 1.0, num_samples: int = 1, random_seed: int | None = None,
-                  split: str | None = None, index: int | None = None, voice_leading: bool = True):
+    def harmonize(self, melody, *, voices=None, infill=None, iterations: int | None = None, num_samples: int = 1,
+                  split: str | None = None, index: int | None = None, options: SamplingOptions | None = None,
+                  **sampling_options):
         """Write the voices under a melody, or rewrite part of a chorale, by pseudo-Gibbs sampling.
 
         ``melody``: a score file (MIDI, MusicXML, ABC, kern; its only line or top line becomes the
@@ -342,6 +386,7 @@ class Generator:
         ``index``, a ``NoteSequence``, a ``[steps, 4]`` grid or a 1-D array of soprano pitches per
         16th note. ``voices`` names those to write (default alto, tenor, bass; all four with
         ``infill``); ``infill=(start, end)`` or ``"8-16"`` (beats) rewrites only that passage.
+        Of the sampling options, ``temperature``, ``random_seed`` and ``voice_leading`` apply:
         ``voice_leading=False`` drops the voice-leading rules (no crossing, spacing, no parallel
         fifths or octaves) that mask each drawn cell. Returns a ``Music`` object (a list with
         ``num_samples`` > 1), like ``generate``::
@@ -350,23 +395,27 @@ class Generator:
         """
         from generator.generation import harmonize
 
+        options = (options or SamplingOptions()).replace(**sampling_options)
         pieces = harmonize.harmonize(self, melody, voices=voices, infill=infill,
                                      iterations=harmonize.DEFAULT_ITERATIONS if iterations is None else iterations,
-                                     temperature=temperature, num_samples=num_samples, random_seed=random_seed,
-                                     split=split, index=index, voice_leading=voice_leading)
+                                     temperature=options.temperature, num_samples=num_samples,
+                                     random_seed=options.random_seed, split=split, index=index,
+                                     voice_leading=options.voice_leading)
         return pieces[0] if num_samples == 1 else pieces
 
     # -- scoring ---------------------------------------------------------------------------------
-    def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8") -> dict:
+    def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8", key_average: int | None = None) -> dict:
         """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start.
 
         ``corpus`` may also be ``heldout:CHECKPOINT`` (music): the whole pieces that checkpoint held
-        out for validation. The scores are of the distribution sampling uses (``key_average``)."""
+        out for validation. The scores are of the distribution sampling with the same
+        ``key_average`` uses (default: the Generator's ``key_average``)."""
         from generator.data import corpora
         from generator.data import dataset
         from generator.evaluation import music_stats
         from generator.evaluation.likelihood import evaluate_documents
 
+        key_average = self.options(key_average=key_average).key_average
         if str(corpus).startswith(music_stats.HELD_OUT_PREFIX):
             if self.config.modality != "music":
                 raise GeneratorError(f"{corpus} names music pieces; {self.run.path.name} is a {self.config.modality} model")
@@ -374,17 +423,18 @@ class Generator:
         else:
             source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
         data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
-        result = evaluate_documents(self.decoder, [data.document(i) for i in range(data.num_documents)])
+        result = evaluate_documents(self.decoder_for(key_average), [data.document(i) for i in range(data.num_documents)])
         result["corpus"] = source.name
-        result["key_average"] = self.key_average
+        result["key_average"] = key_average
         return result
 
     def evaluate_continuations(self, corpus: str, *, split: str = "", continuations: int = 4,
-                               prompt_beats: float = 8.0, continuation_beats: float = 16.0, temperature: float = 1.0,
-                               top_k: int | None = None, top_p: float | None = None, random_seed: int = 0,
-                               max_pieces: int | None = None, voice_leading: bool = True, log=None) -> dict:
+                               prompt_beats: float = 8.0, continuation_beats: float = 16.0,
+                               max_pieces: int | None = None, options: SamplingOptions | None = None, log=None,
+                               **sampling_options) -> dict:
         """Continue the first ``prompt_beats`` beats of every piece of ``corpus`` ``continuations`` times and
-        compare with the real continuations (``generator evaluate --continuations``; music models)::
+        compare with the real continuations (``generator evaluate --continuations``; music models).
+        Piece i is sampled with ``random_seed + i`` (default ``random_seed`` 0, so that figures repeat)::
 
             >>> generator.load("bach").evaluate_continuations("heldout:bach", continuations=4)["mean_oa"]
         """
@@ -393,18 +443,15 @@ class Generator:
 
         if self.config.modality != "music":
             raise GeneratorError(f"continuations need a music model; {self.run.path.name} is {self.config.modality}")
-        if not voice_leading:
-            self.tokenizer = self.tokenizer.without_voice_leading()
-        try:
-            pieces = load_set(str(corpus), split=split, report=log)[:max_pieces]
-            result = evaluate_continuations(self, pieces, samples=continuations, prompt_beats=prompt_beats,
-                                            continuation_beats=continuation_beats, temperature=temperature,
-                                            top_k=top_k, top_p=top_p, seed=random_seed, log=log)
-        finally:
-            self.tokenizer = self.run.tokenizer
+        options = self.options(options, **sampling_options)
+        if options.random_seed is None:
+            options = options.replace(random_seed=0)
+        pieces = load_set(str(corpus), split=split, report=log)[:max_pieces]
+        result = evaluate_continuations(self, pieces, samples=continuations, prompt_beats=prompt_beats,
+                                        continuation_beats=continuation_beats, options=options, log=log)
         return {"checkpoint": self.run.path.name, "corpus": str(corpus) + (f":{split}" if split else ""), **result}
 
 
 def check_length(length) -> None:
     if not isinstance(length, (int, np.integer)) or length < 1 or length > MAX_LENGTH:
-        raise GeneratorError(f"length must be between 1 and {MAX_LENGTH:,}, not {length}")
+        raise ArgumentError("length", f"must be between 1 and {MAX_LENGTH:,}, not {length}")

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from generator.argtypes import fraction, int_range, non_negative_float, positive_float
+from generator.argtypes import fraction, int_range, non_negative_float, positive_float, probability
 from generator.options import check, check_names, option
 
 FORMAT_VERSION = 1  # bump when the run directory layout changes incompatibly
@@ -162,8 +162,8 @@ class RunConfig:
     min_learning_rate: float = option(1e-5, "The learning rate is never reduced below this (default {default}).",
                                       parse=positive_float)
     steps_per_epoch: int = option(0, "Batches per epoch (default: one pass over the data).", parse=int_range(1))
-    seed: int = option(1234, "Random seed of initialisation, data order and augmentation (default {default}).",
-                       parse=int_range(0))
+    random_seed: int = option(1234, "Random seed of initialisation, data order and augmentation (default "
+                              "{default}).", parse=int_range(0), aliases=("--seed",))
     init_from: str = option(
         "", "Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, band) or run "
         "directory instead of random weights. The run takes its tokenizer, architecture and sizes; flags that "
@@ -215,14 +215,28 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
 
+    @property
+    def seed(self) -> int:
+        """The old name of ``random_seed`` (read only)."""
+        return self.random_seed
+
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """Build from a dict, rejecting unknown keys with a clear message."""
+        """Build from a dict (old names accepted, see ``RENAMED``), rejecting unknown keys with a clear message."""
+        data = renamed(data)
         check_names(cls, data)
         return cls(**data)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+RENAMED = {"seed": "random_seed"}  # old RunConfig names -> new, still read from config files and train() keywords
+
+
+def renamed(settings: dict) -> dict:
+    """``settings`` with old names (``RENAMED``) replaced by the new ones."""
+    return {RENAMED.get(name, name): value for name, value in settings.items()}
 
 
 # The architecture knobs: a run that resumes must agree on these with the saved config.
@@ -272,3 +286,52 @@ def preset(name: str, arch: str = "lstm") -> RunConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     return PRESETS[name].replace(arch=arch, **ARCH_PRESETS.get(arch, {}).get(name, {}))
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How one call samples (``Generator.generate``, ``stream``, ``harmonize``, ``evaluate_continuations``).
+
+    A frozen value passed to each call, never set on the Generator. Each field is the one
+    definition of its setting: the flags of generate-text and generate-music are made from it, and
+    the calls take its fields as keywords too (``generate("KING:", temperature=0.7)``). None means
+    the checkpoint's own recommendation where it has one (``top_p``, ``key_average``).
+    """
+
+    temperature: float = option(
+        1.0, "Sampling temperature: 1.0 uses the model's unaltered probabilities, greater than 1.0 makes the output "
+        "more random, less than 1.0 less random. Must be greater than 0.", parse=positive_float)
+    top_k: int | None = option(None, "Sample only among the K most likely next tokens. By default every token may "
+                               "be sampled.", parse=int_range(1), metavar="K", kind=int)
+    top_p: float | None = option(
+        None, "Sample only among the most likely next tokens whose probabilities add up to P (nucleus sampling), a "
+        "number in (0, 1]; 1 samples from every token. By default the checkpoint's own recommendation is used "
+        "(pop-piano: 0.9), and every token may be sampled where it has none.", parse=probability, metavar="P",
+        kind=float)
+    random_seed: int | None = option(
+        None, "Seed of the random sampling: the same seed, checkpoint and flags give byte-identical output. By "
+        "default a fresh seed is drawn each run.", parse=int_range(0), metavar="S", kind=int)
+    key_average: int | None = option(
+        None, "Music models: average every next-token prediction over the music transposed by -K..K semitones (2K+1 "
+        "copies run side by side as one batch; a copy drops out once its notes leave the model's pitch range). It "
+        "lowers the loss of models trained with transposition augmentation (docs/music.md, 'Key averaging'). 0 "
+        "uses the model alone. Default: the checkpoint's own recommendation (the bundled music models: 3), else 0.",
+        parse=int_range(0, 12), metavar="K", kind=int)
+    voice_leading: bool = option(
+        True, "SATB chorales (voices models, and the harmonizer): keep to the voice-leading rules, on by default: "
+        "no voice crosses the one above it, alto and tenor stay within an octave of the voice above, each voice "
+        "stays within its range, and no two voices move in parallel fifths or octaves. --no-voice-leading samples "
+        "without them.")
+    note_limit: bool = option(
+        True, "Music: hold no note longer than the cap learned from the model's training corpus (recorded in its "
+        "tokenizer.json, never longer than the corpus's longest note), releasing a note that reaches it; on by "
+        "default. --no-note-limit lets notes last as long as the model likes.")
+
+    def replace(self, **changes) -> "SamplingOptions":
+        """A copy with ``changes``, each checked (a ValueError naming the argument that does not fit)."""
+        check_names(SamplingOptions, changes)
+        return dataclasses.replace(self, **changes).check()
+
+    def check(self) -> "SamplingOptions":
+        check(self)
+        return self

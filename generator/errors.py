@@ -7,3 +7,25 @@ class GeneratorError(Exception):
     The command line prints the message on stderr and exits with status 2; the Python API
     raises it unchanged.
     """
+
+
+class ArgumentError(GeneratorError, ValueError):
+    """A bad argument of a library call, named as the call names it (``top_k must be at least 1, not 0``).
+
+    ``argument`` is the parameter, ``problem`` the rest of the sentence, ``others`` the further
+    parameters the sentence names. The command line prints the same sentence with each name
+    replaced by the flag that sets it (``--top-k must be at least 1, not 0``).
+    """
+
+    def __init__(self, argument: str, problem: str, *others: str):
+        super().__init__(f"{argument} {problem}")
+        self.argument, self.problem, self.others = argument, problem, others
+
+    def worded(self, name) -> str:
+        """The sentence with ``name(argument)`` (a function: parameter -> flag) in place of every parameter."""
+        import re
+
+        problem = self.problem
+        for other in self.others:
+            problem = re.sub(rf"(?<![\w-]){re.escape(other)}(?![\w-])", name(other), problem)
+        return f"{name(self.argument)} {problem}"

@@ -21,6 +21,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from generator.errors import ArgumentError
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -33,6 +37,7 @@ class Spec:
     flag: str | None = None  # the flag, when not --name-with-dashes
     aliases: tuple[str, ...] = ()  # further flags that set it (names kept working)
     cli: bool = True  # False: no flag (set by the program, e.g. vocab_size from the tokenizer)
+    kind: type | None = None  # the type of a value whose default is None (None: true, false or None)
 
     def choice_list(self) -> tuple[str, ...] | None:
         choices = self.choices() if callable(self.choices) else self.choices
@@ -77,36 +82,46 @@ def flag_name(f: dataclasses.Field) -> str | None:
     return s.flag or "--" + f.name.replace("_", "-")
 
 
-def _kinds(default: Any) -> tuple[type, ...]:
-    if default is None:  # the only None default is a tri-state flag: true, false or "decide for me"
-        return (bool, type(None))
+def _kinds(default: Any, kind: type | None = None) -> tuple[type, ...]:
+    if default is None:  # "decide for me", or a value of ``kind`` (without one: a tri-state true/false)
+        return (type(None), *_kinds(kind(), None)) if kind is not None else (bool, type(None))
     if isinstance(default, float):
-        return (int, float)
+        return (int, float, np.integer, np.floating)
+    if isinstance(default, int) and not isinstance(default, bool):
+        return (int, np.integer)
     return (type(default),)
 
 
-_WHAT = {type(None): "true, false or null (None)", bool: "true or false", int: "a whole number", float: "a number",
-         str: "a string", dict: "an object (a dict)"}
+_WHAT = {
+    type(None): "true, false or null (None)",
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    dict: "an object (a dict)",
+}
 
 
 def check_value(cls, name: str, value: Any) -> Any:
-    """``value`` for field ``name`` of ``cls``, checked against its type, choices and parse; a
-    ValueError naming ``name`` when it does not fit."""
+    """``value`` for field ``name`` of ``cls``, checked against its type, choices and parse; an
+    ArgumentError (a ValueError) naming ``name`` when it does not fit."""
     f = fields(cls)[name]
     s, default = spec(f), default_of(f)
-    kinds = _kinds(default)
+    kinds = _kinds(default, s.kind)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ValueError(f"{name} must be {_WHAT.get(type(default), type(default).__name__)}, not {value!r}")
+        kind = s.kind if default is None and s.kind is not None else type(default)
+        what = _WHAT.get(kind, kind.__name__) + (" or None" if default is None and s.kind is not None else "")
+        raise ArgumentError(name, f"must be {what}, not {value!r}")
     if value == default:  # the default always fits (0 may mean "off" where a flag asks for at least 1)
         return value
     choices = s.choice_list()
     if choices is not None and value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}, not {value!r}")
+        raise ArgumentError(name, f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
     if s.parse is not None and not isinstance(value, (bool, dict)):
         try:
             s.parse(str(value))
         except argparse.ArgumentTypeError as e:
-            raise ValueError(f"{name} {e}") from None
+            raise ArgumentError(name, str(e)) from None
     return value
 
 
@@ -117,8 +132,7 @@ def check(obj) -> None:
 
 
 def check_names(cls, names) -> None:
-    """A ValueError naming the unknown ones among ``names`` and pointing at the class's fields."""
+    """An ArgumentError (a ValueError) naming the first unknown one among ``names``, listing the fields."""
     unknown = sorted(set(names) - set(fields(cls)))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} setting{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(unknown)}; the settings are {', '.join(fields(cls))}")
+        raise ArgumentError(unknown[0], f"is not a {cls.__name__} setting; the settings are {', '.join(fields(cls))}")

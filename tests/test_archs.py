@@ -161,8 +161,9 @@ def test_a_thousand_music_samples_from_an_untrained_model_are_well_formed(arch, 
     config = RunConfig(modality="music", tokenizer="events", **{**SIZES, "vocab_size": tokenizer.vocab_size}, arch=arch)
     keras.utils.set_random_seed(2)
     g = api.load(save_run(tmp_path / "music", models.build_model(config), tokenizer, config))
-    rows = np.concatenate(list(g.stream([], 40, num_samples=1000, temperature=1.5, random_seed=0)), axis=1)
-    state, tok = g.last_constraint_state, g.tokenizer
+    stream = g.stream([], 40, num_samples=1000, temperature=1.5, random_seed=0)
+    rows = np.concatenate(list(stream), axis=1)
+    state, tok = stream.constraint_state, g.tokenizer
     invalid = [tok.count_invalid_events(list(row) + tok.closing_ids(state, i)) for i, row in enumerate(rows)]
     assert len(invalid) == 1000 and sum(invalid) == 0
 

@@ -61,3 +61,61 @@ def test_table_names_every_baseline(tmp_path):
     page = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "STALE" not in page and "| figure | project |" in page and page.endswith("b\n")
     assert f"| {label} | 1.50x (1 vs 2 tokens/s) | [benchmarks]" in (tmp_path / "README.md").read_text()
+
+
+def test_gpu_script_skips_without_a_gpu_and_writes_its_section(tmp_path, capsys, monkeypatch):
+    from benchmarks import gpu
+
+    if gpu.gpu_name() is None:
+        assert gpu.main([]) == 0
+        assert "no GPU" in capsys.readouterr().err
+    r = {"device": "Test GPU", "machine": {"date": "today", "versions": {"tensorflow": "x"}},
+         "train_keras_fit_tokens_per_s": 100.0, "train_project_tokens_per_s": 200.0,
+         "train_project_float16_tokens_per_s": 300.0, "train_project_bfloat16_tokens_per_s": 250.0}
+    for b in (1, 64):
+        r.update({f"sampling_b{b}_tokens_per_s": 10.0, f"sampling_b{b}_vs_tf_tutorial": 2.0,
+                  f"sampling_b{b}_fraction_of_tf_peak": 0.5, f"tf_peak_b{b}_gflops": 9.0})
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "results.md").write_text("# Results\n")
+    monkeypatch.setattr(gpu, "ROOT", tmp_path)
+    gpu.write_docs(r)
+    gpu.write_docs(r)  # a second run replaces the section
+    page = (tmp_path / "docs" / "results.md").read_text()
+    assert page.count("### GPU: Test GPU") == 1 and "3.00x Keras fit" in page
+
+
+def test_band_split_knows_the_files_whose_chunks_overrun(tmp_path):
+    import struct
+
+    from benchmarks.band_split import chunks_overrun, main
+
+    header = b"MThd" + struct.pack(">LHHH", 6, 1, 1, 96)
+    track = b"MTrk" + struct.pack(">L", 4) + b"\x00\xff\x2f\x00"
+    assert not chunks_overrun(header + track)
+    assert chunks_overrun(header + track + b"MTrk" + struct.pack(">L", 100) + b"\x00")  # junk after the declared track
+    songs = tmp_path / "songs" / "pop"
+    songs.mkdir(parents=True)
+    for i in range(205):
+        (songs / f"{i}.mid").write_bytes(header + track)
+    assert main([str(tmp_path / "songs"), str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out" / "band-test").rglob("*.mid"))) == 200
+    assert len(list((tmp_path / "out" / "band-train-model").rglob("*.mid"))) == 5
+
+
+def test_longest_copied_run_matches_a_brute_force_search():
+    import numpy as np
+
+    from benchmarks.band_songs import longest_copied_run
+
+    rng = np.random.default_rng(3)
+    corpus = rng.integers(0, 6, 3000)
+    sequences = [rng.integers(0, 6, 40) for _ in range(4)] + [corpus[100:160].copy(), corpus[-9:].copy()]
+    sequences[1][5:25] = corpus[700:720]
+
+    def brute(seq):
+        runs = {tuple(corpus[i:i + n]) for n in range(1, len(seq) + 1) for i in range(len(corpus) - n + 1)
+                if n <= 25 or n in (60, 9)}
+        return max((n for n in range(1, len(seq) + 1) for i in range(len(seq) - n + 1)
+                    if tuple(seq[i:i + n]) in runs), default=0)
+
+    assert longest_copied_run(sequences, corpus) == [brute(s) for s in sequences]

@@ -210,6 +210,25 @@ def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_cor
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
+def test_two_workers_fine_tune_with_a_grown_vocabulary(tmp_path, tiny_corpus, tiny_run, processes):
+    corpus = tmp_path / "accents.txt"
+    corpus.write_text(TINY_TEXT.replace("o", "ö"), encoding="utf-8")
+    out = tmp_path / "ft"
+    argv = ["train", "text", "--corpus", str(corpus), "--output", str(out), "--strategy", "multi-worker",
+            "--init-from", str(tiny_run), "--epochs", "2", "--seq-len", "32", "--batch-size", "6", "--warmup-steps", "4"]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = [processes([sys.executable, "-c", WORKER_DRIVER, str(tmp_path / f"weights{i}.npz"), "0", *argv],
+                         env=env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+               for i in range(2)]
+    logs = [finish(p) for p in workers]
+    for log in logs:  # every worker grows the same vocabulary from the same checkpoint
+        assert "added 1 new characters to the vocabulary" in log and "the starting weights: validation" in log, log
+    with np.load(tmp_path / "weights0.npz") as a, np.load(tmp_path / "weights1.npz") as b:
+        assert len(a.files) == len(b.files) > 0 and all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert api.load(out).generate("Tö", length=10, random_seed=1).startswith("Tö")
+
+
 def test_a_worker_needs_a_cluster(monkeypatch):
     from generator.errors import GeneratorError
 

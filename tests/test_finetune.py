@@ -118,6 +118,7 @@ def test_warm_up_ramps_the_learning_rate():
     assert finetune.warm_up_rate(0.3, 0, 0) == 0.3
 
 
+@pytest.mark.slow  # two runs
 def test_warm_up_moves_the_weights_less_in_the_first_steps(tiny_run, tiny_corpus, tmp_path):
     source = checkpoints.load_run(tiny_run).model
     moved = {}
@@ -202,3 +203,44 @@ def test_a_lines_model_gives_one_line_per_sample(tmp_path, capsys):
     assert code == 0 and len(printed.splitlines()) == 10 and "-----" not in printed
     samples = api.load(out).generate(length=60, num_samples=3, random_seed=3)
     assert all("\n" not in s for s in samples)
+
+
+# -- the bundled checkpoints -----------------------------------------------------------------
+
+def _corpus_for(name: str, folder: Path) -> tuple[str, str]:
+    """A tiny corpus each bundled checkpoint can fine-tune on: (spec, modality)."""
+    if name == "shakespeare":
+        path = folder / "letters.txt"
+        path.write_text(TINY_TEXT + "Zéro «quotes» (1)\n" * 5, encoding="utf-8")
+        return str(path), "text"
+    if name == "jsb-chorales":
+        rng = np.random.default_rng(0)
+        chorale = lambda n: (rng.integers(0, 3, (n, 1)) + np.array([[72, 67, 64, 48]])).tolist()  # noqa: E731
+        path = folder / "chorales.json"
+        path.write_text(json.dumps({"train": [chorale(64) for _ in range(4)], "valid": [chorale(32)]}))
+        return str(path), "music"
+    songs = folder / "songs"
+    songs.mkdir()
+    for path in TEST_MIDI[:3]:
+        shutil.copy(path, songs)
+    return str(songs), "music"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["shakespeare", "pop-piano", "bach", "jsb-chorales", "band"])
+def test_every_bundled_checkpoint_fine_tunes_and_the_run_generates(name, tmp_path):
+    spec, modality = _corpus_for(name, tmp_path)
+    out = tmp_path / "ft"
+    lines = []
+    api.train(spec, out, modality=modality, log=lines.append, progress=False, init_from=name, seq_len=16,
+              batch_size=2, epochs=1, steps_per_epoch=2)
+    source, run = checkpoints.load_run(name), checkpoints.load_run(out)
+    assert (run.config.layers, run.config.units, run.config.arch) == (source.config.layers, source.config.units,
+                                                                      source.config.arch)
+    if modality == "text":
+        assert run.tokenizer.chars.startswith(source.tokenizer.chars) and any("added 6 new" in x for x in lines), lines
+        assert api.load(out).generate("Zé", length=10, random_seed=1).startswith("Zé")
+    else:
+        assert run.tokenizer.to_json() == source.tokenizer.to_json()
+        if name != "jsb-chorales":
+            assert api.load(out).generate(length=30, random_seed=1).sequence is not None

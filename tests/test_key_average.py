@@ -131,8 +131,7 @@ def test_evaluate_scores_the_averaged_distribution(voices_run, chorale_file):
     model = api.load(voices_run)
     assert model.key_average == 0  # no recommendation in this run's config
     plain = model.evaluate(str(chorale_file), split="valid")
-    model.key_average = 2
-    averaged = model.evaluate(str(chorale_file), split="valid")
+    averaged = model.evaluate(str(chorale_file), split="valid", key_average=2)
     assert averaged["key_average"] == 2 and averaged["tokens"] == plain["tokens"]
     expected = 0.0
     for chorale in CHORALES["valid"]:
@@ -142,7 +141,7 @@ def test_evaluate_scores_the_averaged_distribution(voices_run, chorale_file):
     assert averaged["nll_per_token"] == pytest.approx(expected / plain["tokens"], rel=1e-4)
     assert averaged["nll_per_token"] != pytest.approx(plain["nll_per_token"], rel=1e-3)
     # the pieces the run held out are its valid split
-    held = model.evaluate(f"heldout:{voices_run}")
+    held = model.evaluate(f"heldout:{voices_run}", key_average=2)
     assert held["nll_per_token"] == pytest.approx(averaged["nll_per_token"], rel=1e-6)
 
 
@@ -199,7 +198,7 @@ def test_heldout_gives_the_whole_pieces_the_trainer_held_out(chorale_file, tmp_p
 
     tokenizer = VoicesTokenizer(low=48, high=72)
     config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
-                       corpus=str(chorale_file), split="valid", holdout=holdout, val_fraction=0.5, seed=3)
+                       corpus=str(chorale_file), split="valid", holdout=holdout, val_fraction=0.5, random_seed=3)
     run = save_run(tmp_path / holdout, random_model(config), tokenizer, config)
     pieces = corpora.open_corpus(str(chorale_file), "music", split="valid").documents()
     if holdout == "blocks":  # parts of pieces: nothing whole to give
@@ -222,7 +221,7 @@ def test_heldout_finds_a_corpus_recorded_by_name_in_the_corpora_dir(chorale_file
     (tmp_path / "corpora" / "jsb" / "chorales.json").write_bytes(chorale_file.read_bytes())
     tokenizer = VoicesTokenizer(low=48, high=72)
     config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
-                       corpus="jsb/chorales.json", split="valid", holdout="documents", val_fraction=0.5, seed=3)
+                       corpus="jsb/chorales.json", split="valid", holdout="documents", val_fraction=0.5, random_seed=3)
     run = save_run(tmp_path / "run", random_model(config), tokenizer, config)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GENERATOR_CORPORA_DIR", raising=False)

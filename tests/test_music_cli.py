@@ -105,8 +105,9 @@ def test_a_thousand_samples_from_an_untrained_model_are_well_formed(music_run):
     from generator import api
 
     g = api.load(music_run)
-    tokens = np.concatenate(list(g.stream([], 120, num_samples=1000, temperature=1.5, random_seed=0)), axis=1)
-    state = g.last_constraint_state
+    stream = g.stream([], 120, num_samples=1000, temperature=1.5, random_seed=0)
+    tokens = np.concatenate(list(stream), axis=1)
+    state = stream.constraint_state
     tok = g.tokenizer
     invalid = [tok.count_invalid_events(list(row) + tok.closing_ids(state, i)) for i, row in enumerate(tokens)]
     assert len(invalid) == 1000 and sum(invalid) == 0

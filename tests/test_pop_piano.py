@@ -94,9 +94,9 @@ def test_longest_note_cap_holds_on_1000_sampled_sequences_from_an_untrained_mode
     assert tok.max_note_steps == 24
 
     def longest(tokenizer):
-        tokens = np.concatenate(list(g.stream([], 150, num_samples=1000, temperature=1.5, random_seed=0,
-                                              tokenizer=tokenizer)), axis=1)
-        state = g.last_constraint_state
+        stream = g.stream([], 150, num_samples=1000, temperature=1.5, random_seed=0, tokenizer=tokenizer)
+        tokens = np.concatenate(list(stream), axis=1)
+        state = stream.constraint_state
         rows = [list(row) + tokenizer.closing_ids(state, i) for i, row in enumerate(tokens)]
         assert sum(tok.count_invalid_events(row) for row in rows) == 0
         return [tok.longest_note(row) for row in rows]
@@ -169,8 +169,8 @@ def test_continuation_of_a_three_track_seed_keeps_melody_on_melody_and_accompani
 
 def test_generate_music_defaults_to_pop_piano_and_has_a_flag_to_lift_the_cap():
     args = music_parser().parse_args([])
-    assert args.checkpoint is None and args.no_note_limit is False  # chosen from the seed; pop-piano without one
-    assert music_parser().parse_args(["--no-note-limit"]).no_note_limit is True
+    assert args.checkpoint is None and args.note_limit is None  # chosen from the seed; pop-piano without one
+    assert music_parser().parse_args(["--no-note-limit"]).note_limit is False
 
 
 @needs_bundled
@@ -208,12 +208,15 @@ def test_a_checkpoints_recommended_top_p_is_the_default_and_1_samples_every_toke
                        vocab_size=tokenizer.vocab_size, extra={"top_p": 0.5})
     model = Generator(load_run(save_run(tmp_path / "run", build_model(config), tokenizer, config)))
     assert (model.top_p(), model.top_p(0.8), model.top_p(1.0)) == (0.5, 0.8, None)
-    next(model.stream([], 4, random_seed=0))
-    assert isinstance(model.last_loop.sampler, sampling.TopPSampler) and model.last_loop.sampler.p == 0.5
-    next(model.stream([], 4, random_seed=0, top_p=1.0))
-    assert type(model.last_loop.sampler) is sampling.Sampler  # every token may be sampled
+    stream = model.stream([], 4, random_seed=0)
+    next(stream)
+    assert isinstance(stream.loop.sampler, sampling.TopPSampler) and stream.loop.sampler.p == 0.5
+    stream = model.stream([], 4, random_seed=0, top_p=1.0)
+    next(stream)
+    assert type(stream.loop.sampler) is sampling.Sampler  # every token may be sampled
+    assert model.options(model.options(top_p=1.0)).top_p == 1.0  # filling in twice keeps "every token"
     piece = model.generate(seed=pop_seed(), length=40, random_seed=0)
-    assert model.last_loop.sampler.p == 0.5 and piece.notes
+    assert model.options().top_p == 0.5 and piece.notes
 
 
 

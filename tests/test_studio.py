@@ -143,6 +143,8 @@ def test_continue_a_seed_keep_the_take_download_it_and_regenerate(client, studio
     assert again["state"] == "done" and again["take"]["number"] == take["number"] + 1
     assert again["take"]["settings"]["seconds"] == 2 and again["take"]["settings"]["random_seed"] != 3
     assert [t["id"] for t in client.get("/api/takes").json()][-2:] == [take["id"], again["take"]["id"]]
+    onward = client.post(f"/api/takes/{take['id']}/seed").json()  # continue the take further
+    assert onward["name"] == f"take-{take['number']}.mid" and len(onward["roll"]["notes"]) == len(take["roll"]["notes"])
 
 
 def test_two_requests_are_queued_not_mixed_and_a_long_one_can_be_cancelled(client):
@@ -179,11 +181,13 @@ def test_harmonize_the_melody_and_rewrite_a_passage(client):
     assert bad.status_code == 400 and "end after it starts" in bad.json()["error"]
 
 
-def test_requests_for_another_host_name_are_refused(studio):
+def test_requests_for_another_host_name_or_from_another_site_are_refused(studio):
     local = TestClient(create_app(studio, allowed_hosts={"127.0.0.1", "localhost"}), base_url="http://127.0.0.1")
     assert local.get("/api/info").status_code == 200
     rebound = TestClient(create_app(studio, allowed_hosts={"127.0.0.1", "localhost"}), base_url="http://evil.example")
     assert rebound.get("/api/info").status_code == 403
+    other_site = local.post("/api/music", json={"seconds": 1}, headers={"Origin": "http://evil.example"})
+    assert other_site.status_code == 403 and "its own page" in other_site.json()["error"]
 
 
 def test_the_command_refuses_a_busy_port_a_bad_host_and_a_file_as_workdir(tmp_path, capsys):
@@ -212,3 +216,31 @@ def test_listening_beyond_the_loopback_address_is_announced_loudly():
         assert exposure_warning(host, 8765) is None
     for host in ("0.0.0.0", "192.168.1.5", "::"):
         assert exposure_warning(host, 8765).startswith(f"WARNING: the studio listens on {host}")
+
+
+def test_audio_renders_in_a_child_process_that_a_cancel_stops(tmp_path):
+    from generator.studio.jobs import Cancelled, Job
+    from generator.studio.session import render_wav
+
+    midi = tmp_path / "take.mid"
+    midi.write_bytes((TEST_MIDI / "test05.mid").read_bytes())
+    job = Job("music", None)
+    how = render_wav(job, midi)
+    assert "synthesis" in how or "FluidSynth" in how
+    assert (tmp_path / "take.wav").read_bytes()[:4] == b"RIFF"
+    job.cancel.set()
+    with pytest.raises(Cancelled):
+        render_wav(job, midi)
+    broken = tmp_path / "broken.mid"
+    broken.write_bytes(b"MThd nonsense")
+    assert render_wav(Job("music", None), broken).startswith("no audio: ")
+
+
+def test_without_the_studio_extra_the_command_says_what_to_install(monkeypatch, capsys):
+    import sys
+
+    from conftest import call, one_line_error
+    from generator.cli.main import generator_main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    one_line_error(*call(generator_main, ["studio"], capsys)[::2], "needs uvicorn", 'pip install ".[studio]"')

@@ -47,7 +47,7 @@ def server(tmp_path_factory, music_run, text_run):
         code = process.wait(timeout=30)
     finally:
         process.kill()
-    assert code == 0, process.stderr.read()
+    assert code == 0 and "generator studio: stopped" in process.stdout.read(), process.stderr.read()
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,18 @@ def test_text_streams_in_and_can_be_downloaded(page):
     with page.expect_download() as download:
         page.click("#text-download")
     assert Path(download.value.path()).read_text(encoding="utf-8").startswith("To be")
+
+
+def test_long_work_shows_its_progress_and_cancel_stops_it(page):
+    page.select_option("#model", "music")
+    page.select_option("#seed-choice", "")
+    page.fill("#seconds", "300")
+    takes = page.locator("#takes li").count()
+    page.click("#generate")
+    status = page.locator("#music-status")
+    sync_api.expect(status).to_be_visible()
+    sync_api.expect(status.locator(".stage")).to_contain_text("generating 300 s with music")
+    page.click("#music-status .cancel")
+    sync_api.expect(status).to_be_hidden(timeout=30_000)
+    assert page.locator("#takes li").count() == takes
+    assert not page.is_visible("#error")

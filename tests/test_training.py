@@ -35,13 +35,13 @@ def test_save_load_sample_gives_the_same_text(tiny_run):
 
 def test_later_calls_reuse_the_compiled_decode_loop(tiny_run):
     g = api.load(tiny_run)
-    first = g.generate("To be", length=300, random_seed=1, temperature=0.8)
-    loop = g.last_loop
-    second = g.generate("To be", length=300, random_seed=1, temperature=0.8)
-    assert g.last_loop is loop and second == first
-    assert loop._chunk.experimental_get_tracing_count() == 1  # 300 tokens: two chunks, one trace
-    g.generate("To be", length=20, random_seed=1, temperature=0.5)
-    assert g.last_loop is not loop  # another sampler, another loop
+    ids = g.encode_prompt("To be")
+    first = g.stream(ids, 300, random_seed=1, temperature=0.8)
+    tokens = np.concatenate(list(first), axis=1)
+    second = g.stream(ids, 300, options=api.SamplingOptions(random_seed=1, temperature=0.8))
+    assert second.loop is first.loop and (np.concatenate(list(second), axis=1) == tokens).all()
+    assert first.loop._chunk.experimental_get_tracing_count() == 1  # 300 tokens: two chunks, one trace
+    assert g.stream(ids, 20, random_seed=1, temperature=0.5).loop is not first.loop  # another sampler, another loop
 
 
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):

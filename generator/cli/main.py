@@ -13,9 +13,9 @@ import os
 import sys
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
-from generator.cli.flags import EXIT_USAGE, Parser, add_option_flags, int_range, option_values, positive_float, probability
+from generator.cli.flags import EXIT_USAGE, Parser, add_option_flags, int_range, option_values, positive_float
 
 
 # -- quiet TensorFlow ---------------------------------------------------------------------------
@@ -62,11 +62,19 @@ def quiet_tensorflow(verbose: bool, multi_worker: bool = False) -> None:
         pass
 
 
+def flag_name(argument: str) -> str:
+    """The flag that sets a library call's argument: ``top_k`` -> ``--top-k``."""
+    return "--" + argument.replace("_", "-")
+
+
 def run(main, argv=None) -> int:
     """Call ``main(argv)`` turning user errors into one stderr line and exit status 2."""
     try:
         main(argv)
         return 0
+    except ArgumentError as e:  # a library call's argument: say it as the flag that sets it
+        print(f"error: {e.worded(flag_name)}", file=sys.stderr)
+        return EXIT_USAGE
     except GeneratorError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -85,36 +93,36 @@ def run(main, argv=None) -> int:
 
 def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str | None, unit: str,
                        checkpoint_help: str | None = None) -> None:
+    """The flags of generate-text and generate-music: the checkpoint, how many samples, and the sampling
+    options that apply to every model (made from ``SamplingOptions``)."""
+    from generator.config import SamplingOptions
+
     p.add_argument("--checkpoint", default=default_checkpoint,
                    help=checkpoint_help or f"The bundled checkpoint name or the run directory to sample from "
                                            f"(default: {default_checkpoint}).")
-    p.add_argument("--temperature", type=positive_float, default=1.0,
-                   help="Sampling temperature: 1.0 uses the model's unaltered probabilities, greater than 1.0 "
-                        "makes the output more random, less than 1.0 less random. Must be greater than 0.")
-    p.add_argument("--top-k", type=int_range(1), default=None, metavar="K",
-                   help="Sample only among the K most likely next tokens. By default every token may be sampled.")
-    p.add_argument("--top-p", type=probability, default=None, metavar="P",
-                   help="Sample only among the most likely next tokens whose probabilities add up to P (nucleus "
-                        "sampling), a number in (0, 1]; 1 samples from every token. By default the checkpoint's "
-                        "own recommendation is used (pop-piano: 0.9), and every token may be sampled where it "
-                        "has none.")
+    add_option_flags(p, SamplingOptions, SAMPLING_FLAGS)
     p.add_argument("--num-samples", type=int_range(1, 1024), default=1, metavar="N",
                    help=f"How many independent {unit} to sample; they are generated together as one batch.")
-    p.add_argument("--random-seed", type=int_range(0), default=None, metavar="S",
-                   help="Seed of the random sampling: the same seed, checkpoint and flags give byte-identical "
-                        "output. By default a fresh seed is drawn each run.")
     p.add_argument("--force", action="store_true", help="Overwrite output files that already exist.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
 
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "random_seed")  # the SamplingOptions of every model
+MUSIC_FLAGS = ("key_average", "voice_leading", "note_limit")  # those of music models only
+
+
+def sampling_options(args):
+    """The ``SamplingOptions`` the flags give (fields whose flags were left out keep their defaults)."""
+    from generator.config import SamplingOptions
+
+    return SamplingOptions(**option_values(args, SamplingOptions))
+
+
 def add_key_average_flag(p: argparse.ArgumentParser) -> None:
     """``--key-average K`` (music models): the distribution sampled and scored."""
-    p.add_argument("--key-average", type=int_range(0, 12), default=None, metavar="K",
-                   help="Music models: average every next-token prediction over the music transposed by -K..K "
-                        "semitones (2K+1 copies run side by side as one batch; a copy drops out once its notes "
-                        "leave the model's pitch range). It lowers the loss of models trained with transposition "
-                        "augmentation (docs/music.md, 'Key averaging'). 0 uses the model alone. Default: the "
-                        "checkpoint's own recommendation (the bundled music models: 3), else 0.")
+    from generator.config import SamplingOptions
+
+    add_option_flags(p, SamplingOptions, ("key_average",))
 
 
 def limit_default(name: str, note: str = "") -> str:
@@ -180,8 +188,7 @@ def generate_text_main(argv=None) -> None:
     model = api.load(args.checkpoint)
     if model.config.modality != "text":
         raise GeneratorError(f"checkpoint {args.checkpoint} is a {model.config.modality} model; use generate-music")
-    options = dict(num_samples=args.num_samples, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                   random_seed=args.random_seed)
+    options = dict(num_samples=args.num_samples, options=sampling_options(args))
     ids = model.encode_prompt(prompt)  # unknown characters fail here, before anything is printed
     if not paths and model.short_documents:  # one line per sample, each a document of its own
         texts = model.generate(prompt, args.length, prompt_tokens=args.prompt_tokens, **options)
@@ -232,10 +239,6 @@ def music_parser() -> Parser:
                         "are kept unless --force is given.")
     p.add_argument("--continuation-only", action="store_true",
                    help="Write only the newly generated music, without the seed in front of it.")
-    p.add_argument("--no-note-limit", action="store_true",
-                   help="Let notes last as long as the model likes. By default no note is held longer than the cap "
-                        "learned from the model's training corpus (recorded in its tokenizer.json, never longer "
-                        "than the corpus's longest note), and a note that reaches the cap is released.")
     from generator.cli.commands import add_render_flags
 
     add_render_flags(p)
@@ -243,14 +246,12 @@ def music_parser() -> Parser:
         "The bundled checkpoint name or the run directory to sample from. By default it is chosen from the "
         "seed's content and the choice is printed: band for a seed with drums or three or more kinds of "
         "instrument, pop-piano for piano only, bach for a four-part chorale; without --seed, pop-piano."))
-    add_key_average_flag(p)
-    p.add_argument("--no-voice-leading", action="store_true",
-                   help="Sample SATB chorales (voices models) without the voice-leading rules: by default no voice "
-                        "crosses the one above it, alto and tenor stay within an octave of the voice above, each "
-                        "voice stays within its range, and no two voices move in parallel fifths or octaves.")
-    from generator.cli import harmonize
+    from generator.config import SamplingOptions
 
-    harmonize.add_flags(p)  # --harmonize, --voices, --infill, --iterations, --split, --index
+    add_option_flags(p, SamplingOptions, MUSIC_FLAGS)
+    from generator.cli import harmonizing
+
+    harmonizing.add_flags(p)  # --harmonize, --voices, --infill, --iterations, --split, --index
     return p
 
 
@@ -266,11 +267,11 @@ def generate_music_main(argv=None) -> None:
         from generator.generation.render import find_soundfont
 
         find_soundfont(args.soundfont)  # a missing SoundFont fails before generating
-    from generator.cli import harmonize
+    from generator.cli import harmonizing
 
-    harmonize.check_flags(args)
+    harmonizing.check_flags(args)
     if args.harmonize is not None:
-        return harmonize.harmonize_main(args, paths, quiet_tensorflow)
+        return harmonizing.harmonize_main(args, paths, quiet_tensorflow)
     seed = None
     if args.seed is not None:
         from generator.generation.compose import read_seed
@@ -291,15 +292,9 @@ def generate_music_main(argv=None) -> None:
     model = api.load(checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {checkpoint} is a {model.config.modality} model; use generate-text")
-    if args.key_average is not None:
-        model.key_average = args.key_average
-    if args.no_voice_leading:
-        model.tokenizer = model.tokenizer.without_voice_leading()
     pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
-                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                            random_seed=args.random_seed, prime_seconds=args.prime_seconds,
-                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only,
-                            note_limit=not args.no_note_limit)
+                            options=sampling_options(args), prime_seconds=args.prime_seconds,
+                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only)
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, piece in zip(paths, pieces):
         piece.save(path, force=args.force)
@@ -357,7 +352,7 @@ def generator_parser() -> Parser:
     ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")
     ev.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     add_key_average_flag(ev)
-    from generator.cli.music_stats import add_continuation_flags
+    from generator.cli.music_quality import add_continuation_flags
 
     add_continuation_flags(ev)
     corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
@@ -370,9 +365,9 @@ def generator_parser() -> Parser:
                         "(benchmarks/compare_archs.py of a source checkout).")
     commands.add_render_parser(sub)
     commands.add_tune_parser(sub)
-    from generator.cli import music_stats
+    from generator.cli import music_quality
 
-    music_stats.add_parser(sub)
+    music_quality.add_parser(sub)
     from generator.cli import studio
 
     studio.add_parser(sub)
@@ -411,9 +406,9 @@ def generator_main(argv=None) -> None:
     if args.command == "render":
         return commands.render_main(args)
     if args.command == "music-stats":  # no TensorFlow needed
-        from generator.cli import music_stats
+        from generator.cli import music_quality
 
-        return music_stats.main(args)
+        return music_quality.main(args)
     if args.command == "studio":
         from generator.cli import studio
 
@@ -442,15 +437,15 @@ def generator_main(argv=None) -> None:
             print(f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "
                   f"bits) per token at epoch {metrics['best_epoch']}; run directory {args.output}")
     elif args.command == "evaluate" and args.continuations:
-        from generator.cli.music_stats import continuations_main
+        from generator.cli.music_quality import continuations_main
 
         continuations_main(args)
     elif args.command == "evaluate":
-        from generator.cli.music_stats import check_no_continuation_flags
+        from generator.cli.music_quality import check_no_continuation_flags
 
         check_no_continuation_flags(args)
-        result = api.load(args.checkpoint, key_average=args.key_average).evaluate(
-            args.corpus, split=args.split, encoding=args.encoding)
+        result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding,
+                                                    key_average=args.key_average)
         if args.json:
             print(json.dumps(result))
         else:

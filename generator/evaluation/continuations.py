@@ -27,7 +27,7 @@ import numpy as np
 
 from generator.data.notes import Note, NoteSequence
 from generator.data.tokenizers.base import BOS
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.evaluation.compare import compare_sets, feature_table
 from generator.evaluation.features import beats_to_seconds
 
@@ -79,23 +79,22 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def sample_continuations(generator, prompt: NoteSequence, seconds: float, samples: int, *, temperature: float,
-                         top_k, top_p, seed: int, tempos=None):
+def sample_continuations(generator, prompt: NoteSequence, seconds: float, samples: int, *, options, tempos=None):
     """``samples`` continuations of ``prompt`` lasting ``seconds``: (list of NoteSequence, invalid, tokens).
 
     ``tempos`` is the tempo map of the continuations (default: the prompt's, from its end on).
     """
     from generator.generation.compose import notes_after, prime_ids, tokenizer_for
 
-    tokenizer = tokenizer_for(generator.tokenizer, prompt)
+    tokenizer = generator.constraint_tokenizer(options, tokenizer_for(generator.tokenizer, prompt))
     ids = prime_ids(tokenizer, prompt, None, None)
     if not ids:
         return None
     prompt_seconds = tokenizer.duration(ids)
     limit = max(CHECK_EVERY, int(seconds * MAX_TOKENS_PER_SECOND))
     chunks, done = [], 0
-    for chunk in generator.stream(ids, limit, num_samples=samples, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, random_seed=seed, tokenizer=tokenizer):
+    stream = generator.stream(ids, limit, num_samples=samples, options=options, tokenizer=tokenizer)
+    for chunk in stream:
         chunks.append(chunk)
         done += chunk.shape[1]
         if done % CHECK_EVERY == 0 or chunk.shape[1] > 1:
@@ -103,7 +102,7 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
             if min(tokenizer.duration(row) for row in rows) >= seconds:
                 break
     rows = np.concatenate(chunks, axis=1)
-    state = generator.last_constraint_state
+    state = stream.constraint_state
     out, invalid = [], 0
     closed = list(ids)  # the prompt with its own sounding notes closed: its invalid events are not the model's
     if tokenizer.has_constraint:
@@ -125,12 +124,15 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
 
 
 def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_beats: float = 8.0,
-                           continuation_beats: float = 16.0, temperature: float = 1.0, top_k=None, top_p=None,
-                           seed: int = 0, log=None) -> dict:
-    """Prompt the model with the start of every piece and compare its continuations with the real ones."""
+                           continuation_beats: float = 16.0, options, log=None) -> dict:
+    """Prompt the model with the start of every piece and compare its continuations with the real ones,
+    sampled as ``options`` (a ``SamplingOptions`` with its ``random_seed``: piece i uses that + i) say."""
     log = log or (lambda message: print(message, file=sys.stderr))
-    if samples < 1 or prompt_beats <= 0 or continuation_beats <= 0:
-        raise GeneratorError("--continuations, --prompt-beats and --continuation-beats must be greater than 0")
+    for name, value in (("continuations", samples), ("prompt_beats", prompt_beats),
+                        ("continuation_beats", continuation_beats)):
+        if not value > 0:
+            raise ArgumentError(name, f"must be greater than 0, not {value}")
+    seed = options.random_seed
     merge = getattr(generator.tokenizer, "kind", "") == "events"  # one stream of notes: compare both as one
     real, generated, prompts, skipped = [], [], [], 0
     invalid = tokens = 0
@@ -149,8 +151,8 @@ def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_
                 skipped += 1
                 continue
             stop = min(float(stop), seq.end_time)
-            result = sample_continuations(generator, prompt, stop - float(cut), samples, temperature=temperature,
-                                          top_k=top_k, top_p=top_p, seed=seed + index,
+            result = sample_continuations(generator, prompt, stop - float(cut), samples,
+                                          options=options.replace(random_seed=seed + index),
                                           tempos=shifted_tempos(seq.tempos, float(cut)))
             if result is None:
                 skipped += 1
@@ -175,7 +177,8 @@ def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_
     return {
         "pieces": len(real), "skipped": skipped, "continuations_per_piece": samples,
         "prompt_beats": prompt_beats, "continuation_beats": continuation_beats,
-        "temperature": temperature, "top_k": top_k, "top_p": generator.top_p(top_p), "seed": seed,
+        "temperature": options.temperature, "top_k": options.top_k, "top_p": generator.top_p(options.top_p),
+        "seed": seed,
         "merge_tracks": merge,
         "tokens": tokens, "invalid_events": invalid, "invalid_event_rate": invalid / max(tokens, 1),
         "prompt_consistency": {"generated": _mean(gen_l1), "real": _mean(real_l1), "shuffled": _mean(shuffled)},

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.data import limits
 from generator.data.notes import Instrument, Note, NoteSequence
 from generator.data.tokenizers.base import BOS
@@ -129,22 +129,20 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
     return tokenizer.cut_prompt(ids, limit)
 
 
-def compose(generator, seed=None, *, length: int | None = None, seconds: float | None = None,
+def compose(generator, seed=None, *, options, length: int | None = None, seconds: float | None = None,
             prime_seconds: float | None = None, prime_tokens: int | None = None, num_samples: int = 1,
-            temperature: float = 1.0, top_k=None, top_p=None, random_seed=None,
-            continuation_only: bool = False, note_limit: bool = True, log=None) -> list[Music]:
-    """Continue ``seed`` (a path or NoteSequence; None composes from scratch) ``num_samples`` times;
-    ``note_limit=False`` lifts the tokenizer's cap on note length, if it has one."""
+            continuation_only: bool = False, log=None) -> list[Music]:
+    """Continue ``seed`` (a path or NoteSequence; None composes from scratch) ``num_samples`` times,
+    sampling as ``options`` (a ``SamplingOptions``) say; ``note_limit=False`` there lifts the
+    tokenizer's cap on note length, if it has one."""
     log = log or (lambda message: print(message, file=sys.stderr))
     if seconds is not None and not (0 < seconds <= MAX_SECONDS):
-        raise GeneratorError(f"--seconds must be greater than 0 and at most {MAX_SECONDS:.0f}, not {seconds}")
+        raise ArgumentError("seconds", f"must be greater than 0 and at most {MAX_SECONDS:.0f}, not {seconds}")
     if prime_seconds is not None and not prime_seconds > 0:
-        raise GeneratorError(f"--prime-seconds must be greater than 0, not {prime_seconds}")
+        raise ArgumentError("prime_seconds", f"must be greater than 0, not {prime_seconds}")
     notices: list[str] = []
     seq = read_seed(seed) if isinstance(seed, (str, Path)) else seed
-    tokenizer = tokenizer_for(generator.tokenizer, seq)
-    if not note_limit:
-        tokenizer = tokenizer.without_note_limit()
+    tokenizer = generator.constraint_tokenizer(options, tokenizer_for(generator.tokenizer, seq))
     prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens, notices) if seq is not None else []
     if seq is not None and not prompt:
         only_drums = not any(not n.is_drum for n in seq.notes)
@@ -157,8 +155,7 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
     max_tokens = budget if budget is not None else 200_000
     prompt_seconds = tokenizer.duration(prompt)
     chunks, done = [], 0
-    stream = generator.stream(prompt, max_tokens, num_samples=num_samples, temperature=temperature, top_k=top_k,
-                              top_p=top_p, random_seed=random_seed, tokenizer=tokenizer)
+    stream = generator.stream(prompt, max_tokens, num_samples=num_samples, options=options, tokenizer=tokenizer)
     from generator.progress import progress_bar
 
     with progress_bar(max_tokens if budget is not None else int(seconds * 10), "generating") as bar:
@@ -174,7 +171,7 @@ def compose(generator, seed=None, *, length: int | None = None, seconds: float |
                 if reached >= seconds:
                     break
     new = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
-    state = generator.last_constraint_state
+    state = stream.constraint_state
     slot_tracks = tokenizer.slot_tracks(seq) if seq is not None else None
     results = []
     for index, row in enumerate(new):

@@ -49,7 +49,7 @@ import numpy as np
 from generator.data.notes import Instrument, Note, NoteSequence
 from generator.data.tokenizers.base import BOS
 from generator.data.tokenizers.voices import NUM_VOICES, PITCH_OFFSET, REST, VOICES, as_grid, grid_from_note_sequence
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 STEPS_PER_QUARTER = 4
 VOICE_RANGES = ((60, 81), (52, 74), (46, 69), (36, 66))  # S, A, T, B: MIDI ranges of the JSB train split
@@ -107,8 +107,8 @@ def read_piece(source, *, split: str | None = None, index: int | None = None) ->
         if path.suffix.lower() == ".json":
             return _jsb_piece(path, split, index)
         if split is not None or index is not None:
-            raise GeneratorError("--split and --index choose a chorale of a JSB Chorales .json file, "
-                                 f"not of {path.suffix or 'this'} file")
+            raise ArgumentError("split", f"and index choose a chorale of a JSB Chorales .json file, not of "
+                                f"{path.suffix or 'this'} file", "index")
         from generator.generation.compose import read_seed
 
         return piece_from_sequence(read_seed(path))
@@ -253,7 +253,7 @@ def parse_voices(text) -> tuple[int, ...]:
             raise GeneratorError(f"unknown voice {part.strip()!r}: name soprano, alto, tenor or bass")
         voices.append(aliases[key])
     if not voices:
-        raise GeneratorError("--voices names no voice")
+        raise ArgumentError("voices", "names no voice")
     return tuple(sorted(set(voices)))
 
 
@@ -266,9 +266,9 @@ def parse_infill(text) -> tuple[float, float]:
             start_text, end_text = str(text).split("-")
             start, end = float(start_text), float(end_text)
         except ValueError:
-            raise GeneratorError(f"--infill takes START-END in beats, like 8-16, not {text!r}") from None
+            raise ArgumentError("infill", f"takes START-END in beats, like 8-16, not {text!r}") from None
     if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end <= start:
-        raise GeneratorError(f"--infill {text}: need 0 <= START < END")
+        raise ArgumentError("infill", f"{text}: need 0 <= START < END")
     return start, end
 
 
@@ -276,24 +276,24 @@ def free_cells(piece: Piece, voices=None, infill=None) -> np.ndarray:
     """Which cells of ``piece`` are rewritten (``[steps, 4]`` bool), with every check on the request."""
     given = set(piece.voices)
     if infill is not None and given != set(range(NUM_VOICES)):
-        raise GeneratorError("--infill rewrites a passage of a four-voice piece; this input is a melody")
+        raise ArgumentError("infill", "rewrites a passage of a four-voice piece; this input is a melody")
     if voices is None:
         voices = tuple(range(NUM_VOICES)) if infill is not None else (1, 2, 3)
     voices = parse_voices(voices) if not all(isinstance(v, (int, np.integer)) for v in voices) else tuple(voices)
     missing = [VOICE_NAMES[v] for v in range(NUM_VOICES) if v not in given and v not in voices]
     if missing:
-        raise GeneratorError(f"the input gives only the {' and '.join(VOICE_NAMES[v] for v in sorted(given))}: "
-                             f"--voices must also name {', '.join(missing)}")
+        raise ArgumentError("voices", f"must also name {', '.join(missing)}: the input gives only the "
+                            f"{' and '.join(VOICE_NAMES[v] for v in sorted(given))}")
     if given == {0} and 0 in voices:
-        raise GeneratorError("the melody is the soprano and is kept: --voices can name alto, tenor and bass")
+        raise ArgumentError("voices", "can name alto, tenor and bass: the melody is the soprano and is kept")
     free = np.zeros(piece.grid.shape, bool)
     free[:, list(voices)] = True
     if infill is not None:
         start, end = parse_infill(infill)
         first, last = int(round(start * STEPS_PER_QUARTER)), int(round(end * STEPS_PER_QUARTER))
         if first >= piece.steps:
-            raise GeneratorError(f"--infill {start:g}-{end:g} starts after the piece ends "
-                                 f"({piece.steps / STEPS_PER_QUARTER:g} beats)")
+            raise ArgumentError("infill", f"{start:g}-{end:g} starts after the piece ends "
+                                f"({piece.steps / STEPS_PER_QUARTER:g} beats)")
         inside = np.zeros(piece.steps, bool)
         inside[first:min(last, piece.steps)] = True
         free &= inside[:, None]
@@ -463,15 +463,15 @@ def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = 
     from generator.progress import progress_bar
 
     log = log or (lambda message: print(message, file=sys.stderr))
-    if getattr(generator.config, "arch", "") != "harmonizer":
+    if generator.decodes_left_to_right:
         raise GeneratorError(f"checkpoint {generator.run.path.name} is a {generator.config.arch} model, not a "
                              "harmonizer: use --checkpoint harmonizer")
     if not isinstance(iterations, (int, np.integer)) or not 1 <= iterations <= MAX_ITERATIONS:
-        raise GeneratorError(f"--iterations must be between 1 and {MAX_ITERATIONS:,}, not {iterations}")
+        raise ArgumentError("iterations", f"must be between 1 and {MAX_ITERATIONS:,}, not {iterations}")
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
-        raise GeneratorError(f"--temperature must be greater than 0, not {temperature}")
+        raise ArgumentError("temperature", f"must be greater than 0, not {temperature}")
     if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
-        raise GeneratorError(f"--num-samples must be at least 1, not {num_samples}")
+        raise ArgumentError("num_samples", f"must be at least 1, not {num_samples}")
     piece = melody if isinstance(melody, Piece) else read_piece(melody, split=split, index=index)
     free = free_cells(piece, voices, infill)
     for notice in piece.notices:

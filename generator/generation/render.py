@@ -254,8 +254,9 @@ def piano_roll_png(pm, continuation_start: float | None = None, title: str = "",
     for index, instrument in enumerate(pm.instruments):
         if not instrument.notes:
             continue
-        label = instrument.name or ("drums" if instrument.is_drum else
-                                    pretty_midi.program_to_instrument_name(instrument.program))
+        sound = "drums" if instrument.is_drum else pretty_midi.program_to_instrument_name(instrument.program)
+        name = instrument.name.strip()
+        label = f"{name} ({sound})" if name and name.lower() != sound.lower() else sound  # names like "NewSong" say little
         axes.barh([n.pitch for n in instrument.notes], [n.end - n.start for n in instrument.notes],
                   left=[n.start for n in instrument.notes], height=0.8, color=f"C{index % 10}",
                   label=f"{index + 1}: {label}")

@@ -13,13 +13,17 @@ of tokens per compiled call.
 
 Prompts of any length prime the model in chunks (``DecodeLoop.prime``): each chunk runs through
 the decoder's ``forward`` with the states the previous one left, so memory grows with the chunk
-(``PRIME_TOKENS`` tokens over the whole batch), never with the prompt. How much of a long prompt
+(``PRIME_TOKENS`` tokens over the whole batch), never with the prompt. Full-width chunks run
+XLA-compiled (one compilation per width, and a long prompt is mostly full chunks); the shorter
+last chunk, and short prompts, run as an ordinary graph, which costs no compilation. How much of a long prompt
 primes the model at all is the caller's choice (``generator.data.limits``, ``prompt_tokens``).
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -29,6 +33,43 @@ from generator.models.key_average import rows_per_sequence
 NEG_INF = -1e9
 PRIME_TOKENS = 16384  # tokens (rows x columns) per priming chunk: bounds the logits and states computed at once
 PRIME_COLUMNS = 1024  # the most columns of one priming chunk
+
+
+def cpu_kind() -> str:
+    """A short hash of this CPU's model and instruction-set flags: compiled programs are kept per
+    kind of CPU, so a cache folder shared between machines never hands one another's code."""
+    import hashlib
+    import platform
+
+    text = platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            text += "".join(line for line in f if line.startswith(("model name", "flags")))[:4096]
+    except OSError:
+        text += platform.processor()
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def keep_compiled_programs() -> None:
+    """Let XLA keep the programs it compiles in the cache folder (``xla-VERSION-CPU`` under
+    ``$GENERATOR_CACHE_DIR``) and read them back in later processes.
+
+    Compiling the decode steps costs a command more than the steps themselves (for the band model's
+    constrained step, about 2 CPU-seconds against 0.5 when read back). Takes effect where no XLA
+    program was compiled yet in this process; left alone when ``TF_XLA_FLAGS`` already names a
+    folder, when ``GENERATOR_XLA_CACHE=0``, or when the folder cannot be made.
+    """
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "persistent_cache_directory" in flags or os.environ.get("GENERATOR_XLA_CACHE") == "0":
+        return
+    from generator.data.dataset import cache_dir
+
+    folder = cache_dir() / f"xla-{tf.__version__}-{cpu_kind()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return
+    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
 class Sampler:
@@ -128,21 +169,32 @@ def get(temperature: float = 1.0, top_k: int | None = None, top_p: float | None 
     return Sampler(temperature)
 
 
+@dataclass
+class Constraint:
+    """A tokenizer with ``has_constraint`` and its state over the sequences of one sampling call."""
+
+    tokenizer: object
+    state: object
+
+
 class DecodeLoop:
     """Compiled incremental decoding for one decoder (see ``generator.models``) and sampler.
 
     Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
-    (``jit=True``; compiled once per loop and batch size, whatever the length asked for). Where
-    XLA cannot compile the step, the loop falls back to an ordinary ``tf.function`` (whose random
+    (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
+    constrained decoding runs one XLA-compiled step per token, the mask coming from Python. Where
+    XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
     draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
     """
 
     def __init__(self, decoder, sampler: Sampler, chunk: int = 256, jit: bool = True):
         self.decoder, self.sampler, self.chunk, self.jit = decoder, sampler, int(chunk), jit
-        self.constraint_state = None  # the tokenizer's state after the last emitted token
+        if jit:
+            keep_compiled_programs()
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
+        self._prime_full = tf.function(self._prime_impl, jit_compile=jit, reduce_retracing=True)
         self._chunk = tf.function(self._chunk_impl, jit_compile=jit, reduce_retracing=True)
-        self._masked = tf.function(self._masked_impl, reduce_retracing=True)
+        self._masked = tf.function(self._masked_impl, jit_compile=jit, reduce_retracing=True)
 
     def _prime_impl(self, tokens, states=None):
         if states is None:
@@ -166,7 +218,10 @@ class DecodeLoop:
         states = self.decoder.zero_states(batch)
         for start in range(0, width, columns):
             chunk = tf.constant(np.ascontiguousarray(prompts[:, start:start + columns], dtype=np.int32))
-            logits, states = self._prime(chunk, states)
+            if chunk.shape[1] == columns and width > columns:  # full chunks of a long prompt: compiled
+                logits, states = self._compiled("_prime_full", self._prime_impl, chunk, states)
+            else:
+                logits, states = self._prime(chunk, states)
         return logits, states
 
     def _chunk_impl(self, logits, states, seed, first_step, n_steps):
@@ -182,15 +237,19 @@ class DecodeLoop:
                                                maximum_iterations=self.chunk)
         return tf.transpose(out.stack()), logits, states
 
-    def _run_chunk(self, *args):
+    def _compiled(self, name: str, impl, *args):
+        """Call the compiled function ``self.<name>``; where XLA cannot compile it, swap in an
+        ordinary ``tf.function`` of ``impl`` for good and call that."""
         try:
-            return self._chunk(*args)
+            return getattr(self, name)(*args)
         except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError):
             if not self.jit:
                 raise
-            self.jit = False  # an op XLA cannot compile: run the same loop uncompiled
-            self._chunk = tf.function(self._chunk_impl, reduce_retracing=True)
-            return self._chunk(*args)
+            setattr(self, name, tf.function(impl, reduce_retracing=True))  # an op XLA cannot compile
+            return getattr(self, name)(*args)
+
+    def _run_chunk(self, *args):
+        return self._compiled("_chunk", self._chunk_impl, *args)
 
     def _masked_impl(self, logits, states, seed, step, allowed):
         logits = tf.where(allowed, logits, NEG_INF)
@@ -202,8 +261,9 @@ class DecodeLoop:
         """Yield chunks ``[batch, n]`` of new token ids, ``length`` in all.
 
         ``prompts`` is ``[batch, time]`` (BOS first) and primes the states chunk by chunk
-        (``prime``). ``constraint`` is a tokenizer with ``has_constraint``, already advanced over
-        the prompts by the caller as ``(tokenizer, state)``.
+        (``prime``). ``constraint`` (a ``Constraint``, already advanced over the prompts by the
+        caller) masks each step to the tokens its tokenizer allows and is advanced over every token
+        drawn, so that the caller reads the state at the end from it.
         """
         logits, states = self.prime(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
@@ -215,11 +275,11 @@ class DecodeLoop:
                 done += n
                 yield tokens.numpy()[:, :n]
             return
-        tokenizer, self.constraint_state = constraint
         while done < length:
-            allowed = tf.constant(tokenizer.allowed(self.constraint_state))
-            token, logits, states = self._masked(logits, states, seed_t, tf.constant(done), allowed)
+            allowed = tf.constant(constraint.tokenizer.allowed(constraint.state))
+            token, logits, states = self._compiled("_masked", self._masked_impl, logits, states, seed_t,
+                                                   tf.constant(done), allowed)
             token = token.numpy()
-            self.constraint_state = tokenizer.advance(self.constraint_state, token)
+            constraint.state = constraint.tokenizer.advance(constraint.state, token)
             done += 1
             yield token[:, None]

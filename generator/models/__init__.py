@@ -65,6 +65,12 @@ def window_sampler(config):
     return dataset.WindowSampler if own is None else functools.partial(own, vocab_size=config.vocab_size)
 
 
+def left_to_right(arch: str) -> bool:
+    """Whether ``arch`` predicts each token from the ones before it, so that it is sampled token by token
+    (``generation.sampling``); False for one that fills in cells from both sides (the harmonizer)."""
+    return getattr(module(arch), "LEFT_TO_RIGHT", True)
+
+
 def ignores_targets(arch: str) -> bool:
     """Whether ``arch``'s training targets include ignored ones (< 0): its loss is the mean over the rest."""
     return hasattr(module(arch), "WindowSampler")

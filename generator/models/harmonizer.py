@@ -50,6 +50,7 @@ from generator.data.tokenizers.base import BOS
 from generator.errors import GeneratorError
 
 NAME = "harmonizer"
+LEFT_TO_RIGHT = False  # fills in cells from both sides: sampled by generation.harmonize, not token by token
 VOICES = 4
 CHANNELS = VOICES + 1  # four voice tokens and the position in the beat
 STEPS_PER_BEAT = 4  # the position input: step % 4 on the 16th-note grid

@@ -94,9 +94,10 @@ def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None, extra
             print(f"seeds and takes are kept in {studio.workdir}", file=out)
         out.flush()
         try:
-            server.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn shuts down on Ctrl-C, then raises it again: the way to stop
-            print("generator studio: stopped", file=out)
+            server.run(sockets=[sock])  # returns when Ctrl-C (SIGINT) or SIGTERM has shut it down
+        except KeyboardInterrupt:  # some uvicorn versions raise Ctrl-C again once shut down
+            pass
         finally:
+            print("generator studio: stopped", file=out)
             studio.worker.stop()
             sock.close()

@@ -4,12 +4,15 @@ The page and its script and style are files of this package, served from a fixed
 route serves a folder, and FastAPI's own documentation pages (which load scripts from the
 internet) are switched off. Every response carries a Content-Security-Policy that lets the page
 reach only the server it came from. Errors are JSON ``{"error": "one line"}`` with status 400
-(413 for an upload over the limit, 404 for an unknown route); the server keeps running.
+(413 for an upload over the limit, 404 for an unknown route); the server keeps running. A request
+whose Host is not the server's own name (DNS rebinding) or that another site's page sends (its
+Origin) is refused.
 """
 
 from __future__ import annotations
 
 from importlib import resources
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -69,6 +72,9 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
         host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]").lower()
         if hosts is not None and host not in hosts:
             return error(f"this studio answers requests for {', '.join(sorted(hosts))} only", 403)
+        origin = request.headers.get("origin")
+        if request.method not in ("GET", "HEAD") and origin and urlsplit(origin).netloc != request.headers.get("host"):
+            return error("the studio takes requests from its own page only", 403)  # another site's form or script
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -204,6 +210,10 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
         path = studio.inside(found.folder / filename)
         download = f"take-{found.number}-{found.checkpoint}{path.suffix}"
         return FileResponse(path, media_type=media, filename=download)
+
+    @app.post("/api/takes/{take_id}/seed")
+    def take_as_seed(take_id: str):
+        return studio.seed_info(studio.seed_from_take(studio.take(take_id)))
 
     @app.post("/api/takes/{take_id}/regenerate")
     def regenerate(take_id: str):

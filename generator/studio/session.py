@@ -9,14 +9,18 @@ library's public API: ``generator.load``, ``compose``, ``Generator.harmonize`` a
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from generator.errors import GeneratorError
-from generator.studio.jobs import Job, Worker
+from generator.studio.jobs import Cancelled, Job, Worker
 
 UPLOAD_BYTES = 4 * 1024 * 1024  # the largest seed file accepted (MIDI files of whole songs are ~100 KB)
 MAX_SECONDS = 300.0  # the longest continuation the page asks for
@@ -72,7 +76,8 @@ class Take:
         s = self.settings
         return dict(id=self.id, number=self.number, kind=self.kind, checkpoint=self.checkpoint, seed=self.seed_name,
                     settings=s, notices=self.notices, audio=self.audio, duration=self.roll.get("duration", 0.0),
-                    midi=f"/api/takes/{self.id}/take.mid", wav=f"/api/takes/{self.id}/take.wav")
+                    midi=f"/api/takes/{self.id}/take.mid",
+                    wav=f"/api/takes/{self.id}/take.wav" if (self.folder / "take.wav").is_file() else None)
 
 
 def catalogue(extra_runs=()) -> dict[str, dict]:
@@ -107,6 +112,32 @@ def roll(sequence, given) -> dict:
              for n in sequence.notes]
     end = round(max((n.end for n in sequence.notes), default=0.0), 4)
     return dict(tracks=tracks, notes=notes, duration=end, view=[0.0, end], marks=[])
+
+
+def render_wav(job: Job, midi: Path) -> str:
+    """Write ``take.wav`` beside ``midi`` with ``generator render`` (``generation.render``: FluidSynth
+    when installed, else sine waves) in a child process, which a cancel kills; returns which
+    synthesizer made it, or why there is no audio."""
+    import generator
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(generator.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    command = [sys.executable, "-c", "from generator.cli.main import generator; generator()", "render", str(midi),
+               "--formats", "wav", "--force"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    while True:
+        try:
+            out, err = process.communicate(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            if job.cancel.is_set():
+                process.kill()
+                process.communicate()
+                raise Cancelled from None
+    if process.returncode != 0:
+        return "no audio: " + ((err.strip().splitlines() or ["the renderer failed"])[-1].removeprefix("error: "))
+    line = out.strip().splitlines()[-1] if out.strip() else ""
+    return line.split(" (", 1)[-1][:-1] if " (" in line else line  # "wrote take.wav (how)": the how
 
 
 class Studio:
@@ -167,6 +198,10 @@ class Studio:
         except GeneratorError as e:
             path.unlink(missing_ok=True)
             raise GeneratorError(f"{name} could not be read as music: {e}") from None
+
+    def seed_from_take(self, take: Take) -> Seed:
+        """The take's MIDI file as a new seed, to continue it further."""
+        return self.add_seed(take.folder / "take.mid", f"take-{take.number}.mid")
 
     def seed(self, seed_id: str | None) -> Seed | None:
         if seed_id in (None, ""):
@@ -230,8 +265,8 @@ class Studio:
         model = self.model(name, "music", job)
         job.stage, job.progress = f"generating {s['seconds']:g} s with {name}", 0.0
         notices: list[str] = []
-        music = compose(model, seed.sequence if seed is not None else None, seconds=s["seconds"],
-                        temperature=s["temperature"], top_p=s.get("top_p"), random_seed=s["random_seed"],
+        options = model.options(temperature=s["temperature"], top_p=s.get("top_p"), random_seed=s["random_seed"])
+        music = compose(model, seed.sequence if seed is not None else None, seconds=s["seconds"], options=options,
                         log=notices.append)[0]
         start = music.continuation_start
         self.keep(job, music, "continue", name, seed, notices, lambda n: n.start < start - 1e-9)
@@ -260,17 +295,17 @@ class Studio:
 
     def keep(self, job: Job, music, kind: str, checkpoint: str, seed, notices, given, marks=None) -> None:
         """Save ``music`` as a new take (MIDI, then WAV) and attach it to ``job``."""
-        from generator.generation.render import render
-
         job.check()
         take_id = secrets.token_hex(6)
         folder = self.inside(self.workdir / "takes" / take_id)
         folder.mkdir()
         music.save(folder / "take.mid")
         job.stage, job.progress = "rendering audio", None
-        lines: list[str] = []
-        render(folder / "take.mid", ["wav"], log=lines.append)
-        audio = lines[-1].split(" (", 1)[-1][:-1] if lines else ""  # "wrote take.wav (how)": the how
+        try:
+            audio = render_wav(job, folder / "take.mid")
+        except Cancelled:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         with self.lock:
             take = Take(take_id, len(self.takes) + 1, kind, checkpoint, dict(job.settings),
                         seed.name if seed is not None else "(none)", folder, roll(music.sequence, given),

@@ -33,7 +33,7 @@ from generator.errors import GeneratorError
 from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
-DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "seed", "modality",
+DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "random_seed", "modality",
              "documents", "column", "init_from", "freeze")
 __all__ = ["Trainer", "LoopState", "bits"]
 
@@ -211,7 +211,7 @@ class Trainer:
             train_ids, val_ids = data.ids, val_data.ids
             self.split = None
         else:
-            self.split = dataset.split_segments(data, config.val_fraction, config.seed, config.holdout, config.holdout_block)
+            self.split = dataset.split_segments(data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block)
             train_ids, val_ids = self.split
         if len(train_ids) < 2:
             raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
@@ -230,7 +230,7 @@ class Trainer:
         segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
         augment = tokenizer.augment if config.augment else None
         sampler = models.window_sampler(config)  # next-token windows, or the architecture's own (the harmonizer's)
-        train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
+        train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.random_seed, augment=augment,
                                 segments=segments.get("train"))
         val_windows = (sampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
                                segments=segments.get("val"))
@@ -247,7 +247,7 @@ class Trainer:
         from generator.training import steps as compiled
 
         config = self.config
-        keras.utils.set_random_seed(config.seed)
+        keras.utils.set_random_seed(config.random_seed)
         model, optimizer = compiled.build(config, strategy)
         self.model = model
         frozen = finetune.freeze(model, config.freeze)
@@ -452,7 +452,7 @@ class Trainer:
             "corpus_fingerprint": corpus.fingerprint,
             "tokens": {"train": int(len(train_ids)), "validation": int(len(val_ids))},
             "validation_split": self._split_description(),
-            "holdout": {"method": self.split.method, "held_out": self.split.blocks, "seed": self.config.seed,
+            "holdout": {"method": self.split.method, "held_out": self.split.blocks, "seed": self.config.random_seed,
                         "val_fraction": self.config.val_fraction, "block_tokens": self.config.holdout_block}
             if self.split is not None else {"method": "split", "split": self.config.val_split},
             "best_epoch_train_loss_nats": next((h["train_loss"] for h in state.history if h["epoch"] == state.best_epoch), None),

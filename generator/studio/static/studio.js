@@ -225,20 +225,28 @@ function addTake(take) {
   const midi = document.createElement("a");
   midi.href = take.midi; midi.textContent = "MIDI"; midi.className = "midi"; midi.download = "";
   const wav = document.createElement("a");
-  wav.href = take.wav; wav.textContent = "WAV"; wav.className = "wav"; wav.download = "";
+  wav.href = take.wav || ""; wav.textContent = "WAV"; wav.className = "wav"; wav.download = "";
+  wav.hidden = !take.wav;
   const again = document.createElement("button");
   again.type = "button";
   again.className = "regenerate";
   again.textContent = "Regenerate";
   again.onclick = () => startMusic(`/api/takes/${take.id}/regenerate`, {});
-  item.append(what, show, midi, wav, again);
+  const onward = document.createElement("button");
+  onward.type = "button";
+  onward.className = "as-seed";
+  onward.textContent = "Use as the seed";
+  onward.onclick = async () => {
+    try { addSeed(await postJSON(`/api/takes/${take.id}/seed`, {}), true); } catch (e) { showError(e.message); }
+  };
+  item.append(what, show, midi, wav, again, onward);
   $("takes").append(item);
 }
 
 function showTake(take) {
   drawRoll(take.roll, `Take ${take.number}: ${take.seed}`);
   const player = $("player");
-  player.src = take.wav;
+  if (take.wav) player.src = take.wav; else player.removeAttribute("src");
   const start = (take.roll.marks[0] || [0])[0];
   if (take.kind === "continue" && start > 5) {  // start playing a few seconds before the new music
     player.addEventListener("loadedmetadata", () => { player.currentTime = start - 5; }, { once: true });

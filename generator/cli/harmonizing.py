@@ -16,7 +16,7 @@ from generator.errors import GeneratorError
 # generate-music flags that continue music left to right and mean nothing when harmonizing
 _CONTINUATION_FLAGS = {"seed": "--seed", "length": "--length", "seconds": "--seconds", "prime_seconds": "--prime-seconds",
                        "prime_tokens": "--prime-tokens", "top_k": "--top-k", "top_p": "--top-p",
-                       "key_average": "--key-average"}
+                       "key_average": "--key-average", "note_limit": "--note-limit/--no-note-limit"}
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
@@ -76,9 +76,10 @@ def harmonize_main(args, paths, quiet_tensorflow) -> None:
     from generator import api
 
     model = api.load(args.checkpoint or "harmonizer")  # --harmonize's own model unless one is named
+    from generator.cli.main import sampling_options
+
     pieces = model.harmonize(piece, voices=voices, infill=args.infill, iterations=args.iterations,
-                             temperature=args.temperature, num_samples=args.num_samples, random_seed=args.random_seed,
-                             voice_leading=not args.no_voice_leading)
+                             num_samples=args.num_samples, options=sampling_options(args))
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, music in zip(paths, pieces):
         music.save(path, force=args.force)

@@ -1,4 +1,5 @@
-"""``generator music-stats REAL GENERATED [--json] [--plot FILE.png]``: per-piece features of two sets compared.
+"""The music-quality commands: ``generator music-stats REAL GENERATED [--json] [--plot FILE.png]`` (per-piece
+features of two sets compared) and the flags of ``generator evaluate --continuations``.
 
 See ``generator.evaluation.music_stats``. No TensorFlow is needed (nor started).
 """
@@ -80,7 +81,7 @@ def main(args) -> None:
 # -- generator evaluate --continuations ----------------------------------------------------------------
 def add_continuation_flags(p) -> None:
     """The ``--continuations`` flags of ``generator evaluate``."""
-    from generator.cli.flags import int_range, positive_float, probability
+    from generator.cli.flags import int_range, positive_float
 
     p.add_argument("--continuations", type=int_range(1, 1024), default=0, metavar="K",
                    help="Instead of the loss, sample K continuations of the start of every piece of --corpus (music "
@@ -93,34 +94,35 @@ def add_continuation_flags(p) -> None:
     p.add_argument("--continuation-beats", type=positive_float, default=None, metavar="M",
                    help="With --continuations: how many beats each continuation lasts, and how much of the real "
                         "piece after the prompt it is compared with (less where the piece ends sooner; default 16).")
-    p.add_argument("--temperature", type=positive_float, default=None,
-                   help="With --continuations: the sampling temperature. 1.0 uses the model's unaltered "
-                        "probabilities, greater than 1.0 makes the output more random, less than 1.0 less random.")
-    p.add_argument("--top-k", type=int_range(1), default=None, metavar="K",
-                   help="With --continuations: sample only among the K most likely next tokens (default: all).")
-    p.add_argument("--top-p", type=probability, default=None, metavar="P",
-                   help="With --continuations: sample only among the most likely next tokens whose probabilities "
-                        "add up to P, a number in (0, 1]; 1 samples from every token (default: the checkpoint's "
-                        "own recommendation, as generate-music uses it, else every token).")
-    p.add_argument("--random-seed", type=int_range(0), default=None, metavar="S",
-                   help="With --continuations: piece i's continuations are sampled with seed S + i, so the same "
-                        "seed gives the same figures (default 0).")
+    from generator.cli.flags import add_option_flags
+    from generator.config import SamplingOptions
+
+    add_option_flags(p, SamplingOptions, ("temperature", "top_k", "top_p", "random_seed", "voice_leading"),
+                     temperature="With --continuations: the sampling temperature. 1.0 uses the model's unaltered "
+                                 "probabilities, greater than 1.0 makes the output more random, less than 1.0 less "
+                                 "random.",
+                     top_k="With --continuations: sample only among the K most likely next tokens (default: all).",
+                     top_p="With --continuations: sample only among the most likely next tokens whose "
+                           "probabilities add up to P, a number in (0, 1]; 1 samples from every token (default: "
+                           "the checkpoint's own recommendation, as generate-music uses it, else every token).",
+                     random_seed="With --continuations: piece i's continuations are sampled with seed S + i, so "
+                                 "the same seed gives the same figures (default 0).",
+                     voice_leading="With --continuations: keep SATB chorales (voices models) to the voice-leading "
+                                   "rules (no crossing, alto and tenor within an octave of the voice above, each "
+                                   "voice within its range, no parallel fifths or octaves); on by default, "
+                                   "--no-voice-leading samples without them.")
     p.add_argument("--max-pieces", type=int_range(1), default=None, metavar="N",
                    help="With --continuations: use only the first N pieces of --corpus.")
-    p.add_argument("--no-voice-leading", action="store_true",
-                   help="With --continuations: sample SATB chorales (voices models) without the voice-leading rules "
-                        "(no crossing, alto and tenor within an octave of the voice above, each voice within its "
-                        "range, no parallel fifths or octaves), which are on by default.")
 
 
 CONTINUATION_FLAGS = ("prompt_beats", "continuation_beats", "temperature", "top_k", "top_p", "random_seed",
-                      "max_pieces", "no_voice_leading")
-CONTINUATION_DEFAULTS = {"prompt_beats": 8.0, "continuation_beats": 16.0, "temperature": 1.0, "random_seed": 0}
+                      "max_pieces", "voice_leading")
+CONTINUATION_DEFAULTS = {"prompt_beats": 8.0, "continuation_beats": 16.0}
 
 
 def check_no_continuation_flags(args) -> None:
     """Plain ``generator evaluate`` (the loss): refuse the flags that only mean something with --continuations."""
-    given = [name for name in CONTINUATION_FLAGS if getattr(args, name, None) not in (None, False)]
+    given = [name for name in CONTINUATION_FLAGS if getattr(args, name, None) is not None]
     if given:
         flag = "--" + given[0].replace("_", "-")
         raise GeneratorError(f"{flag} only applies with --continuations K (sampled continuations); "
@@ -136,11 +138,12 @@ def continuations_main(args) -> None:
         if getattr(args, name) is None:
             setattr(args, name, value)
     report = lambda message: print(message, file=sys.stderr)  # noqa: E731
-    model = api.load(args.checkpoint, key_average=args.key_average)
+    from generator.cli.main import sampling_options
+
+    model = api.load(args.checkpoint)
     result = model.evaluate_continuations(
         args.corpus, split=args.split, continuations=args.continuations, prompt_beats=args.prompt_beats,
-        continuation_beats=args.continuation_beats, temperature=args.temperature, top_k=args.top_k,
-        top_p=args.top_p, random_seed=args.random_seed, max_pieces=args.max_pieces,
-        voice_leading=not args.no_voice_leading, log=report)
+        continuation_beats=args.continuation_beats, max_pieces=args.max_pieces, options=sampling_options(args),
+        log=report)
     result["checkpoint"] = str(args.checkpoint)
     print(json.dumps(result) if args.json else format_continuations(result))
