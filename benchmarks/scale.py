@@ -112,7 +112,7 @@ def _copies(corpus: Path, files: int, folder: Path) -> None:
     for i in range(files):
         source = sources[i % len(sources)]
         target = folder / f"{i // 1000:03d}" / f"{i:06d}{source.suffix}"
-        target.parent.mkdir(exist_ok=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(source, target)
         except OSError:

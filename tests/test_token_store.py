@@ -112,3 +112,13 @@ def test_validation_sample_is_fixed_seeded_and_capped():
     np.testing.assert_array_equal(kept, again.window_starts(0))
     assert sum(len(x) for x, _ in windows.batches(0)) == 100
     assert sum(len(x) for k in range(2) for x, _ in windows.batches(0, shard=(k, 2))) == 100
+
+
+def test_windows_are_read_from_the_store_file_also_across_held_out_gaps(tmp_path):
+    folder = _write(tmp_path / "c", [f"document {i} " * (i + 3) for i in range(30)])
+    data = dataset.tokenize(open_corpus(str(folder), "text"), dataset.TokenizerFactory("chars"), use_cache=False)
+    split = dataset.split_segments(data, 0.3, seed=1, holdout="documents")
+    assert len(split.train_ids.spans) > 1 and store._file_of(data.ids) is not None
+    starts = np.array([0, 5, 100, 400, len(split.train_ids) - 12])
+    np.testing.assert_array_equal(store.read_windows(split.train_ids, starts, 11),
+                                  np.asarray(split.train_ids)[starts[:, None] + np.arange(11)])

@@ -111,6 +111,13 @@ def open_store(path: Path):
     if manifest.get("format") != FORMAT or ids.ndim != 1 or len(ids) != manifest.get("tokens") \
             or ids.dtype.name != manifest.get("dtype"):
         raise ValueError(f"the token store {path} is damaged or from another version")
+    try:  # read_windows reads through this descriptor, which outlives a temporary store's removal
+        import weakref
+
+        ids._reader = os.open(path / "tokens.npy", os.O_RDONLY)
+        weakref.finalize(ids, os.close, ids._reader)
+    except OSError:
+        pass
     return ids, manifest
 
 
@@ -237,10 +244,10 @@ def read_windows(ids, starts, length: int) -> np.ndarray:
         return np.asarray(ids[positions])
     physical = view.physical(starts) if view is not None else starts
     last = view.physical(starts + length - 1) if view is not None else starts + length - 1
-    path, offset = where
-    fd = getattr(base, "_reader", None)  # opened once per mapping, so a rebuilt store is never read stale
+    offset = where[1]
+    fd = getattr(base, "_reader", None)  # opened with the mapping (open_store), so a rebuilt store is never read stale
     if fd is None:
-        fd = base._reader = os.open(path, os.O_RDONLY)
+        return np.asarray(ids[starts[:, None] + np.arange(length)])
     size = base.dtype.itemsize
     out = np.empty((len(starts), length), base.dtype)
     for row, (begin, end) in enumerate(zip(physical.tolist(), last.tolist())):
