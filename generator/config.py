@@ -135,6 +135,10 @@ class RunConfig:
         "Training windows never cross into held-out tokens.", choices=_holdouts)
     holdout_block: int = option(2000, "Length in tokens of each held-out block with --holdout blocks "
                                 "(default {default}).", parse=int_range(2), metavar="TOKENS")
+    val_tokens: int = option(2_000_000, "Validate on at most this many tokens: when the validation data is "
+                             "larger, a fixed seeded sample of its windows is scored each epoch, shared out among "
+                             "the workers of a multi-worker run (default {default}; 0 scores all of it).",
+                             parse=int_range(0), metavar="TOKENS")
     augment: bool = option(True, "Augment the training windows where the tokenizer offers it (music: transposed "
                            "copies); validation data is never augmented. On by default.")
     # -- optimisation
