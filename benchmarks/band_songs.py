@@ -162,9 +162,14 @@ def originality(tokenizer, corpus_spec: str, generated: list, real: list) -> dic
     from generator.data import corpora, dataset
 
     corpus = dataset.tokenize(corpora.open_corpus(corpus_spec, "music"), dataset.TokenizerFactory(tokenizer.kind, {}))
-    encode = lambda seq: np.array(tokenizer.encode(seq), dtype=np.int64)  # noqa: E731
-    gen = longest_copied_run([encode(s) for s in generated], corpus.ids.astype(np.int64))
-    ref = longest_copied_run([encode(s) for s in real], corpus.ids.astype(np.int64))
+
+    def encode(seq):  # from the first sounding position on: the empty bars before the cut would match anything
+        ids = tokenizer.encode(seq)
+        first = next((k for k, i in enumerate(ids) if tokenizer.token_name(i).startswith("POS")), len(ids))
+        return np.array(ids[first:], dtype=np.int64)
+
+    runs = longest_copied_run([encode(s) for s in generated + real], np.asarray(corpus.ids, dtype=np.int64))
+    gen, ref = runs[:len(generated)], runs[len(generated):]
     return {"generated_median": float(np.median(gen)), "generated_max": int(max(gen)),
             "real_median": float(np.median(ref)), "real_max": int(max(ref)), "generated": gen, "real": ref}
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,7 +207,7 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     """
     path = Path(path)
     if documents not in DOCUMENTS:
-        raise GeneratorError(f"--documents must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
+        raise ArgumentError("documents", f"must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
     if not column and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         raise GeneratorError(f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose "
                              f"values are the documents")

@@ -34,7 +34,7 @@ import shutil
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 _multi_worker = None  # the process's MultiWorkerMirroredStrategy, once created
@@ -101,8 +101,8 @@ def cluster_resolver():
             return resolvers.SlurmClusterResolver(port_base=port, gpus_per_node=gpus)
         except (RuntimeError, KeyError) as e:
             raise GeneratorError(f"cannot read the Slurm job step: {e}") from None
-    raise GeneratorError("--strategy multi-worker needs TF_CONFIG describing the cluster "
-                         "(or a Slurm job step started with srun)")
+    raise ArgumentError("strategy", "multi-worker needs TF_CONFIG describing the cluster (or a Slurm job step "
+                        "started with srun)")
 
 
 def cluster_addresses(resolver) -> tuple[str | None, list[str]]:
