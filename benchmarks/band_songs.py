@@ -105,34 +105,51 @@ class NgramIndex:
             prefix[1:] = np.cumsum((ids.astype(np.uint64) + np.uint64(1)) * powers[:-1], dtype=np.uint64)
             self.prefix = prefix
 
-    def hashes(self, n: int) -> np.ndarray:
-        """The hash of the run starting at each position ``i`` (``len(ids) - n + 1`` of them)."""
+    def hashes(self, n: int, at: np.ndarray | None = None) -> np.ndarray:
+        """The hash of the run of ``n`` ids starting at each position (or at the positions ``at``)."""
         with np.errstate(over="ignore"):
-            return (self.prefix[n:] - self.prefix[:-n]) * self.inverses[:len(self.prefix) - n]
+            if at is None:
+                return (self.prefix[n:] - self.prefix[:-n]) * self.inverses[:len(self.prefix) - n]
+            return (self.prefix[at + n] - self.prefix[at]) * self.inverses[at]
 
 
 def longest_copied_run(sequences: list[np.ndarray], corpus: np.ndarray, longest: int = 4096) -> list[int]:
     """For each id sequence, the length of its longest run found verbatim in ``corpus``.
 
-    A binary search on the length per sequence; each length tried is one pass over the corpus's
-    run hashes (``NgramIndex``), looked up among the hashes of all the sequences' runs at once.
+    A binary search on the length per sequence. A length is tried by hashing the corpus's runs of
+    that length (``NgramIndex``) and looking them up among the hashes of all the sequences' runs
+    at once; only corpus positions that matched at a shorter length tried before can match at a
+    longer one, so after the first tries only those few positions are hashed.
     """
     big = NgramIndex(corpus)
     small = [NgramIndex(s) for s in sequences]
+    matched = {0: np.arange(len(corpus), dtype=np.int64)}  # length tried -> corpus positions whose run matched
+
+    def present(n: int) -> np.ndarray:
+        shorter = max(k for k in matched if k <= n)
+        at = matched[shorter]
+        at = at[at + n <= len(corpus)]
+        wanted = np.unique(np.concatenate([q.hashes(n) for q in small if len(q.prefix) > n] or [np.zeros(0, np.uint64)]))
+        runs = big.hashes(n, at)
+        if not len(wanted):
+            matched[n] = at[:0]
+            return wanted
+        spot = np.minimum(np.searchsorted(wanted, runs), len(wanted) - 1)
+        hit = wanted[spot] == runs
+        matched[n] = at[hit]
+        return np.unique(runs[hit])
+
+    tables = {n: present(n) for n in (8, 32, 128) if n <= longest}  # a ladder first: later tries hash few positions
     found = [0] * len(sequences)
     bounds = [[1, min(longest, len(s))] for s in sequences]
     while any(lo <= hi for lo, hi in bounds):
         middles = sorted((lo + hi) // 2 for lo, hi in bounds if lo <= hi)
         n = middles[len(middles) // 2]  # one sequence's own middle, so every pass narrows a search
-        asking = [i for i, (lo, hi) in enumerate(bounds) if lo <= n <= hi]
-        queries = {i: small[i].hashes(n) for i in asking}
-        wanted = np.unique(np.concatenate(list(queries.values())))
-        corpus_runs = big.hashes(n)
-        spot = np.searchsorted(wanted, corpus_runs)
-        spot[spot == len(wanted)] = 0
-        present = np.unique(corpus_runs[wanted[spot] == corpus_runs])
-        for i in asking:
-            if np.isin(queries[i], present).any():
+        table = tables[n] if n in tables else present(n)
+        for i, (lo, hi) in enumerate(bounds):
+            if not lo <= n <= hi:
+                continue
+            if np.isin(small[i].hashes(n), table).any():
                 found[i] = max(found[i], n)
                 bounds[i][0] = n + 1
             else:
@@ -145,9 +162,14 @@ def originality(tokenizer, corpus_spec: str, generated: list, real: list) -> dic
     from generator.data import corpora, dataset
 
     corpus = dataset.tokenize(corpora.open_corpus(corpus_spec, "music"), dataset.TokenizerFactory(tokenizer.kind, {}))
-    encode = lambda seq: np.array(tokenizer.encode(seq), dtype=np.int64)  # noqa: E731
-    gen = longest_copied_run([encode(s) for s in generated], corpus.ids.astype(np.int64))
-    ref = longest_copied_run([encode(s) for s in real], corpus.ids.astype(np.int64))
+
+    def encode(seq):  # from the first sounding position on: the empty bars before the cut would match anything
+        ids = tokenizer.encode(seq)
+        first = next((k for k, i in enumerate(ids) if tokenizer.token_name(i).startswith("POS")), len(ids))
+        return np.array(ids[first:], dtype=np.int64)
+
+    runs = longest_copied_run([encode(s) for s in generated + real], np.asarray(corpus.ids, dtype=np.int64))
+    gen, ref = runs[:len(generated)], runs[len(generated):]
     return {"generated_median": float(np.median(gen)), "generated_max": int(max(gen)),
             "real_median": float(np.median(ref)), "real_max": int(max(ref)), "generated": gen, "real": ref}
 

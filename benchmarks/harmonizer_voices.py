@@ -81,7 +81,7 @@ def make_config(args, vocab_size: int):
 
     return RunConfig(modality="music", tokenizer="voices", arch="harmonizer", layers=args.layers, units=args.units,
                      embedding=args.embedding, dropout=args.dropout, seq_len=args.seq_len, batch_size=args.batch_size,
-                     learning_rate=args.learning_rate, seed=args.seed, vocab_size=vocab_size, jit=args.jit)
+                     learning_rate=args.learning_rate, random_seed=args.seed, vocab_size=vocab_size, jit=args.jit)
 
 
 def evaluate(model, val_windows, jit: bool) -> dict:
@@ -112,12 +112,12 @@ def train_one(name: str, config, train_ids, val_ids, steps: int, checkpoints_at,
     from generator.training import steps as compiled
 
     voice = VOICE_NAMES.index(name) if name in VOICE_NAMES else None
-    keras.utils.set_random_seed(config.seed)  # every model starts from the same weights
+    keras.utils.set_random_seed(config.random_seed)  # every model starts from the same weights
     strategy = tf.distribute.get_strategy()
     model, optimizer = compiled.build(config, strategy)
     optimizer.learning_rate.assign(config.learning_rate)
     train_step = compiled.make_train_step(strategy, model, optimizer, config)
-    sampler = WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
+    sampler = WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.random_seed, augment=augment,
                             vocab_size=config.vocab_size)
     val_windows = WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
                                 vocab_size=config.vocab_size)

@@ -45,7 +45,7 @@ def held_out_sequences(g, config, length: int, limit: int) -> list[np.ndarray]:
         segments = [data.document(i) for i in range(data.num_documents)]
     else:
         data = dataset.tokenize(corpora.open_corpus(config.corpus, config.modality), factory)
-        split = dataset.split_segments(data, config.val_fraction, config.seed, config.holdout, config.holdout_block)
+        split = dataset.split_segments(data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block)
         bounds = list(split.val_segments) + [len(split.val_ids)]
         segments = [split.val_ids[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
     pieces = [seg[i:i + length] for seg in segments for i in range(0, len(seg) - length + 1, length)]

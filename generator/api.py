@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.training import checkpoints
-from generator.config import FORMAT_VERSION, RunConfig, SamplingOptions
+from generator.config import FORMAT_VERSION, RunConfig, SamplingOptions, renamed
 from generator.config import preset as config_preset
 from generator.options import check_names
 from generator.data.dataset import TokenizerFactory  # noqa: F401  (re-exported)
@@ -46,6 +46,7 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
     from generator.data import corpora
     from generator.training.trainer import Trainer
 
+    settings = renamed(settings)  # seed= is the old name of random_seed
     check_names(RunConfig, settings)  # an ArgumentError names an unknown setting
     if config is not None:
         config_name = str(config) if not isinstance(config, RunConfig) else "the configuration"

@@ -135,6 +135,10 @@ class RunConfig:
         "Training windows never cross into held-out tokens.", choices=_holdouts)
     holdout_block: int = option(2000, "Length in tokens of each held-out block with --holdout blocks "
                                 "(default {default}).", parse=int_range(2), metavar="TOKENS")
+    val_tokens: int = option(2_000_000, "Validate on at most this many tokens: when the validation data is "
+                             "larger, a fixed seeded sample of its windows is scored each epoch, shared out among "
+                             "the workers of a multi-worker run (default {default}; 0 scores all of it).",
+                             parse=int_range(0), metavar="TOKENS")
     augment: bool = option(True, "Augment the training windows where the tokenizer offers it (music: transposed "
                            "copies); validation data is never augmented. On by default.")
     # -- optimisation
@@ -158,8 +162,8 @@ class RunConfig:
     min_learning_rate: float = option(1e-5, "The learning rate is never reduced below this (default {default}).",
                                       parse=positive_float)
     steps_per_epoch: int = option(0, "Batches per epoch (default: one pass over the data).", parse=int_range(1))
-    seed: int = option(1234, "Random seed of initialisation, data order and augmentation (default {default}).",
-                       parse=int_range(0))
+    random_seed: int = option(1234, "Random seed of initialisation, data order and augmentation (default "
+                              "{default}).", parse=int_range(0), aliases=("--seed",))
     init_from: str = option(
         "", "Fine-tune: start from this bundled checkpoint (shakespeare, pop-piano, bach, jsb-chorales, band) or run "
         "directory instead of random weights. The run takes its tokenizer, architecture and sizes; flags that "
@@ -211,14 +215,28 @@ class RunConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
 
+    @property
+    def seed(self) -> int:
+        """The old name of ``random_seed`` (read only)."""
+        return self.random_seed
+
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
-        """Build from a dict, rejecting unknown keys with a clear message."""
+        """Build from a dict (old names accepted, see ``RENAMED``), rejecting unknown keys with a clear message."""
+        data = renamed(data)
         check_names(cls, data)
         return cls(**data)
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
+
+
+RENAMED = {"seed": "random_seed"}  # old RunConfig names -> new, still read from config files and train() keywords
+
+
+def renamed(settings: dict) -> dict:
+    """``settings`` with old names (``RENAMED``) replaced by the new ones."""
+    return {RENAMED.get(name, name): value for name, value in settings.items()}
 
 
 # The architecture knobs: a run that resumes must agree on these with the saved config.

@@ -92,8 +92,14 @@ def _kinds(default: Any, kind: type | None = None) -> tuple[type, ...]:
     return (type(default),)
 
 
-_WHAT = {type(None): "true, false or null (None)", bool: "true or false", int: "a whole number", float: "a number",
-         str: "a string", dict: "an object (a dict)"}
+_WHAT = {
+    type(None): "true, false or null (None)",
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    str: "a string",
+    dict: "an object (a dict)",
+}
 
 
 def check_value(cls, name: str, value: Any) -> Any:

@@ -100,3 +100,22 @@ def test_band_split_knows_the_files_whose_chunks_overrun(tmp_path):
     assert main([str(tmp_path / "songs"), str(tmp_path / "out")]) == 0
     assert len(list((tmp_path / "out" / "band-test").rglob("*.mid"))) == 200
     assert len(list((tmp_path / "out" / "band-train-model").rglob("*.mid"))) == 5
+
+
+def test_longest_copied_run_matches_a_brute_force_search():
+    import numpy as np
+
+    from benchmarks.band_songs import longest_copied_run
+
+    rng = np.random.default_rng(3)
+    corpus = rng.integers(0, 6, 3000)
+    sequences = [rng.integers(0, 6, 40) for _ in range(4)] + [corpus[100:160].copy(), corpus[-9:].copy()]
+    sequences[1][5:25] = corpus[700:720]
+
+    def brute(seq):
+        runs = {tuple(corpus[i:i + n]) for n in range(1, len(seq) + 1) for i in range(len(corpus) - n + 1)
+                if n <= 25 or n in (60, 9)}
+        return max((n for n in range(1, len(seq) + 1) for i in range(len(seq) - n + 1)
+                    if tuple(seq[i:i + n]) in runs), default=0)
+
+    assert longest_copied_run(sequences, corpus) == [brute(s) for s in sequences]

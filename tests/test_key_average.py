@@ -198,7 +198,7 @@ def test_heldout_gives_the_whole_pieces_the_trainer_held_out(chorale_file, tmp_p
 
     tokenizer = VoicesTokenizer(low=48, high=72)
     config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
-                       corpus=str(chorale_file), split="valid", holdout=holdout, val_fraction=0.5, seed=3)
+                       corpus=str(chorale_file), split="valid", holdout=holdout, val_fraction=0.5, random_seed=3)
     run = save_run(tmp_path / holdout, random_model(config), tokenizer, config)
     pieces = corpora.open_corpus(str(chorale_file), "music", split="valid").documents()
     if holdout == "blocks":  # parts of pieces: nothing whole to give
@@ -221,7 +221,7 @@ def test_heldout_finds_a_corpus_recorded_by_name_in_the_corpora_dir(chorale_file
     (tmp_path / "corpora" / "jsb" / "chorales.json").write_bytes(chorale_file.read_bytes())
     tokenizer = VoicesTokenizer(low=48, high=72)
     config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
-                       corpus="jsb/chorales.json", split="valid", holdout="documents", val_fraction=0.5, seed=3)
+                       corpus="jsb/chorales.json", split="valid", holdout="documents", val_fraction=0.5, random_seed=3)
     run = save_run(tmp_path / "run", random_model(config), tokenizer, config)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GENERATOR_CORPORA_DIR", raising=False)

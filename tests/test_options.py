@@ -13,8 +13,12 @@ from generator.config import PRESETS, RunConfig
 from generator.errors import GeneratorError
 
 # Fields the program sets itself, never a user's flag.
-NO_FLAG = {"modality": "the subcommand (train text | train music)", "vocab_size": "the tokenizer",
-           "format_version": "the run directory format", "extra": "tokenizer options and recommendations"}
+NO_FLAG = {
+    "modality": "the subcommand (train text | train music)",
+    "vocab_size": "the tokenizer",
+    "format_version": "the run directory format",
+    "extra": "tokenizer options and recommendations",
+}
 
 
 def train_parser(modality="text") -> argparse.ArgumentParser:
@@ -76,8 +80,13 @@ def test_flags_left_out_stay_out_and_booleans_go_both_ways():
     add_option_flags(p, RunConfig)
     assert option_values(p.parse_args([]), RunConfig) == {}
     args = p.parse_args(["--layers", "3", "--no-augment", "--jit", "--clip-norm", "0", "--positions", "learned"])
-    assert option_values(args, RunConfig) == {"layers": 3, "augment": False, "jit": True, "clip_norm": 0.0,
-                                              "positions": "learned"}
+    assert option_values(args, RunConfig) == {
+        "layers": 3,
+        "augment": False,
+        "jit": True,
+        "clip_norm": 0.0,
+        "positions": "learned",
+    }
     with pytest.raises(SystemExit):
         p.parse_args(["--layers", "0"])
 
@@ -87,14 +96,17 @@ def test_presets_and_bundled_configs_check():
         preset.check()
 
 
-@pytest.mark.parametrize("changes, fragment", [
-    ({"dropout": 1.5}, "dropout must be at least 0 and less than 1"),
-    ({"layers": "two"}, "layers must be a whole number"),
-    ({"arch": "gru"}, "arch must be one of 'lstm'"),
-    ({"tokenizer": "bytes"}, "tokenizer must be one of"),
-    ({"jit": "yes"}, "jit must be true, false or null"),
-    ({"augment": 1}, "augment must be true or false"),
-])
+@pytest.mark.parametrize(
+    "changes, fragment",
+    [
+        ({"dropout": 1.5}, "dropout must be at least 0 and less than 1"),
+        ({"layers": "two"}, "layers must be a whole number"),
+        ({"arch": "gru"}, "arch must be one of 'lstm'"),
+        ({"tokenizer": "bytes"}, "tokenizer must be one of"),
+        ({"jit": "yes"}, "jit must be true, false or null"),
+        ({"augment": 1}, "augment must be true or false"),
+    ],
+)
 def test_checks_name_the_setting(changes, fragment):
     with pytest.raises(ValueError, match=fragment):
         RunConfig(**changes).check()
@@ -119,3 +131,14 @@ def test_a_config_file_is_checked_by_the_same_fields(tmp_path):
         load_config(path)
     path.write_text(json.dumps({"holdout": "tail", "clip_norm": 0.5}))
     assert load_config(path).clip_norm == 0.5
+
+
+def test_seed_is_the_old_name_of_random_seed():
+    from generator.config import renamed
+
+    assert RunConfig.from_dict({"seed": 5}).random_seed == 5  # config.json files written before the rename
+    assert RunConfig(random_seed=7).seed == 7
+    assert renamed({"seed": 1, "layers": 2}) == {"random_seed": 1, "layers": 2}
+    parser = train_parser("text")
+    assert parser.parse_args(["--seed", "3", "--output", "o"]).random_seed == 3
+    assert parser.parse_args(["--random-seed", "4", "--output", "o"]).random_seed == 4

@@ -71,8 +71,13 @@ def test_shared_code_never_asks_for_the_harmonizer():
     """The trainer, sampler, evaluation, checkpoints and the API ask the architecture's module what it
     can do (models.left_to_right, models.window_sampler); only the harmonizer's own task module names it."""
     root = Path(__file__).resolve().parents[1] / "generator"
-    shared = [*(root / "training").glob("*.py"), *(root / "evaluation").glob("*.py"), root / "api.py",
-              root / "generation" / "sampling.py", root / "generation" / "compose.py"]
+    shared = [
+        *(root / "training").glob("*.py"),
+        *(root / "evaluation").glob("*.py"),
+        root / "api.py",
+        root / "generation" / "sampling.py",
+        root / "generation" / "compose.py",
+    ]
     for path in shared:
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"""[!=]=\s*["']harmonizer["']|["']harmonizer["']\s*[!=]=""", text), path.name

@@ -97,3 +97,28 @@ def test_lazy_window_order_is_a_reproducible_permutation(monkeypatch):
     assert not np.array_equal(order, lazy.window_starts(4)[:])
     resumed = [x for x, _ in lazy.batches(3, start_batch=4)]
     np.testing.assert_array_equal(resumed[0], [x for x, _ in lazy.batches(3)][4])
+
+
+def test_validation_sample_is_fixed_seeded_and_capped():
+    ids = (np.arange(50_000) % 30 + 1).astype(np.uint16)
+    windows = dataset.WindowSampler(ids, 10, 8, shuffle=False, drop_remainder=False)
+    everything = len(windows.window_starts(0))
+    windows.keep_sample(100, seed=3)
+    kept = windows.window_starts(0)
+    assert len(kept) == 100 < everything and np.all(np.diff(kept) > 0)
+    np.testing.assert_array_equal(kept, windows.window_starts(5))
+    again = dataset.WindowSampler(ids, 10, 8, shuffle=False, drop_remainder=False)
+    again.keep_sample(100, seed=3)
+    np.testing.assert_array_equal(kept, again.window_starts(0))
+    assert sum(len(x) for x, _ in windows.batches(0)) == 100
+    assert sum(len(x) for k in range(2) for x, _ in windows.batches(0, shard=(k, 2))) == 100
+
+
+def test_windows_are_read_from_the_store_file_also_across_held_out_gaps(tmp_path):
+    folder = _write(tmp_path / "c", [f"document {i} " * (i + 3) for i in range(30)])
+    data = dataset.tokenize(open_corpus(str(folder), "text"), dataset.TokenizerFactory("chars"), use_cache=False)
+    split = dataset.split_segments(data, 0.3, seed=1, holdout="documents")
+    assert len(split.train_ids.spans) > 1 and store._file_of(data.ids) is not None
+    starts = np.array([0, 5, 100, 400, len(split.train_ids) - 12])
+    np.testing.assert_array_equal(store.read_windows(split.train_ids, starts, 11),
+                                  np.asarray(split.train_ids)[starts[:, None] + np.arange(11)])

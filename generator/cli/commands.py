@@ -85,7 +85,7 @@ def render_main(args) -> None:
 
 # -- generator tune ------------------------------------------------------------------------------------
 
-TUNE_FIXED = ("embedding", "seq_len", "batch_size", "val_fraction", "seed", "split")  # RunConfig fields tune fixes
+TUNE_FIXED = ("embedding", "seq_len", "batch_size", "val_fraction", "random_seed", "split")  # RunConfig fields tune fixes
 
 
 def add_tune_parser(sub) -> None:
@@ -129,7 +129,7 @@ def add_tune_parser(sub) -> None:
                    help="Batches per epoch, to bound the time of each trial (default: one pass over the data).")
     add_option_flags(p, RunConfig, TUNE_FIXED, embedding="Width of the token embedding (fixed, not searched).",
                      val_fraction="Share of the corpus held out to compare configurations.",
-                     seed="Random seed of the search, initialisation and data order.",
+                     random_seed="Random seed of the search, initialisation and data order.",
                      split="The split of a JSON corpus to tune on (train, valid or test).")
     p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     p.add_argument("--force", action="store_true", help="Replace the results of an earlier search in --output.")

@@ -48,8 +48,11 @@ def add_option_flags(p: argparse.ArgumentParser, cls, names=None, **help_overrid
 
 def option_values(args: argparse.Namespace, cls, names=None) -> dict:
     """The settings of ``cls`` given on the command line (flags left out are not in the dict)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
-            if options.flag_name(f) and (names is None or f.name in names) and getattr(args, f.name, None) is not None}
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(cls)
+        if options.flag_name(f) and (names is None or f.name in names) and getattr(args, f.name, None) is not None
+    }
 
 
 def flag_of(cls, name: str) -> str | None:

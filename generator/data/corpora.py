@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -207,7 +207,7 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     """
     path = Path(path)
     if documents not in DOCUMENTS:
-        raise GeneratorError(f"--documents must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
+        raise ArgumentError("documents", f"must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
     if not column and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         raise GeneratorError(f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose "
                              f"values are the documents")
@@ -277,7 +277,7 @@ def open_music(path: Path) -> Corpus:
     files = _files_under(path, MUSIC_SUFFIXES)
     if not files:
         raise GeneratorError(f"corpus {path} holds no music files ({', '.join(MUSIC_SUFFIXES)})")
-    return Corpus(str(path), "music", _hash_files(files, path), lambda: read_music_files(files))
+    return Corpus(str(path), "music", _hash_files(files, path), lambda: read_music_files(files), files=files)
 
 
 def _parse_one(path: str) -> list:
@@ -294,12 +294,19 @@ def read_music_files(files: list[Path], report: Callable[[str], None] | None = N
     that takes longer than ``parse_seconds`` has its worker killed, is reported and skipped, and
     the count of skipped files is reported at the end. Documents keep the order of ``files``.
     """
+    return [doc for docs in each_music_file(files, _parse_one, report) for doc in docs if len(doc.notes)]
+
+
+def each_music_file(files: list[Path], function: Callable = _parse_one, report: Callable[[str], None] | None = None,
+                    argument=None, label: str = "parsing") -> Iterator:
+    """``function(name)`` (or ``function((name, argument))``) for every file, in worker processes as
+    ``read_music_files`` says, yielding the results in the order of ``files``; a file that fails is
+    reported with its name and reason and skipped, and the count of skipped files reported at the end."""
     from generator.data import limits, midi_io
     from generator.progress import progress_bar
 
     report = report or (lambda message: print(message, file=sys.stderr))
     names = [str(p) for p in files]
-    parsed: list[list | None] = [None] * len(names)
     to_parse, failures = [], 0
     for index, name in enumerate(names):  # size limits first: an oversized file costs no worker
         try:
@@ -308,27 +315,34 @@ def read_music_files(files: list[Path], report: Callable[[str], None] | None = N
             to_parse.append(index)
         except GeneratorError as e:
             failures += _skip(str(e), report)
-    with progress_bar(len(names), "parsing") as bar:
+    tasks = [names[i] if argument is None else (names[i], argument) for i in to_parse]
+    waiting: dict[int, object] = {}  # results that came before an earlier file's
+    position = 0
+    with progress_bar(len(names), label) as bar:
         bar.update(len(names) - len(to_parse))
         if to_parse and not limits.get("parse_seconds"):  # no time limit: parse here, one after another
-            results: Iterator = (_parse_here(names[i], i) for i in to_parse)
+            results: Iterator = (_parse_here(function, task, k) for k, task in enumerate(tasks))
         else:
-            results = ((to_parse[k], ok, value) for k, ok, value in
-                       limits.map_bounded(_parse_one, [names[i] for i in to_parse]))
-        for index, ok, value in results:
+            results = limits.map_bounded(function, tasks, [names[i] for i in to_parse])
+        for k, ok, value in results:
             if ok:
-                parsed[index] = value
+                waiting[k] = value
             else:
+                waiting[k] = None
                 failures += _skip(value, report)
             bar.update(1)
+            while position in waiting:
+                value = waiting.pop(position)
+                position += 1
+                if value is not None:
+                    yield value
     if failures:
         report(f"skipped {failures} of {len(names)} files that could not be read")
-    return [doc for docs in parsed if docs for doc in docs if len(doc.notes)]
 
 
-def _parse_here(name: str, index: int):
+def _parse_here(function, task, index: int):
     try:
-        return index, True, _parse_one(name)
+        return index, True, function(task)
     except GeneratorError as e:
         return index, False, str(e)
 

@@ -136,10 +136,12 @@ def _manifest(corpus, make_tokenizer, tokenizer) -> dict:
 
 def _build(corpus, make_tokenizer, target: Path, log) -> None:
     """Write the token store of ``corpus`` at ``target``."""
-    from generator.data import text_stream
+    from generator.data import music_stream, text_stream
 
     if text_stream.streams(corpus, make_tokenizer):
         tokenizer, writer = text_stream.write_store(corpus, make_tokenizer, target)
+    elif music_stream.streams(corpus, make_tokenizer):
+        tokenizer, writer = music_stream.write_store(corpus, make_tokenizer, target, log)
     else:
         tokenizer, writer = _encode_documents(corpus, make_tokenizer, target, log)
     try:
@@ -301,9 +303,21 @@ class WindowSampler:
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.drop_remainder = drop_remainder
 
+    sample = None  # the windows kept by keep_sample, read in every epoch
+
+    def keep_sample(self, windows: int, seed: int = 0) -> None:
+        """Read only a fixed seeded sample of ``windows`` windows (in corpus order), the same in every epoch,
+        when there are more (the validation cap)."""
+        starts = self.window_starts(0)
+        if len(starts) > windows:
+            chosen = np.sort(np.random.default_rng([seed, 29]).choice(len(starts), windows, replace=False))
+            self.sample = np.asarray(starts[chosen], np.int64)
+
     def window_starts(self, epoch: int):
         """The start of every window of ``epoch``, in the order they are read: an array, or for more
         than ``LAZY_WINDOWS`` windows a ``LazyStarts`` that computes the ones asked for."""
+        if self.sample is not None:
+            return self.sample
         rng = np.random.default_rng([self.seed, epoch])
         span = self.seq_len + 1
         room = self.segments[:, 1] - self.segments[:, 0] - span
@@ -359,7 +373,7 @@ class WindowSampler:
                 yield windows[:, :-1], windows[:, 1:]
 
     def _windows(self, chosen: np.ndarray, epoch: int, k: int) -> np.ndarray:
-        windows = self.ids[chosen[:, None] + np.arange(self.seq_len + 1)].astype(np.int32)
+        windows = store.read_windows(self.ids, chosen, self.seq_len + 1).astype(np.int32)
         if self.augment is not None:
             windows = self.augment(windows, np.random.default_rng([self.seed, epoch, 2, k]))
         return windows

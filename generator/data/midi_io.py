@@ -1,4 +1,5 @@
-"""Music files to ``NoteSequence`` and back: MIDI through pretty_midi/mido, scores through music21.
+"""Music files to ``NoteSequence`` and back: MIDI through symusic (``midi_fast``, the same notes) or
+pretty_midi/mido, scores through music21.
 
 Readers treat every file as hostile. Before mido sees a MIDI file its size and chunk layout
 are checked (nothing is allocated from a length field the file claims), its largest tick and
@@ -90,6 +91,11 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     import pretty_midi
 
     clean = _checked_midi_bytes(data, source)
+    from generator.data import midi_fast
+
+    fast = midi_fast.fast_read(clean, source) if midi_fast.enabled() else None
+    if fast is not None:  # the same notes as below, read by symusic
+        return _checked_sequence(fast.to_sequence(), source)
     max_notes, max_events = limits.get("notes"), limits.get("midi_events")
     if max_notes or max_events:
         notes, events = _count_events(clean, int(max_notes or 2**62), int(max_events or 2**62))
@@ -106,6 +112,10 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     seq = from_pretty_midi(pm, source)
     for inst, channel in zip(seq.instruments, _channels(onsets, pm)):
         inst.channel = channel
+    return _checked_sequence(seq, source)
+
+
+def _checked_sequence(seq: NoteSequence, source: str) -> NoteSequence:
     if not seq.notes:
         raise _fail(source, "contains no notes")
     limits.check("seconds", source, round(seq.end_time), limits.get("seconds", MAX_SECONDS))

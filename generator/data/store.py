@@ -111,6 +111,13 @@ def open_store(path: Path):
     if manifest.get("format") != FORMAT or ids.ndim != 1 or len(ids) != manifest.get("tokens") \
             or ids.dtype.name != manifest.get("dtype"):
         raise ValueError(f"the token store {path} is damaged or from another version")
+    try:  # read_windows reads through this descriptor, which outlives a temporary store's removal
+        import weakref
+
+        ids._reader = os.open(path / "tokens.npy", os.O_RDONLY)
+        weakref.finalize(ids, os.close, ids._reader)
+    except OSError:
+        pass
     return ids, manifest
 
 
@@ -212,3 +219,41 @@ class TokenView:
         return np.asarray(self) != other
 
     __hash__ = None
+
+
+def _file_of(array):
+    """(path, byte offset) of a memory-mapped array that maps a whole file from its start, else None."""
+    import mmap
+
+    if isinstance(array, np.memmap) and getattr(array, "filename", None) and isinstance(array.base, mmap.mmap):
+        return array.filename, array.offset
+    return None
+
+
+def read_windows(ids, starts, length: int) -> np.ndarray:
+    """``ids[starts[:, None] + arange(length)]`` for an array or a ``TokenView``, read from the store file
+    with ``pread`` where the ids are memory-mapped: touching the mapping would leave its pages, and the
+    kernel's read-around pages beside them, in this process's resident memory, which would grow to the
+    corpus's size; file reads go through the page cache only."""
+    starts = np.asarray(starts, np.int64)
+    view = ids if isinstance(ids, TokenView) else None
+    base = view.base if view is not None else ids
+    where = _file_of(base)
+    if where is None:
+        positions = starts[:, None] + np.arange(length)
+        return np.asarray(ids[positions])
+    physical = view.physical(starts) if view is not None else starts
+    last = view.physical(starts + length - 1) if view is not None else starts + length - 1
+    offset = where[1]
+    fd = getattr(base, "_reader", None)  # opened with the mapping (open_store), so a rebuilt store is never read stale
+    if fd is None:
+        return np.asarray(ids[starts[:, None] + np.arange(length)])
+    size = base.dtype.itemsize
+    out = np.empty((len(starts), length), base.dtype)
+    for row, (begin, end) in enumerate(zip(physical.tolist(), last.tolist())):
+        if end - begin == length - 1:  # one stretch of the file
+            out[row] = np.frombuffer(os.pread(fd, length * size, offset + begin * size), base.dtype)
+        else:  # a window across two pieces of a view
+            out[row] = ids[np.arange(starts[row], starts[row] + length)]
+    return out
+

@@ -91,9 +91,9 @@ def held_out_corpus(checkpoint: str):
         if config.val_fraction <= 0 or resolve_holdout(config.holdout, len(documents)) != "documents":
             raise GeneratorError(f"checkpoint {checkpoint} did not hold out whole pieces of {config.corpus} "
                                  "(it validated on parts of pieces); give the held-out pieces as a corpus instead")
-        return [documents[i] for i in held_out_documents(len(documents), config.val_fraction, config.seed)]
+        return [documents[i] for i in held_out_documents(len(documents), config.val_fraction, config.random_seed)]
 
-    selection = f"{source.fingerprint}:heldout:{config.holdout}:{config.val_fraction}:{config.seed}"
+    selection = f"{source.fingerprint}:heldout:{config.holdout}:{config.val_fraction}:{config.random_seed}"
     return corpora.Corpus(name, "music", hashlib.sha256(selection.encode()).hexdigest(), read)
 
 

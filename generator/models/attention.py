@@ -171,7 +171,7 @@ def build(config: RunConfig) -> keras.Model:
         raise GeneratorError(f"the attention width (units {config.units}) must be a multiple of the heads ({config.heads})")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
-                               tied=config.tie_weights, seed=config.seed, name="embedding")
+                               tied=config.tie_weights, seed=config.random_seed, name="embedding")
     x = embedding(tokens)
     for i in range(config.layers):
         x = lstm_layer(config, f"lstm_{i + 1}")(x)

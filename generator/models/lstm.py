@@ -130,7 +130,7 @@ class WeightDropLSTM(keras.layers.LSTM):
 def lstm_layer(config: RunConfig, name: str):
     """One stacked LSTM layer of ``config``: a ``WeightDropLSTM`` with ``weight_drop``, else a plain one."""
     if config.weight_drop > 0:
-        return WeightDropLSTM(config.units, weight_drop=config.weight_drop, seed=config.seed,
+        return WeightDropLSTM(config.units, weight_drop=config.weight_drop, seed=config.random_seed,
                               return_sequences=True, name=name)
     return keras.layers.LSTM(config.units, return_sequences=True, name=name)
 
@@ -152,7 +152,7 @@ def build(config: RunConfig) -> keras.Model:
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     if config.embedding_dropout > 0 or config.tie_weights:
         embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
-                                   tied=config.tie_weights, seed=config.seed, name="embedding")
+                                   tied=config.tie_weights, seed=config.random_seed, name="embedding")
     else:
         embedding = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")
     x = embedding(tokens)

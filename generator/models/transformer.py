@@ -80,7 +80,7 @@ def build(config: RunConfig) -> keras.Model:
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     tie = config.tie_weights
     embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout, tied=tie,
-                               seed=config.seed, name="embedding")
+                               seed=config.random_seed, name="embedding")
     x = embedding(tokens)
     if config.embedding != config.units:
         x = keras.layers.Dense(config.units, use_bias=False, name="embedding_projection")(x)

@@ -34,7 +34,7 @@ import shutil
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 STRATEGIES = ("auto", "default", "mirrored", "multi-worker")
 _multi_worker = None  # the process's MultiWorkerMirroredStrategy, once created
@@ -101,8 +101,8 @@ def cluster_resolver():
             return resolvers.SlurmClusterResolver(port_base=port, gpus_per_node=gpus)
         except (RuntimeError, KeyError) as e:
             raise GeneratorError(f"cannot read the Slurm job step: {e}") from None
-    raise GeneratorError("--strategy multi-worker needs TF_CONFIG describing the cluster "
-                         "(or a Slurm job step started with srun)")
+    raise ArgumentError("strategy", "multi-worker needs TF_CONFIG describing the cluster (or a Slurm job step "
+                        "started with srun)")
 
 
 def cluster_addresses(resolver) -> tuple[str | None, list[str]]:
@@ -186,6 +186,16 @@ def num_workers(strategy) -> int:
     return strategy.num_replicas_in_sync // local_replicas(strategy)
 
 
+def worker_index(strategy) -> int:
+    """This worker's place among ``num_workers(strategy)`` (0 for the chief and outside multi-worker runs)."""
+    resolver = strategy.cluster_resolver
+    if resolver is None or resolver.task_type is None or num_workers(strategy) == 1:
+        return 0
+    if "chief" in resolver.cluster_spec().jobs:
+        return 0 if resolver.task_type == "chief" else 1 + int(resolver.task_id)
+    return int(resolver.task_id)
+
+
 def local_replicas(strategy) -> int:
     """Replicas of this worker (the default strategy has one and no ``worker_devices``)."""
     if strategy.cluster_resolver is None:
@@ -244,6 +254,13 @@ def broadcast_float(strategy, value: float) -> float:
     if num_workers(strategy) == 1:
         return value
     return float(_sum_over_workers(strategy, [np.array([value], np.float64)], chief_only=True)[0][0])
+
+
+def sum_over_workers(strategy, values: list[float]) -> list[float]:
+    """``values`` added up over the workers (unchanged outside multi-worker runs)."""
+    if num_workers(strategy) == 1:
+        return list(values)
+    return [float(v) for v in _sum_over_workers(strategy, [np.array(values, np.float64)], chief_only=False)[0]]
 
 
 def all_ok(strategy, ok: bool) -> bool:

@@ -33,7 +33,7 @@ from generator.errors import GeneratorError
 from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
-DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "seed", "modality",
+DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "random_seed", "modality",
              "documents", "column", "init_from", "freeze")
 __all__ = ["Trainer", "LoopState", "bits"]
 
@@ -211,7 +211,7 @@ class Trainer:
             train_ids, val_ids = data.ids, val_data.ids
             self.split = None
         else:
-            self.split = dataset.split_segments(data, config.val_fraction, config.seed, config.holdout, config.holdout_block)
+            self.split = dataset.split_segments(data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block)
             train_ids, val_ids = self.split
         if len(train_ids) < 2:
             raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
@@ -230,11 +230,13 @@ class Trainer:
         segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
         augment = tokenizer.augment if config.augment else None
         sampler = models.window_sampler(config)  # next-token windows, or the architecture's own (the harmonizer's)
-        train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.seed, augment=augment,
+        train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.random_seed, augment=augment,
                                 segments=segments.get("train"))
         val_windows = (sampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
                                segments=segments.get("val"))
                        if len(val_ids) >= 2 else None)
+        if val_windows is not None and config.val_tokens:  # a fixed seeded sample of at most val_tokens
+            val_windows.keep_sample(max(1, config.val_tokens // val_windows.seq_len), config.seed)
         return train_windows, val_windows
 
     def _model(self, strategy, state, blob: bytes, tokenizer):
@@ -245,7 +247,7 @@ class Trainer:
         from generator.training import steps as compiled
 
         config = self.config
-        keras.utils.set_random_seed(config.seed)
+        keras.utils.set_random_seed(config.random_seed)
         model, optimizer = compiled.build(config, strategy)
         self.model = model
         frozen = finetune.freeze(model, config.freeze)
@@ -332,17 +334,24 @@ class Trainer:
                     state.out_of_time = True  # validate what it has, keep the best, and stop
                     break
             train_loss = state.epoch_loss / max(state.step_in_epoch, 1)
-            val_loss = self._validate(eval_step, val_windows) if val_windows and self.chief else train_loss
+            val_loss = self._validate(eval_step, val_windows, strategy) if val_windows else train_loss
             val_loss = distribute.broadcast_float(strategy, val_loss)  # the chief's, so every worker decides alike
             state.seconds += time.monotonic() - started
             seconds = time.monotonic() - epoch_started  # the whole epoch, checkpoints included
             self._end_epoch(state, model, optimizer, train_loss, val_loss, seconds, writers)
 
-    def _validate(self, eval_step, windows) -> float:
+    def _validate(self, eval_step, windows, strategy=None) -> float:
+        """The mean loss per token on the validation windows (their capped sample, ``--val-tokens``); in a
+        multi-worker run every worker scores its rows of each batch and the sums are added up."""
+        workers = distribute.num_workers(strategy) if strategy is not None else 1
+        shard = (distribute.worker_index(strategy), workers) if workers > 1 else (0, 1)
         total, count = 0.0, 0
-        for x, y in windows.batches(0):
-            s, n = eval_step(x, y)
-            total, count = total + float(s), count + int(n)
+        for x, y in windows.batches(0, shard=shard):
+            if len(x):
+                s, n = eval_step(x, y)
+                total, count = total + float(s), count + int(n)
+        if workers > 1:
+            total, count = distribute.sum_over_workers(strategy, [total, count])
         return total / max(count, 1)
 
     def _end_epoch(self, state, model, optimizer, train_loss, val_loss, seconds, writers):
@@ -404,7 +413,7 @@ class Trainer:
 
     def _validate_start(self, state, strategy, model, eval_step, val_windows) -> None:
         """Score the starting weights of a fine-tuning run: they are the best so far, kept unless an epoch beats them."""
-        val = self._validate(eval_step, val_windows) if self.chief else 0.0
+        val = self._validate(eval_step, val_windows, strategy)
         state.start_val = state.best_val = distribute.broadcast_float(strategy, val)
         checkpoints.save_model(model, self.run_dir / "model.keras")
         self.log(f"the starting weights: validation {state.start_val:.4f} nats ({bits(state.start_val):.3f} bits) "
@@ -443,7 +452,7 @@ class Trainer:
             "corpus_fingerprint": corpus.fingerprint,
             "tokens": {"train": int(len(train_ids)), "validation": int(len(val_ids))},
             "validation_split": self._split_description(),
-            "holdout": {"method": self.split.method, "held_out": self.split.blocks, "seed": self.config.seed,
+            "holdout": {"method": self.split.method, "held_out": self.split.blocks, "seed": self.config.random_seed,
                         "val_fraction": self.config.val_fraction, "block_tokens": self.config.holdout_block}
             if self.split is not None else {"method": "split", "split": self.config.val_split},
             "best_epoch_train_loss_nats": next((h["train_loss"] for h in state.history if h["epoch"] == state.best_epoch), None),

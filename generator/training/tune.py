@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.config import PRESETS, RunConfig
+from generator.config import PRESETS, RunConfig, renamed
 from generator.errors import GeneratorError
 
 ALGORITHMS = ("bayesian", "hyperband")
@@ -97,13 +97,13 @@ def make_data(config: RunConfig, encoding: str = "utf-8", steps_per_epoch: int =
 
     source = corpora.open_corpus(config.corpus, config.modality, split=config.split, encoding=encoding)
     data = dataset.tokenize(source, TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options")))
-    train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.seed)
+    train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.random_seed)
     if len(train_ids) < 2 or len(val_ids) < 2:
         raise GeneratorError(f"corpus {source.name} is too small to tune on: it gives {len(train_ids)} training and "
                              f"{len(val_ids)} validation tokens (raise --val-fraction or use a larger corpus)")
     x, y = windows(train_ids, config)
     vx, vy = windows(val_ids, config)
-    train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=config.seed)
+    train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=config.random_seed)
     train = train.batch(config.batch_size)
     if steps_per_epoch:
         train = train.repeat()
@@ -160,7 +160,7 @@ def tune(corpus: str, output, *, modality: str = "text", trials: int = 10, epoch
          encoding: str = "utf-8", force: bool = False, log=print, verbose: int = 0, **settings) -> dict:
     """Search ``space`` with ``trials`` models of up to ``epochs`` epochs; write the best into ``output``.
 
-    ``settings`` are other ``RunConfig`` fields (seq_len, batch_size, embedding, val_fraction, seed,
+    ``settings`` are other ``RunConfig`` fields (seq_len, batch_size, embedding, val_fraction, random_seed,
     split, ...), fixed during the search and kept in the best configuration. Returns the contents
     of ``tuning.json`` plus ``config_path``.
     """
@@ -172,7 +172,7 @@ def tune(corpus: str, output, *, modality: str = "text", trials: int = 10, epoch
         raise GeneratorError(f"modality must be text or music, not {modality!r}")
     space = space or SearchSpace()
     try:
-        base = PRESETS[modality].replace(corpus=str(corpus), modality=modality, **settings)
+        base = PRESETS[modality].replace(corpus=str(corpus), modality=modality, **renamed(settings))
     except TypeError as e:
         raise GeneratorError(str(e)) from None
     output = Path(output)
@@ -183,8 +183,8 @@ def tune(corpus: str, output, *, modality: str = "text", trials: int = 10, epoch
     train, val, tokenizer, about = make_data(base, encoding, steps_per_epoch)
     log(about)
     base = base.replace(vocab_size=tokenizer.vocab_size)
-    keras.utils.set_random_seed(base.seed)
-    common = dict(objective="val_loss", seed=base.seed, directory=str(output), project_name="search",
+    keras.utils.set_random_seed(base.random_seed)
+    common = dict(objective="val_loss", seed=base.random_seed, directory=str(output), project_name="search",
                   overwrite=True, max_consecutive_failed_trials=2)
     hypermodel = _hypermodel(base, space, log)
     if algorithm == "bayesian":
