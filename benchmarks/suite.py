@@ -294,22 +294,31 @@ def machine() -> dict:
 
 
 def run(quick: bool = False, log=None, every_variant: bool = False) -> dict:
-    """Every figure of the benchmark as one flat dict (plus ``machine``, ``sizes`` and ``quick``)."""
+    """Every figure of the benchmark as one flat dict (plus ``machine``, ``sizes`` and ``quick``).
+
+    ``log`` gets a line before each part and one JSON line of its figures after it, so that a run
+    cut short still shows what it measured.
+    """
     s = QUICK if quick else FULL
     log = log or (lambda message: None)
     results = {"quick": quick, "machine": machine(), "sizes": dict(s)}
     started = time.perf_counter()
+
+    def part(message: str, figures: dict) -> None:
+        results.update(figures)
+        log(f"{message}: " + json.dumps(figures))
+
     log("sampling: the decode loop, the tutorial's one-step loop, the window loop, the matmul peak")
-    results.update(bench_sampling(s))
+    part("sampling", bench_sampling(s))
     log("the band model: sampling and the 30-second continuation")
-    results.update(bench_band(s))
+    part("band", bench_band(s))
     log("training: the trainer and PyTorch in round robin, then Keras fit")
-    results.update(bench_training(s, every_variant))
+    part("training", bench_training(s, every_variant))
     with tempfile.TemporaryDirectory(prefix="generator-bench-") as tmp:
         log(f"memory ({s['corpus_mb']} MB corpus, {s['corpus_steps']} steps)")
-        results.update(bench_memory(s, Path(tmp)))
+        part("memory", bench_memory(s, Path(tmp)))
         log("MIDI tokenization")
-        results.update(bench_midi(s, Path(tmp)))
+        part("MIDI", bench_midi(s, Path(tmp)))
     results["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
