@@ -139,6 +139,10 @@ class RunConfig:
                              "larger, a fixed seeded sample of its windows is scored each epoch, shared out among "
                              "the workers of a multi-worker run (default {default}; 0 scores all of it).",
                              parse=int_range(0), metavar="TOKENS")
+    shard_tokens: bool = option(True, "In a multi-worker run, each worker reads the training windows of its own "
+                                "stretch of the corpus only, so that it holds about its share of the tokens; off, "
+                                "every worker reads its rows of each global batch from the whole corpus, and the "
+                                "batches are those of a single-process run. On by default.")
     augment: bool = option(True, "Augment the training windows where the tokenizer offers it (music: transposed "
                            "copies); validation data is never augmented. On by default.")
     # -- optimisation

@@ -88,11 +88,32 @@ def test_the_shards_of_all_workers_make_up_each_global_batch(workers, replicas, 
     whole = list(sampler.batches(epoch=1, start_batch=2))
     shards = [list(sampler.batches(1, 2, shard=(w, workers), replicas=replicas)) for w in range(workers)]
     assert all(len(s) == len(whole) * replicas for s in shards)
+    sampler.own_shards = True  # the trainer's training windows: each worker reads its own stretch of the tokens
+    own = [list(sampler.batches(1, 2, shard=(w, workers), replicas=replicas)) for w in range(workers)]
+    assert [[len(px) for px, _ in s] for s in own] == [[len(px) for px, _ in s] for s in shards]  # the same rows
+    sampler.own_shards = False
     for k, (x, y) in enumerate(whole):
         parts = [part for s in shards for part in s[k * replicas:(k + 1) * replicas]]
         assert all(len(px) > 0 for px, _ in parts)
         np.testing.assert_array_equal(np.concatenate([px for px, _ in parts]), x)
         np.testing.assert_array_equal(np.concatenate([py for _, py in parts]), y)
+
+
+def test_each_of_two_workers_reads_only_its_half_of_the_training_tokens():
+    from generator.data.dataset import WindowSampler
+
+    ids = np.arange(20_000) % 97
+    sampler = WindowSampler(ids, seq_len=10, batch_size=16, seed=3)
+    sampler.own_shards = True
+    for w in range(2):
+        lo, hi = sampler.shard_range(w, 2)
+        assert (lo, hi) == (w * 10_000, (w + 1) * 10_000)
+        batches = list(sampler.batches(0, shard=(w, 2)))
+        assert len(batches) == sampler.num_batches(0) and all(len(x) == 8 for x, _ in batches)
+        starts = sampler._shards[(w, 2)].window_starts(0)
+        assert starts.min() >= lo and starts.max() + 11 <= hi
+    again = list(sampler.batches(0, start_batch=3, shard=(1, 2)))
+    np.testing.assert_array_equal(again[0][0], list(sampler.batches(0, shard=(1, 2)))[3][0])
 
 
 # -- MirroredStrategy over two logical CPUs ---------------------------------------------------------
@@ -168,7 +189,8 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_corpus, processes, arch):
-    settings = dict(TINY_SETTINGS, epochs=2, batch_size=6, save_every=5, **ARCH_SETTINGS[arch])  # 11 or 12 steps per epoch
+    settings = dict(TINY_SETTINGS, epochs=2, batch_size=6, save_every=5, shard_tokens=False,  # a single run's batches
+                    **ARCH_SETTINGS[arch])  # 11 or 12 steps per epoch
     out = tmp_path / "run"  # one path for both, as on a shared file system: only the chief may write it
     argv = ["train", "text", "--corpus", str(tiny_corpus), "--output", str(out), "--strategy", "multi-worker",
             *flags(settings)]

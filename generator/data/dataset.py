@@ -358,6 +358,9 @@ class WindowSampler:
         b, n_batches = self.batch_size_for(len(starts)), self.batches_for(len(starts))
         index, count = shard
         parts = count * replicas
+        if count > 1 and self.own_shards:
+            yield from self._shard_batches(epoch, start_batch, n_batches, b, index, count, replicas)
+            return
         for k in range(start_batch, n_batches):
             chosen = starts[k * b:(k + 1) * b]
             if parts == 1:
@@ -371,6 +374,37 @@ class WindowSampler:
                     pieces = [windows[r] for r in rows]
             for windows in pieces:
                 yield windows[:, :-1], windows[:, 1:]
+
+    own_shards = False  # in a multi-worker run each worker reads windows of its own stretch of the tokens only
+
+    def shard_range(self, index: int, count: int) -> tuple[int, int]:
+        """The stretch of the ids whose windows worker ``index`` of ``count`` reads with ``own_shards``."""
+        n = len(self.ids)
+        return n * index // count, n * (index + 1) // count
+
+    def _shard_batches(self, epoch, start_batch, n_batches, b, index, count, replicas):
+        """With ``own_shards``: every step, worker ``index`` takes its rows of the global batch from the
+        windows inside its own ``shard_range`` (in their seeded order, wrapping round), so that it reads
+        about ``1 / count`` of the tokens; augmentation is seeded per worker and step."""
+        lo, hi = self.shard_range(index, count)
+        if not hasattr(self, "_shards"):
+            self._shards = {}
+        if (index, count) not in self._shards:
+            clipped = np.clip(self.segments, lo, hi)
+            clipped = clipped[clipped[:, 1] - clipped[:, 0] >= self.seq_len + 1]
+            own = WindowSampler.__new__(WindowSampler)
+            own.__dict__.update(self.__dict__)
+            own.segments, own.sample, own.own_shards = (clipped if len(clipped) else self.segments), None, False
+            self._shards[(index, count)] = own
+        own = self._shards[(index, count)]
+        mine = own.window_starts(epoch)
+        sizes = [len(r) for r in np.array_split(np.arange(b), count * replicas)][index * replicas:(index + 1) * replicas]
+        rows = sum(sizes)
+        for k in range(start_batch, n_batches):
+            chosen = np.asarray(mine[np.arange(k * rows, (k + 1) * rows) % len(mine)], np.int64)
+            windows = self._windows(chosen, epoch, k * count + index)
+            for piece in np.split(windows, np.cumsum(sizes)[:-1]):
+                yield piece[:, :-1], piece[:, 1:]
 
     def _windows(self, chosen: np.ndarray, epoch: int, k: int) -> np.ndarray:
         windows = store.read_windows(self.ids, chosen, self.seq_len + 1).astype(np.int32)

@@ -235,6 +235,7 @@ class Trainer:
         val_windows = (sampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
                                segments=segments.get("val"))
                        if len(val_ids) >= 2 else None)
+        train_windows.own_shards = config.shard_tokens  # a worker of a multi-worker run reads its own stretch of the tokens
         if val_windows is not None and config.val_tokens:  # a fixed seeded sample of at most val_tokens
             val_windows.keep_sample(max(1, config.val_tokens // val_windows.seq_len), config.seed)
         return train_windows, val_windows
