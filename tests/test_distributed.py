@@ -133,6 +133,7 @@ MIRRORED_DRIVER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 45 s on two cores; the two-worker tests below cover the strategy code in the default run
 def test_mirrored_over_two_cpus_matches_the_default_strategy(tmp_path, tiny_corpus, processes):
     settings = dict(TINY_SETTINGS, epochs=2, batch_size=6)  # 6 windows: 3 on each device
     out = finish(processes([sys.executable, "-c", MIRRORED_DRIVER, str(tiny_corpus), str(tmp_path),
