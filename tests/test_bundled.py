@@ -1,5 +1,7 @@
 """The bundled checkpoints load, validate and sample (what the quick start runs)."""
 
+from pathlib import Path
+
 import pytest
 
 from generator import api
@@ -101,3 +103,16 @@ def test_bundled_checkpoint_records_no_machine_path(name):
     for file in ("config.json", "metrics.json"):
         corpus = json.loads((run.path / file).read_text())["corpus"]
         assert not PurePosixPath(corpus).is_absolute() and not corpus.startswith("~"), (file, corpus)
+
+
+def test_a_folder_named_like_a_bundled_model_does_not_hide_it(tmp_path, monkeypatch):
+    from generator.training.checkpoints import bundled_dir, resolve
+
+    (tmp_path / "bach").mkdir()  # say, the user's folder of Bach scores
+    (tmp_path / "bach" / "chorale.mid").write_bytes(b"MThd")
+    monkeypatch.chdir(tmp_path)
+    assert resolve("bach") == bundled_dir() / "bach"
+    (tmp_path / "mine").mkdir()
+    assert resolve("mine") == Path("mine")  # not a bundled name: the folder, judged when loaded
+    (tmp_path / "bach" / "config.json").write_text("{}")
+    assert resolve("bach") == Path("bach")  # a run directory of that name is what the user means

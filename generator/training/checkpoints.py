@@ -42,9 +42,13 @@ def bundled_names() -> list[str]:
 
 
 def resolve(name_or_path: str | os.PathLike) -> Path:
-    """A bundled checkpoint name or a run directory -> the run directory's path."""
+    """A bundled checkpoint name or a run directory -> the run directory's path.
+
+    A folder that is not a run directory (no config.json) never hides the bundled checkpoint of
+    its name: a folder of songs called ``band`` in the working directory leaves ``band`` the model.
+    """
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and ((path / "config.json").exists() or str(name_or_path) not in bundled_names()):
         return path
     if str(name_or_path) in bundled_names():
         return bundled_dir() / str(name_or_path)
