@@ -70,15 +70,6 @@ def _release_all() -> bytes:
 _RELEASE = _release_all()
 
 
-def _track_chunks(clean: bytes) -> list[bytes]:
-    chunks, position = [], 14
-    while position + 8 <= len(clean):
-        length = int.from_bytes(clean[position + 4:position + 8], "big")
-        chunks.append(clean[position + 8:position + 8 + length])
-        position += 8 + length
-    return chunks
-
-
 def _walk(chunk: bytes):
     """The events of a track chunk read from its bytes: ``(status, data)`` with the status byte
     (running status applied; 0xFF for a meta event) and, for a channel event, its second data byte
@@ -256,13 +247,13 @@ def _pretty_ends(start, end, pitch, file_end: int, resolution: int):
 def fast_read(clean: bytes, source: str) -> NoteArrays | None:
     """The notes of the checked MIDI bytes ``clean`` (``midi_io._checked_midi_bytes``), or None when
     this file is left to the pretty_midi path (see the module docstring)."""
-    from generator.data.midi_io import MAX_BPM, MAX_TICK, MIN_BPM, _valid_time_signature
+    from generator.data.midi_io import MAX_BPM, MAX_TICK, MIN_BPM, _valid_time_signature, track_chunks
 
     try:
         import symusic
     except ImportError:
         return None
-    chunks = _track_chunks(clean)
+    chunks = track_chunks(clean)
     if len(chunks) > MAX_CHUNKS or any(not chunk.endswith(b"\xff\x2f\x00") for chunk in chunks):
         return None
     header = clean[:8] + b"\x00\x00\x00\x01" + clean[12:14]  # one track, type 0

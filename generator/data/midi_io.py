@@ -197,31 +197,42 @@ def _count_note_ons(clean: bytes, stop: int) -> int:
     return _count_events(clean, stop, 2**62)[0]
 
 
+def track_chunks(clean: bytes) -> list[bytes]:
+    """The contents of the MTrk chunks of checked MIDI bytes (``_checked_midi_bytes``), in order."""
+    chunks, position = [], 14
+    while position + 8 <= len(clean):
+        length = int.from_bytes(clean[position + 4:position + 8], "big")
+        chunks.append(clean[position + 8:position + 8 + length])
+        position += 8 + length
+    return chunks
+
+
 def _count_events(clean: bytes, stop_notes: int, stop_events: int) -> tuple[int, int]:
     """(note-ons with velocity > 0, events) in the MTrk chunks of ``clean``, counted from the bytes
     without building messages; counting stops past either ``stop``. Damaged data ends a track's
     count (mido judges the damage afterwards)."""
-    count, events, position, size = 0, 0, 14, len(clean)
-    while position + 8 <= size and count <= stop_notes and events <= stop_events:
-        end = position + 8 + struct.unpack(">L", clean[position + 4:position + 8])[0]
-        i, status = position + 8, 0
+    count, events = 0, 0
+    for chunk in track_chunks(clean):
+        if count > stop_notes or events > stop_events:
+            break
+        i, status, end = 0, 0, len(chunk)
         while i < end and count <= stop_notes and events <= stop_events:
-            while i < end and clean[i] & 0x80:  # delta time
+            while i < end and chunk[i] & 0x80:  # delta time
                 i += 1
             i += 1
             if i >= end:
                 break
             events += 1
-            byte = clean[i]
+            byte = chunk[i]
             if byte >= 0xF0:  # meta (type, length) or sysex (length): skip its data
                 i += 2 if byte == 0xFF else 1
                 length = 0
-                while i < end and clean[i] & 0x80:
-                    length = (length << 7) | (clean[i] & 0x7F)
+                while i < end and chunk[i] & 0x80:
+                    length = (length << 7) | (chunk[i] & 0x7F)
                     i += 1
                 if i >= end:
                     break
-                i += 1 + ((length << 7) | clean[i])
+                i += 1 + ((length << 7) | chunk[i])
                 continue
             if byte & 0x80:
                 status = byte
@@ -229,10 +240,9 @@ def _count_events(clean: bytes, stop_notes: int, stop_events: int) -> tuple[int,
             elif not status:
                 break
             kind = status & 0xF0
-            if kind == 0x90 and i + 1 < end and clean[i + 1]:
+            if kind == 0x90 and i + 1 < end and chunk[i + 1]:
                 count += 1
             i += 1 if kind in (0xC0, 0xD0) else 2
-        position = end
     return count, events
 
 
