@@ -33,9 +33,18 @@ def ten_track_song(bpm: float = 112.0, seconds: float = 240.0) -> NoteSequence:
     beat = 60.0 / bpm
     roots = [43, 50, 52, 48]  # G D E C
     thirds = [4, 4, 3, 4]
-    parts = [("Drums", 0, True), ("Bass", 33, False), ("Rhythm guitar", 29, False), ("Lead guitar", 27, False),
-             ("Piano", 0, False), ("Organ", 16, False), ("Strings", 48, False), ("Brass", 61, False),
-             ("Pad", 89, False), ("Lead", 80, False)]
+    parts = [
+        ("Drums", 0, True),
+        ("Bass", 33, False),
+        ("Rhythm guitar", 29, False),
+        ("Lead guitar", 27, False),
+        ("Piano", 0, False),
+        ("Organ", 16, False),
+        ("Strings", 48, False),
+        ("Brass", 61, False),
+        ("Pad", 89, False),
+        ("Lead", 80, False),
+    ]
     notes = []
     bars = int(seconds / (4 * beat))
     for bar in range(bars):
@@ -67,14 +76,20 @@ def ten_track_song(bpm: float = 112.0, seconds: float = 240.0) -> NoteSequence:
         tune = [chord[0] + 24, chord[1] + 24, chord[2] + 12, chord[1] + 24]
         notes += [Note(tune[i], t0 + i * beat, t0 + (i + 0.95) * beat, 95, 80, False, 9) for i in range(4)]
     notes.sort(key=lambda n: (n.start, n.track, n.pitch))
-    return NoteSequence(notes=notes, tempos=[(0.0, bpm)], instruments=[Instrument(p, d, name) for name, p, d in parts],
-                        source="ten-track song")
+    return NoteSequence(
+        notes=notes,
+        tempos=[(0.0, bpm)],
+        instruments=[Instrument(p, d, name) for name, p, d in parts],
+        source="ten-track song",
+    )
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", default="band", help="The bundled checkpoint name or run directory to time.")
-    p.add_argument("--seed", default=None, metavar="FILE", help="The song to continue; without it a 4-minute song built here.")
+    p.add_argument(
+        "--seed", default=None, metavar="FILE", help="The song to continue; without it a 4-minute song built here."
+    )
     p.add_argument("--seconds", type=float, default=30.0, help="Seconds of new music to generate.")
     p.add_argument("--runs", type=int, default=3, help="How many times the whole command is timed.")
     p.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
@@ -86,9 +101,22 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         seed_path = Path(args.seed) if args.seed else write_midi(ten_track_song(), Path(folder) / "song.mid")
-        command = [sys.executable, "-c", "from generator.cli.main import generate_music; generate_music()",
-                   "--seed", str(seed_path), "--seconds", str(args.seconds), "--checkpoint", args.checkpoint,
-                   "--output", str(Path(folder) / "out.mid"), "--force", "--random-seed", "1"]
+        command = [
+            sys.executable,
+            "-c",
+            "from generator.cli.main import generate_music; generate_music()",
+            "--seed",
+            str(seed_path),
+            "--seconds",
+            str(args.seconds),
+            "--checkpoint",
+            args.checkpoint,
+            "--output",
+            str(Path(folder) / "out.mid"),
+            "--force",
+            "--random-seed",
+            "1",
+        ]
         whole = []
         for _ in range(args.runs):
             started = time.perf_counter()
@@ -113,19 +141,29 @@ def main(argv=None) -> dict:
         piece.save(Path(folder) / "again.mid", force=True)
         phases["write"] = time.perf_counter() - started
     tracks = len({n.track for n in song.notes})
-    result = {"checkpoint": args.checkpoint, "song_seconds": round(song.end_time, 1), "tracks": tracks,
-              "seed_tokens": len(ids), "generated_seconds": round(piece.sequence.end_time - piece.continuation_start, 1),
-              "command_seconds": [round(t, 2) for t in whole], "command_best_seconds": round(min(whole), 2),
-              "phases_seconds": {k: round(v, 2) for k, v in phases.items()},
-              "phases_total_seconds": round(sum(phases.values()), 2),
-              "command_target_seconds": COMMAND_TARGET, "phases_target_seconds": PHASES_TARGET}
+    result = {
+        "checkpoint": args.checkpoint,
+        "song_seconds": round(song.end_time, 1),
+        "tracks": tracks,
+        "seed_tokens": len(ids),
+        "generated_seconds": round(piece.sequence.end_time - piece.continuation_start, 1),
+        "command_seconds": [round(t, 2) for t in whole],
+        "command_best_seconds": round(min(whole), 2),
+        "phases_seconds": {k: round(v, 2) for k, v in phases.items()},
+        "phases_total_seconds": round(sum(phases.values()), 2),
+        "command_target_seconds": COMMAND_TARGET,
+        "phases_target_seconds": PHASES_TARGET,
+    }
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.checkpoint}: {result['generated_seconds']} s after a {result['song_seconds']} s, {tracks}-track song "
-              f"({len(ids):,} tokens): whole command {', '.join(f'{t:.1f}' for t in whole)} s (target under "
-              f"{COMMAND_TARGET:.0f} s); in process " + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
-              + f" = {result['phases_total_seconds']:.1f} s (target under {PHASES_TARGET:.0f} s)")
+        print(
+            f"{args.checkpoint}: {result['generated_seconds']} s after a {result['song_seconds']} s, {tracks}-track song "
+            f"({len(ids):,} tokens): whole command {', '.join(f'{t:.1f}' for t in whole)} s (target under "
+            f"{COMMAND_TARGET:.0f} s); in process "
+            + ", ".join(f"{k} {v:.2f}" for k, v in phases.items())
+            + f" = {result['phases_total_seconds']:.1f} s (target under {PHASES_TARGET:.0f} s)"
+        )
     return result
 
 

@@ -39,6 +39,7 @@ def cut(song: NoteSequence, start: float, end: float) -> NoteSequence:
 
 def shuffled(seed: NoteSequence, other: NoteSequence, start: float) -> NoteSequence:
     """``other``'s notes laid on ``seed``'s tracks: pitched tracks by rank of median pitch, drums on drums."""
+
     def ranked(seq):
         tracks = {}
         for n in seq.notes:
@@ -48,7 +49,11 @@ def shuffled(seed: NoteSequence, other: NoteSequence, start: float) -> NoteSeque
 
     mine, theirs = ranked(seed), ranked(other)
     drums = next((n.track for n in seed.notes if n.is_drum), None)
-    mapping = {t: mine[min(int(i * len(mine) / max(len(theirs), 1)), len(mine) - 1)] for i, t in enumerate(theirs)} if mine else {}
+    mapping = (
+        {t: mine[min(int(i * len(mine) / max(len(theirs), 1)), len(mine) - 1)] for i, t in enumerate(theirs)}
+        if mine
+        else {}
+    )
     shift = start - min((n.start for n in other.notes), default=start)
     notes = []
     for n in other.notes:
@@ -61,8 +66,11 @@ def shuffled(seed: NoteSequence, other: NoteSequence, start: float) -> NoteSeque
 def two_hand_piano(song: NoteSequence) -> bool:
     """Whether ``song`` is a piano piece for two hands: two tracks with notes, both piano, no drums."""
     tracks = {n.track for n in song.notes}
-    return (len(tracks) == 2 and not any(n.is_drum for n in song.notes)
-            and all(t < len(song.instruments) and song.instruments[t].program < 8 for t in tracks))
+    return (
+        len(tracks) == 2
+        and not any(n.is_drum for n in song.notes)
+        and all(t < len(song.instruments) and song.instruments[t].program < 8 for t in tracks)
+    )
 
 
 def write_roll(music, path, seconds: float) -> None:
@@ -74,8 +82,11 @@ def write_roll(music, path, seconds: float) -> None:
     window = cut(music.sequence, start, float("inf"))
     window.notes = [dataclasses.replace(n, start=n.start - start, end=n.end - start) for n in window.notes]
     window.tempos = [(0.0, window.initial_bpm)]
-    png = piano_roll_png(to_pretty_midi(window), music.continuation_start - start,
-                         title=f"{Path(music.sequence.source).name}: the seed's last {seconds:.0f} s and the continuation")
+    png = piano_roll_png(
+        to_pretty_midi(window),
+        music.continuation_start - start,
+        title=f"{Path(music.sequence.source).name}: the seed's last {seconds:.0f} s and the continuation",
+    )
     Path(path).write_bytes(png)
 
 
@@ -109,7 +120,7 @@ class NgramIndex:
         """The hash of the run of ``n`` ids starting at each position (or at the positions ``at``)."""
         with np.errstate(over="ignore"):
             if at is None:
-                return (self.prefix[n:] - self.prefix[:-n]) * self.inverses[:len(self.prefix) - n]
+                return (self.prefix[n:] - self.prefix[:-n]) * self.inverses[: len(self.prefix) - n]
             return (self.prefix[at + n] - self.prefix[at]) * self.inverses[at]
 
 
@@ -129,7 +140,9 @@ def longest_copied_run(sequences: list[np.ndarray], corpus: np.ndarray, longest:
         shorter = max(k for k in matched if k <= n)
         at = matched[shorter]
         at = at[at + n <= len(corpus)]
-        wanted = np.unique(np.concatenate([q.hashes(n) for q in small if len(q.prefix) > n] or [np.zeros(0, np.uint64)]))
+        wanted = np.unique(
+            np.concatenate([q.hashes(n) for q in small if len(q.prefix) > n] or [np.zeros(0, np.uint64)])
+        )
         runs = big.hashes(n, at)
         if not len(wanted):
             matched[n] = at[:0]
@@ -169,25 +182,41 @@ def originality(tokenizer, corpus_spec: str, generated: list, real: list) -> dic
         return np.array(ids[first:], dtype=np.int64)
 
     runs = longest_copied_run([encode(s) for s in generated + real], np.asarray(corpus.ids, dtype=np.int64))
-    gen, ref = runs[:len(generated)], runs[len(generated):]
-    return {"generated_median": float(np.median(gen)), "generated_max": int(max(gen)),
-            "real_median": float(np.median(ref)), "real_max": int(max(ref)), "generated": gen, "real": ref}
+    gen, ref = runs[: len(generated)], runs[len(generated) :]
+    return {
+        "generated_median": float(np.median(gen)),
+        "generated_max": int(max(gen)),
+        "real_median": float(np.median(ref)),
+        "real_max": int(max(ref)),
+        "generated": gen,
+        "real": ref,
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--songs", required=True, help="A folder of MIDI songs none of the models trained on.")
-    p.add_argument("--count", type=int, default=50, help="How many songs to continue (the first usable ones in name order).")
-    p.add_argument("--checkpoint", default="auto", help="auto (chosen from each seed, as generate-music does) or a checkpoint.")
+    p.add_argument(
+        "--count", type=int, default=50, help="How many songs to continue (the first usable ones in name order)."
+    )
+    p.add_argument(
+        "--checkpoint", default="auto", help="auto (chosen from each seed, as generate-music does) or a checkpoint."
+    )
     p.add_argument("--cut", type=float, default=60.0, help="Seconds of each song that make the seed.")
     p.add_argument("--seconds", type=float, default=20.0, help="Seconds of continuation.")
-    p.add_argument("--two-hand-piano", action="store_true",
-                   help="Keep only two-hand piano pieces: exactly two tracks with notes, both on piano programs, no drums.")
+    p.add_argument(
+        "--two-hand-piano",
+        action="store_true",
+        help="Keep only two-hand piano pieces: exactly two tracks with notes, both on piano programs, no drums.",
+    )
     p.add_argument("--json", default=None, help="Write every song's figures to this JSON file.")
     p.add_argument("--png", default=None, help="Draw the first song's seed end and continuation to this PNG.")
-    p.add_argument("--training-corpus", default=None,
-                   help="The corpus the model trained on: measure the longest run of continuation tokens found in it "
-                        "verbatim, for the generated and the real continuations (its tokenization must be cached).")
+    p.add_argument(
+        "--training-corpus",
+        default=None,
+        help="The corpus the model trained on: measure the longest run of continuation tokens found in it "
+        "verbatim, for the generated and the real continuations (its tokenization must be cached).",
+    )
     args = p.parse_args(argv)
     files = sorted(Path(args.songs).rglob("*.mid"))
     songs = []
@@ -205,7 +234,7 @@ def main(argv=None) -> int:
             break
     models, rows, pairs = {}, [], []
     began = time.perf_counter()
-    for i, song in enumerate(songs[:args.count]):
+    for i, song in enumerate(songs[: args.count]):
         seed = cut(song, 0.0, args.cut)
         real = cut(song, args.cut, args.cut + args.seconds)
         other = songs[(i + 1) % len(songs)]
@@ -218,39 +247,67 @@ def main(argv=None) -> int:
         generated = arrangement_figures(seed, music.sequence, start=music.continuation_start)
         truth = arrangement_figures(seed, real, start=args.cut)
         baseline = arrangement_figures(seed, fake, start=args.cut)
-        row = {"song": str(song.source), "model": name, "generated": generated, "real": truth, "shuffled": baseline,
-               "density_ratio": density_ratio(generated, truth), "polyphony_ratio": density_ratio(generated, truth, "polyphony")}
+        row = {
+            "song": str(song.source),
+            "model": name,
+            "generated": generated,
+            "real": truth,
+            "shuffled": baseline,
+            "density_ratio": density_ratio(generated, truth),
+            "polyphony_ratio": density_ratio(generated, truth, "polyphony"),
+        }
         rows.append(row)
-        new = dataclasses.replace(music.sequence, notes=[n for n in music.sequence.notes
-                                                         if n.start >= music.continuation_start - 1e-6])
+        new = dataclasses.replace(
+            music.sequence, notes=[n for n in music.sequence.notes if n.start >= music.continuation_start - 1e-6]
+        )
         pairs.append((new, real))
-        print(f"{i + 1:3d} {Path(song.source).name:>12} {name:>9}: kept {_f(generated['tracks_kept'])} "
-              f"(real {_f(truth['tracks_kept'])}), drums {generated['drums_continue']} (real {truth['drums_continue']}), "
-              f"lowest {generated['lowest_stays_lowest']} (real {truth['lowest_stays_lowest']}), repeats "
-              f"{_f(generated['seed_repeats'])} (real {_f(truth['seed_repeats'])})", flush=True)
+        print(
+            f"{i + 1:3d} {Path(song.source).name:>12} {name:>9}: kept {_f(generated['tracks_kept'])} "
+            f"(real {_f(truth['tracks_kept'])}), drums {generated['drums_continue']} (real {truth['drums_continue']}), "
+            f"lowest {generated['lowest_stays_lowest']} (real {truth['lowest_stays_lowest']}), repeats "
+            f"{_f(generated['seed_repeats'])} (real {_f(truth['seed_repeats'])})",
+            flush=True,
+        )
         if i == 0 and args.png:
             write_roll(music, args.png, args.seconds)
     table = {kind: summarize([r[kind] for r in rows]) for kind in ("generated", "real", "shuffled")}
-    ratios = {key: float(np.nanmedian([r[key] for r in rows if r[key] is not None] or [np.nan]))
-              for key in ("density_ratio", "polyphony_ratio")}
+    ratios = {
+        key: float(np.nanmedian([r[key] for r in rows if r[key] is not None] or [np.nan]))
+        for key in ("density_ratio", "polyphony_ratio")
+    }
     seconds = time.perf_counter() - began
     print(f"\n{len(rows)} songs, {seconds:.0f} s; models: {', '.join(sorted({r['model'] for r in rows}))}")
     print(f"{'':24}{'generated':>11}{'real':>9}{'shuffled':>10}")
-    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "roles_kept",
-                "seed_repeats"):
-        print(f"{key:24}" + "".join(f"{_f(table[k][key]):>{w}}" for k, w in (("generated", 11), ("real", 9), ("shuffled", 10)))
-              + f"   ({table['real'][key + '_songs']} songs)")
-    print(f"per-track density, generated / real (median): {ratios['density_ratio']:.2f}; "
-          f"polyphony: {ratios['polyphony_ratio']:.2f}")
+    for key in (
+        "tracks_kept",
+        "drums_continue",
+        "lowest_stays_lowest",
+        "highest_plays_on",
+        "roles_kept",
+        "seed_repeats",
+    ):
+        print(
+            f"{key:24}"
+            + "".join(f"{_f(table[k][key]):>{w}}" for k, w in (("generated", 11), ("real", 9), ("shuffled", 10)))
+            + f"   ({table['real'][key + '_songs']} songs)"
+        )
+    print(
+        f"per-track density, generated / real (median): {ratios['density_ratio']:.2f}; "
+        f"polyphony: {ratios['polyphony_ratio']:.2f}"
+    )
     copied = None
     if args.training_corpus:
         model = next(iter(models.values()))
         copied = originality(model.tokenizer, args.training_corpus, [g for g, _ in pairs], [r for _, r in pairs])
-        print(f"longest run of tokens found verbatim in the training corpus: generated median "
-              f"{copied['generated_median']:.0f} (max {copied['generated_max']}), real continuations median "
-              f"{copied['real_median']:.0f} (max {copied['real_max']})")
+        print(
+            f"longest run of tokens found verbatim in the training corpus: generated median "
+            f"{copied['generated_median']:.0f} (max {copied['generated_max']}), real continuations median "
+            f"{copied['real_median']:.0f} (max {copied['real_max']})"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"summary": table, "ratios": ratios, "originality": copied, "songs": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps({"summary": table, "ratios": ratios, "originality": copied, "songs": rows}, indent=1)
+        )
     return 0
 
 

@@ -36,7 +36,7 @@ def chunks_overrun(data: bytes) -> bool:
         return False  # not the layout rule's business: the reader rejects these itself
     position = 8 + struct.unpack(">L", data[4:8])[0]
     while position + 8 <= len(data):
-        end = position + 8 + struct.unpack(">L", data[position + 4:position + 8])[0]
+        end = position + 8 + struct.unpack(">L", data[position + 4 : position + 8])[0]
         if end > len(data):
             return True
         position = end
@@ -53,8 +53,11 @@ def main(argv=None) -> int:
         print(f"band_split: no files under {args.songs}", file=sys.stderr)
         return 2
     random.Random(SPLIT_SEED).shuffle(files)
-    parts = {"band-test": files[:KEPT_OUT], "band-train": files[KEPT_OUT:],
-             "band-train-model": [f for f in files[KEPT_OUT:] if not chunks_overrun((args.songs / f).read_bytes())]}
+    parts = {
+        "band-test": files[:KEPT_OUT],
+        "band-train": files[KEPT_OUT:],
+        "band-train-model": [f for f in files[KEPT_OUT:] if not chunks_overrun((args.songs / f).read_bytes())],
+    }
     for name, members in parts.items():
         for f in members:
             link = args.out / name / f

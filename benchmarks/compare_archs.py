@@ -82,10 +82,13 @@ def sized_configs(lstm_config, transformer_layers: int) -> dict:
     out = {"lstm": (lstm_config, target)}
     heads = lstm_config.heads
     units = lstm_config.units
-    out["lstm-attention"] = matched(lstm_config, "lstm-attention", target, heads,
-                                    range(max(heads, units // 2), units + 1, heads))
+    out["lstm-attention"] = matched(
+        lstm_config, "lstm-attention", target, heads, range(max(heads, units // 2), units + 1, heads)
+    )
     transformer = lstm_config.replace(layers=transformer_layers, learning_rate=TRANSFORMER_LEARNING_RATE)
-    out["transformer"] = matched(transformer, "transformer", target, 2 * heads, range(2 * heads, 2 * units + 1, 2 * heads))
+    out["transformer"] = matched(
+        transformer, "transformer", target, 2 * heads, range(2 * heads, 2 * units + 1, 2 * heads)
+    )
     for arch, (_, n) in out.items():
         if abs(n - target) > 0.1 * target:
             raise ValueError(f"{arch} could not be sized within 10 % of {target:,} parameters ({n:,})")
@@ -111,10 +114,31 @@ def train_within(corpus: str, run_dir: Path, config, budget_s: float, log, measu
     previous = json.loads(cpu_file.read_text()) if cpu_file.exists() else []
     cpu_offset = (previous[-1] if previous else 0.0) - time.process_time()  # a resumed run goes on counting
 
-    settings = {k: getattr(config, k) for k in ("arch", "layers", "units", "embedding", "heads", "attention_window",
-                                                "dropout", "seq_len", "batch_size", "learning_rate", "epochs",
-                                                "patience", "lr_patience", "steps_per_epoch", "seed", "tokenizer",
-                                                "val_fraction", "holdout", "split", "val_split")}
+    settings = {
+        k: getattr(config, k)
+        for k in (
+            "arch",
+            "layers",
+            "units",
+            "embedding",
+            "heads",
+            "attention_window",
+            "dropout",
+            "seq_len",
+            "batch_size",
+            "learning_rate",
+            "epochs",
+            "patience",
+            "lr_patience",
+            "steps_per_epoch",
+            "seed",
+            "tokenizer",
+            "val_fraction",
+            "holdout",
+            "split",
+            "val_split",
+        )
+    }
     done = read_history(run_dir)
     if not (len(done) > 1 and spent(run_dir, measure) >= budget_s):
         try:
@@ -166,8 +190,11 @@ def clock(history: list[dict], cpu: list[float] | None = None) -> list[float]:
     """Seconds at each validation: wall-clock, or with ``cpu`` (the training process's cumulative CPU
     seconds at each validation) CPU time. The first epoch counts as long as the median later one
     (its excess is XLA compiling the steps, a fixed cost that would swamp short budgets)."""
-    seconds = [h["seconds"] for h in history] if cpu is None else \
-        [b - a for a, b in zip([0.0] + cpu[:len(history) - 1], cpu[:len(history)])]
+    seconds = (
+        [h["seconds"] for h in history]
+        if cpu is None
+        else [b - a for a, b in zip([0.0] + cpu[: len(history) - 1], cpu[: len(history)])]
+    )
     if len(seconds) > 1:
         later = sorted(seconds[1:])
         seconds[0] = min(seconds[0], later[len(later) // 2])
@@ -224,16 +251,27 @@ def sampling_rates(generator) -> dict:
             states = run(loop, prompts, length)
             seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
             state_bytes = sum(int(np.prod(t.shape)) * t.dtype.size for t in tf.nest.flatten(states) if t.shape.rank)
-            out[f"batch {batch}, {length} tokens"] = {"tokens_per_s": batch * length / seconds,
-                                                     "tokens_per_cpu_s": batch * length / cpu_seconds,
-                                                     "state_bytes_per_sample": state_bytes // batch}
+            out[f"batch {batch}, {length} tokens"] = {
+                "tokens_per_s": batch * length / seconds,
+                "tokens_per_cpu_s": batch * length / cpu_seconds,
+                "state_bytes_per_sample": state_bytes // batch,
+            }
     return out
 
 
 def evaluate_time(run_dir: Path, corpus: str, split: str) -> dict:
     """Wall-clock seconds of ``generator evaluate --json`` in a fresh process, and its result."""
-    argv = [sys.executable, "-c", EVALUATE, "evaluate",  # the command, in a child process, as a user runs it
-            "--checkpoint", str(run_dir), "--corpus", corpus, "--json"] + (["--split", split] if split else [])
+    argv = [
+        sys.executable,
+        "-c",
+        EVALUATE,
+        "evaluate",  # the command, in a child process, as a user runs it
+        "--checkpoint",
+        str(run_dir),
+        "--corpus",
+        corpus,
+        "--json",
+    ] + (["--split", split] if split else [])
     import resource
 
     def children_cpu():
@@ -256,7 +294,10 @@ def plot(results: dict, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for arch, r in results.items():
-        xs, ys = clock(r["history"], r["cpu_seconds"] if r["clock"] == "cpu" else None), [h["val_loss"] for h in r["history"]]
+        xs, ys = (
+            clock(r["history"], r["cpu_seconds"] if r["clock"] == "cpu" else None),
+            [h["val_loss"] for h in r["history"]],
+        )
         ax.plot(xs, ys, marker=".", label=f"{arch} ({r['parameters']:,} parameters)")
     ax.axvline(results[next(iter(results))]["budget_s"], color="grey", linestyle=":", linewidth=1)
     r = next(iter(results.values()))
@@ -271,19 +312,30 @@ def plot(results: dict, path: Path, title: str) -> None:
 
 
 def table(results: dict) -> str:
-    rows = [f"{'arch':<15} {'params':>9} {'val nats':>9} {'val bits':>9} {'best nats':>9} {'train tok/s':>12} "
-            f"{'tok/CPU-s':>10} {'evaluate s':>11}"]
+    rows = [
+        f"{'arch':<15} {'params':>9} {'val nats':>9} {'val bits':>9} {'best nats':>9} {'train tok/s':>12} "
+        f"{'tok/CPU-s':>10} {'evaluate s':>11}"
+    ]
     for arch, r in results.items():
-        rows.append(f"{arch:<15} {r['parameters']:>9,} {r['val_loss_nats_at_budget']:>9.4f} "
-                    f"{r['val_bits_at_budget']:>9.3f} {r['best_val_loss_nats']:>9.4f} {r['train_tokens_per_s']:>12,.0f} "
-                    f"{r['train_tokens_per_cpu_s'] or 0:>10,.0f} {r['evaluate']['seconds']:>6.1f} "
-                    f"({r['evaluate']['cpu_seconds']:.1f} CPU)")
+        rows.append(
+            f"{arch:<15} {r['parameters']:>9,} {r['val_loss_nats_at_budget']:>9.4f} "
+            f"{r['val_bits_at_budget']:>9.3f} {r['best_val_loss_nats']:>9.4f} {r['train_tokens_per_s']:>12,.0f} "
+            f"{r['train_tokens_per_cpu_s'] or 0:>10,.0f} {r['evaluate']['seconds']:>6.1f} "
+            f"({r['evaluate']['cpu_seconds']:.1f} CPU)"
+        )
     rows.append("")
-    rows.append(f"{'sampling tokens/s, per CPU-s, (state bytes per sample)':<30}" + "".join(f"{a:>34}" for a in results))
+    rows.append(
+        f"{'sampling tokens/s, per CPU-s, (state bytes per sample)':<30}" + "".join(f"{a:>34}" for a in results)
+    )
     for key in next(iter(results.values()))["sampling"]:
-        rows.append(f"{key:<30}" + "".join(
-            f"{r['sampling'][key]['tokens_per_s']:>12,.0f} {r['sampling'][key]['tokens_per_cpu_s']:>10,.0f} "
-            f"({r['sampling'][key]['state_bytes_per_sample']:>8,})" for r in results.values()))
+        rows.append(
+            f"{key:<30}"
+            + "".join(
+                f"{r['sampling'][key]['tokens_per_s']:>12,.0f} {r['sampling'][key]['tokens_per_cpu_s']:>10,.0f} "
+                f"({r['sampling'][key]['state_bytes_per_sample']:>8,})"
+                for r in results.values()
+            )
+        )
     return "\n".join(rows)
 
 
@@ -298,17 +350,34 @@ def markdown(results: dict) -> str:
 
     row("parameters", lambda r: f"{r['parameters']:,}")
     row("sizes", lambda r: f"{r['config']['layers']} x {r['config']['units']}, embedding {r['config']['embedding']}")
-    row(f"validation loss at the budget ({r0(results)['budget_s']:g} {unit}), nats / bits per token",
-        lambda r: f"**{r['val_loss_nats_at_budget']:.4f}** / {r['val_bits_at_budget']:.3f}")
-    row("training tokens per second (wall; per CPU-second)",
-        lambda r: f"{r['train_tokens_per_s']:,.0f}; {r['train_tokens_per_cpu_s'] or 0:,.0f}")
-    row("`generator evaluate` on the validation text, seconds (wall; CPU)",
-        lambda r: f"{r['evaluate']['seconds']:.1f}; {r['evaluate']['cpu_seconds']:.1f}")
-    row("`generator evaluate` result, nats per token", lambda r: f"{r['evaluate'].get('nll_per_token', float('nan')):.4f}")
-    lines += ["", "| sampling tokens per second (wall; per CPU-second) | " + " | ".join(archs) + " |",
-              "|---" * (len(archs) + 1) + "|"]
+    row(
+        f"validation loss at the budget ({r0(results)['budget_s']:g} {unit}), nats / bits per token",
+        lambda r: f"**{r['val_loss_nats_at_budget']:.4f}** / {r['val_bits_at_budget']:.3f}",
+    )
+    row(
+        "training tokens per second (wall; per CPU-second)",
+        lambda r: f"{r['train_tokens_per_s']:,.0f}; {r['train_tokens_per_cpu_s'] or 0:,.0f}",
+    )
+    row(
+        "`generator evaluate` on the validation text, seconds (wall; CPU)",
+        lambda r: f"{r['evaluate']['seconds']:.1f}; {r['evaluate']['cpu_seconds']:.1f}",
+    )
+    row(
+        "`generator evaluate` result, nats per token",
+        lambda r: f"{r['evaluate'].get('nll_per_token', float('nan')):.4f}",
+    )
+    lines += [
+        "",
+        "| sampling tokens per second (wall; per CPU-second) | " + " | ".join(archs) + " |",
+        "|---" * (len(archs) + 1) + "|",
+    ]
     for key in r0(results)["sampling"]:
-        row(key, lambda r, key=key: f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}")
+        row(
+            key,
+            lambda r, key=key: (
+                f"{r['sampling'][key]['tokens_per_s']:,.0f}; {r['sampling'][key]['tokens_per_cpu_s']:,.0f}"
+            ),
+        )
     lines += ["", "| decode state, bytes per sample | " + " | ".join(archs) + " |", "|---" * (len(archs) + 1) + "|"]
     for key in r0(results)["sampling"]:
         if key.startswith("batch 1,"):
@@ -320,39 +389,78 @@ def r0(results: dict) -> dict:
     return next(iter(results.values()))
 
 
-def compare(corpus: str, output: Path, modality: str, minutes: float, units: int, layers: int,
-            transformer_layers: int, embedding: int, heads: int, window: int, seq_len: int, batch_size: int,
-            dropout: float, steps_per_epoch: int, split: str = "", val_split: str = "", eval_corpus: str = "",
-            eval_split: str = "", archs=ARCHS, log=print, val_fraction: float = 0.1, measure: str = "wall") -> dict:
+def compare(
+    corpus: str,
+    output: Path,
+    modality: str,
+    minutes: float,
+    units: int,
+    layers: int,
+    transformer_layers: int,
+    embedding: int,
+    heads: int,
+    window: int,
+    seq_len: int,
+    batch_size: int,
+    dropout: float,
+    steps_per_epoch: int,
+    split: str = "",
+    val_split: str = "",
+    eval_corpus: str = "",
+    eval_split: str = "",
+    archs=ARCHS,
+    log=print,
+    val_fraction: float = 0.1,
+    measure: str = "wall",
+) -> dict:
     """Train and measure every arch; returns (and writes) the results."""
     from generator.config import preset
 
     output.mkdir(parents=True, exist_ok=True)
     name = "chorales" if modality == "music" and (corpus.endswith(".json") or corpus == "chorales") else modality
     vocab = vocabulary_size(corpus, modality, preset(name).tokenizer, split)
-    base = preset(name).replace(vocab_size=vocab, corpus=corpus, layers=layers, units=units, embedding=embedding, heads=heads,
-                                attention_window=window, seq_len=seq_len, batch_size=batch_size, dropout=dropout,
-                                epochs=100_000, patience=100_000, lr_patience=4, steps_per_epoch=steps_per_epoch,
-                                split=split, val_split=val_split)
+    base = preset(name).replace(
+        vocab_size=vocab,
+        corpus=corpus,
+        layers=layers,
+        units=units,
+        embedding=embedding,
+        heads=heads,
+        attention_window=window,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        dropout=dropout,
+        epochs=100_000,
+        patience=100_000,
+        lr_patience=4,
+        steps_per_epoch=steps_per_epoch,
+        split=split,
+        val_split=val_split,
+    )
     if not val_split:
-        base = base.replace(holdout="tail", val_fraction=val_fraction)  # the last share of each document, like nanoGPT's last 10 %
+        base = base.replace(
+            holdout="tail", val_fraction=val_fraction
+        )  # the last share of each document, like nanoGPT's last 10 %
     budget = 60 * minutes
     if not val_split and not eval_corpus and modality == "text" and Path(corpus).is_file():
         # evaluate is timed on the validation text: the held-out tail of the one document
         text = Path(corpus).read_text(encoding="utf-8")
         eval_corpus = str(output / "validation.txt")
-        Path(eval_corpus).write_text(text[len(text) - round(len(text) * val_fraction):], encoding="utf-8")
+        Path(eval_corpus).write_text(text[len(text) - round(len(text) * val_fraction) :], encoding="utf-8")
     try:
         sized = sized_configs(base, transformer_layers)
     except ValueError as e:
         from generator.errors import GeneratorError
 
         raise GeneratorError(str(e)) from None
+
     # one process per arch. A wall-clock budget means the machine to itself: the archs train one after
     # the other. A CPU-second budget is for a shared machine: they train at once, so they share it alike.
     def worker(arch):
-        return subprocess.Popen([sys.executable, "-c", WORKER, corpus, str(output / arch), sized[arch][0].to_json(),
-                                 str(budget), measure], env=child_env())
+        return subprocess.Popen(
+            [sys.executable, "-c", WORKER, corpus, str(output / arch), sized[arch][0].to_json(), str(budget), measure],
+            env=child_env(),
+        )
 
     if measure == "wall":
         failed = any(worker(arch).wait() for arch in archs)
@@ -365,10 +473,27 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
         config, n = sized[arch]
         history = read_history(output / arch)
         cpu = json.loads((output / arch / "cpu_seconds.json").read_text())
-        results[arch] = {"cpu_seconds": cpu, "clock": measure, "config": {k: getattr(config, k) for k in ("layers", "units", "embedding", "heads",
-                                                                   "attention_window", "seq_len", "batch_size",
-                                                                   "dropout", "learning_rate")},
-                         "parameters": n, "history": history, "budget_s": budget}
+        results[arch] = {
+            "cpu_seconds": cpu,
+            "clock": measure,
+            "config": {
+                k: getattr(config, k)
+                for k in (
+                    "layers",
+                    "units",
+                    "embedding",
+                    "heads",
+                    "attention_window",
+                    "seq_len",
+                    "batch_size",
+                    "dropout",
+                    "learning_rate",
+                )
+            },
+            "parameters": n,
+            "history": history,
+            "budget_s": budget,
+        }
     from generator import api
     from generator.training.checkpoints import load_run
 
@@ -377,11 +502,19 @@ def compare(corpus: str, output: Path, modality: str, minutes: float, units: int
         nats = loss_at(r["history"], budget, r["cpu_seconds"] if measure == "cpu" else None)
         config = sized[arch][0]
         later = r["cpu_seconds"][-1] - r["cpu_seconds"][0]
-        r.update(val_loss_nats_at_budget=nats, val_bits_at_budget=nats / math.log(2),
-                 best_val_loss_nats=min(h["val_loss"] for h in r["history"]),
-                 train_tokens_per_s=training_rate(r["history"], config),
-                 train_tokens_per_cpu_s=(len(r["history"]) - 1) * config.steps_per_epoch * config.batch_size
-                 * config.seq_len / later if later > 0 else None)
+        r.update(
+            val_loss_nats_at_budget=nats,
+            val_bits_at_budget=nats / math.log(2),
+            best_val_loss_nats=min(h["val_loss"] for h in r["history"]),
+            train_tokens_per_s=training_rate(r["history"], config),
+            train_tokens_per_cpu_s=(len(r["history"]) - 1)
+            * config.steps_per_epoch
+            * config.batch_size
+            * config.seq_len
+            / later
+            if later > 0
+            else None,
+        )
         log(f"{arch}: measuring sampling")
         r["sampling"] = sampling_rates(api.Generator(load_run(run_dir)))
         log(f"{arch}: timing generator evaluate")
@@ -399,7 +532,9 @@ def _archs(text: str) -> tuple:
     chosen = tuple(a.strip() for a in text.split(",") if a.strip())
     unknown = [a for a in chosen if a not in ARCHS]
     if unknown or not chosen or "lstm" not in chosen:
-        raise argparse.ArgumentTypeError(f"choose among {', '.join(ARCHS)}, lstm included (it sets the size), not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"choose among {', '.join(ARCHS)}, lstm included (it sets the size), not {text!r}"
+        )
     return chosen
 
 
@@ -408,43 +543,86 @@ POSITIVE_INT = int_range(1)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of ``generator compare``."""
-    p.add_argument("--corpus", required=True, help="The corpus every arch trains on (file, directory or built-in name).")
-    p.add_argument("--output", required=True,
-                   help="Directory for the runs (one per arch), compare.json, compare.txt and compare.png. Runs "
-                        "already there are resumed or reused; --force starts over.")
+    p.add_argument(
+        "--corpus", required=True, help="The corpus every arch trains on (file, directory or built-in name)."
+    )
+    p.add_argument(
+        "--output",
+        required=True,
+        help="Directory for the runs (one per arch), compare.json, compare.txt and compare.png. Runs "
+        "already there are resumed or reused; --force starts over.",
+    )
     p.add_argument("--modality", choices=["text", "music"], default="text", help="Whether the corpus is text or music.")
-    p.add_argument("--minutes", type=positive_float, default=4.0,
-                   help="Training budget of each arch, in minutes of --clock (default 4).")
-    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
-                   help="What the budget counts: wall-clock seconds (the default, for a machine of one's own; "
-                        "the archs then train one after the other), or the CPU seconds of each training process, "
-                        "which stay comparable when other jobs share the machine (the archs then train at once; on "
-                        "an idle 2-core machine a CPU minute is 30 to 60 wall seconds).")
-    p.add_argument("--units", type=POSITIVE_INT, default=256,
-                   help="The LSTM's units per layer (default 256); the other archs are sized to its parameter count.")
+    p.add_argument(
+        "--minutes",
+        type=positive_float,
+        default=4.0,
+        help="Training budget of each arch, in minutes of --clock (default 4).",
+    )
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="What the budget counts: wall-clock seconds (the default, for a machine of one's own; "
+        "the archs then train one after the other), or the CPU seconds of each training process, "
+        "which stay comparable when other jobs share the machine (the archs then train at once; on "
+        "an idle 2-core machine a CPU minute is 30 to 60 wall seconds).",
+    )
+    p.add_argument(
+        "--units",
+        type=POSITIVE_INT,
+        default=256,
+        help="The LSTM's units per layer (default 256); the other archs are sized to its parameter count.",
+    )
     p.add_argument("--layers", type=POSITIVE_INT, default=2, help="LSTM layers of lstm and lstm-attention (default 2).")
     p.add_argument("--transformer-layers", type=POSITIVE_INT, default=4, help="Transformer blocks (default 4).")
-    p.add_argument("--embedding", type=POSITIVE_INT, default=64, help="Token embedding width of the LSTMs (default 64).")
-    p.add_argument("--heads", type=POSITIVE_INT, default=4, help="Attention heads of lstm-attention and transformer (default 4).")
-    p.add_argument("--attention-window", type=POSITIVE_INT, default=128,
-                   help="How many previous LSTM outputs lstm-attention attends to (default 128).")
-    p.add_argument("--seq-len", type=POSITIVE_INT, default=128,
-                   help="Tokens per training window for every arch, which is also the Transformer's context (default 128).")
+    p.add_argument(
+        "--embedding", type=POSITIVE_INT, default=64, help="Token embedding width of the LSTMs (default 64)."
+    )
+    p.add_argument(
+        "--heads", type=POSITIVE_INT, default=4, help="Attention heads of lstm-attention and transformer (default 4)."
+    )
+    p.add_argument(
+        "--attention-window",
+        type=POSITIVE_INT,
+        default=128,
+        help="How many previous LSTM outputs lstm-attention attends to (default 128).",
+    )
+    p.add_argument(
+        "--seq-len",
+        type=POSITIVE_INT,
+        default=128,
+        help="Tokens per training window for every arch, which is also the Transformer's context (default 128).",
+    )
     p.add_argument("--batch-size", type=POSITIVE_INT, default=64, help="Windows per training step (default 64).")
     p.add_argument("--dropout", type=float, default=0.1, help="Dropout rate of every arch (default 0.1).")
-    p.add_argument("--steps-per-epoch", type=POSITIVE_INT, default=40,
-                   help="Training steps between two validations (default 40).")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="Share held out for validation at the end of each document when there is no --val-split "
-                        "(default 0.1, nanoGPT's last 10 %%).")
+    p.add_argument(
+        "--steps-per-epoch", type=POSITIVE_INT, default=40, help="Training steps between two validations (default 40)."
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="Share held out for validation at the end of each document when there is no --val-split "
+        "(default 0.1, nanoGPT's last 10 %%).",
+    )
     p.add_argument("--split", default="", help="The split of a JSON corpus to train on (train, valid or test).")
-    p.add_argument("--val-split", default="",
-                   help="Validate on this split of the JSON corpus; without it the last --val-fraction of each "
-                        "document is held out.")
-    p.add_argument("--eval-corpus", default="", help="The corpus that `generator evaluate` is timed on (default --corpus).")
+    p.add_argument(
+        "--val-split",
+        default="",
+        help="Validate on this split of the JSON corpus; without it the last --val-fraction of each "
+        "document is held out.",
+    )
+    p.add_argument(
+        "--eval-corpus", default="", help="The corpus that `generator evaluate` is timed on (default --corpus)."
+    )
     p.add_argument("--eval-split", default="", help="The split of the evaluated JSON corpus (e.g. valid).")
-    p.add_argument("--archs", type=_archs, default=ARCHS,
-                   help="Comma-separated architectures to compare (default lstm,lstm-attention,transformer).")
+    p.add_argument(
+        "--archs",
+        type=_archs,
+        default=ARCHS,
+        help="Comma-separated architectures to compare (default lstm,lstm-attention,transformer).",
+    )
     p.add_argument("--force", action="store_true", help="Delete what --output holds and start over.")
 
 
@@ -461,10 +639,29 @@ def run_args(args) -> dict:
         shutil.rmtree(output)
     if not 0 <= args.dropout < 1:
         raise GeneratorError(f"--dropout must be at least 0 and below 1, not {args.dropout}")
-    return compare(args.corpus, output, args.modality, args.minutes, args.units, args.layers,
-                   args.transformer_layers, args.embedding, args.heads, args.attention_window, args.seq_len,
-                   args.batch_size, args.dropout, args.steps_per_epoch, args.split, args.val_split, args.eval_corpus,
-                   args.eval_split, args.archs, val_fraction=args.val_fraction, measure=args.clock)
+    return compare(
+        args.corpus,
+        output,
+        args.modality,
+        args.minutes,
+        args.units,
+        args.layers,
+        args.transformer_layers,
+        args.embedding,
+        args.heads,
+        args.attention_window,
+        args.seq_len,
+        args.batch_size,
+        args.dropout,
+        args.steps_per_epoch,
+        args.split,
+        args.val_split,
+        args.eval_corpus,
+        args.eval_split,
+        args.archs,
+        val_fraction=args.val_fraction,
+        measure=args.clock,
+    )
 
 
 def main(argv=None, prog: str = "python -m benchmarks.compare_archs") -> None:

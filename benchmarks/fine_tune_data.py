@@ -1,13 +1,13 @@
 """The small corpora of the fine-tuning measurement (docs/fine-tuning.md), written outside the repository.
 
-    python -m benchmarks.fine_tune_data text OUT
-        OUT/austen-train.txt and OUT/austen-test.txt: the built-in austen corpus (Jane Austen's Lady
-        Susan, the Project Gutenberg text installed with music21; public domain), its first 90 % of
-        characters for training and the last 10 % held out for the test.
-    python -m benchmarks.fine_tune_data music ARCHIVE OUT [--train 20] [--test 5] [--seed 31]
-        OUT/train/*.mid and OUT/test/*.mid: piano-heavy songs (at least ``--piano`` of their pitched
-        notes on the General MIDI pianos, programs 0-7) of a .tar.xz of MIDI files, drawn in a seeded
-        order; a file that does not parse is passed over.
+python -m benchmarks.fine_tune_data text OUT
+    OUT/austen-train.txt and OUT/austen-test.txt: the built-in austen corpus (Jane Austen's Lady
+    Susan, the Project Gutenberg text installed with music21; public domain), its first 90 % of
+    characters for training and the last 10 % held out for the test.
+python -m benchmarks.fine_tune_data music ARCHIVE OUT [--train 20] [--test 5] [--seed 31]
+    OUT/train/*.mid and OUT/test/*.mid: piano-heavy songs (at least ``--piano`` of their pitched
+    notes on the General MIDI pianos, programs 0-7) of a .tar.xz of MIDI files, drawn in a seeded
+    order; a file that does not parse is passed over.
 """
 
 from __future__ import annotations
@@ -47,8 +47,10 @@ def piano_share(data: bytes) -> float | None:
 
 def write_music(archive: Path, out: Path, train: int, test: int, seed: int, piano: float) -> None:
     with tarfile.open(archive) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith((".mid", ".midi"))),
-                         key=lambda m: m.name)
+        members = sorted(
+            (m for m in tar.getmembers() if m.isfile() and m.name.lower().endswith((".mid", ".midi"))),
+            key=lambda m: m.name,
+        )
         order = np.random.default_rng(seed).permutation(len(members))
         chosen = []
         for index in order:

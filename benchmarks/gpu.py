@@ -47,19 +47,30 @@ def run() -> dict:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    lines = [f"### GPU: {r['device']}", "",
-             f"`python -m benchmarks.gpu --write-docs`, {m['date']}, "
-             + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + "; the suite's sizes (2 x LSTM 256, "
-             "embedding 64, vocabulary 65, sequence 100, batch 64).", "",
-             "| figure | value | compared with |", "|---|---|---|"]
+    lines = [
+        f"### GPU: {r['device']}",
+        "",
+        f"`python -m benchmarks.gpu --write-docs`, {m['date']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + "; the suite's sizes (2 x LSTM 256, "
+        "embedding 64, vocabulary 65, sequence 100, batch 64).",
+        "",
+        "| figure | value | compared with |",
+        "|---|---|---|",
+    ]
     for batch in (1, 64):
-        lines.append(f"| sampling, batch {batch} | {r[f'sampling_b{batch}_tokens_per_s']:,.0f} tokens/s | "
-                     f"{r[f'sampling_b{batch}_vs_tf_tutorial']:.1f}x TF tutorial's loop; "
-                     f"{r[f'sampling_b{batch}_fraction_of_tf_peak']:.2f} of TensorFlow's matmul at the step's shapes "
-                     f"({r[f'tf_peak_b{batch}_gflops']:,.0f} GFLOP/s) |")
+        lines.append(
+            f"| sampling, batch {batch} | {r[f'sampling_b{batch}_tokens_per_s']:,.0f} tokens/s | "
+            f"{r[f'sampling_b{batch}_vs_tf_tutorial']:.1f}x TF tutorial's loop; "
+            f"{r[f'sampling_b{batch}_fraction_of_tf_peak']:.2f} of TensorFlow's matmul at the step's shapes "
+            f"({r[f'tf_peak_b{batch}_gflops']:,.0f} GFLOP/s) |"
+        )
     base = r["train_keras_fit_tokens_per_s"]
-    for variant, label in (("project", "trainer, float32, cuDNN"), ("project_float16", "trainer, mixed float16"),
-                           ("project_bfloat16", "trainer, mixed bfloat16")):
+    for variant, label in (
+        ("project", "trainer, float32, cuDNN"),
+        ("project_float16", "trainer, mixed float16"),
+        ("project_bfloat16", "trainer, mixed bfloat16"),
+    ):
         value = r[f"train_{variant}_tokens_per_s"]
         lines.append(f"| {label} | {value:,.0f} tokens/s | {value / base:.2f}x Keras fit ({base:,.0f}) |")
     return "\n".join(lines)
@@ -78,15 +89,19 @@ def write_docs(r: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__.split("\n")[0])
-    p.add_argument("--write-docs", action="store_true", help="Put the figures, with the GPU's name, in docs/results.md.")
+    p.add_argument(
+        "--write-docs", action="store_true", help="Put the figures, with the GPU's name, in docs/results.md."
+    )
     p.add_argument("--json", action="store_true", help="Print the figures as one JSON object.")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     quiet_tensorflow()
     name = gpu_name()
     if name is None:
-        print("benchmarks.gpu: TensorFlow sees no GPU on this machine (CPU only): nothing measured, skipped.",
-              file=sys.stderr)
+        print(
+            "benchmarks.gpu: TensorFlow sees no GPU on this machine (CPU only): nothing measured, skipped.",
+            file=sys.stderr,
+        )
         return 0
     print(f"benchmarks.gpu: measuring on {name}", file=sys.stderr)
     results = run()

@@ -28,8 +28,18 @@ import numpy as np
 from generator.data.tokenizers.base import BOS
 from generator.data.tokenizers.voices import NUM_VOICES, PITCH_OFFSET, REST
 
-FEATURES = ("parallel_fifths_octaves", "parallel_fifths", "parallel_octaves", "voice_crossing", "spacing",
-            "out_of_range", "pitch_class_entropy", "scale_consistency", "mean_abs_interval", "notes_per_beat")
+FEATURES = (
+    "parallel_fifths_octaves",
+    "parallel_fifths",
+    "parallel_octaves",
+    "voice_crossing",
+    "spacing",
+    "out_of_range",
+    "pitch_class_entropy",
+    "scale_consistency",
+    "mean_abs_interval",
+    "notes_per_beat",
+)
 
 
 def soprano_grid(grid: np.ndarray) -> np.ndarray:
@@ -38,8 +48,9 @@ def soprano_grid(grid: np.ndarray) -> np.ndarray:
     return out
 
 
-def harmonize_all(generator, chorales, iterations: int, temperature: float, group: int = 8,
-                  voice_leading: bool = True) -> list[np.ndarray]:
+def harmonize_all(
+    generator, chorales, iterations: int, temperature: float, group: int = 8, voice_leading: bool = True
+) -> list[np.ndarray]:
     """Each chorale's soprano harmonized (seed = index), in batches of similar length padded with BOS frames."""
     from generator.generation.harmonize import GibbsSampler
 
@@ -48,7 +59,7 @@ def harmonize_all(generator, chorales, iterations: int, temperature: float, grou
     order = np.argsort([len(c) for c in chorales])
     results: list = [None] * len(chorales)
     for first in range(0, len(order), group):
-        members = order[first:first + group]
+        members = order[first : first + group]
         steps = max(len(chorales[i]) for i in members)
         cells = np.full((len(members), steps, NUM_VOICES), BOS, np.int64)
         free = np.zeros(cells.shape, bool)
@@ -78,11 +89,11 @@ def left_to_right_all(generator, chorales, temperature: float, seed: int = 0) ->
     steps = max(len(c) for c in chorales)
     soprano = np.full((batch, steps), REST, np.int64)
     for b, c in enumerate(chorales):
-        soprano[b, :len(c)] = np.asarray(tokenizer.ids_from_grid(soprano_grid(c)), np.int64).reshape(-1, 4)[:, 0]
+        soprano[b, : len(c)] = np.asarray(tokenizer.ids_from_grid(soprano_grid(c)), np.int64).reshape(-1, 4)[:, 0]
     penalty = np.full((NUM_VOICES, tokenizer.vocab_size), -np.inf)
     penalty[:, REST] = 0.0
     for v, (low, high) in enumerate(VOICE_RANGES):
-        penalty[v, low - tokenizer.low + PITCH_OFFSET:high - tokenizer.low + PITCH_OFFSET + 1] = 0.0
+        penalty[v, low - tokenizer.low + PITCH_OFFSET : high - tokenizer.low + PITCH_OFFSET + 1] = 0.0
     rng = np.random.default_rng(seed)
     states = decoder.zero_states(batch)
     logits, states = step(tf.constant(np.full(batch, BOS, np.int32)), states)
@@ -99,7 +110,7 @@ def left_to_right_all(generator, chorales, temperature: float, seed: int = 0) ->
                 token = np.minimum((cumulative < draws).sum(axis=1), tokenizer.vocab_size - 1)
             out[:, t, v] = token
             logits, states = step(tf.constant(token.astype(np.int32)), states)
-    return [tokenizer.grid_from_ids(out[b, :len(c)].ravel()) for b, c in enumerate(chorales)]
+    return [tokenizer.grid_from_ids(out[b, : len(c)].ravel()) for b, c in enumerate(chorales)]
 
 
 def statistics(grids) -> dict:
@@ -120,28 +131,48 @@ def statistics(grids) -> dict:
 def speed(generator, chorales, iterations: int, voice_leading: bool = True) -> dict:
     long = next(c for c in chorales if len(c) >= 256)
     melody = long[:256, 0]
-    generator.harmonize(melody[:32], iterations=2, random_seed=0, voice_leading=voice_leading)  # warm-up: tracing the forward pass
+    generator.harmonize(
+        melody[:32], iterations=2, random_seed=0, voice_leading=voice_leading
+    )  # warm-up: tracing the forward pass
     start, cpu = time.perf_counter(), time.process_time()
     generator.harmonize(melody, iterations=iterations, random_seed=1, voice_leading=voice_leading)
-    return {"beats": 64, "iterations": iterations, "seconds": round(time.perf_counter() - start, 2),
-            "cpu_seconds": round(time.process_time() - cpu, 2), "load_average": round(os.getloadavg()[0], 1)}
+    return {
+        "beats": 64,
+        "iterations": iterations,
+        "seconds": round(time.perf_counter() - start, 2),
+        "cpu_seconds": round(time.process_time() - cpu, 2),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Harmonizer benchmark: speed, and statistics beside Bach and the "
-                                            "left-to-right model on the JSB valid split.")
+    p = argparse.ArgumentParser(
+        description="Harmonizer benchmark: speed, and statistics beside Bach and the "
+        "left-to-right model on the JSB valid split."
+    )
     p.add_argument("--corpus", required=True, help="The JSB Chorales JSON file.")
     p.add_argument("--checkpoint", default="harmonizer", help="The harmonizer checkpoint (default: harmonizer).")
     p.add_argument("--baseline", default="jsb-chorales", help="The left-to-right voices checkpoint to compare with.")
     p.add_argument("--iterations", type=int, default=100, help="Gibbs iterations per piece (default 100).")
-    p.add_argument("--temperature", type=float, default=1.0, help="The harmonizer's --temperature (the last iteration's; the first samples at twice it).")
-    p.add_argument("--baseline-temperatures", default="1.0,0.5",
-                   help="The left-to-right model's temperatures, comma-separated (one column each; default 1.0,0.5).")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="The harmonizer's --temperature (the last iteration's; the first samples at twice it).",
+    )
+    p.add_argument(
+        "--baseline-temperatures",
+        default="1.0,0.5",
+        help="The left-to-right model's temperatures, comma-separated (one column each; default 1.0,0.5).",
+    )
     p.add_argument("--limit", type=int, default=0, help="Only the first N valid chorales (0: all).")
     p.add_argument("--skip-speed", action="store_true", help="Leave out the speed measurement.")
-    p.add_argument("--no-voice-leading", action="store_true",
-                   help="Harmonize without the voice-leading rules (no crossing, spacing within an octave, no "
-                        "parallel fifths or octaves) that the sampler applies by default.")
+    p.add_argument(
+        "--no-voice-leading",
+        action="store_true",
+        help="Harmonize without the voice-leading rules (no crossing, spacing within an octave, no "
+        "parallel fifths or octaves) that the sampler applies by default.",
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON object.")
     args = p.parse_args(argv)
     from benchmarks.common import quiet_tensorflow
@@ -151,17 +182,25 @@ def main(argv=None) -> None:
     from generator.data.chorales import read_jsb_json
 
     every = read_jsb_json(args.corpus, "valid")
-    chorales = every[:args.limit] if args.limit else every
+    chorales = every[: args.limit] if args.limit else every
     harmonizer = api.load(args.checkpoint)
     temperatures = [float(t) for t in args.baseline_temperatures.split(",")]
-    report = {"pieces": len(chorales), "iterations": args.iterations, "temperature": args.temperature,
-              "baseline_temperatures": temperatures, "voice_leading": not args.no_voice_leading}
+    report = {
+        "pieces": len(chorales),
+        "iterations": args.iterations,
+        "temperature": args.temperature,
+        "baseline_temperatures": temperatures,
+        "voice_leading": not args.no_voice_leading,
+    }
     if not args.skip_speed:
         report["speed"] = speed(harmonizer, every, args.iterations, not args.no_voice_leading)
     start = time.perf_counter()
-    sets = {"bach": chorales,
-            "harmonizer": harmonize_all(harmonizer, chorales, args.iterations, args.temperature,
-                                        voice_leading=not args.no_voice_leading)}
+    sets = {
+        "bach": chorales,
+        "harmonizer": harmonize_all(
+            harmonizer, chorales, args.iterations, args.temperature, voice_leading=not args.no_voice_leading
+        ),
+    }
     report["harmonizer_seconds"] = round(time.perf_counter() - start, 1)
     baseline = api.load(args.baseline)
     for t in temperatures:
@@ -171,13 +210,17 @@ def main(argv=None) -> None:
         print(json.dumps(report, indent=1))
         return
     names = list(report["sets"])
-    print(f"{report['pieces']} JSB valid chorales; harmonizer {args.iterations} iterations from twice temperature "
-          f"{args.temperature} (harmonizing took {report['harmonizer_seconds']} s); left-to-right temperatures "
-          f"{args.baseline_temperatures}")
+    print(
+        f"{report['pieces']} JSB valid chorales; harmonizer {args.iterations} iterations from twice temperature "
+        f"{args.temperature} (harmonizing took {report['harmonizer_seconds']} s); left-to-right temperatures "
+        f"{args.baseline_temperatures}"
+    )
     if "speed" in report:
         sp = report["speed"]
-        print(f"speed: 64-beat melody harmonized in {sp['seconds']} s ({sp['cpu_seconds']} s of CPU time; "
-              f"load average {sp['load_average']} on this machine's {os.cpu_count()} cores)")
+        print(
+            f"speed: 64-beat melody harmonized in {sp['seconds']} s ({sp['cpu_seconds']} s of CPU time; "
+            f"load average {sp['load_average']} on this machine's {os.cpu_count()} cores)"
+        )
     print("| statistic | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(names))
     for key in ("pooled_parallel_fifths_octaves",) + FEATURES + ("chord_changes",):

@@ -54,8 +54,19 @@ from benchmarks.common import fraction, int_range, positive_float
 
 VOICE_NAMES = ("soprano", "alto", "tenor", "bass")
 MODELS = ("shared",) + VOICE_NAMES
-SETTING_KEYS = ("corpus", "steps", "layers", "units", "embedding", "dropout", "seq_len", "batch_size",
-                "learning_rate", "seed", "eval_every")
+SETTING_KEYS = (
+    "corpus",
+    "steps",
+    "layers",
+    "units",
+    "embedding",
+    "dropout",
+    "seq_len",
+    "batch_size",
+    "learning_rate",
+    "seed",
+    "eval_every",
+)
 
 
 def voice_only(targets: np.ndarray, voice: int) -> np.ndarray:
@@ -79,9 +90,21 @@ def load_splits(corpus: str):
 def make_config(args, vocab_size: int):
     from generator.config import RunConfig
 
-    return RunConfig(modality="music", tokenizer="voices", arch="harmonizer", layers=args.layers, units=args.units,
-                     embedding=args.embedding, dropout=args.dropout, seq_len=args.seq_len, batch_size=args.batch_size,
-                     learning_rate=args.learning_rate, random_seed=args.seed, vocab_size=vocab_size, jit=args.jit)
+    return RunConfig(
+        modality="music",
+        tokenizer="voices",
+        arch="harmonizer",
+        layers=args.layers,
+        units=args.units,
+        embedding=args.embedding,
+        dropout=args.dropout,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        random_seed=args.seed,
+        vocab_size=vocab_size,
+        jit=args.jit,
+    )
 
 
 def evaluate(model, val_windows, jit: bool) -> dict:
@@ -117,10 +140,17 @@ def train_one(name: str, config, train_ids, val_ids, steps: int, checkpoints_at,
     model, optimizer = compiled.build(config, strategy)
     optimizer.learning_rate.assign(config.learning_rate)
     train_step = compiled.make_train_step(strategy, model, optimizer, config)
-    sampler = WindowSampler(train_ids, config.seq_len, config.batch_size, seed=config.random_seed, augment=augment,
-                            vocab_size=config.vocab_size)
-    val_windows = WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
-                                vocab_size=config.vocab_size)
+    sampler = WindowSampler(
+        train_ids,
+        config.seq_len,
+        config.batch_size,
+        seed=config.random_seed,
+        augment=augment,
+        vocab_size=config.vocab_size,
+    )
+    val_windows = WindowSampler(
+        val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False, vocab_size=config.vocab_size
+    )
     unused = tf.constant(1.0)  # the harmonizer's step counts its own target cells
     curve, done, epoch, running = [], 0, 0, []
     wanted = sorted(set(checkpoints_at))
@@ -137,17 +167,25 @@ def train_one(name: str, config, train_ids, val_ids, steps: int, checkpoints_at,
                 result.update(step=done, train_loss=float(np.mean(running)))
                 running = []
                 curve.append(result)
-                log(f"{name}: step {done}/{steps}: " + ", ".join(
-                    f"{v[0]} {s / max(c, 1):.4f}" for v, s, c in zip(VOICE_NAMES, result["sums"], result["cells"])
-                    ) + f" nats per hidden cell (training {result['train_loss']:.4f} on its own cells)")
+                log(
+                    f"{name}: step {done}/{steps}: "
+                    + ", ".join(
+                        f"{v[0]} {s / max(c, 1):.4f}" for v, s, c in zip(VOICE_NAMES, result["sums"], result["cells"])
+                    )
+                    + f" nats per hidden cell (training {result['train_loss']:.4f} on its own cells)"
+                )
             if done >= steps:
                 break
         epoch += 1
     params = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     head = model.get_layer("logits")
     head_params = int(sum(np.prod(w.shape) for w in head.trainable_weights))
-    return {"curve": curve, "parameters": params,
-            "parameters_one_head": params - head_params + head_params // 4, "epochs_started": epoch + 1}
+    return {
+        "curve": curve,
+        "parameters": params,
+        "parameters_one_head": params - head_params + head_params // 4,
+        "epochs_started": epoch + 1,
+    }
 
 
 def per_voice(result: dict, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,13 +195,19 @@ def per_voice(result: dict, step: int) -> tuple[np.ndarray, np.ndarray]:
 
 def compare(results: dict, steps: int) -> dict:
     """The comparisons (nats per hidden cell per voice and overall) from the models' curves."""
+
     def row(shared_step, voice_step):
         s_sums, s_cells = per_voice(results["shared"], shared_step)
         v_sums = np.array([per_voice(results[v], voice_step)[0][i] for i, v in enumerate(VOICE_NAMES)])
         shared = dict(zip(VOICE_NAMES, (s_sums / s_cells).tolist()), overall=float(s_sums.sum() / s_cells.sum()))
         split = dict(zip(VOICE_NAMES, (v_sums / s_cells).tolist()), overall=float(v_sums.sum() / s_cells.sum()))
-        return {"shared_steps": shared_step, "per_voice_steps_each": voice_step, "shared": shared, "per_voice": split,
-                "hidden_cells": dict(zip(VOICE_NAMES, s_cells.tolist()))}
+        return {
+            "shared_steps": shared_step,
+            "per_voice_steps_each": voice_step,
+            "shared": shared,
+            "per_voice": split,
+            "hidden_cells": dict(zip(VOICE_NAMES, s_cells.tolist())),
+        }
 
     quarter = max(steps // 4, 1)
     p_shared, p_voice = results["shared"]["parameters"], results["soprano"]["parameters_one_head"]
@@ -172,23 +216,32 @@ def compare(results: dict, steps: int) -> dict:
         "equal_steps_per_model": row(steps, steps),
         "equal_steps_per_model_at_quarter": row(quarter, quarter),
         "sampling_cost": {
-            "shared": {"forward_passes_per_iteration": 1, "parameters_read_per_iteration": p_shared,
-                       "parameters_stored": p_shared},
-            "per_voice_harmonizing_a_melody": {"forward_passes_per_iteration": 3,
-                                               "parameters_read_per_iteration": 3 * p_voice,
-                                               "parameters_stored": 3 * p_voice},
-            "per_voice_all_four_voices": {"forward_passes_per_iteration": 4,
-                                          "parameters_read_per_iteration": 4 * p_voice,
-                                          "parameters_stored": 4 * p_voice},
+            "shared": {
+                "forward_passes_per_iteration": 1,
+                "parameters_read_per_iteration": p_shared,
+                "parameters_stored": p_shared,
+            },
+            "per_voice_harmonizing_a_melody": {
+                "forward_passes_per_iteration": 3,
+                "parameters_read_per_iteration": 3 * p_voice,
+                "parameters_stored": 3 * p_voice,
+            },
+            "per_voice_all_four_voices": {
+                "forward_passes_per_iteration": 4,
+                "parameters_read_per_iteration": 4 * p_voice,
+                "parameters_stored": 4 * p_voice,
+            },
         },
     }
 
 
 def report_lines(summary: dict) -> list[str]:
     lines = []
-    titles = {"equal_total_steps": "equal total training steps",
-              "equal_steps_per_model": "equal steps per model",
-              "equal_steps_per_model_at_quarter": "equal steps per model, a quarter of the budget"}
+    titles = {
+        "equal_total_steps": "equal total training steps",
+        "equal_steps_per_model": "equal steps per model",
+        "equal_steps_per_model_at_quarter": "equal steps per model, a quarter of the budget",
+    }
     lines.append("| comparison | design | steps per model | " + " | ".join(VOICE_NAMES) + " | overall |")
     lines.append("|---|---|---|" + "---|" * (len(VOICE_NAMES) + 1))
     for key, title in titles.items():
@@ -197,11 +250,15 @@ def report_lines(summary: dict) -> list[str]:
             values = " | ".join(f"{r[design][v]:.4f}" for v in VOICE_NAMES + ("overall",))
             lines.append(f"| {title} | {design.replace('_', '-')} | {steps:,} | {values} |")
     lines.append("")
-    lines.append("| sampling | forward passes per Gibbs iteration | parameters read per iteration | parameters stored |")
+    lines.append(
+        "| sampling | forward passes per Gibbs iteration | parameters read per iteration | parameters stored |"
+    )
     lines.append("|---|---|---|---|")
     for key, c in summary["sampling_cost"].items():
-        lines.append(f"| {key.replace('_', ' ')} | {c['forward_passes_per_iteration']} | "
-                     f"{c['parameters_read_per_iteration']:,} | {c['parameters_stored']:,} |")
+        lines.append(
+            f"| {key.replace('_', ' ')} | {c['forward_passes_per_iteration']} | "
+            f"{c['parameters_read_per_iteration']:,} | {c['parameters_stored']:,} |"
+        )
     return lines
 
 
@@ -221,8 +278,10 @@ def run(args, log=print) -> dict:
             saved = json.loads(path.read_text())
             if saved.get("settings") != settings:
                 if not args.force:
-                    raise GeneratorError(f"{path} holds a measurement with other settings; use --force to start "
-                                         "over or choose another --output")
+                    raise GeneratorError(
+                        f"{path} holds a measurement with other settings; use --force to start "
+                        "over or choose another --output"
+                    )
             elif not (args.force and name in chosen):
                 report["models"][name] = saved["result"]
     output.mkdir(parents=True, exist_ok=True)
@@ -261,35 +320,71 @@ POSITIVE_INT = int_range(1)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.harmonizer_voices",
-                                description="Train the harmonizer as one shared model and as one model per voice "
-                                            "(DeepBach) on the JSB train split, and compare their validation loss per "
-                                            "hidden cell and their cost at sampling.")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.harmonizer_voices",
+        description="Train the harmonizer as one shared model and as one model per voice "
+        "(DeepBach) on the JSB train split, and compare their validation loss per "
+        "hidden cell and their cost at sampling.",
+    )
     p.add_argument("--corpus", required=True, help="The JSB Chorales JSON file (its train and valid splits are used).")
-    p.add_argument("--output", required=True,
-                   help="The directory for each model's <model>.json and for results.json (reruns skip the models done).")
-    p.add_argument("--models", default="all",
-                   help="The models to train in this process, comma-separated among shared, soprano, alto, tenor and "
-                        "bass (default all); processes given different models may share one --output.")
-    p.add_argument("--steps", type=POSITIVE_INT, default=400,
-                   help="Training steps of the shared model and of each per-voice model (default 400); the per-voice "
-                        "models are also evaluated after a quarter of them, the equal-total-steps comparison.")
-    p.add_argument("--eval-every", type=int, default=0,
-                   help="Also evaluate every N steps, for the curves in results.json (default 0: only at a quarter "
-                        "and at the end).")
-    p.add_argument("--layers", type=POSITIVE_INT, default=2, help="LSTM layers in each direction (default 2, as bundled).")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="The directory for each model's <model>.json and for results.json (reruns skip the models done).",
+    )
+    p.add_argument(
+        "--models",
+        default="all",
+        help="The models to train in this process, comma-separated among shared, soprano, alto, tenor and "
+        "bass (default all); processes given different models may share one --output.",
+    )
+    p.add_argument(
+        "--steps",
+        type=POSITIVE_INT,
+        default=400,
+        help="Training steps of the shared model and of each per-voice model (default 400); the per-voice "
+        "models are also evaluated after a quarter of them, the equal-total-steps comparison.",
+    )
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="Also evaluate every N steps, for the curves in results.json (default 0: only at a quarter "
+        "and at the end).",
+    )
+    p.add_argument(
+        "--layers", type=POSITIVE_INT, default=2, help="LSTM layers in each direction (default 2, as bundled)."
+    )
     p.add_argument("--units", type=POSITIVE_INT, default=128, help="Units per LSTM layer (default 128, as bundled).")
-    p.add_argument("--embedding", type=POSITIVE_INT, default=32, help="Embedding size per cell (default 32, as bundled).")
+    p.add_argument(
+        "--embedding", type=POSITIVE_INT, default=32, help="Embedding size per cell (default 32, as bundled)."
+    )
     p.add_argument("--dropout", type=fraction, default=0.2, help="Dropout rate (default 0.2, as bundled).")
-    p.add_argument("--seq-len", type=POSITIVE_INT, default=64, help="Steps per training window (default 64, as bundled).")
+    p.add_argument(
+        "--seq-len", type=POSITIVE_INT, default=64, help="Steps per training window (default 64, as bundled)."
+    )
     p.add_argument("--batch-size", type=POSITIVE_INT, default=32, help="Windows per step (default 32, as bundled).")
-    p.add_argument("--learning-rate", type=positive_float, default=0.003,
-                   help="The constant Adam learning rate (default 0.003, the bundled run's starting rate).")
-    p.add_argument("--seed", type=int, default=1234, help="The seed of the initial weights and of the windows (default 1234).")
-    p.add_argument("--no-jit", dest="jit", action="store_false", default=None,
-                   help="Do not compile the steps with XLA (by default they are compiled when no GPU is visible).")
-    p.add_argument("--force", action="store_true",
-                   help="Train the chosen models again even where --output already holds them (other settings included).")
+    p.add_argument(
+        "--learning-rate",
+        type=positive_float,
+        default=0.003,
+        help="The constant Adam learning rate (default 0.003, the bundled run's starting rate).",
+    )
+    p.add_argument(
+        "--seed", type=int, default=1234, help="The seed of the initial weights and of the windows (default 1234)."
+    )
+    p.add_argument(
+        "--no-jit",
+        dest="jit",
+        action="store_false",
+        default=None,
+        help="Do not compile the steps with XLA (by default they are compiled when no GPU is visible).",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="Train the chosen models again even where --output already holds them (other settings included).",
+    )
     p.add_argument("--json", action="store_true", help="Print the whole report as one JSON object instead of tables.")
     return p
 
@@ -317,13 +412,17 @@ def main(argv=None) -> int:
         print(json.dumps(report, indent=1))
     elif "summary" not in report:
         missing = [name for name in MODELS if name not in report["models"]]
-        print(f"measured {', '.join(report['models']) or 'nothing yet'}; still to train: {', '.join(missing)} "
-              f"(the comparison is printed once all five are in {args.output})")
+        print(
+            f"measured {', '.join(report['models']) or 'nothing yet'}; still to train: {', '.join(missing)} "
+            f"(the comparison is printed once all five are in {args.output})"
+        )
     else:
         s = report["settings"]
-        print(f"harmonizer, {s['layers']} layers of {s['units']}, embedding {s['embedding']}, windows of "
-              f"{s['seq_len']} steps, batches of {s['batch_size']}, learning rate {s['learning_rate']}; validation: "
-              f"JSB valid split, nats per hidden cell")
+        print(
+            f"harmonizer, {s['layers']} layers of {s['units']}, embedding {s['embedding']}, windows of "
+            f"{s['seq_len']} steps, batches of {s['batch_size']}, learning rate {s['learning_rate']}; validation: "
+            f"JSB valid split, nats per hidden cell"
+        )
         print("\n".join(report_lines(report["summary"])))
     return 0
 

@@ -45,10 +45,12 @@ def held_out_sequences(g, config, length: int, limit: int) -> list[np.ndarray]:
         segments = [data.document(i) for i in range(data.num_documents)]
     else:
         data = dataset.tokenize(corpora.open_corpus(config.corpus, config.modality), factory)
-        split = dataset.split_segments(data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block)
+        split = dataset.split_segments(
+            data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block
+        )
         bounds = list(split.val_segments) + [len(split.val_ids)]
         segments = [split.val_ids[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
-    pieces = [seg[i:i + length] for seg in segments for i in range(0, len(seg) - length + 1, length)]
+    pieces = [seg[i : i + length] for seg in segments for i in range(0, len(seg) - length + 1, length)]
     step = max(1, len(pieces) // limit)
     return [np.asarray(p, np.int32) for p in pieces[::step][:limit]]
 
@@ -78,16 +80,21 @@ def score(g, sequences: list[np.ndarray], context: int, batch: int = 256) -> dic
     windows = [(i, s) for i in range(n) for s in range(context, length - 1)]  # token s predicts s+1 from s-context+1..s
     reencoded = np.zeros_like(rolling)
     for k in range(0, len(windows), batch):
-        part = windows[k:k + batch]
-        w = np.stack([x[i, s - context + 1:s + 1] for i, s in part])
+        part = windows[k : k + batch]
+        w = np.stack([x[i, s - context + 1 : s + 1] for i, s in part])
         nll = token_nll(model(tf.constant(w)).numpy(), np.array([x[i, s + 1] for i, s in part]))
         for (i, s), v in zip(part, nll):
             reencoded[i, s] = v
     inside, past = t < context, t >= context
-    return {"sequences": int(n), "length": int(length),
-            "rolling_in_context": float(rolling[:, inside].mean()), "rolling_past_context": float(rolling[:, past].mean()),
-            "reencoded_past_context": float(reencoded[:, past].mean()),
-            "tokens_in_context": int(n * inside.sum()), "tokens_past_context": int(n * past.sum())}
+    return {
+        "sequences": int(n),
+        "length": int(length),
+        "rolling_in_context": float(rolling[:, inside].mean()),
+        "rolling_past_context": float(rolling[:, past].mean()),
+        "reencoded_past_context": float(reencoded[:, past].mean()),
+        "tokens_in_context": int(n * inside.sum()),
+        "tokens_past_context": int(n * past.sum()),
+    }
 
 
 def main(argv=None) -> int:
@@ -115,10 +122,22 @@ def main(argv=None) -> int:
     from generator import api
 
     out = Path(args.output).expanduser()
-    settings = dict(arch="transformer", layers=args.layers, units=args.units, embedding=args.units, heads=args.heads,
-                    seq_len=args.seq_len, batch_size=args.batch_size, dropout=args.dropout,
-                    learning_rate=args.learning_rate, epochs=args.epochs, steps_per_epoch=args.steps // args.epochs,
-                    patience=10**6, lr_patience=10**6, val_fraction=0.1)
+    settings = dict(
+        arch="transformer",
+        layers=args.layers,
+        units=args.units,
+        embedding=args.units,
+        heads=args.heads,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        dropout=args.dropout,
+        learning_rate=args.learning_rate,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps // args.epochs,
+        patience=10**6,
+        lr_patience=10**6,
+        val_fraction=0.1,
+    )
     if args.tokenizer:
         settings["tokenizer"] = args.tokenizer
     if args.split:
@@ -131,25 +150,33 @@ def main(argv=None) -> int:
             rows = list(csv.DictReader(f))
         g = api.load(run)
         sequences = held_out_sequences(g, g.config, args.past * args.seq_len + 1, args.sequences)
-        results[positions] = {"val_loss_in_context": float(rows[-1]["val_loss"]), "steps": int(args.steps),
-                              "parameters": int(g.run.model.count_params()),
-                              **score(g, sequences, args.seq_len)}
+        results[positions] = {
+            "val_loss_in_context": float(rows[-1]["val_loss"]),
+            "steps": int(args.steps),
+            "parameters": int(g.run.model.count_params()),
+            **score(g, sequences, args.seq_len),
+        }
         print(positions, json.dumps(results[positions]), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     name = "positions.json" if not args.only else f"positions-{args.only}.json"
-    (out / name).write_text(json.dumps({"settings": settings, "corpus": args.corpus, "command": sys.argv,
-                                        "results": results}, indent=1))
+    (out / name).write_text(
+        json.dumps({"settings": settings, "corpus": args.corpus, "command": sys.argv, "results": results}, indent=1)
+    )
     for other in POSITIONS:  # runs made separately (--only) go into one table
         path = out / f"positions-{other}.json"
         if other not in results and path.exists():
             results[other] = json.loads(path.read_text())["results"][other]
-    print("| positions | parameters | val loss in context (nats) | rolling, first context | rolling, past it | "
-          "re-encoded windows, past it |")
+    print(
+        "| positions | parameters | val loss in context (nats) | rolling, first context | rolling, past it | "
+        "re-encoded windows, past it |"
+    )
     print("|---|---|---|---|---|---|")
     for positions in [p for p in POSITIONS if p in results]:
         r = results[positions]
-        print(f"| {positions} | {r['parameters']:,} | {r['val_loss_in_context']:.4f} | {r['rolling_in_context']:.4f} | "
-              f"{r['rolling_past_context']:.4f} | {r['reencoded_past_context']:.4f} |")
+        print(
+            f"| {positions} | {r['parameters']:,} | {r['val_loss_in_context']:.4f} | {r['rolling_in_context']:.4f} | "
+            f"{r['rolling_past_context']:.4f} | {r['reencoded_past_context']:.4f} |"
+        )
     return 0
 
 

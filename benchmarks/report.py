@@ -7,9 +7,15 @@ from pathlib import Path
 
 from benchmarks.common import ROOT
 
-TARGETS = {"sampling_b1_vs_tf_tutorial": ">= 20x", "sampling_b64_fraction_of_tf_peak": ">= 0.70",
-           "train_vs_torch": ">= 1.25x", "memory_100mb_peak_rss_mb": "< 2,048",
-           "band_continuation_30s_s": "< 20 s", "band_continuation_phases_s": "< 15 s"}
+TARGETS = {
+    "sampling_b1_vs_tf_tutorial": ">= 20x",
+    "sampling_b64_fraction_of_tf_peak": ">= 0.70",
+    "train_vs_torch": ">= 1.25x",
+    "memory_100mb_peak_rss_mb": "< 2,048",
+    "band_continuation_30s_s": "< 20 s",
+    "band_continuation_phases_s": "< 15 s",
+}
+
 
 def _n(value, digits: int = 0) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
@@ -22,49 +28,113 @@ def _x(value, digits: int = 2) -> str:
 def rows(r: dict) -> list[tuple[str, str, str, str, str]]:
     """(figure, project, compared with, ratio, target) for every figure of ``r``."""
     peak = "TensorFlow matmul at the step's shapes"
-    out = [("sampling, batch 1 (tokens/s)", _n(r["sampling_b1_tokens_per_s"]),
+    out = [
+        (
+            "sampling, batch 1 (tokens/s)",
+            _n(r["sampling_b1_tokens_per_s"]),
             f"{_n(r['tf_tutorial_b1_tokens_per_s'])} (TF tutorial's one-step loop)",
-            _x(r["sampling_b1_vs_tf_tutorial"], 1), TARGETS["sampling_b1_vs_tf_tutorial"]),
-           ("", "", f"{_n(r['window_loop_tokens_per_s'], 1)} (predict on a 100-token window)",
-            _x(r["sampling_b1_vs_window_loop"], 0), ""),
-           ("", "", f"{peak}, batch 1: {_n(r['tf_peak_b1_gflops'], 1)} GFLOP/s",
-            f"{r['sampling_b1_fraction_of_tf_peak']:.2f} of peak", ""),
-           ("sampling, batch 64 (tokens/s)", _n(r["sampling_b64_tokens_per_s"]),
+            _x(r["sampling_b1_vs_tf_tutorial"], 1),
+            TARGETS["sampling_b1_vs_tf_tutorial"],
+        ),
+        (
+            "",
+            "",
+            f"{_n(r['window_loop_tokens_per_s'], 1)} (predict on a 100-token window)",
+            _x(r["sampling_b1_vs_window_loop"], 0),
+            "",
+        ),
+        (
+            "",
+            "",
+            f"{peak}, batch 1: {_n(r['tf_peak_b1_gflops'], 1)} GFLOP/s",
+            f"{r['sampling_b1_fraction_of_tf_peak']:.2f} of peak",
+            "",
+        ),
+        (
+            "sampling, batch 64 (tokens/s)",
+            _n(r["sampling_b64_tokens_per_s"]),
             f"{peak}, batch 64: {_n(r['tf_peak_b64_gflops'], 1)} GFLOP/s",
-            f"{r['sampling_b64_fraction_of_tf_peak']:.2f} of peak", TARGETS["sampling_b64_fraction_of_tf_peak"]),
-           ("", "", f"{_n(r['tf_tutorial_b64_tokens_per_s'])} (TF tutorial's loop, batch 64)",
-            _x(r["sampling_b64_vs_tf_tutorial"], 1), "")]
+            f"{r['sampling_b64_fraction_of_tf_peak']:.2f} of peak",
+            TARGETS["sampling_b64_fraction_of_tf_peak"],
+        ),
+        (
+            "",
+            "",
+            f"{_n(r['tf_tutorial_b64_tokens_per_s'])} (TF tutorial's loop, batch 64)",
+            _x(r["sampling_b64_vs_tf_tutorial"], 1),
+            "",
+        ),
+    ]
     for batch in (1, 64):
-        out.append((f"band model sampling, batch {batch} (tokens/s)", _n(r[f"band_b{batch}_tokens_per_s"]),
-                    f"{peak}, batch {batch}: {_n(r[f'band_b{batch}_tf_peak_gflops'], 1)} GFLOP/s",
-                    f"{r[f'band_b{batch}_fraction_of_tf_peak']:.2f} of peak", ""))
-    out += [("band: 30 s after a 4-minute 10-track song (s)", _n(r["band_continuation_30s_s"], 1),
-             "whole generate-music command", "", TARGETS["band_continuation_30s_s"]),
-            ("", _n(r["band_continuation_phases_s"], 1), "in process: load, read, tokenize, prime, sample, write", "",
-             TARGETS["band_continuation_phases_s"]),
-            ("training (tokens/s)", _n(r["train_tokens_per_s"]),
-             f"{_n(r['torch_tokens_per_s'])} (PyTorch nn.LSTM, {r['train_threads']} threads, as ours)",
-             _x(r["train_vs_torch"]), TARGETS["train_vs_torch"]),
-            ("", "", f"{_n(r['keras_fit_tokens_per_s'])} (Keras fit)", _x(r["train_vs_keras_fit"]), "")]
-    extra = {"keras_fit_xla_tokens_per_s": "Keras fit, XLA", "train_no_xla_tokens_per_s": "trainer, --no-jit",
-             "train_xla_keras_lstm_tokens_per_s": "trainer, XLA over Keras LSTM layers"}
+        out.append(
+            (
+                f"band model sampling, batch {batch} (tokens/s)",
+                _n(r[f"band_b{batch}_tokens_per_s"]),
+                f"{peak}, batch {batch}: {_n(r[f'band_b{batch}_tf_peak_gflops'], 1)} GFLOP/s",
+                f"{r[f'band_b{batch}_fraction_of_tf_peak']:.2f} of peak",
+                "",
+            )
+        )
+    out += [
+        (
+            "band: 30 s after a 4-minute 10-track song (s)",
+            _n(r["band_continuation_30s_s"], 1),
+            "whole generate-music command",
+            "",
+            TARGETS["band_continuation_30s_s"],
+        ),
+        (
+            "",
+            _n(r["band_continuation_phases_s"], 1),
+            "in process: load, read, tokenize, prime, sample, write",
+            "",
+            TARGETS["band_continuation_phases_s"],
+        ),
+        (
+            "training (tokens/s)",
+            _n(r["train_tokens_per_s"]),
+            f"{_n(r['torch_tokens_per_s'])} (PyTorch nn.LSTM, {r['train_threads']} threads, as ours)",
+            _x(r["train_vs_torch"]),
+            TARGETS["train_vs_torch"],
+        ),
+        ("", "", f"{_n(r['keras_fit_tokens_per_s'])} (Keras fit)", _x(r["train_vs_keras_fit"]), ""),
+    ]
+    extra = {
+        "keras_fit_xla_tokens_per_s": "Keras fit, XLA",
+        "train_no_xla_tokens_per_s": "trainer, --no-jit",
+        "train_xla_keras_lstm_tokens_per_s": "trainer, XLA over Keras LSTM layers",
+    }
     for key, label in extra.items():
         if r.get(key) is not None:
             out.append(("", "", f"{_n(r[key])} ({label})", _x(r["train_tokens_per_s"] / r[key]), ""))
     sizes = r["sizes"]
-    out += [(f"peak memory, {sizes['corpus_mb']} MB corpus + {sizes['corpus_steps']} steps (MB)",
-             _n(r["memory_100mb_peak_rss_mb"]), "", "", TARGETS["memory_100mb_peak_rss_mb"]),
-            ("MIDI tokenization, cold (files/s)", _n(r["midi_files_per_s_cold"], 1),
-             f"{_n(r['midi_files_per_s_music21'], 1)} (music21 parse)", _x(r["midi_cold_vs_music21"], 1), ""),
-            ("MIDI tokenization, cached (files/s)", _n(r["midi_files_per_s_cached"], 1), "", "", "")]
+    out += [
+        (
+            f"peak memory, {sizes['corpus_mb']} MB corpus + {sizes['corpus_steps']} steps (MB)",
+            _n(r["memory_100mb_peak_rss_mb"]),
+            "",
+            "",
+            TARGETS["memory_100mb_peak_rss_mb"],
+        ),
+        (
+            "MIDI tokenization, cold (files/s)",
+            _n(r["midi_files_per_s_cold"], 1),
+            f"{_n(r['midi_files_per_s_music21'], 1)} (music21 parse)",
+            _x(r["midi_cold_vs_music21"], 1),
+            "",
+        ),
+        ("MIDI tokenization, cached (files/s)", _n(r["midi_files_per_s_cached"], 1), "", "", ""),
+    ]
     return out
 
 
 def header(r: dict) -> str:
     m = r["machine"]
-    loads = ", ".join(f"{k[len('load_average_'):]} {r[k]}" for k in r if k.startswith("load_average_"))
-    return (f"{m['cpu']}, {m['cores']} cores, {m['date']}; load average {m['load_average']} at the start, {loads}, "
-            f"{m.get('load_average_end', 'n/a')} at the end; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()))
+    loads = ", ".join(f"{k[len('load_average_') :]} {r[k]}" for k in r if k.startswith("load_average_"))
+    return (
+        f"{m['cpu']}, {m['cores']} cores, {m['date']}; load average {m['load_average']} at the start, {loads}, "
+        f"{m.get('load_average_end', 'n/a')} at the end; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    )
 
 
 def table(r: dict) -> str:
@@ -86,14 +156,18 @@ def markdown(r: dict) -> str:
 
 DOCS_START, DOCS_END = "<!-- generator bench --write-docs: start -->", "<!-- generator bench --write-docs: end -->"
 README_ROWS = {  # the README's performance rows: label -> the figure from a run
-    "training speed against the same model in PyTorch, CPU, same threads":
-        lambda r: f"{_x(r['train_vs_torch'])} ({_n(r['train_tokens_per_s'])} vs {_n(r['torch_tokens_per_s'])} tokens/s)",
-    "sampling at batch 1 against TensorFlow's one-step tutorial loop":
-        lambda r: f"{_x(r['sampling_b1_vs_tf_tutorial'], 1)} ({_n(r['sampling_b1_tokens_per_s'])} tokens/s)",
-    "sampling at batch 64, share of TensorFlow's matmul peak at the step's shapes":
-        lambda r: f"{r['sampling_b64_fraction_of_tf_peak']:.2f} ({_n(r['sampling_b64_tokens_per_s'])} tokens/s)",
-    "30 s band continuation of a 4-minute, 10-track song":
-        lambda r: f"{_n(r['band_continuation_30s_s'], 1)} s command, {_n(r['band_continuation_phases_s'], 1)} s in process",
+    "training speed against the same model in PyTorch, CPU, same threads": lambda r: (
+        f"{_x(r['train_vs_torch'])} ({_n(r['train_tokens_per_s'])} vs {_n(r['torch_tokens_per_s'])} tokens/s)"
+    ),
+    "sampling at batch 1 against TensorFlow's one-step tutorial loop": lambda r: (
+        f"{_x(r['sampling_b1_vs_tf_tutorial'], 1)} ({_n(r['sampling_b1_tokens_per_s'])} tokens/s)"
+    ),
+    "sampling at batch 64, share of TensorFlow's matmul peak at the step's shapes": lambda r: (
+        f"{r['sampling_b64_fraction_of_tf_peak']:.2f} ({_n(r['sampling_b64_tokens_per_s'])} tokens/s)"
+    ),
+    "30 s band continuation of a 4-minute, 10-track song": lambda r: (
+        f"{_n(r['band_continuation_30s_s'], 1)} s command, {_n(r['band_continuation_phases_s'], 1)} s in process"
+    ),
 }
 
 

@@ -56,20 +56,34 @@ def main(argv=None) -> int:
         model = api.load(args.checkpoint).run.model
     else:
         keras.utils.set_random_seed(0)
-        model = models.build_model(RunConfig(arch="transformer", layers=args.layers, units=args.units,
-                                             embedding=args.units, heads=args.heads, seq_len=args.seq_len,
-                                             vocab_size=args.vocab, dropout=0.0))
+        model = models.build_model(
+            RunConfig(
+                arch="transformer",
+                layers=args.layers,
+                units=args.units,
+                embedding=args.units,
+                heads=args.heads,
+                seq_len=args.seq_len,
+                vocab_size=args.vocab,
+                dropout=0.0,
+            )
+        )
     if models.arch_of(model) != "transformer":
         print(f"error: {args.checkpoint} is not a Transformer", file=sys.stderr)
         return 2
     decoder = models.decoder(model)
-    print(f"model: {model.count_params():,} parameters, {len(decoder.blocks)} blocks of width {decoder.width}, "
-          f"context {decoder.context}", flush=True)
+    print(
+        f"model: {model.count_params():,} parameters, {len(decoder.blocks)} blocks of width {decoder.width}, "
+        f"context {decoder.context}",
+        flush=True,
+    )
 
     # the two steps agree (past the context, wrap-around included)
     x = np.random.default_rng(0).integers(0, decoder.vocab_size, (2, decoder.context + 40)).astype(np.int32)
-    steps = {"in place": tf.function(decoder.step, jit_compile=True),
-             "concatenate + gather": tf.function(concatenating_step(decoder), jit_compile=True)}
+    steps = {
+        "in place": tf.function(decoder.step, jit_compile=True),
+        "concatenate + gather": tf.function(concatenating_step(decoder), jit_compile=True),
+    }
     outs = {}
     for name, step in steps.items():
         states, logits = decoder.zero_states(2), []
@@ -89,14 +103,22 @@ def main(argv=None) -> int:
             done += n
         tokens.numpy()
 
-    figures = {"parameters": int(model.count_params()), "context": decoder.context, "max_logit_difference": difference,
-               "tokens_per_s": {}}
+    figures = {
+        "parameters": int(model.count_params()),
+        "context": decoder.context,
+        "max_logit_difference": difference,
+        "tokens_per_s": {},
+    }
     for batch in [int(b) for b in args.batches.split(",")]:
         prompts = np.zeros((batch, 1), np.int32)
         for name, step in [("concatenate + gather", concatenating_step(decoder)), ("in place", decoder.step)]:
             view = type("View", (), {})()  # the decoder with this step
-            view.zero_states, view.forward, view.step, view.vocab_size = (decoder.zero_states, decoder.forward, step,
-                                                                          decoder.vocab_size)
+            view.zero_states, view.forward, view.step, view.vocab_size = (
+                decoder.zero_states,
+                decoder.forward,
+                step,
+                decoder.vocab_size,
+            )
             loop = sampling.DecodeLoop(view, sampling.Sampler(1.0))
             run(loop, prompts, 2 * loop.chunk)  # compile: priming, a first chunk and a later one
             for length in [int(n) for n in args.lengths.split(",")]:

@@ -26,6 +26,7 @@ import numpy as np
 
 # -- the peak -------------------------------------------------------------------------------------
 
+
 def step_shapes(layers: int, units: int, embedding: int, vocab: int, batch: int) -> list[tuple[int, int, int]]:
     """``(m, k, n)`` of every matmul of one token through the model at ``batch``: per LSTM layer the
     input kernel and the recurrent kernel, then the output layer."""
@@ -94,6 +95,7 @@ def interleaved_best(timers: dict, repeats: int) -> dict:
 
 
 # -- the baselines ---------------------------------------------------------------------------------
+
 
 def tutorial_model(model, layers: int, units: int, embedding: int, vocab: int):
     """The tutorial's model (Embedding -> recurrent layers with ``return_state`` -> Dense), here with
@@ -182,6 +184,7 @@ def window_loop_rate(model, vocab: int, seq_len: int, tokens: int, repeats: int)
 
 # -- the project's loop ----------------------------------------------------------------------------
 
+
 def decode_rate(decoder, vocab: int, prompt_len: int, batch: int, length: int):
     """(timer ``() -> tokens per second``, seconds of the first call) of ``DecodeLoop`` generating
     ``length`` tokens after a ``prompt_len`` prompt."""
@@ -209,8 +212,12 @@ def sizes_of(model) -> dict:
     from generator.models.lstm import lstm_layers
 
     lstms = lstm_layers(model)
-    return dict(layers=len(lstms), units=lstms[0].units, embedding=model.get_layer("embedding").output_dim,
-                vocab=int(model.output_shape[-1]))
+    return dict(
+        layers=len(lstms),
+        units=lstms[0].units,
+        embedding=model.get_layer("embedding").output_dim,
+        vocab=int(model.output_shape[-1]),
+    )
 
 
 def model_rates(model, prefix: str, prompt_len: int, b1_tokens: int, b64_tokens: int, repeats: int) -> dict:
@@ -222,8 +229,10 @@ def model_rates(model, prefix: str, prompt_len: int, b1_tokens: int, b64_tokens:
     out = {}
     for batch, length in ((1, b1_tokens), (64, b64_tokens)):
         shapes = step_shapes(**s, batch=batch)
-        best = interleaved_best({"peak": tf_matmul_peak(shapes),
-                                 "rate": decode_rate(decoder, s["vocab"], prompt_len, batch, length)[0]}, repeats)
+        best = interleaved_best(
+            {"peak": tf_matmul_peak(shapes), "rate": decode_rate(decoder, s["vocab"], prompt_len, batch, length)[0]},
+            repeats,
+        )
         out[f"{prefix}_b{batch}_tokens_per_s"] = best["rate"]
         out[f"{prefix}_b{batch}_tf_peak_gflops"] = best["peak"] / 1e9
         out[f"{prefix}_b{batch}_fraction_of_tf_peak"] = best["rate"] / batch * flops(shapes) / best["peak"]

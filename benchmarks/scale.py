@@ -71,8 +71,13 @@ def tokenize_corpus(spec: str, modality: str, tokenizer: str) -> dict:
     corpus = corpora.open_corpus(spec, modality)
     data = dataset.tokenize(corpus, dataset.TokenizerFactory(tokenizer), log=lambda m: None)
     seconds = time.perf_counter() - started
-    return {"tokens": int(len(data.ids)), "documents": int(data.num_documents), "seconds": round(seconds, 1),
-            "peak_rss_mb": round(_peak_mb()), "workers_peak_rss_mb": round(_peak_mb(resource.RUSAGE_CHILDREN))}
+    return {
+        "tokens": int(len(data.ids)),
+        "documents": int(data.num_documents),
+        "seconds": round(seconds, 1),
+        "peak_rss_mb": round(_peak_mb()),
+        "workers_peak_rss_mb": round(_peak_mb(resource.RUSAGE_CHILDREN)),
+    }
 
 
 def train_steps(spec: str, steps: int, val_tokens: int) -> dict:
@@ -84,8 +89,20 @@ def train_steps(spec: str, steps: int, val_tokens: int) -> dict:
 
     with tempfile.TemporaryDirectory() as out:
         started = time.perf_counter()
-        generator.train(spec, Path(out) / "run", epochs=1, steps_per_epoch=steps, layers=1, units=64, embedding=32,
-                        seq_len=100, batch_size=64, val_tokens=val_tokens, log=lambda m: None, progress=False)
+        generator.train(
+            spec,
+            Path(out) / "run",
+            epochs=1,
+            steps_per_epoch=steps,
+            layers=1,
+            units=64,
+            embedding=32,
+            seq_len=100,
+            batch_size=64,
+            val_tokens=val_tokens,
+            log=lambda m: None,
+            progress=False,
+        )
         seconds = time.perf_counter() - started
     return {"steps": steps, "seconds": round(seconds, 1), "peak_rss_mb": round(_peak_mb())}
 
@@ -99,9 +116,21 @@ def text(sizes: list[float], steps: int, val_tokens: int) -> None:
             env = child_env(GENERATOR_CACHE_DIR=str(folder / "cache"))
             tokenized = _child(["_tokenize", str(path), "text", "chars"], env)
             trained = _child(["_train", str(path), str(steps), str(val_tokens)], env)
-            print(json.dumps({"corpus": f"{gigabytes:g} GB synthetic text", "bytes": path.stat().st_size,
-                              "tokenize": {**tokenized, "mb_per_s": round(path.stat().st_size / 1e6 / tokenized["seconds"], 1)},
-                              "train_first_steps": trained, "load_average": os.getloadavg()[0]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "corpus": f"{gigabytes:g} GB synthetic text",
+                        "bytes": path.stat().st_size,
+                        "tokenize": {
+                            **tokenized,
+                            "mb_per_s": round(path.stat().st_size / 1e6 / tokenized["seconds"], 1),
+                        },
+                        "train_first_steps": trained,
+                        "load_average": os.getloadavg()[0],
+                    }
+                ),
+                flush=True,
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -126,9 +155,19 @@ def midi(corpus: Path, counts: list[int], tokenizer: str) -> None:
             _copies(corpus, files, folder / "songs")
             env = child_env(GENERATOR_CACHE_DIR=str(folder / "cache"))
             result = _child(["_tokenize", str(folder / "songs"), "music", tokenizer], env)
-            print(json.dumps({"corpus": f"{files:,} MIDI files (copies of {corpus.name})", "tokenizer": tokenizer,
-                              **result, "files_per_s": round(files / result["seconds"], 1),
-                              "cores": os.cpu_count(), "load_average": os.getloadavg()[0]}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "corpus": f"{files:,} MIDI files (copies of {corpus.name})",
+                        "tokenizer": tokenizer,
+                        **result,
+                        "files_per_s": round(files / result["seconds"], 1),
+                        "cores": os.cpu_count(),
+                        "load_average": os.getloadavg()[0],
+                    }
+                ),
+                flush=True,
+            )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -162,10 +201,22 @@ def read(corpus: Path, workers: int, baseline: int) -> None:
         timed = len(stamps) - workers  # the clock starts at the first result of every worker: start-up not timed
         seconds = stamps[-1] - stamps[workers - 1]
         rates[reader] = timed / seconds
-        print(json.dumps({"reader": reader, "files": len(chosen), "notes": notes, "timed_files": timed,
-                          "seconds": round(seconds, 2), "files_per_s": round(rates[reader], 1), "workers": workers,
-                          "files_per_cpu_second": round(len(chosen) / cpu, 1),
-                          "load_average": os.getloadavg()[0]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "reader": reader,
+                    "files": len(chosen),
+                    "notes": notes,
+                    "timed_files": timed,
+                    "seconds": round(seconds, 2),
+                    "files_per_s": round(rates[reader], 1),
+                    "workers": workers,
+                    "files_per_cpu_second": round(len(chosen) / cpu, 1),
+                    "load_average": os.getloadavg()[0],
+                }
+            ),
+            flush=True,
+        )
     print(json.dumps({"symusic_over_pretty_midi": round(rates["symusic"] / rates["pretty_midi"], 1)}))
 
 
@@ -180,7 +231,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("text", help="Peak memory of tokenizing and training on synthetic text of these sizes.")
-    t.add_argument("--gigabytes", type=float, nargs="+", default=[1.0, 4.0], help="Sizes of the synthetic corpora in GiB.")
+    t.add_argument(
+        "--gigabytes", type=float, nargs="+", default=[1.0, 4.0], help="Sizes of the synthetic corpora in GiB."
+    )
     t.add_argument("--steps", type=int, default=200, help="Training steps measured (one epoch's first).")
     t.add_argument("--val-tokens", type=int, default=200_000, help="The validation cap of the training run.")
     m = sub.add_parser("midi", help="Tokenizing many copies of a MIDI corpus: time, files per second, peak memory.")

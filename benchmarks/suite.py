@@ -44,16 +44,58 @@ from benchmarks import sampling_speed
 from benchmarks.common import ROOT, child_env
 from benchmarks.report import TARGETS, table, write_docs  # noqa: F401 (table: the suite's output)
 
-FULL = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,  # the model
-            window_tokens=20, tutorial_tokens=400, tutorial_b64_tokens=100, b1_tokens=4096, b64_tokens=1024,
-            repeats=5,  # sampling: timed passes, in turn
-            warmup=5, steps=20, rounds=2,  # training: steps per timed window, round-robin passes
-            band_prompt=384, band_b1_tokens=1024, band_b64_tokens=512, band_runs=1,  # the band model
-            corpus_mb=100, corpus_steps=200, midi_files=48, music21_files=6)
-QUICK = dict(layers=1, units=32, embedding=8, vocab=65, seq_len=20, batch=8, dropout=0.2,
-             window_tokens=3, tutorial_tokens=8, tutorial_b64_tokens=4, b1_tokens=64, b64_tokens=32, repeats=1,
-             warmup=1, steps=2, rounds=0, band_prompt=16, band_b1_tokens=16, band_b64_tokens=8, band_runs=0,
-             corpus_mb=1, corpus_steps=3, midi_files=2, music21_files=1)
+FULL = dict(
+    layers=2,
+    units=256,
+    embedding=64,
+    vocab=65,
+    seq_len=100,
+    batch=64,
+    dropout=0.2,  # the model
+    window_tokens=20,
+    tutorial_tokens=400,
+    tutorial_b64_tokens=100,
+    b1_tokens=4096,
+    b64_tokens=1024,
+    repeats=5,  # sampling: timed passes, in turn
+    warmup=5,
+    steps=20,
+    rounds=2,  # training: steps per timed window, round-robin passes
+    band_prompt=384,
+    band_b1_tokens=1024,
+    band_b64_tokens=512,
+    band_runs=1,  # the band model
+    corpus_mb=100,
+    corpus_steps=200,
+    midi_files=48,
+    music21_files=6,
+)
+QUICK = dict(
+    layers=1,
+    units=32,
+    embedding=8,
+    vocab=65,
+    seq_len=20,
+    batch=8,
+    dropout=0.2,
+    window_tokens=3,
+    tutorial_tokens=8,
+    tutorial_b64_tokens=4,
+    b1_tokens=64,
+    b64_tokens=32,
+    repeats=1,
+    warmup=1,
+    steps=2,
+    rounds=0,
+    band_prompt=16,
+    band_b1_tokens=16,
+    band_b64_tokens=8,
+    band_runs=0,
+    corpus_mb=1,
+    corpus_steps=3,
+    midi_files=2,
+    music21_files=1,
+)
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"  # tinyshakespeare's 65
 
 
@@ -68,6 +110,7 @@ def flops_per_token(s: dict) -> float:
 
 
 # -- sampling -------------------------------------------------------------------------------------
+
 
 def _model(s: dict):
     import keras
@@ -88,21 +131,34 @@ def bench_sampling(s: dict) -> dict:
     out = {}
     stack = ss.tutorial_model(model, s["layers"], s["units"], s["embedding"], s["vocab"])
     decoder = make_decoder(model)
-    for batch, length, tutorial_length in ((1, s["b1_tokens"], s["tutorial_tokens"]),
-                                           (64, s["b64_tokens"], s["tutorial_b64_tokens"])):
+    for batch, length, tutorial_length in (
+        (1, s["b1_tokens"], s["tutorial_tokens"]),
+        (64, s["b64_tokens"], s["tutorial_b64_tokens"]),
+    ):
         shapes = ss.step_shapes(s["layers"], s["units"], s["embedding"], s["vocab"], batch)
         rate, first = ss.decode_rate(decoder, s["vocab"], s["seq_len"], batch, length)
-        best = ss.interleaved_best({"peak": ss.tf_matmul_peak(shapes), "rate": rate,
-                                    "tutorial": ss.tutorial_rate(stack, s["vocab"], s["seq_len"], batch, tutorial_length)},
-                                   s["repeats"])
-        out.update({f"sampling_b{batch}_tokens_per_s": best["rate"], f"tf_tutorial_b{batch}_tokens_per_s": best["tutorial"],
-                    f"sampling_b{batch}_vs_tf_tutorial": best["rate"] / best["tutorial"],
-                    f"tf_peak_b{batch}_gflops": best["peak"] / 1e9,
-                    f"sampling_b{batch}_fraction_of_tf_peak": best["rate"] / batch * ss.flops(shapes) / best["peak"]})
+        best = ss.interleaved_best(
+            {
+                "peak": ss.tf_matmul_peak(shapes),
+                "rate": rate,
+                "tutorial": ss.tutorial_rate(stack, s["vocab"], s["seq_len"], batch, tutorial_length),
+            },
+            s["repeats"],
+        )
+        out.update(
+            {
+                f"sampling_b{batch}_tokens_per_s": best["rate"],
+                f"tf_tutorial_b{batch}_tokens_per_s": best["tutorial"],
+                f"sampling_b{batch}_vs_tf_tutorial": best["rate"] / best["tutorial"],
+                f"tf_peak_b{batch}_gflops": best["peak"] / 1e9,
+                f"sampling_b{batch}_fraction_of_tf_peak": best["rate"] / batch * ss.flops(shapes) / best["peak"],
+            }
+        )
         if batch == 1:
             out["sampling_first_call_s"] = first
-    out["window_loop_tokens_per_s"] = ss.window_loop_rate(model, s["vocab"], s["seq_len"], s["window_tokens"],
-                                                          s["repeats"])
+    out["window_loop_tokens_per_s"] = ss.window_loop_rate(
+        model, s["vocab"], s["seq_len"], s["window_tokens"], s["repeats"]
+    )
     out["sampling_b1_vs_window_loop"] = out["sampling_b1_tokens_per_s"] / out["window_loop_tokens_per_s"]
     out["load_average_sampling"] = round(os.getloadavg()[0], 2)
     return out
@@ -111,19 +167,34 @@ def bench_sampling(s: dict) -> dict:
 def bench_band(s: dict) -> dict:
     """The band model: unconstrained decode rates with their peaks, and the 30-second continuation."""
     import generator
+
     band = generator.load("band", key_average=0)
-    out = sampling_speed.model_rates(band.run.model, "band", s["band_prompt"], s["band_b1_tokens"], s["band_b64_tokens"],
-                                     s["repeats"])
+    out = sampling_speed.model_rates(
+        band.run.model, "band", s["band_prompt"], s["band_b1_tokens"], s["band_b64_tokens"], s["repeats"]
+    )
     if s["band_runs"]:
-        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "band_continuation.py"), "--json",
-                               "--runs", str(s["band_runs"])], capture_output=True, text=True,
-                              env=child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore"))
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "band_continuation.py"),
+                "--json",
+                "--runs",
+                str(s["band_runs"]),
+            ],
+            capture_output=True,
+            text=True,
+            env=child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore"),
+        )
         if done.returncode != 0:
             raise RuntimeError(f"benchmarks/band_continuation.py failed:\n{done.stderr[-2000:]}")
         timing = json.loads(done.stdout.strip().splitlines()[-1])
-        out.update({"band_continuation_30s_s": timing["command_best_seconds"],
-                    "band_continuation_phases_s": timing["phases_total_seconds"],
-                    "band_continuation_phases": timing["phases_seconds"]})
+        out.update(
+            {
+                "band_continuation_30s_s": timing["command_best_seconds"],
+                "band_continuation_phases_s": timing["phases_total_seconds"],
+                "band_continuation_phases": timing["phases_seconds"],
+            }
+        )
     else:
         out.update({"band_continuation_30s_s": None, "band_continuation_phases_s": None})
     out["load_average_band"] = round(os.getloadavg()[0], 2)
@@ -132,10 +203,15 @@ def bench_band(s: dict) -> dict:
 
 # -- training -------------------------------------------------------------------------------------
 
+
 def _child(args: list[str], env: dict | None = None) -> dict:
     """Run ``python -m benchmarks.train_speed ARGS`` and return its JSON line."""
-    done = subprocess.run([sys.executable, "-m", "benchmarks.train_speed", *args], capture_output=True, text=True,
-                          env=child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", **(env or {})))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_speed", *args],
+        capture_output=True,
+        text=True,
+        env=child_env(TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore", **(env or {})),
+    )
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child {args[0]} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -171,16 +247,22 @@ def bench_training(s: dict, every_variant: bool = False) -> dict:
                 rates[name] = max(rates.get(name, 0.0), rate)
     torch_rate = rates.pop("torch", None)
     out = {"train_tokens_per_s": rates.pop("project"), "train_threads": threads()}
-    out.update({f"train_{k[len('project_'):]}_tokens_per_s": v for k, v in rates.items() if k.startswith("project_")})
-    out.update({"keras_fit_tokens_per_s": rates["keras_fit"], "keras_fit_xla_tokens_per_s": rates.get("keras_fit_xla"),
-                "torch_tokens_per_s": torch_rate,
-                "train_vs_keras_fit": out["train_tokens_per_s"] / rates["keras_fit"],
-                "train_vs_torch": out["train_tokens_per_s"] / torch_rate if torch_rate else None,
-                "load_average_training": round(os.getloadavg()[0], 2)})
+    out.update({f"train_{k[len('project_') :]}_tokens_per_s": v for k, v in rates.items() if k.startswith("project_")})
+    out.update(
+        {
+            "keras_fit_tokens_per_s": rates["keras_fit"],
+            "keras_fit_xla_tokens_per_s": rates.get("keras_fit_xla"),
+            "torch_tokens_per_s": torch_rate,
+            "train_vs_keras_fit": out["train_tokens_per_s"] / rates["keras_fit"],
+            "train_vs_torch": out["train_tokens_per_s"] / torch_rate if torch_rate else None,
+            "load_average_training": round(os.getloadavg()[0], 2),
+        }
+    )
     return out
 
 
 # -- memory ---------------------------------------------------------------------------------------
+
 
 def write_text_corpus(path: Path, megabytes: int) -> None:
     """``megabytes`` MB of word-like text over the 65 characters of tinyshakespeare, made in 1 MB blocks."""
@@ -198,10 +280,30 @@ def bench_memory(s: dict, workdir: Path) -> dict:
     """Peak RSS of ``generator train text`` tokenizing (and caching) the corpus, then training."""
     corpus = workdir / "corpus.txt"
     write_text_corpus(corpus, s["corpus_mb"])
-    argv = ["train", "text", "--corpus", str(corpus), "--output", str(workdir / "run"), "--layers", str(s["layers"]),
-            "--units", str(s["units"]), "--embedding", str(s["embedding"]), "--seq-len", str(s["seq_len"]),
-            "--batch-size", str(s["batch"]), "--epochs", "1", "--steps-per-epoch", str(s["corpus_steps"]),
-            "--val-fraction", "0.001"]
+    argv = [
+        "train",
+        "text",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(workdir / "run"),
+        "--layers",
+        str(s["layers"]),
+        "--units",
+        str(s["units"]),
+        "--embedding",
+        str(s["embedding"]),
+        "--seq-len",
+        str(s["seq_len"]),
+        "--batch-size",
+        str(s["batch"]),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        str(s["corpus_steps"]),
+        "--val-fraction",
+        "0.001",
+    ]
     code = "import sys; from generator.cli.main import generator; sys.argv[0] = 'generator'; generator()"  # the command
     env = {**os.environ, "GENERATOR_CACHE_DIR": str(workdir / "cache"), "TF_CPP_MIN_LOG_LEVEL": "3"}
     start = time.perf_counter()
@@ -217,6 +319,7 @@ def bench_memory(s: dict, workdir: Path) -> dict:
 
 # -- MIDI -----------------------------------------------------------------------------------------
 
+
 def write_midi_corpus(folder: Path, count: int) -> list[Path]:
     """``count`` two-part MIDI files of about 600 notes each (a minute of music), written by midi_io."""
     from generator.data.midi_io import write_midi
@@ -230,8 +333,15 @@ def write_midi_corpus(folder: Path, count: int) -> list[Path]:
         for track, (low, high) in enumerate(((60, 84), (36, 60))):
             starts = np.cumsum(rng.choice([0.125, 0.25, 0.5], 300))
             for start, pitch in zip(starts, rng.integers(low, high, len(starts))):
-                notes.append(Note(int(pitch), float(start), float(start + rng.choice([0.125, 0.25, 0.5])),
-                                  int(rng.integers(40, 110)), track=track))
+                notes.append(
+                    Note(
+                        int(pitch),
+                        float(start),
+                        float(start + rng.choice([0.125, 0.25, 0.5])),
+                        int(rng.integers(40, 110)),
+                        track=track,
+                    )
+                )
         seq = NoteSequence(notes=notes, instruments=[Instrument(name="right"), Instrument(name="left")])
         paths.append(write_midi(seq, folder / f"piece{i:03d}.mid"))
     return paths
@@ -246,7 +356,7 @@ def music21_rate(paths: list[Path]) -> float:
         score = converter.parse(str(path))
         parts = instrument.partitionByInstrument(score)
         names = []
-        for element in (parts.parts[0].recurse() if parts else score.flatten().notes):
+        for element in parts.parts[0].recurse() if parts else score.flatten().notes:
             if isinstance(element, note.Note):
                 names.append(str(element.pitch))
             elif isinstance(element, chord.Chord):
@@ -266,12 +376,17 @@ def bench_midi(s: dict, workdir: Path) -> dict:
             start = time.perf_counter()
             dataset.tokenize(corpora.open_music(workdir / "midi"), TokenizerFactory("events"))
             rates.append(len(paths) / (time.perf_counter() - start))
-    baseline = music21_rate(paths[:s["music21_files"]])
-    return {"midi_files_per_s_cold": rates[0], "midi_files_per_s_cached": rates[1],
-            "midi_files_per_s_music21": baseline, "midi_cold_vs_music21": rates[0] / baseline}
+    baseline = music21_rate(paths[: s["music21_files"]])
+    return {
+        "midi_files_per_s_cold": rates[0],
+        "midi_files_per_s_cached": rates[1],
+        "midi_files_per_s_music21": baseline,
+        "midi_cold_vs_music21": rates[0] / baseline,
+    }
 
 
 # -- the run and its table ----------------------------------------------------------------------
+
 
 def machine() -> dict:
     """Where and when: CPU model, cores, load average at the start, library versions."""
@@ -283,14 +398,24 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
-                "keras": keras.__version__}
+    versions = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
     if torch_available():
         import importlib.metadata
 
         versions["torch"] = importlib.metadata.version("torch")
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads(), "load_average": round(os.getloadavg()[0], 2),
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "versions": versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads(),
+        "load_average": round(os.getloadavg()[0], 2),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "versions": versions,
+    }
 
 
 def run(quick: bool = False, log=None, every_variant: bool = False) -> dict:
@@ -328,16 +453,28 @@ def main(argv=None, prog: str = "python -m benchmarks.suite") -> None:
     """What ``generator bench`` runs: progress on stderr, the table or one JSON object on stdout."""
     import argparse
 
-    p = argparse.ArgumentParser(prog=prog, description="Measure sampling, training, memory and MIDI tokenization, "
-                                                       "each figure beside its baseline measured in the same run "
-                                                       "(takes several minutes).")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Measure sampling, training, memory and MIDI tokenization, "
+        "each figure beside its baseline measured in the same run "
+        "(takes several minutes).",
+    )
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
-    p.add_argument("--quick", action="store_true",
-                   help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.")
-    p.add_argument("--every-variant", action="store_true",
-                   help="Also time the trainer without XLA, with XLA over Keras's LSTM layers, and Keras fit with XLA.")
-    p.add_argument("--write-docs", action="store_true",
-                   help="Replace the generated table in docs/benchmarks.md with this run's (refused with --quick).")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="Run at toy sizes in well under a minute, to check the benchmark works; the figures mean nothing.",
+    )
+    p.add_argument(
+        "--every-variant",
+        action="store_true",
+        help="Also time the trainer without XLA, with XLA over Keras's LSTM layers, and Keras fit with XLA.",
+    )
+    p.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="Replace the generated table in docs/benchmarks.md with this run's (refused with --quick).",
+    )
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
     args = p.parse_args(argv)
     if not args.verbose:
@@ -346,8 +483,11 @@ def main(argv=None, prog: str = "python -m benchmarks.suite") -> None:
         quiet_tensorflow()
     if args.write_docs and args.quick:
         p.error("--write-docs takes the figures of a full run, not of --quick")
-    results = run(args.quick, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
-                  every_variant=args.every_variant)
+    results = run(
+        args.quick,
+        log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True),
+        every_variant=args.every_variant,
+    )
     print(json.dumps(results) if args.json else table(results))
     if args.write_docs:
         write_docs(results)

@@ -52,8 +52,12 @@ def main(argv=None) -> dict:
             loss = tf.reduce_sum(steps.cross_entropy(y, models.training_forward(model, x, training=True))) / tokens
         return loss, tape.gradient(loss, variables)
 
-    parts = {"forward": lambda: forward(x), "forward_backward": lambda: forward_backward(x, y)[0],
-             "step": lambda: train_step((x, y), tokens), "pipeline": lambda: next(batches)[0]}
+    parts = {
+        "forward": lambda: forward(x),
+        "forward_backward": lambda: forward_backward(x, y)[0],
+        "step": lambda: train_step((x, y), tokens),
+        "pipeline": lambda: next(batches)[0],
+    }
     for part in parts.values():  # trace and compile
         part().numpy()
     best = {name: (float("inf"), float("inf")) for name in parts}
@@ -67,10 +71,14 @@ def main(argv=None) -> dict:
             wall, cpu = (time.perf_counter() - wall) / repeat, (time.process_time() - cpu) / repeat
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     ms = {name: {"wall_ms": round(w * 1e3, 1), "cpu_ms": round(c * 1e3, 1)} for name, (w, c) in best.items()}
-    result = {"sizes": sizes, "mixed_precision": config.mixed_precision, "parts": ms,
-              "tokens_per_step": config.batch_size * config.seq_len,
-              "step_tokens_per_s": round(config.batch_size * config.seq_len / best["step"][0]),
-              "load_average": round(os.getloadavg()[0], 2)}
+    result = {
+        "sizes": sizes,
+        "mixed_precision": config.mixed_precision,
+        "parts": ms,
+        "tokens_per_step": config.batch_size * config.seq_len,
+        "step_tokens_per_s": round(config.batch_size * config.seq_len / best["step"][0]),
+        "load_average": round(os.getloadavg()[0], 2),
+    }
     print(json.dumps(result))
     return result
 

@@ -18,15 +18,28 @@ from unittest import mock
 
 import numpy as np
 
-DEFAULT_SIZES = dict(layers=2, units=256, embedding=64, vocab=65, seq_len=100, batch=64, dropout=0.2,
-                     warmup=5, steps=20, repeats=3, threads=0)  # threads 0: the cores this process may use
+DEFAULT_SIZES = dict(
+    layers=2,
+    units=256,
+    embedding=64,
+    vocab=65,
+    seq_len=100,
+    batch=64,
+    dropout=0.2,
+    warmup=5,
+    steps=20,
+    repeats=3,
+    threads=0,
+)  # threads 0: the cores this process may use
 
 
 def thread_count(sizes: dict) -> int:
     """The threads each framework is given: ``sizes["threads"]``, or with 0 the cores this process may use."""
     import os
 
-    return sizes.get("threads") or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    return sizes.get("threads") or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
 
 
 def set_tf_threads(sizes: dict) -> None:
@@ -43,8 +56,10 @@ def set_tf_threads(sizes: dict) -> None:
 def best_rate(ends: list[float], start: float, sizes: dict) -> float:
     """Tokens per second of the fastest window of ``sizes["steps"]`` steps after the warm-up (``ends``: step end times)."""
     times, steps = [start, *ends], sizes["steps"]
-    return max(steps * sizes["batch"] * sizes["seq_len"] / (times[i + steps] - times[i])
-               for i in range(sizes["warmup"], len(times) - steps, steps))
+    return max(
+        steps * sizes["batch"] * sizes["seq_len"] / (times[i + steps] - times[i])
+        for i in range(sizes["warmup"], len(times) - steps, steps)
+    )
 
 
 def synthetic_windows(sizes: dict):
@@ -60,9 +75,16 @@ def synthetic_windows(sizes: dict):
 def run_config(sizes: dict, **changes):
     from generator.config import RunConfig
 
-    return RunConfig(layers=sizes["layers"], units=sizes["units"], embedding=sizes["embedding"],
-                     vocab_size=sizes["vocab"], seq_len=sizes["seq_len"], batch_size=sizes["batch"],
-                     dropout=sizes["dropout"], **changes)
+    return RunConfig(
+        layers=sizes["layers"],
+        units=sizes["units"],
+        embedding=sizes["embedding"],
+        vocab_size=sizes["vocab"],
+        seq_len=sizes["seq_len"],
+        batch_size=sizes["batch"],
+        dropout=sizes["dropout"],
+        **changes,
+    )
 
 
 def project_step(config):
@@ -93,7 +115,9 @@ def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False, mixe
     set_tf_threads(sizes)
     keras.utils.set_random_seed(0)
     keras_forward = lambda model, tokens, training=False: model(tokens, training=training)  # noqa: E731
-    with mock.patch.object(steps.models, "training_forward", keras_forward) if keras_layers else contextlib.nullcontext():
+    with (
+        mock.patch.object(steps.models, "training_forward", keras_forward) if keras_layers else contextlib.nullcontext()
+    ):
         step = project_step(run_config(sizes, jit=jit, mixed_precision=mixed_precision))
         windows, n_steps = synthetic_windows(sizes)
         ends, start = [], time.perf_counter()
@@ -114,8 +138,11 @@ def time_keras_fit(sizes: dict, jit: bool) -> float:
     keras.utils.set_random_seed(0)
     config = run_config(sizes)
     model = build_model(config)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=jit)
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     windows, n_steps = synthetic_windows(sizes)
     ends = []
 
@@ -124,8 +151,13 @@ def time_keras_fit(sizes: dict, jit: bool) -> float:
             ends.append(time.perf_counter())
 
     start = time.perf_counter()
-    model.fit(dataset.to_tf_dataset(windows, 0).take(n_steps), epochs=1, steps_per_epoch=n_steps, verbose=0,
-              callbacks=[Clock()])
+    model.fit(
+        dataset.to_tf_dataset(windows, 0).take(n_steps),
+        epochs=1,
+        steps_per_epoch=n_steps,
+        verbose=0,
+        callbacks=[Clock()],
+    )
     return best_rate(ends, start, sizes)
 
 
@@ -141,8 +173,13 @@ def time_torch(sizes: dict) -> float:
         def __init__(self):
             super().__init__()
             self.embedding = nn.Embedding(sizes["vocab"], sizes["embedding"])
-            self.lstm = nn.LSTM(sizes["embedding"], sizes["units"], num_layers=sizes["layers"], batch_first=True,
-                                dropout=sizes["dropout"] if sizes["layers"] > 1 else 0.0)
+            self.lstm = nn.LSTM(
+                sizes["embedding"],
+                sizes["units"],
+                num_layers=sizes["layers"],
+                batch_first=True,
+                dropout=sizes["dropout"] if sizes["layers"] > 1 else 0.0,
+            )
             self.dropout = nn.Dropout(sizes["dropout"])
             self.fc = nn.Linear(sizes["units"], sizes["vocab"])
 
@@ -171,14 +208,16 @@ def time_torch(sizes: dict) -> float:
     return best_rate(ends, start, sizes)
 
 
-MEASURES = {"project": lambda s: time_project(s, None),  # what `generator train` does by default
-            "project_no_xla": lambda s: time_project(s, False),
-            "project_xla_keras_lstm": lambda s: time_project(s, True, keras_layers=True),
-            "project_bfloat16": lambda s: time_project(s, None, mixed_precision="bfloat16"),
-            "project_float16": lambda s: time_project(s, None, mixed_precision="float16"),
-            "keras_fit": lambda s: time_keras_fit(s, False),
-            "keras_fit_xla": lambda s: time_keras_fit(s, True),
-            "torch": time_torch}
+MEASURES = {
+    "project": lambda s: time_project(s, None),  # what `generator train` does by default
+    "project_no_xla": lambda s: time_project(s, False),
+    "project_xla_keras_lstm": lambda s: time_project(s, True, keras_layers=True),
+    "project_bfloat16": lambda s: time_project(s, None, mixed_precision="bfloat16"),
+    "project_float16": lambda s: time_project(s, None, mixed_precision="float16"),
+    "keras_fit": lambda s: time_keras_fit(s, False),
+    "keras_fit_xla": lambda s: time_keras_fit(s, True),
+    "torch": time_torch,
+}
 
 
 def measure(variant: str, sizes: dict) -> float:

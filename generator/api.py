@@ -1,8 +1,8 @@
 """The Python API, used by notebooks and by the command line alike.
 
-    >>> import generator
-    >>> shakespeare = generator.load("shakespeare")
-    >>> print(shakespeare.generate("ROMEO:", length=200, temperature=0.8, random_seed=1))
+>>> import generator
+>>> shakespeare = generator.load("shakespeare")
+>>> print(shakespeare.generate("ROMEO:", length=200, temperature=0.8, random_seed=1))
 """
 
 from __future__ import annotations
@@ -27,9 +27,19 @@ from generator.data.tokenizers.base import BOS
 MAX_LENGTH = 1_000_000
 
 
-def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", preset: str | None = None,
-          force: bool = False, encoding: str = "utf-8", log=print, progress: bool = True,
-          config: RunConfig | str | os.PathLike | None = None, **settings) -> dict:
+def train(
+    corpus: str,
+    output: str | os.PathLike,
+    *,
+    modality: str = "text",
+    preset: str | None = None,
+    force: bool = False,
+    encoding: str = "utf-8",
+    log=print,
+    progress: bool = True,
+    config: RunConfig | str | os.PathLike | None = None,
+    **settings,
+) -> dict:
     """Train (or resume) a model on ``corpus`` into the run directory ``output``; returns its metrics.
 
     ``settings`` are ``RunConfig`` fields (layers, units, epochs, ...); they override ``config``,
@@ -53,8 +63,11 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         config = load_config(config, modality)
     init_from = settings.get("init_from") or (config.init_from if config is not None else "")
     is_json = str(corpus).lower().endswith(".json")
-    if preset is None and modality == "music" and (is_json or str(corpus) == "chorales"
-                                                   or settings.get("tokenizer") == "voices"):
+    if (
+        preset is None
+        and modality == "music"
+        and (is_json or str(corpus) == "chorales" or settings.get("tokenizer") == "voices")
+    ):
         preset = "chorales"  # SATB grids: the voices tokenizer and its hyperparameters
     if is_json:
         settings.setdefault("split", "train")
@@ -65,23 +78,29 @@ def train(corpus: str, output: str | os.PathLike, *, modality: str = "text", pre
         from generator.training import finetune
 
         source_run = finetune.load_source(init_from)
-        base = finetune.fine_tune_config(source_run, init_from, modality, settings, config,
-                                         config_name if config is not None else "--config")
+        base = finetune.fine_tune_config(
+            source_run, init_from, modality, settings, config, config_name if config is not None else "--config"
+        )
         settings = {k: v for k, v in settings.items() if k != "init_from"}
     else:
         base = config if config is not None else config_preset(preset or modality, settings.get("arch") or "lstm")
     config = base.replace(corpus=str(corpus), modality=modality, **settings).check()  # ArgumentError if one misfits
     check_fine_tuning(config)
-    source = corpora.open_corpus(str(corpus), modality, split=config.split, encoding=encoding,
-                                 documents=config.documents, column=config.column)
+    source = corpora.open_corpus(
+        str(corpus), modality, split=config.split, encoding=encoding, documents=config.documents, column=config.column
+    )
     if source_run is not None:
         factory = finetune.tokenizer_factory(source_run)
     else:
         factory = TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options"))
-    val_source = (corpora.open_corpus(str(corpus), modality, split=config.val_split, encoding=encoding)
-                  if config.val_split else None)
-    return Trainer(config, Path(output), log=log, progress=progress).train(source, factory, force=force,
-                                                                           val_corpus=val_source)
+    val_source = (
+        corpora.open_corpus(str(corpus), modality, split=config.val_split, encoding=encoding)
+        if config.val_split
+        else None
+    )
+    return Trainer(config, Path(output), log=log, progress=progress).train(
+        source, factory, force=force, val_corpus=val_source
+    )
 
 
 def check_fine_tuning(config: RunConfig) -> None:
@@ -89,8 +108,10 @@ def check_fine_tuning(config: RunConfig) -> None:
     if config.freeze and not config.init_from:
         raise ArgumentError("freeze", "keeps layers at their init_from weights: give init_from too", "init_from")
     if config.freeze >= config.layers:
-        raise ArgumentError("freeze", f"{config.freeze} would freeze every one of the {config.layers} layers; "
-                            f"freeze fewer than {config.layers}")
+        raise ArgumentError(
+            "freeze",
+            f"{config.freeze} would freeze every one of the {config.layers} layers; freeze fewer than {config.layers}",
+        )
     if (config.documents != "files" or config.column) and config.modality != "text":
         raise ArgumentError("documents", "lines and column are for text corpora", "column")
 
@@ -118,10 +139,13 @@ def load_config(source: RunConfig | str | os.PathLike, modality: str | None = No
         except (TypeError, ValueError) as e:
             raise GeneratorError(f"{path}: {e}") from None
     if config.format_version != FORMAT_VERSION:
-        raise GeneratorError(f"{name} is configuration format {config.format_version}; this version reads {FORMAT_VERSION}")
+        raise GeneratorError(
+            f"{name} is configuration format {config.format_version}; this version reads {FORMAT_VERSION}"
+        )
     if modality is not None and config.modality != modality:
-        raise GeneratorError(f"{name} configures a {config.modality} model, not {modality}; "
-                             f"use `generator train {config.modality}`")
+        raise GeneratorError(
+            f"{name} configures a {config.modality} model, not {modality}; use `generator train {config.modality}`"
+        )
     return config
 
 
@@ -141,11 +165,11 @@ def load(name_or_path: str | os.PathLike = "shakespeare", *, key_average: int | 
 class Text(str):
     """Generated text: an ordinary ``str`` that can also ``save`` itself.
 
-        >>> sample = generator.load("shakespeare").generate("ROMEO:", length=200)
-        >>> sample.startswith("ROMEO:")
-        True
-        >>> sample.save("romeo.txt")        # an existing file is kept unless force=True
-        PosixPath('romeo.txt')
+    >>> sample = generator.load("shakespeare").generate("ROMEO:", length=200)
+    >>> sample.startswith("ROMEO:")
+    True
+    >>> sample.save("romeo.txt")        # an existing file is kept unless force=True
+    PosixPath('romeo.txt')
     """
 
     def save(self, path: str | os.PathLike, force: bool = False) -> Path:
@@ -224,8 +248,11 @@ class Generator:
             semitones = self.config.extra.get("key_average", 0)
         SamplingOptions().replace(key_average=int(semitones) if isinstance(semitones, np.integer) else semitones)
         if semitones and (self.tokenizer.transposition(0) is None or not self.decodes_left_to_right):
-            raise ArgumentError("key_average", f"needs a left-to-right music model; {self.run.path.name} is a "
-                                f"{self.config.modality} model ({self.config.arch}, {self.tokenizer.kind} tokens)")
+            raise ArgumentError(
+                "key_average",
+                f"needs a left-to-right music model; {self.run.path.name} is a "
+                f"{self.config.modality} model ({self.config.arch}, {self.tokenizer.kind} tokens)",
+            )
         return int(semitones)
 
     @property
@@ -241,8 +268,13 @@ class Generator:
         changes nothing, so a call may hand its options on to another."""
         options = (options or SamplingOptions()).replace(**changes)
         top_p = self.config.extra.get("top_p") if options.top_p is None else options.top_p
-        return dataclasses.replace(options, top_p=top_p, key_average=self._key_average if options.key_average is None
-                                   else self._resolve_key_average(options.key_average))
+        return dataclasses.replace(
+            options,
+            top_p=top_p,
+            key_average=self._key_average
+            if options.key_average is None
+            else self._resolve_key_average(options.key_average),
+        )
 
     def decoder_for(self, key_average: int = 0):
         """The incremental decoder sampling and scoring use, key-averaged over -K..K semitones when K > 0."""
@@ -300,8 +332,16 @@ class Generator:
             (log or (lambda message: print(message, file=sys.stderr)))(notice)
         return ids
 
-    def stream(self, prompt_ids: list[int], length: int, *, num_samples: int = 1,
-               options: SamplingOptions | None = None, tokenizer=None, **sampling_options) -> Stream:
+    def stream(
+        self,
+        prompt_ids: list[int],
+        length: int,
+        *,
+        num_samples: int = 1,
+        options: SamplingOptions | None = None,
+        tokenizer=None,
+        **sampling_options,
+    ) -> Stream:
         """Sample ``length`` new tokens after ``[BOS] + prompt_ids``: a ``Stream`` of chunks
         ``[num_samples, n]`` whose ``constraint_state`` is the tokenizer's state at the end.
 
@@ -326,15 +366,25 @@ class Generator:
             constraint = sampling.Constraint(tokenizer, state)
         key = (options.key_average, options.temperature, options.top_k, options.top_p)  # a compiled loop each
         loop = self._loops.pop(key, None) or sampling.DecodeLoop(
-            self.decoder_for(options.key_average), sampling.get(options.temperature, options.top_k,
-                                                                self.top_p(options.top_p)))
+            self.decoder_for(options.key_average),
+            sampling.get(options.temperature, options.top_k, self.top_p(options.top_p)),
+        )
         self._loops[key] = loop  # reused by later calls with the same sampler
         if len(self._loops) > 8:  # keep the eight most recently used
             del self._loops[next(iter(self._loops))]
         return Stream(loop.generate(prompts, length, seed, constraint), constraint, options, loop)
 
-    def generate(self, prompt: str = "", length: int | None = None, *, seed=None, num_samples: int = 1,
-                 options: SamplingOptions | None = None, prompt_tokens: int | None = None, **keywords):
+    def generate(
+        self,
+        prompt: str = "",
+        length: int | None = None,
+        *,
+        seed=None,
+        num_samples: int = 1,
+        options: SamplingOptions | None = None,
+        prompt_tokens: int | None = None,
+        **keywords,
+    ):
         """Sample from the model, as ``options`` say (or their fields as keywords: ``temperature=0.7``).
 
         Text models return ``prompt`` plus ``length`` (default 500) new characters as a ``Text``
@@ -361,8 +411,10 @@ class Generator:
             pieces = compose(self, seed, length=length, num_samples=num_samples, options=options, **music_options)
             return pieces[0] if num_samples == 1 else pieces
         if music_options:
-            raise ArgumentError(next(iter(music_options)), f"is not an argument of a text model's generate "
-                                f"({self.run.path.name} is a text model)")
+            raise ArgumentError(
+                next(iter(music_options)),
+                f"is not an argument of a text model's generate ({self.run.path.name} is a text model)",
+            )
         from generator.progress import track
 
         length = 500 if length is None else length
@@ -371,14 +423,24 @@ class Generator:
         tokens = np.concatenate(chunks, axis=1) if chunks else np.zeros((num_samples, 0), np.int32)
         texts = [prompt + self.tokenizer.decode(row) for row in tokens]
         if self.short_documents:  # each sample is one document: up to the newline that ends it
-            texts = [prompt + text[len(prompt):].split("\n", 1)[0] for text in texts]
+            texts = [prompt + text[len(prompt) :].split("\n", 1)[0] for text in texts]
         texts = [Text(text) for text in texts]
         return texts[0] if num_samples == 1 else texts
 
     # -- harmonizing (the harmonizer checkpoint) -------------------------------------------------
-    def harmonize(self, melody, *, voices=None, infill=None, iterations: int | None = None, num_samples: int = 1,
-                  split: str | None = None, index: int | None = None, options: SamplingOptions | None = None,
-                  **sampling_options):
+    def harmonize(
+        self,
+        melody,
+        *,
+        voices=None,
+        infill=None,
+        iterations: int | None = None,
+        num_samples: int = 1,
+        split: str | None = None,
+        index: int | None = None,
+        options: SamplingOptions | None = None,
+        **sampling_options,
+    ):
         """Write the voices under a melody, or rewrite part of a chorale, by pseudo-Gibbs sampling.
 
         ``melody``: a score file (MIDI, MusicXML, ABC, kern; its only line or top line becomes the
@@ -396,15 +458,25 @@ class Generator:
         from generator.generation import harmonize
 
         options = (options or SamplingOptions()).replace(**sampling_options)
-        pieces = harmonize.harmonize(self, melody, voices=voices, infill=infill,
-                                     iterations=harmonize.DEFAULT_ITERATIONS if iterations is None else iterations,
-                                     temperature=options.temperature, num_samples=num_samples,
-                                     random_seed=options.random_seed, split=split, index=index,
-                                     voice_leading=options.voice_leading)
+        pieces = harmonize.harmonize(
+            self,
+            melody,
+            voices=voices,
+            infill=infill,
+            iterations=harmonize.DEFAULT_ITERATIONS if iterations is None else iterations,
+            temperature=options.temperature,
+            num_samples=num_samples,
+            random_seed=options.random_seed,
+            split=split,
+            index=index,
+            voice_leading=options.voice_leading,
+        )
         return pieces[0] if num_samples == 1 else pieces
 
     # -- scoring ---------------------------------------------------------------------------------
-    def evaluate(self, corpus: str, *, split: str = "", encoding: str = "utf-8", key_average: int | None = None) -> dict:
+    def evaluate(
+        self, corpus: str, *, split: str = "", encoding: str = "utf-8", key_average: int | None = None
+    ) -> dict:
         """Mean NLL per token of ``corpus`` (nats and bits), each document scored from its start.
 
         ``corpus`` may also be ``heldout:CHECKPOINT`` (music): the whole pieces that checkpoint held
@@ -418,20 +490,33 @@ class Generator:
         key_average = self.options(key_average=key_average).key_average
         if str(corpus).startswith(music_stats.HELD_OUT_PREFIX):
             if self.config.modality != "music":
-                raise GeneratorError(f"{corpus} names music pieces; {self.run.path.name} is a {self.config.modality} model")
-            source = music_stats.held_out_corpus(str(corpus)[len(music_stats.HELD_OUT_PREFIX):])
+                raise GeneratorError(
+                    f"{corpus} names music pieces; {self.run.path.name} is a {self.config.modality} model"
+                )
+            source = music_stats.held_out_corpus(str(corpus)[len(music_stats.HELD_OUT_PREFIX) :])
         else:
             source = corpora.open_corpus(str(corpus), self.config.modality, split=split, encoding=encoding)
         data = dataset.tokenize(source, TokenizerFactory(self.config.tokenizer, fixed=self.tokenizer))
-        result = evaluate_documents(self.decoder_for(key_average), [data.document(i) for i in range(data.num_documents)])
+        result = evaluate_documents(
+            self.decoder_for(key_average), [data.document(i) for i in range(data.num_documents)]
+        )
         result["corpus"] = source.name
         result["key_average"] = key_average
         return result
 
-    def evaluate_continuations(self, corpus: str, *, split: str = "", continuations: int = 4,
-                               prompt_beats: float = 8.0, continuation_beats: float = 16.0,
-                               max_pieces: int | None = None, options: SamplingOptions | None = None, log=None,
-                               **sampling_options) -> dict:
+    def evaluate_continuations(
+        self,
+        corpus: str,
+        *,
+        split: str = "",
+        continuations: int = 4,
+        prompt_beats: float = 8.0,
+        continuation_beats: float = 16.0,
+        max_pieces: int | None = None,
+        options: SamplingOptions | None = None,
+        log=None,
+        **sampling_options,
+    ) -> dict:
         """Continue the first ``prompt_beats`` beats of every piece of ``corpus`` ``continuations`` times and
         compare with the real continuations (``generator evaluate --continuations``; music models).
         Piece i is sampled with ``random_seed + i`` (default ``random_seed`` 0, so that figures repeat)::
@@ -447,8 +532,15 @@ class Generator:
         if options.random_seed is None:
             options = options.replace(random_seed=0)
         pieces = load_set(str(corpus), split=split, report=log)[:max_pieces]
-        result = evaluate_continuations(self, pieces, samples=continuations, prompt_beats=prompt_beats,
-                                        continuation_beats=continuation_beats, options=options, log=log)
+        result = evaluate_continuations(
+            self,
+            pieces,
+            samples=continuations,
+            prompt_beats=prompt_beats,
+            continuation_beats=continuation_beats,
+            options=options,
+            log=log,
+        )
         return {"checkpoint": self.run.path.name, "corpus": str(corpus) + (f":{split}" if split else ""), **result}
 
 

@@ -30,7 +30,11 @@ class ProgressBar:
         if self.watcher is not None:
             self.watcher(self.label, self.count, self.total)
         now = time.monotonic()
-        if self.enabled and now - self.start >= self.min_seconds and (now - self._last > 0.1 or self.count >= self.total):
+        if (
+            self.enabled
+            and now - self.start >= self.min_seconds
+            and (now - self._last > 0.1 or self.count >= self.total)
+        ):
             self._last = now
             filled = int(30 * self.count / self.total)
             self.stream.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {self._counts(now)}")

@@ -36,9 +36,22 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 # No regularization, the text preset's included: these runs test other things (the strategies'
 # exact agreement, plain Keras loading); tests/test_regularization.py tests the flags.
-TINY_SETTINGS = dict(layers=1, units=16, embedding=8, dropout=0.0, locked_dropout=False, input_dropout=0.0,
-                     embedding_dropout=0.0, weight_drop=0.0, weight_decay=0.0, seq_len=32, batch_size=8,
-                     epochs=2, learning_rate=0.01, patience=5)
+TINY_SETTINGS = dict(
+    layers=1,
+    units=16,
+    embedding=8,
+    dropout=0.0,
+    locked_dropout=False,
+    input_dropout=0.0,
+    embedding_dropout=0.0,
+    weight_drop=0.0,
+    weight_decay=0.0,
+    seq_len=32,
+    batch_size=8,
+    epochs=2,
+    learning_rate=0.01,
+    patience=5,
+)
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +70,9 @@ def untrained_run(folder: Path, tokenizer, kind: str) -> Path:
     from generator.models import build_model
     from generator.training.checkpoints import save_run
 
-    config = RunConfig(modality="music", tokenizer=kind, layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music", tokenizer=kind, layers=1, units=16, embedding=8, vocab_size=tokenizer.vocab_size
+    )
     return save_run(folder, build_model(config), tokenizer, config)
 
 
@@ -79,8 +93,9 @@ def text_run(tmp_path_factory) -> Path:
     from generator.training.checkpoints import save_run
 
     tokenizer = CharTokenizer.fit([TINY_TEXT])
-    config = RunConfig(modality="text", tokenizer="chars", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="text", tokenizer="chars", layers=1, units=16, embedding=8, vocab_size=tokenizer.vocab_size
+    )
     return save_run(tmp_path_factory.mktemp("runs") / "text", build_model(config), tokenizer, config)
 
 
@@ -104,7 +119,6 @@ def interrupt_after_first_epoch(message):
     """A training ``log`` that stops the run (like Ctrl-C) once the first epoch is reported."""
     if message.startswith("epoch 1/"):
         raise KeyboardInterrupt
-
 
 
 @pytest.fixture(scope="session")

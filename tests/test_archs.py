@@ -43,10 +43,16 @@ def test_output_shapes_and_registry(arch):
     assert tf.nest.map_structure(lambda t: t.shape, states) == tf.nest.map_structure(lambda t: t.shape, _)
 
 
-@pytest.mark.parametrize("arch,changes", [("lstm-attention", {}), ("transformer", {}),
-                                          ("transformer", {"tie_weights": True, "embedding": 12}),
-                                          ("transformer", {"positions": "learned"}),
-                                          ("lstm-attention", {"tie_weights": True, "embedding_dropout": 0.2})])
+@pytest.mark.parametrize(
+    "arch,changes",
+    [
+        ("lstm-attention", {}),
+        ("transformer", {}),
+        ("transformer", {"tie_weights": True, "embedding": 12}),
+        ("transformer", {"positions": "learned"}),
+        ("lstm-attention", {"tie_weights": True, "embedding_dropout": 0.2}),
+    ],
+)
 def test_incremental_decoding_equals_the_full_pass_beyond_the_window(arch, changes):
     model = tiny_model(arch, **changes)
     x = tokens()
@@ -61,7 +67,7 @@ def test_incremental_decoding_equals_the_full_pass_beyond_the_window(arch, chang
     np.testing.assert_allclose(np.stack(stepped, 1), full, atol=1e-4)
     states, chunks = decoder.zero_states(3), []
     for start in range(0, x.shape[1], 5):  # chunks that straddle the ring buffer's wrap-around
-        logits, states = decoder.forward(tf.constant(x[:, start:start + 5]), states)
+        logits, states = decoder.forward(tf.constant(x[:, start : start + 5]), states)
         chunks.append(logits.numpy())
     np.testing.assert_allclose(np.concatenate(chunks, 1), full, atol=1e-4)
 
@@ -74,12 +80,13 @@ def test_a_one_block_transformer_beyond_its_context_sees_exactly_the_last_contex
     decoder = models.decoder(model)
     logits, _ = decoder.forward(tf.constant(x), decoder.zero_states(2))
     for end in (8, 19, 30):
-        window = model(x[:, end - 8:end]).numpy()[:, -1]
+        window = model(x[:, end - 8 : end]).numpy()[:, -1]
         np.testing.assert_allclose(logits.numpy()[:, end - 1], window, atol=1e-4)
 
 
-@pytest.mark.parametrize("arch,changes", [("lstm-attention", {}), ("transformer", {}),
-                                          ("transformer", {"positions": "learned"})])
+@pytest.mark.parametrize(
+    "arch,changes", [("lstm-attention", {}), ("transformer", {}), ("transformer", {"positions": "learned"})]
+)
 def test_saved_models_load_in_safe_mode_and_keep_16_bit_logits_float32(arch, changes, tmp_path):
     from generator.training.steps import dtype_policy
 
@@ -105,7 +112,9 @@ def test_each_arch_has_its_own_preset():
         models.build_model(RunConfig(arch="lstm-attention", units=30, heads=4, vocab_size=5))
     with pytest.raises(GeneratorError, match="multiple of the heads"):
         models.build_model(RunConfig(arch="transformer", units=30, heads=4, vocab_size=5, positions="learned"))
-    models.build_model(RunConfig(arch="transformer", units=12, heads=4, vocab_size=5, positions="learned"))  # odd head width
+    models.build_model(
+        RunConfig(arch="transformer", units=12, heads=4, vocab_size=5, positions="learned")
+    )  # odd head width
     with pytest.raises(GeneratorError, match="unknown positions 'alibi'"):
         models.build_model(RunConfig(arch="transformer", units=16, heads=4, vocab_size=5, positions="alibi"))
 
@@ -145,9 +154,22 @@ def test_generator_evaluate_loads_the_run_in_a_fresh_process(arch_run):
 
     arch, run = arch_run
     corpus = json.loads((run / "config.json").read_text())["corpus"]
-    done = subprocess.run([sys.executable, "-c", "from generator.cli.main import generator; generator()", "evaluate",
-                           "--checkpoint", str(run), "--corpus", corpus, "--json"], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from generator.cli.main import generator; generator()",
+            "evaluate",
+            "--checkpoint",
+            str(run),
+            "--corpus",
+            corpus,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["nll_per_token"] > 0
 
@@ -227,9 +249,13 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path, tiny_corpus, arch):
     import subprocess
 
     settings = dict(ARCH_SETTINGS, arch=arch, epochs=2, batch_size=6, steps_per_epoch=6)
-    done = subprocess.run([sys.executable, "-c", MIRRORED, str(tiny_corpus), str(tmp_path), json.dumps(settings)],
-                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
-                                                                             "TF_CPP_MIN_LOG_LEVEL": "3"})
+    done = subprocess.run(
+        [sys.executable, "-c", MIRRORED, str(tiny_corpus), str(tmp_path), json.dumps(settings)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "MirroredStrategy: 2 replicas" in done.stdout
     one = api.load(tmp_path / "default").run.model.get_weights()

@@ -27,10 +27,16 @@ BEAT = 0.5  # seconds per beat at 120 bpm
 def band_song(bars: int = 4, order=(0, 1, 2, 3, 4)) -> NoteSequence:
     """Drums, a bass on a piano program, two guitars of one program, a lead flute; tracks in ``order``."""
     parts = [
-        (Instrument(0, True, "Drums"), [(36 if b % 2 == 0 else 38, b * BEAT, b * BEAT + 0.1) for b in range(bars * 4)]
-         + [(42, b * BEAT + 0.25, b * BEAT + 0.35) for b in range(bars * 4)]),
+        (
+            Instrument(0, True, "Drums"),
+            [(36 if b % 2 == 0 else 38, b * BEAT, b * BEAT + 0.1) for b in range(bars * 4)]
+            + [(42, b * BEAT + 0.25, b * BEAT + 0.35) for b in range(bars * 4)],
+        ),
         (Instrument(0, False, "Low piano"), [(36 + (b % 4) * 2, b * BEAT, (b + 1) * BEAT) for b in range(bars * 4)]),
-        (Instrument(27, False, "Guitar A"), [(p, b * BEAT, b * BEAT + BEAT / 2) for b in range(bars * 4) for p in (55, 59, 62)]),
+        (
+            Instrument(27, False, "Guitar A"),
+            [(p, b * BEAT, b * BEAT + BEAT / 2) for b in range(bars * 4) for p in (55, 59, 62)],
+        ),
         (Instrument(27, False, "Guitar B"), [(67 + b % 3, b * BEAT / 2, (b + 1) * BEAT / 2) for b in range(bars * 8)]),
         (Instrument(73, False, "Flute"), [(79 + (b % 5), b * BEAT, (b + 1) * BEAT) for b in range(bars * 4)]),
     ]
@@ -55,8 +61,7 @@ def by_name(seq: NoteSequence) -> dict[str, list[tuple]]:
 def test_roles_come_from_the_notes_not_the_track_order(order):
     seq = assign_roles(band_song(order=order))
     roles = {inst.name: inst.role for inst in seq.instruments}
-    assert roles == {"Drums": "drums", "Low piano": "bass", "Guitar A": "chords", "Guitar B": "melody",
-                     "Flute": "lead"}
+    assert roles == {"Drums": "drums", "Low piano": "bass", "Guitar A": "chords", "Guitar B": "melody", "Flute": "lead"}
 
 
 def test_the_right_hand_leads_whichever_track_comes_first():
@@ -173,11 +178,16 @@ def test_transposition_moves_pitched_notes_only():
 # -- model choice --------------------------------------------------------------------------------------
 def test_choose_checkpoint_from_content():
     assert choose_checkpoint(assign_roles(band_song()))[0] in ("band", "pop-piano")  # band once bundled
-    piano = NoteSequence(notes=[Note(60 + t * 12, 0, 1, 80, 0, False, t) for t in range(3)],
-                         instruments=[Instrument(0, name=n) for n in ("MELODY", "BRIDGE", "PIANO")])
+    piano = NoteSequence(
+        notes=[Note(60 + t * 12, 0, 1, 80, 0, False, t) for t in range(3)],
+        instruments=[Instrument(0, name=n) for n in ("MELODY", "BRIDGE", "PIANO")],
+    )
     assert choose_checkpoint(piano)[0] == "pop-piano"
-    voices = [Note(p + i % 2, i * 0.5, i * 0.5 + 0.5, 80, 52, False, t)
-              for t, p in enumerate((72, 64, 55, 43)) for i in range(8)]
+    voices = [
+        Note(p + i % 2, i * 0.5, i * 0.5 + 0.5, 80, 52, False, t)
+        for t, p in enumerate((72, 64, 55, 43))
+        for i in range(8)
+    ]
     chorale = NoteSequence(notes=voices, instruments=[Instrument(52) for _ in range(4)])
     name, reason = choose_checkpoint(chorale)
     assert name == "bach" and "chorale" in reason
@@ -197,14 +207,17 @@ def test_continuation_goes_back_to_the_tracks_it_came_from():
 
 
 def test_tracks_that_share_a_slot_get_the_notes_nearest_their_register():
-    seed = NoteSequence(notes=[Note(48, 0, 1, 80, 0, False, 0), Note(84, 0, 1, 80, 0, False, 1),
-                               Note(62, 0, 1, 80, 0, False, 2)],
-                        instruments=[Instrument(0, name="PIANO"), Instrument(0, name="BRIDGE"),
-                                     Instrument(0, name="MELODY")])
+    seed = NoteSequence(
+        notes=[Note(48, 0, 1, 80, 0, False, 0), Note(84, 0, 1, 80, 0, False, 1), Note(62, 0, 1, 80, 0, False, 2)],
+        instruments=[Instrument(0, name="PIANO"), Instrument(0, name="BRIDGE"), Instrument(0, name="MELODY")],
+    )
     continuation = [Note(50, 1, 2, 80, 0, False, 1), Note(86, 1, 2, 80, 0, False, 1), Note(64, 1, 2, 80, 0, False, 0)]
     music = assemble(seed, continuation, 0.0, True, [], {0: [2], 1: [0, 1]})
-    assert {n.pitch: music.sequence.instruments[n.track].name for n in music.sequence.notes} == \
-        {50: "PIANO", 86: "BRIDGE", 64: "MELODY"}
+    assert {n.pitch: music.sequence.instruments[n.track].name for n in music.sequence.notes} == {
+        50: "PIANO",
+        86: "BRIDGE",
+        64: "MELODY",
+    }
 
 
 # -- the command line with an untrained band model -------------------------------------------------------
@@ -234,17 +247,37 @@ def generate(argv, capsys):
 
 
 def groove(bars=8):
-    return [(36 if b % 2 == 0 else 38, b, 0.25) for b in range(bars * 4)] + [(42, b + 0.5, 0.25) for b in range(bars * 4)]
+    return [(36 if b % 2 == 0 else 38, b, 0.25) for b in range(bars * 4)] + [
+        (42, b + 0.5, 0.25) for b in range(bars * 4)
+    ]
 
 
 def test_band_seed_continues_every_track(tmp_path, capsys, band_run):
-    seed = write_midi(tmp_path / "song.mid", [
-        (0, True, groove()), (33, False, [(36 + b % 5, b, 1) for b in range(32)]),
-        (27, False, [(p, b * 2, 2) for b in range(16) for p in (55, 59, 62)]),
-        (73, False, [(79 + b % 4, b, 1) for b in range(32)])])
+    seed = write_midi(
+        tmp_path / "song.mid",
+        [
+            (0, True, groove()),
+            (33, False, [(36 + b % 5, b, 1) for b in range(32)]),
+            (27, False, [(p, b * 2, 2) for b in range(16) for p in (55, 59, 62)]),
+            (73, False, [(79 + b % 4, b, 1) for b in range(32)]),
+        ],
+    )
     out = tmp_path / "out.mid"
-    code, printed, err = generate(["--checkpoint", str(band_run), "--seed", str(seed), "--output", str(out),
-                                   "--seconds", "4", "--random-seed", "4"], capsys)  # some seeds of the
+    code, printed, err = generate(
+        [
+            "--checkpoint",
+            str(band_run),
+            "--seed",
+            str(seed),
+            "--output",
+            str(out),
+            "--seconds",
+            "4",
+            "--random-seed",
+            "4",
+        ],
+        capsys,
+    )  # some seeds of the
     assert code == 0, err  # untrained fixture write no note past the seed's end in 4 s (1 and 2 with XLA's draws)
     pm = pretty_midi.PrettyMIDI(str(out))
     seed_pm = pretty_midi.PrettyMIDI(str(seed))
@@ -274,8 +307,11 @@ def test_hard_seeds_give_a_continuation(tmp_path, capsys, band_run, case):
     elif case == "program change":
         tracks = [(0, True, groove()), (25, False, [(60 + b % 7, b, 1) for b in range(32)])]
     elif case == "empty drum track":
-        tracks = [(0, True, []), (0, False, [(60 + b % 7, b, 1) for b in range(32)]),
-                  (33, False, [(36, b, 1) for b in range(32)])]
+        tracks = [
+            (0, True, []),
+            (0, False, [(60 + b % 7, b, 1) for b in range(32)]),
+            (33, False, [(36, b, 1) for b in range(32)]),
+        ]
     else:
         tracks = [(0, False, [(40 + i % 40, i / 64, 1 / 64) for i in range(100_000)])]
     seed = write_midi(tmp_path / "seed.mid", tracks)
@@ -286,8 +322,21 @@ def test_hard_seeds_give_a_continuation(tmp_path, capsys, band_run, case):
         track.insert(half, mido.Message("program_change", channel=track[0].channel, program=0, time=0))
         mid.save(seed)
     out = tmp_path / "out.mid"
-    code, printed, err = generate(["--checkpoint", str(band_run), "--seed", str(seed), "--output", str(out),
-                                   "--seconds", "2", "--random-seed", "2"], capsys)
+    code, printed, err = generate(
+        [
+            "--checkpoint",
+            str(band_run),
+            "--seed",
+            str(seed),
+            "--output",
+            str(out),
+            "--seconds",
+            "2",
+            "--random-seed",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0 and "Traceback" not in err, err
     pm = pretty_midi.PrettyMIDI(str(out))
     assert sum(len(i.notes) for i in pm.instruments) > 0
@@ -299,22 +348,28 @@ def test_hard_seeds_give_a_continuation(tmp_path, capsys, band_run, case):
 
 @pytest.mark.parametrize("case", ["smpte", "type 2"])
 def test_unsupported_midi_gives_one_clear_line(tmp_path, capsys, band_run, case):
-    seed = write_midi(tmp_path / "seed.mid", [(0, False, [(60, 0, 1)]), (0, False, [(64, 0, 1)])],
-                      midi_type=2 if case == "type 2" else 1)
+    seed = write_midi(
+        tmp_path / "seed.mid",
+        [(0, False, [(60, 0, 1)]), (0, False, [(64, 0, 1)])],
+        midi_type=2 if case == "type 2" else 1,
+    )
     if case == "smpte":
         data = bytearray(seed.read_bytes())
         data[12:14] = bytes([0xE7, 0x28])  # -25 frames per second, 40 ticks per frame
         seed.write_bytes(bytes(data))
-    code, printed, err = generate(["--checkpoint", str(band_run), "--seed", str(seed), "--output",
-                                   str(tmp_path / "o.mid"), "--seconds", "2"], capsys)
+    code, printed, err = generate(
+        ["--checkpoint", str(band_run), "--seed", str(seed), "--output", str(tmp_path / "o.mid"), "--seconds", "2"],
+        capsys,
+    )
     one_line_error(code, err, str(seed), "SMPTE" if case == "smpte" else "type 2")
     assert not (tmp_path / "o.mid").exists()
 
 
 def test_composing_from_nothing_gives_an_arrangement(tmp_path, capsys, band_run):
     out = tmp_path / "out.mid"
-    code, printed, err = generate(["--checkpoint", str(band_run), "--output", str(out), "--length", "400",
-                                   "--random-seed", "4"], capsys)
+    code, printed, err = generate(
+        ["--checkpoint", str(band_run), "--output", str(out), "--length", "400", "--random-seed", "4"], capsys
+    )
     assert code == 0, err
     pm = pretty_midi.PrettyMIDI(str(out))
     assert len(pm.instruments) >= 2
@@ -351,7 +406,9 @@ def test_real_band_songs_round_trip(tmp_path):
 def test_tracks_keep_their_channels_through_reading_and_writing(tmp_path):
     from generator.data import midi_io
 
-    path = write_midi(tmp_path / "song.mid", [(0, True, groove(1)), (33, False, [(36, 0, 1)]), (27, False, [(60, 0, 1)])])
+    path = write_midi(
+        tmp_path / "song.mid", [(0, True, groove(1)), (33, False, [(36, 0, 1)]), (27, False, [(60, 0, 1)])]
+    )
     mid = mido.MidiFile(path)
     for track, channel in zip(mid.tracks[1:], (5, 12)):  # move the pitched tracks to channels 5 and 12
         for i, message in enumerate(track):
@@ -403,7 +460,9 @@ def test_arrangement_figures_tell_kept_roles_from_swapped_or_lost_hands():
     good = arrangement_figures(seed, kept, start=10.0)
     assert good["tracks_kept"] == 1.0 and good["drums_continue"] is True
     assert good["roles_kept"] is True and good["lowest_stays_lowest"] is True and good["highest_plays_on"] is True
-    assert good["seed_repeats"] == pytest.approx(1 / 3)  # the drum hits repeat the seed bar for bar; the new pitches do not
+    assert good["seed_repeats"] == pytest.approx(
+        1 / 3
+    )  # the drum hits repeat the seed bar for bar; the new pitches do not
     bad = arrangement_figures(seed, swapped, start=10.0)
     assert bad["roles_kept"] is False and bad["lowest_stays_lowest"] is False and bad["drums_continue"] is False
     lost = arrangement_figures(seed, one_hand, start=10.0)

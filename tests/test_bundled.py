@@ -8,12 +8,16 @@ from generator import api
 from generator.training import checkpoints
 
 
-@pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"])
+@pytest.mark.parametrize(
+    "name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"]
+)
 def test_bundled_checkpoint_is_found_and_complete(name):
     assert name in checkpoints.bundled_names()
     run = checkpoints.load_run(name)
     assert run.metrics["val_loss_nats"] > 0 and run.metrics["best_epoch"] >= 1
-    if name != "shakespeare-attention":  # the architecture comparison's fixed-budget run (docs/models/shakespeare-attention.md)
+    if (
+        name != "shakespeare-attention"
+    ):  # the architecture comparison's fixed-budget run (docs/models/shakespeare-attention.md)
         assert run.metrics["complete"] and run.metrics["stopped_early"]  # trained until validation stopped improving
     assert (run.path / "model.keras").stat().st_size < 25 * 1024 * 1024
     assert not (run.path / "resume.npz").exists()
@@ -42,21 +46,38 @@ def test_a_plain_install_ships_the_checkpoints_and_corpora(tmp_path):
 
     repo = Path(__file__).resolve().parent.parent
     target = tmp_path / "site"
-    build = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-                            str(repo)], capture_output=True, text=True, timeout=600)
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), str(repo)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert build.returncode == 0, build.stderr[-2000:]
-    probe = ("import generator.training.checkpoints as c, generator.data.corpora as k; "
-             "print(c.bundled_dir()); print(sorted(c.bundled_names())); print(sorted(k.builtin_definitions()))")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(target)}, timeout=120)
+    probe = (
+        "import generator.training.checkpoints as c, generator.data.corpora as k; "
+        "print(c.bundled_dir()); print(sorted(c.bundled_names())); print(sorted(k.builtin_definitions()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     folder, names, corpora = result.stdout.splitlines()
     assert folder.startswith(str(target))
     assert "'shakespeare'" in names and "'bach'" in names
     assert "'austen'" in corpora and "'bach'" in corpora
-    bench = subprocess.run([sys.executable, "-c", "from generator.cli.main import generator; generator()", "bench"],
-                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
-                           timeout=120)
+    bench = subprocess.run(
+        [sys.executable, "-c", "from generator.cli.main import generator; generator()", "bench"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(target)},
+        timeout=120,
+    )
     assert bench.returncode == 2 and bench.stderr.count("\n") == 1, bench.stderr  # no benchmarks/ in a plain install
     assert "source checkout" in bench.stderr
     shipped = {f.suffix for f in Path(folder).rglob("*") if f.is_file()}
@@ -93,7 +114,9 @@ def test_key_averaging_lowers_jsb_loss_on_chorales_never_trained_on(tmp_path):
     assert averaged["nll_per_token"] < alone["nll_per_token"] - 0.005
 
 
-@pytest.mark.parametrize("name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"])
+@pytest.mark.parametrize(
+    "name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"]
+)
 def test_bundled_checkpoint_records_no_machine_path(name):
     """Their corpus is a built-in name or a path under GENERATOR_CORPORA_DIR (see docs/models/)."""
     import json

@@ -10,8 +10,25 @@ from tests.conftest import call, one_line_error
 
 
 def train_argv(corpus, out, *extra):
-    return ["train", "text", "--corpus", str(corpus), "--output", str(out), "--layers", "1", "--units", "8",
-            "--epochs", "1", "--seq-len", "16", "--batch-size", "4", *extra]
+    return [
+        "train",
+        "text",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(out),
+        "--layers",
+        "1",
+        "--units",
+        "8",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
 
 
 def test_missing_corpus(tmp_path, capsys):
@@ -42,8 +59,10 @@ def test_bad_temperature(value, capsys, tiny_run):
     one_line_error(code, err, "--temperature")
 
 
-@pytest.mark.parametrize("flag,value", [("--top-p", "0"), ("--top-p", "1.5"), ("--top-k", "0"),
-                                        ("--length", "-5"), ("--length", "10000000000")])
+@pytest.mark.parametrize(
+    "flag,value",
+    [("--top-p", "0"), ("--top-p", "1.5"), ("--top-k", "0"), ("--length", "-5"), ("--length", "10000000000")],
+)
 def test_bad_sampling_flags(flag, value, capsys, tiny_run):
     code, _, err = call(generate_text_main, ["--checkpoint", str(tiny_run), flag, value], capsys)
     one_line_error(code, err, flag)
@@ -77,7 +96,9 @@ def test_generate_is_reproducible_and_writes_files(tmp_path, capsys, tiny_run):
 def test_evaluate_json(capsys, tiny_run, tiny_corpus):
     import json
 
-    code, out, _ = call(generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(tiny_corpus), "--json"], capsys)
+    code, out, _ = call(
+        generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(tiny_corpus), "--json"], capsys
+    )
     result = json.loads(out)
     assert code == 0 and result["tokens"] > 0 and result["bits_per_token"] > 0 and result["nll_per_token"] > 0
 
@@ -89,9 +110,24 @@ def test_corpora_list(capsys):
 
 def test_installed_entry_point_prints_only_the_text(tiny_run):
     """A real process: no TensorFlow start-up lines on stderr, text on stdout."""
-    result = subprocess.run([sys.executable, "-c", "from generator.cli.main import generate_text; generate_text()",
-                             "--checkpoint", str(tiny_run), "--prompt", "To", "--length", "40", "--random-seed", "1"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from generator.cli.main import generate_text; generate_text()",
+            "--checkpoint",
+            str(tiny_run),
+            "--prompt",
+            "To",
+            "--length",
+            "40",
+            "--random-seed",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.startswith("To") and len(result.stdout) == 2 + 40 + 1

@@ -31,8 +31,9 @@ def song(rng, beats=24, tempos=((0.0, 100.0),)) -> NoteSequence:
         for pitch in (48, 52, 55):
             notes.append(Note(pitch, float(start), float(end), program=33, track=1))
     notes.sort(key=lambda n: (n.start, n.pitch))
-    return NoteSequence(notes=notes, tempos=tempos, instruments=[Instrument(0, False, "melody"),
-                                                                 Instrument(33, False, "bass")])
+    return NoteSequence(
+        notes=notes, tempos=tempos, instruments=[Instrument(0, False, "melody"), Instrument(33, False, "bass")]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,22 @@ def test_tempo_map_round_trip_and_excerpts():
 
 
 def test_continuations_are_deterministic_for_the_same_seed(songs, music_run, capsys):
-    argv = ["evaluate", "--checkpoint", str(music_run), "--corpus", str(songs), "--continuations", "2",
-            "--prompt-beats", "4", "--continuation-beats", "4", "--random-seed", "7", "--json"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(music_run),
+        "--corpus",
+        str(songs),
+        "--continuations",
+        "2",
+        "--prompt-beats",
+        "4",
+        "--continuation-beats",
+        "4",
+        "--random-seed",
+        "7",
+        "--json",
+    ]
     code, first, err = call(main, argv, capsys)
     assert code == 0, err
     code, second, _ = call(main, argv, capsys)
@@ -74,14 +89,29 @@ def test_continuations_are_deterministic_for_the_same_seed(songs, music_run, cap
     assert result["invalid_events"] == 0 and result["tokens"] > 0  # the sampling constraint keeps events valid
     pc = result["prompt_consistency"]
     assert set(pc) == {"generated", "real", "shuffled"} and all(0 <= v <= 2 for v in pc.values())
-    assert set(result["features"]["pitch_range"]) == {"real", "generated", "oa", "kld", "reference_oa",
-                                                      "reference_kld"}
+    assert set(result["features"]["pitch_range"]) == {"real", "generated", "oa", "kld", "reference_oa", "reference_kld"}
 
 
 def test_table_output_names_the_settings(songs, music_run, capsys):
-    code, out, err = call(main, ["evaluate", "--checkpoint", str(music_run), "--corpus", str(songs),
-                                 "--continuations", "1", "--prompt-beats", "4", "--continuation-beats", "2",
-                                 "--top-p", "0.9"], capsys)
+    code, out, err = call(
+        main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(music_run),
+            "--corpus",
+            str(songs),
+            "--continuations",
+            "1",
+            "--prompt-beats",
+            "4",
+            "--continuation-beats",
+            "2",
+            "--top-p",
+            "0.9",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "temperature 1, top-p 0.9" in out and "invalid events: 0" in out and "shuffled pairings" in out
     assert "skipped 1 of 3 pieces" in err
@@ -94,15 +124,30 @@ def test_voices_model_on_a_jsb_split(tmp_path, capsys):
     from generator.data.tokenizers.voices import VoicesTokenizer
 
     tokenizer = VoicesTokenizer()
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music", tokenizer="voices", layers=1, units=16, embedding=8, vocab_size=tokenizer.vocab_size
+    )
     run = save_run(tmp_path / "voices", build_model(config), tokenizer, config)
     chords = [[72, 67, 64, 48], [72, 69, 65, 50], [71, 67, 62, 55], [72, 67, 64, 48]]
     grid = [row for chord in chords * 3 for row in [chord] * 4]
     corpus = tmp_path / "grids.json"
     corpus.write_text(json.dumps({"valid": [grid, grid[4:] + grid[:4]]}))
-    argv = ["evaluate", "--checkpoint", str(run), "--corpus", str(corpus), "--split", "valid", "--continuations", "2",
-            "--prompt-beats", "4", "--continuation-beats", "4", "--json"]
+    argv = [
+        "evaluate",
+        "--checkpoint",
+        str(run),
+        "--corpus",
+        str(corpus),
+        "--split",
+        "valid",
+        "--continuations",
+        "2",
+        "--prompt-beats",
+        "4",
+        "--continuation-beats",
+        "4",
+        "--json",
+    ]
     code, out, err = call(main, argv, capsys)
     assert code == 0, err
     result = json.loads(out)
@@ -114,12 +159,14 @@ def test_voices_model_on_a_jsb_split(tmp_path, capsys):
 
 
 def test_missing_corpus_is_one_line(music_run, capsys):
-    code, _, err = call(main, ["evaluate", "--checkpoint", str(music_run), "--corpus", "/no/such/dir",
-                               "--continuations", "2"], capsys)
+    code, _, err = call(
+        main, ["evaluate", "--checkpoint", str(music_run), "--corpus", "/no/such/dir", "--continuations", "2"], capsys
+    )
     one_line_error(code, err, "/no/such/dir")
 
 
 def test_continuation_flags_need_continuations(music_run, songs, capsys):
-    code, _, err = call(main, ["evaluate", "--checkpoint", str(music_run), "--corpus", str(songs),
-                               "--prompt-beats", "4"], capsys)
+    code, _, err = call(
+        main, ["evaluate", "--checkpoint", str(music_run), "--corpus", str(songs), "--prompt-beats", "4"], capsys
+    )
     one_line_error(code, err, "--prompt-beats", "--continuations")

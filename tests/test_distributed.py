@@ -29,14 +29,21 @@ CLI = "from generator.cli.main import generator; generator()"
 
 # Every architecture trains under multi-worker and survives SIGKILL; the LSTM in the default run,
 # the attention archs (XLA compilation of their steps makes each case longer) behind the slow marker.
-ARCH_SETTINGS = {"lstm": {}, "lstm-attention": dict(arch="lstm-attention", heads=2, attention_window=8),
-                 "transformer": dict(arch="transformer", heads=2)}
-ARCHS = ["lstm", pytest.param("lstm-attention", marks=pytest.mark.slow),
-         pytest.param("transformer", marks=pytest.mark.slow)]
+ARCH_SETTINGS = {
+    "lstm": {},
+    "lstm-attention": dict(arch="lstm-attention", heads=2, attention_window=8),
+    "transformer": dict(arch="transformer", heads=2),
+}
+ARCHS = [
+    "lstm",
+    pytest.param("lstm-attention", marks=pytest.mark.slow),
+    pytest.param("transformer", marks=pytest.mark.slow),
+]
 
 
 def flags(settings: dict) -> list[str]:
     """Command-line flags for ``settings``; a boolean is ``--name`` or ``--no-name``."""
+
     def flag(key, value):
         name = key.replace("_", "-")
         return (f"--{name}" if value else f"--no-{name}") if isinstance(value, bool) else f"--{name}={value}"
@@ -59,8 +66,9 @@ def processes():
     started = []
 
     def start(argv, **kwargs):
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True, **kwargs)
+        p = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs
+        )
         started.append(p)
         return p
 
@@ -79,6 +87,7 @@ def finish(p, timeout=300) -> str:
 
 # -- shards of the global batch ------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("augment", [None, lambda w, rng: w + rng.integers(0, 3, (len(w), 1))])
 @pytest.mark.parametrize("workers,replicas", [(1, 2), (2, 1), (2, 3)])
 def test_the_shards_of_all_workers_make_up_each_global_batch(workers, replicas, augment):
@@ -93,7 +102,7 @@ def test_the_shards_of_all_workers_make_up_each_global_batch(workers, replicas, 
     assert [[len(px) for px, _ in s] for s in own] == [[len(px) for px, _ in s] for s in shards]  # the same rows
     sampler.own_shards = False
     for k, (x, y) in enumerate(whole):
-        parts = [part for s in shards for part in s[k * replicas:(k + 1) * replicas]]
+        parts = [part for s in shards for part in s[k * replicas : (k + 1) * replicas]]
         assert all(len(px) > 0 for px, _ in parts)
         np.testing.assert_array_equal(np.concatenate([px for px, _ in parts]), x)
         np.testing.assert_array_equal(np.concatenate([py for _, py in parts]), y)
@@ -136,8 +145,11 @@ MIRRORED_DRIVER = textwrap.dedent("""
 @pytest.mark.slow  # 45 s on two cores; the two-worker tests below cover the strategy code in the default run
 def test_mirrored_over_two_cpus_matches_the_default_strategy(tmp_path, tiny_corpus, processes):
     settings = dict(TINY_SETTINGS, epochs=2, batch_size=6)  # 6 windows: 3 on each device
-    out = finish(processes([sys.executable, "-c", MIRRORED_DRIVER, str(tiny_corpus), str(tmp_path),
-                            json.dumps(settings)], env=env()))
+    out = finish(
+        processes(
+            [sys.executable, "-c", MIRRORED_DRIVER, str(tiny_corpus), str(tmp_path), json.dumps(settings)], env=env()
+        )
+    )
     assert "MirroredStrategy: 2 replicas" in out and "default strategy: 1 replica" in out
     default, mirrored = history(tmp_path / "default"), history(tmp_path / "mirrored")
     assert len(default) == len(mirrored) == 2
@@ -190,18 +202,36 @@ def free_ports(n: int) -> list[int]:
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_corpus, processes, arch):
-    settings = dict(TINY_SETTINGS, epochs=2, batch_size=6, save_every=5, shard_tokens=False,  # a single run's batches
-                    **ARCH_SETTINGS[arch])  # 11 or 12 steps per epoch
+    settings = dict(
+        TINY_SETTINGS,
+        epochs=2,
+        batch_size=6,
+        save_every=5,
+        shard_tokens=False,  # a single run's batches
+        **ARCH_SETTINGS[arch],
+    )  # 11 or 12 steps per epoch
     out = tmp_path / "run"  # one path for both, as on a shared file system: only the chief may write it
-    argv = ["train", "text", "--corpus", str(tiny_corpus), "--output", str(out), "--strategy", "multi-worker",
-            *flags(settings)]
+    argv = [
+        "train",
+        "text",
+        "--corpus",
+        str(tiny_corpus),
+        "--output",
+        str(out),
+        "--strategy",
+        "multi-worker",
+        *flags(settings),
+    ]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
 
     def workers(kill_after: int) -> list:
-        return [processes([sys.executable, "-c", WORKER_DRIVER, str(tmp_path / f"weights{i}.npz"), str(kill_after),
-                           *argv], env=env(TF_CONFIG=json.dumps({"cluster": cluster,
-                                                                 "task": {"type": "worker", "index": i}})))
-                for i in range(2)]
+        return [
+            processes(
+                [sys.executable, "-c", WORKER_DRIVER, str(tmp_path / f"weights{i}.npz"), str(kill_after), *argv],
+                env=env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+            )
+            for i in range(2)
+        ]
 
     for p in workers(kill_after=1):  # both killed right after the checkpoint of step 5
         out_text, _ = p.communicate(timeout=300)
@@ -238,12 +268,34 @@ def test_two_workers_fine_tune_with_a_grown_vocabulary(tmp_path, tiny_corpus, ti
     corpus = tmp_path / "accents.txt"
     corpus.write_text(TINY_TEXT.replace("o", "ö"), encoding="utf-8")
     out = tmp_path / "ft"
-    argv = ["train", "text", "--corpus", str(corpus), "--output", str(out), "--strategy", "multi-worker",
-            "--init-from", str(tiny_run), "--epochs", "2", "--seq-len", "32", "--batch-size", "6", "--warmup-steps", "4"]
+    argv = [
+        "train",
+        "text",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(out),
+        "--strategy",
+        "multi-worker",
+        "--init-from",
+        str(tiny_run),
+        "--epochs",
+        "2",
+        "--seq-len",
+        "32",
+        "--batch-size",
+        "6",
+        "--warmup-steps",
+        "4",
+    ]
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    workers = [processes([sys.executable, "-c", WORKER_DRIVER, str(tmp_path / f"weights{i}.npz"), "0", *argv],
-                         env=env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
-               for i in range(2)]
+    workers = [
+        processes(
+            [sys.executable, "-c", WORKER_DRIVER, str(tmp_path / f"weights{i}.npz"), "0", *argv],
+            env=env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        )
+        for i in range(2)
+    ]
     logs = [finish(p) for p in workers]
     for log in logs:  # every worker grows the same vocabulary from the same checkpoint
         assert "added 1 new characters to the vocabulary" in log and "the starting weights: validation" in log, log
@@ -262,12 +314,15 @@ def test_a_worker_needs_a_cluster(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(GeneratorError, match="must be JSON"):
         distribute.cluster_resolver()
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "ps", "index": 0}})
+    )
     with pytest.raises(GeneratorError, match="not a chief or worker"):
         distribute.cluster_resolver()
 
 
 # -- SIGKILL, then the same command ------------------------------------------------------------------------
+
 
 def read_state(run_dir):
     return unpack_state((run_dir / "resume.npz").read_bytes(), "resume.npz")
@@ -279,8 +334,20 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path, proce
     corpus.write_text(TINY_TEXT * 8, encoding="utf-8")
     settings = dict(TINY_SETTINGS, epochs=3, steps_per_epoch=40, save_every=3, **ARCH_SETTINGS[arch])
     out = tmp_path / "run"
-    command = [sys.executable, "-c", CLI, "train", "text", "--corpus", str(corpus), "--output", str(out),
-               "--strategy", "default", *flags(settings)]
+    command = [
+        sys.executable,
+        "-c",
+        CLI,
+        "train",
+        "text",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(out),
+        "--strategy",
+        "default",
+        *flags(settings),
+    ]
 
     first = processes(command, env=env())
     deadline = time.monotonic() + 240
@@ -314,8 +381,10 @@ def test_a_killed_run_resumes_where_its_last_checkpoint_left_off(tmp_path, proce
 
 # -- GPU switches, exercised on the CPU ------------------------------------------------------------------
 
-@pytest.mark.parametrize("precision,jit", [("bfloat16", False), ("bfloat16", None), ("float16", False), ("float16", None),
-                                           ("", True)])  # None: the CPU default, XLA with fast_lstm
+
+@pytest.mark.parametrize(
+    "precision,jit", [("bfloat16", False), ("bfloat16", None), ("float16", False), ("float16", None), ("", True)]
+)  # None: the CPU default, XLA with fast_lstm
 def test_mixed_precision_and_xla_train_and_resume(tmp_path, tiny_corpus, precision, jit):
     import keras
 
@@ -339,14 +408,30 @@ def test_multi_worker_without_a_cluster_is_a_one_line_error(tmp_path, tiny_corpu
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     monkeypatch.delenv("SLURM_PROCID", raising=False)
-    code = run(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "run"),
-                                "--strategy", "multi-worker", "--layers", "1", "--units", "8"])
+    code = run(
+        generator_main,
+        [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(tmp_path / "run"),
+            "--strategy",
+            "multi-worker",
+            "--layers",
+            "1",
+            "--units",
+            "8",
+        ],
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "TF_CONFIG" in err
 
 
-def test_a_config_file_naming_multi_worker_creates_the_strategy_before_tensorflow_runs(tmp_path, tiny_corpus,
-                                                                                      monkeypatch):
+def test_a_config_file_naming_multi_worker_creates_the_strategy_before_tensorflow_runs(
+    tmp_path, tiny_corpus, monkeypatch
+):
     from generator.cli import main as cli
 
     class Stop(Exception):

@@ -30,8 +30,9 @@ def loss_and_grads(model, forward, x, y):
 @pytest.mark.parametrize("jit", [False, True])
 def test_same_logits_and_gradients_as_keras(jit):
     model, (x, y) = tiny(), batch()
-    ours = tf.function(lambda x, y: loss_and_grads(model, lambda t: fast_lstm.forward(model, t, training=True), x, y),
-                       jit_compile=jit)
+    ours = tf.function(
+        lambda x, y: loss_and_grads(model, lambda t: fast_lstm.forward(model, t, training=True), x, y), jit_compile=jit
+    )
     loss, grads = ours(x, y)
     ref_loss, ref_grads = loss_and_grads(model, lambda t: model(t, training=True), x, y)
     np.testing.assert_allclose(loss.numpy(), ref_loss.numpy(), rtol=1e-6)
@@ -46,8 +47,11 @@ def test_one_adam_step_gives_the_same_weights():
     for use_fast in (False, True):
         model = tiny()
         optimizer = keras.optimizers.Adam(0.01, global_clipnorm=1.0)
-        forward = ((lambda t, model=model: fast_lstm.forward(model, t, training=True)) if use_fast
-                   else (lambda t, model=model: model(t, training=True)))
+        forward = (
+            (lambda t, model=model: fast_lstm.forward(model, t, training=True))
+            if use_fast
+            else (lambda t, model=model: model(t, training=True))
+        )
         _, grads = loss_and_grads(model, forward, x, y)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         results.append(model.get_weights())
@@ -99,15 +103,21 @@ def test_the_trainer_uses_it_by_default_on_cpus_and_steps_agree_with_keras_layer
 
 
 def test_a_run_trained_this_way_loads_as_an_ordinary_keras_model(tiny_run):
-    code = ("import sys, keras, numpy as np; m = keras.saving.load_model(sys.argv[1], compile=False); "
-            "assert 'generator' not in sys.modules; "
-            "print([type(l).__name__ for l in m.layers]); np.save(sys.argv[2], m.predict(np.array([[1, 2, 3]]), verbose=0))")
+    code = (
+        "import sys, keras, numpy as np; m = keras.saving.load_model(sys.argv[1], compile=False); "
+        "assert 'generator' not in sys.modules; "
+        "print([type(l).__name__ for l in m.layers]); np.save(sys.argv[2], m.predict(np.array([[1, 2, 3]]), verbose=0))"
+    )
     import subprocess
     import sys
 
     out = tiny_run.parent / "plain.npy"
-    done = subprocess.run([sys.executable, "-c", code, str(tiny_run / "model.keras"), str(out)], capture_output=True,
-                          text=True, env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_run / "model.keras"), str(out)],
+        capture_output=True,
+        text=True,
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "'LSTM'" in done.stdout
     from generator import api

@@ -51,7 +51,11 @@ def test_new_characters_grow_the_vocabulary_and_the_run_generates(tiny_run, new_
     assert sorted(added) == sorted("Z!¡éö") and new.tokenizer.chars.startswith(old.tokenizer.chars)
     assert any(line.startswith("added 5 new characters to the vocabulary") for line in lines), lines
     config = json.loads((out / "config.json").read_text())
-    assert (config["units"], config["vocab_size"], config["init_from"]) == (16, old.tokenizer.vocab_size + 5, str(tiny_run))
+    assert (config["units"], config["vocab_size"], config["init_from"]) == (
+        16,
+        old.tokenizer.vocab_size + 5,
+        str(tiny_run),
+    )
     text = api.load(out).generate("Zé", length=20, random_seed=1)
     assert text.startswith("Zé") and len(text) == 22
 
@@ -66,28 +70,87 @@ def test_grown_rows_leave_the_old_predictions_unchanged(tiny_run):
     p_old = np.exp(source.model(x) - np.log(np.exp(source.model(x)).sum(-1, keepdims=True)))
     logits = np.asarray(grown(x))
     p_new = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    np.testing.assert_allclose(p_new[..., :source.config.vocab_size], p_old, rtol=1e-3)
-    assert p_new[..., source.config.vocab_size:].max() < 1e-4
+    np.testing.assert_allclose(p_new[..., : source.config.vocab_size], p_old, rtol=1e-3)
+    assert p_new[..., source.config.vocab_size :].max() < 1e-4
 
 
 def test_flags_that_contradict_the_checkpoint_are_one_error(tiny_run, tiny_corpus, tmp_path, capsys):
     from generator.cli.main import generator_main
 
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--init-from", str(tiny_run), "--units", "32", "--layers", "1"], capsys)
+    code, _, err = call(
+        generator_main,
+        [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(tmp_path / "r"),
+            "--init-from",
+            str(tiny_run),
+            "--units",
+            "32",
+            "--layers",
+            "1",
+        ],
+        capsys,
+    )
     one_line_error(code, err, "--init-from", "--units 32 (it has 16)")
     assert "--layers" not in err  # agreeing flags are not conflicts
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--init-from", str(tiny_run), "--arch", "transformer"], capsys)
+    code, _, err = call(
+        generator_main,
+        [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(tmp_path / "r"),
+            "--init-from",
+            str(tiny_run),
+            "--arch",
+            "transformer",
+        ],
+        capsys,
+    )
     one_line_error(code, err, "--arch transformer (it is lstm)")
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--init-from", str(tmp_path / "missing")], capsys)
+    code, _, err = call(
+        generator_main,
+        [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(tmp_path / "r"),
+            "--init-from",
+            str(tmp_path / "missing"),
+        ],
+        capsys,
+    )
     one_line_error(code, err, "missing")
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--freeze", "1"], capsys)
+    code, _, err = call(
+        generator_main,
+        ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"), "--freeze", "1"],
+        capsys,
+    )
     one_line_error(code, err, "--freeze", "--init-from")
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--init-from", str(tiny_run), "--freeze", "1"], capsys)
+    code, _, err = call(
+        generator_main,
+        [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(tmp_path / "r"),
+            "--init-from",
+            str(tiny_run),
+            "--freeze",
+            "1",
+        ],
+        capsys,
+    )
     one_line_error(code, err, "--freeze 1", "every one of the 1 layers")
 
 
@@ -102,8 +165,16 @@ def test_fine_tuning_defaults(tiny_run):
 
 def test_freeze_keeps_the_lower_layers_and_trains_the_upper_ones(two_layer_run, tiny_corpus, tmp_path):
     out = tmp_path / "frozen"
-    api.train(str(tiny_corpus), out, **QUIET, init_from=str(two_layer_run), freeze=1, learning_rate=0.05,
-              warmup_steps=0, **SMALL_RUN)
+    api.train(
+        str(tiny_corpus),
+        out,
+        **QUIET,
+        init_from=str(two_layer_run),
+        freeze=1,
+        learning_rate=0.05,
+        warmup_steps=0,
+        **SMALL_RUN,
+    )
     source = checkpoints.load_run(two_layer_run).model
     trained = last_weights(out, checkpoints.load_run(out).model)
     for name in ("embedding", "lstm_1"):
@@ -124,19 +195,34 @@ def test_warm_up_moves_the_weights_less_in_the_first_steps(tiny_run, tiny_corpus
     moved = {}
     for warmup in (0, 1000):
         out = tmp_path / f"w{warmup}"
-        api.train(str(tiny_corpus), out, **QUIET, init_from=str(tiny_run), learning_rate=0.01, warmup_steps=warmup,
-                  **SMALL_RUN)
+        api.train(
+            str(tiny_corpus),
+            out,
+            **QUIET,
+            init_from=str(tiny_run),
+            learning_rate=0.01,
+            warmup_steps=warmup,
+            **SMALL_RUN,
+        )
         trained = last_weights(out, checkpoints.load_run(out).model)
-        moved[warmup] = sum(float(np.abs(a - b).sum()) for a, b in zip(source.get_layer("lstm_1").get_weights(),
-                                                                      trained["lstm_1"]))
+        moved[warmup] = sum(
+            float(np.abs(a - b).sum()) for a, b in zip(source.get_layer("lstm_1").get_weights(), trained["lstm_1"])
+        )
     assert 0 < moved[1000] < moved[0] / 5, moved
 
 
 def test_the_start_weights_are_kept_unless_an_epoch_beats_them(tiny_run, tiny_corpus, tmp_path):
     out = tmp_path / "kept"
     lines = []
-    metrics = api.train(str(tiny_corpus), out, log=lines.append, progress=False, init_from=str(tiny_run),
-                        learning_rate=1e-9, **SMALL_RUN)
+    metrics = api.train(
+        str(tiny_corpus),
+        out,
+        log=lines.append,
+        progress=False,
+        init_from=str(tiny_run),
+        learning_rate=1e-9,
+        **SMALL_RUN,
+    )
     assert metrics["kept_start_weights"] and metrics["best_epoch"] == 0
     assert metrics["val_loss_nats"] == metrics["start_val_loss_nats"]
     assert any(line.startswith("no epoch beat the starting weights") for line in lines)
@@ -156,8 +242,17 @@ def test_music_keeps_the_checkpoints_vocabulary(music_run, tmp_path):
     for path in TEST_MIDI[:4]:
         shutil.copy(path, corpus)
     out = tmp_path / "ft"
-    api.train(str(corpus), out, modality="music", **QUIET, init_from=str(music_run), seq_len=16, batch_size=2,
-              epochs=1, steps_per_epoch=2)
+    api.train(
+        str(corpus),
+        out,
+        modality="music",
+        **QUIET,
+        init_from=str(music_run),
+        seq_len=16,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=2,
+    )
     assert (out / "tokenizer.json").read_text().strip() == (music_run / "tokenizer.json").read_text().strip()
     piece = api.load(out).generate(length=20, random_seed=1)
     assert piece.sequence is not None
@@ -166,21 +261,30 @@ def test_music_keeps_the_checkpoints_vocabulary(music_run, tmp_path):
 def test_a_text_run_from_a_music_checkpoint_is_one_error(tiny_corpus, music_run, tmp_path, capsys):
     from generator.cli.main import generator_main
 
-    code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"),
-                                         "--init-from", str(music_run)], capsys)
+    code, _, err = call(
+        generator_main,
+        ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"), "--init-from", str(music_run)],
+        capsys,
+    )
     one_line_error(code, err, "--init-from", "is a music model", "generator train music")
 
 
 # -- short documents -------------------------------------------------------------------------
+
 
 def test_lines_csv_and_jsonl_columns_are_short_documents(tmp_path):
     from generator.data import corpora
 
     (tmp_path / "t.txt").write_text("First title\n\n  Second title \nThird\n", encoding="utf-8")
     (tmp_path / "t.csv").write_text('id,title\n1,First title\n2,"Two\nlines"\n3,\n', encoding="utf-8")
-    (tmp_path / "t.jsonl").write_text('{"title": "First title"}\n{"other": 1}\n\n{"title": "Third"}\n', encoding="utf-8")
-    assert corpora.open_text(tmp_path / "t.txt", documents="lines").documents() == ["First title\n", "Second title\n",
-                                                                                   "Third\n"]
+    (tmp_path / "t.jsonl").write_text(
+        '{"title": "First title"}\n{"other": 1}\n\n{"title": "Third"}\n', encoding="utf-8"
+    )
+    assert corpora.open_text(tmp_path / "t.txt", documents="lines").documents() == [
+        "First title\n",
+        "Second title\n",
+        "Third\n",
+    ]
     assert corpora.open_text(tmp_path / "t.csv", column="title").documents() == ["First title\n", "Two lines\n"]
     assert corpora.open_text(tmp_path / "t.jsonl", column="title").documents() == ["First title\n", "Third\n"]
     with pytest.raises(Exception, match="no column 'name'; its columns are id, title"):
@@ -193,19 +297,24 @@ def test_a_lines_model_gives_one_line_per_sample(tmp_path, capsys):
     from generator.cli.main import generate_text_main
 
     titles = tmp_path / "titles.txt"
-    titles.write_text("".join(f"The {w} of the night\n" for w in ("king", "queen", "fool", "ghost", "sea")) * 8,
-                      encoding="utf-8")
+    titles.write_text(
+        "".join(f"The {w} of the night\n" for w in ("king", "queen", "fool", "ghost", "sea")) * 8, encoding="utf-8"
+    )
     out = tmp_path / "lines"
     metrics = api.train(str(titles), out, **QUIET, **TINY_SETTINGS, documents="lines")
     assert metrics["holdout"]["method"] == "documents"  # 40 documents, some held out whole
-    code, printed, _ = call(generate_text_main, ["--checkpoint", str(out), "--num-samples", "10", "--length", "60",
-                                                 "--random-seed", "3"], capsys)
+    code, printed, _ = call(
+        generate_text_main,
+        ["--checkpoint", str(out), "--num-samples", "10", "--length", "60", "--random-seed", "3"],
+        capsys,
+    )
     assert code == 0 and len(printed.splitlines()) == 10 and "-----" not in printed
     samples = api.load(out).generate(length=60, num_samples=3, random_seed=3)
     assert all("\n" not in s for s in samples)
 
 
 # -- the bundled checkpoints -----------------------------------------------------------------
+
 
 def _corpus_for(name: str, folder: Path) -> tuple[str, str]:
     """A tiny corpus each bundled checkpoint can fine-tune on: (spec, modality)."""
@@ -232,11 +341,24 @@ def test_every_bundled_checkpoint_fine_tunes_and_the_run_generates(name, tmp_pat
     spec, modality = _corpus_for(name, tmp_path)
     out = tmp_path / "ft"
     lines = []
-    api.train(spec, out, modality=modality, log=lines.append, progress=False, init_from=name, seq_len=16,
-              batch_size=2, epochs=1, steps_per_epoch=2)
+    api.train(
+        spec,
+        out,
+        modality=modality,
+        log=lines.append,
+        progress=False,
+        init_from=name,
+        seq_len=16,
+        batch_size=2,
+        epochs=1,
+        steps_per_epoch=2,
+    )
     source, run = checkpoints.load_run(name), checkpoints.load_run(out)
-    assert (run.config.layers, run.config.units, run.config.arch) == (source.config.layers, source.config.units,
-                                                                      source.config.arch)
+    assert (run.config.layers, run.config.units, run.config.arch) == (
+        source.config.layers,
+        source.config.units,
+        source.config.arch,
+    )
     if modality == "text":
         assert run.tokenizer.chars.startswith(source.tokenizer.chars) and any("added 6 new" in x for x in lines), lines
         assert api.load(out).generate("Zé", length=10, random_seed=1).startswith("Zé")

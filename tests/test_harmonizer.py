@@ -17,14 +17,29 @@ from generator.data.notes import Instrument, Note, NoteSequence
 from generator.data.tokenizers.base import BOS
 from generator.generation import harmonize as hz
 
-MELODY = [(60, 0, 1), (62, 1, 2), (64, 2, 3), (64, 3, 4), (65, 4, 6), (67, 6, 8), (67, 8, 9), (65, 9, 9.5),
-          (64, 9.5, 10), (62, 10, 12), (60, 12, 16)]  # (pitch, start beat, end beat): repeated E and G kept apart
+MELODY = [
+    (60, 0, 1),
+    (62, 1, 2),
+    (64, 2, 3),
+    (64, 3, 4),
+    (65, 4, 6),
+    (67, 6, 8),
+    (67, 8, 9),
+    (65, 9, 9.5),
+    (64, 9.5, 10),
+    (62, 10, 12),
+    (60, 12, 16),
+]  # (pitch, start beat, end beat): repeated E and G kept apart
 
 
 def melody_sequence(notes=MELODY, bpm=90.0, track_of=lambda i: 0, tracks=1) -> NoteSequence:
     beat = 60.0 / bpm
-    return NoteSequence(notes=[Note(p, s * beat, e * beat, 80, 0, False, track_of(i)) for i, (p, s, e) in enumerate(notes)],
-                        tempos=[(0.0, bpm)], time_signature=(3, 4), instruments=[Instrument() for _ in range(tracks)])
+    return NoteSequence(
+        notes=[Note(p, s * beat, e * beat, 80, 0, False, track_of(i)) for i, (p, s, e) in enumerate(notes)],
+        tempos=[(0.0, bpm)],
+        time_signature=(3, 4),
+        instruments=[Instrument() for _ in range(tracks)],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +53,16 @@ def tiny_harmonizer(tmp_path_factory):
 
     keras.utils.set_random_seed(7)
     tokenizer = VoicesTokenizer()
-    config = RunConfig(modality="music", tokenizer="voices", arch="harmonizer", layers=1, units=16, embedding=4,
-                       dropout=0.0, vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music",
+        tokenizer="voices",
+        arch="harmonizer",
+        layers=1,
+        units=16,
+        embedding=4,
+        dropout=0.0,
+        vocab_size=tokenizer.vocab_size,
+    )
     return save_run(tmp_path_factory.mktemp("runs") / "harmonizer", build_model(config), tokenizer, config)
 
 
@@ -73,6 +96,7 @@ def read_grid(path):
 
 # -- training data ------------------------------------------------------------------------------------
 
+
 def test_masked_windows_hide_cells_and_target_only_them():
     from generator.models.harmonizer import WindowSampler, mask_id
 
@@ -98,11 +122,29 @@ def test_trainer_trains_and_resumes_a_harmonizer(tmp_path, jsb_file):
     from conftest import interrupt_after_first_epoch
     from generator import api
 
-    settings = dict(arch="harmonizer", tokenizer="voices", split="train", val_split="valid", layers=1, units=16,
-                    embedding=4, dropout=0.0, seq_len=16, batch_size=4, learning_rate=0.01, epochs=2)
+    settings = dict(
+        arch="harmonizer",
+        tokenizer="voices",
+        split="train",
+        val_split="valid",
+        layers=1,
+        units=16,
+        embedding=4,
+        dropout=0.0,
+        seq_len=16,
+        batch_size=4,
+        learning_rate=0.01,
+        epochs=2,
+    )
     with pytest.raises(KeyboardInterrupt):
-        api.train(str(jsb_file), tmp_path / "run", modality="music", log=interrupt_after_first_epoch,
-                  progress=False, **settings)
+        api.train(
+            str(jsb_file),
+            tmp_path / "run",
+            modality="music",
+            log=interrupt_after_first_epoch,
+            progress=False,
+            **settings,
+        )
     assert (tmp_path / "run" / "resume.npz").exists()
     lines = []
     metrics = api.train(str(jsb_file), tmp_path / "run", modality="music", log=lines.append, progress=False, **settings)
@@ -114,6 +156,7 @@ def test_trainer_trains_and_resumes_a_harmonizer(tmp_path, jsb_file):
 
 
 # -- the sampler ------------------------------------------------------------------------------------------
+
 
 def test_fixed_cells_never_change(tiny_harmonizer):
     from generator import api
@@ -208,10 +251,25 @@ def test_rules_relax_parallels_first_when_nothing_else_is_left(tiny_harmonizer):
 
 # -- the command line --------------------------------------------------------------------------------------
 
+
 def test_harmonize_a_melody_keeps_it_and_writes_four_voices_in_range(tiny_harmonizer, melody_mid, tmp_path, capsys):
     out = tmp_path / "chorale.mid"
-    code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(melody_mid),
-                                              "--output", str(out), "--iterations", "8", "--random-seed", "3"], capsys)
+    code, _, err = call(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(tiny_harmonizer),
+            "--harmonize",
+            str(melody_mid),
+            "--output",
+            str(out),
+            "--iterations",
+            "8",
+            "--random-seed",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     from generator.data.midi_io import read_midi
 
@@ -222,8 +280,11 @@ def test_harmonize_a_melody_keeps_it_and_writes_four_voices_in_range(tiny_harmon
     for voice, (low, high) in enumerate(hz.VOICE_RANGES):
         sounding = grid[:, voice][grid[:, voice] >= 0]
         assert len(sounding) and sounding.min() >= low and sounding.max() <= high
-    soprano = sorted((n.pitch, round(n.start * 1.5 * 4), round(n.end * 1.5 * 4)) for n in seq.notes
-                     if seq.instruments[n.track].name == "Soprano")
+    soprano = sorted(
+        (n.pitch, round(n.start * 1.5 * 4), round(n.end * 1.5 * 4))
+        for n in seq.notes
+        if seq.instruments[n.track].name == "Soprano"
+    )
     assert soprano == sorted((p, round(s * 4), round(e * 4)) for p, s, e in MELODY)  # note for note, repeats kept
 
 
@@ -233,9 +294,23 @@ def test_voice_leading_rules_on_by_default_and_off_with_the_flag(tiny_harmonizer
     stats = {}
     for name, extra in (("rules", []), ("free", ["--no-voice-leading"])):
         out = tmp_path / f"{name}.mid"
-        code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(melody_mid),
-                                                  "--output", str(out), "--iterations", "8", "--random-seed", "3",
-                                                  *extra], capsys)
+        code, _, err = call(
+            generate_music_main,
+            [
+                "--checkpoint",
+                str(tiny_harmonizer),
+                "--harmonize",
+                str(melody_mid),
+                "--output",
+                str(out),
+                "--iterations",
+                "8",
+                "--random-seed",
+                "3",
+                *extra,
+            ],
+            capsys,
+        )
         assert code == 0, err
         stats[name] = voice_leading(read_grid(out))
     # the untrained model's voices cross at most chords; under the rules none does, none is spaced
@@ -244,12 +319,25 @@ def test_voice_leading_rules_on_by_default_and_off_with_the_flag(tiny_harmonizer
     assert stats["rules"]["parallel_fifths_octaves"] == 0
     assert stats["free"]["voice_crossing"] > 0.3 and stats["free"]["spacing"] > 0
 
+
 def test_melody_out_of_range_is_moved_by_octaves_with_a_notice(tiny_harmonizer, tmp_path, capsys):
     from generator.data.midi_io import write_midi
 
     low = write_midi(melody_sequence([(p - 24, s, e) for p, s, e in MELODY]), tmp_path / "low.mid")
-    code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(low),
-                                              "--output", str(tmp_path / "o.mid"), "--iterations", "2"], capsys)
+    code, _, err = call(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(tiny_harmonizer),
+            "--harmonize",
+            str(low),
+            "--output",
+            str(tmp_path / "o.mid"),
+            "--iterations",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0 and "moved up 2 octaves" in err
     assert sorted(set(read_grid(tmp_path / "o.mid")[:, 0]) - {-1}) == sorted({p for p, _, _ in MELODY})
 
@@ -263,12 +351,28 @@ def test_folk_melody_from_music21_abc_harmonizes(tiny_harmonizer, tmp_path, caps
         pytest.skip("music21's Essen folksong corpus is not installed")
     text = book.read_text(encoding="latin-1")
     tunes = text.split("\nX:")
-    (tmp_path / "folk.abc").write_text(tunes[0] if tunes[0].lstrip().startswith("X:") else "X:" + tunes[1],
-                                       encoding="utf-8")
+    (tmp_path / "folk.abc").write_text(
+        tunes[0] if tunes[0].lstrip().startswith("X:") else "X:" + tunes[1], encoding="utf-8"
+    )
     out = tmp_path / "folk.mid"
-    code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize",
-                                              str(tmp_path / "folk.abc"), "--output", str(out), "--iterations", "4",
-                                              "--random-seed", "1", "--render", "musicxml"], capsys)
+    code, _, err = call(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(tiny_harmonizer),
+            "--harmonize",
+            str(tmp_path / "folk.abc"),
+            "--output",
+            str(out),
+            "--iterations",
+            "4",
+            "--random-seed",
+            "1",
+            "--render",
+            "musicxml",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert (tmp_path / "folk.musicxml").exists()
     assert (read_grid(out) >= 0).all(axis=1).mean() > 0.5
@@ -279,10 +383,30 @@ def test_infill_changes_nothing_outside_the_passage(tiny_harmonizer, jsb_file, t
 
     original = read_jsb_json(jsb_file, "valid")[0]
     out = tmp_path / "infill.mid"
-    code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(jsb_file),
-                                              "--split", "valid", "--index", "0", "--infill", "4-8", "--output",
-                                              str(out), "--iterations", "6", "--random-seed", "2",
-                                              "--temperature", "3"], capsys)
+    code, _, err = call(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(tiny_harmonizer),
+            "--harmonize",
+            str(jsb_file),
+            "--split",
+            "valid",
+            "--index",
+            "0",
+            "--infill",
+            "4-8",
+            "--output",
+            str(out),
+            "--iterations",
+            "6",
+            "--random-seed",
+            "2",
+            "--temperature",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     grid = read_grid(out)
     assert grid.shape == original.shape
@@ -292,9 +416,24 @@ def test_infill_changes_nothing_outside_the_passage(tiny_harmonizer, jsb_file, t
     assert (grid[~outside] != original[~outside]).any()  # at temperature 3 the passage was rewritten
 
     chorale = tmp_path / "chorale.mid"  # a four-track MIDI chorale: only the tenor of beats 2-6 changes
-    code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(out),
-                                              "--infill", "2-6", "--voices", "tenor", "--output", str(chorale),
-                                              "--iterations", "4"], capsys)
+    code, _, err = call(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(tiny_harmonizer),
+            "--harmonize",
+            str(out),
+            "--infill",
+            "2-6",
+            "--voices",
+            "tenor",
+            "--output",
+            str(chorale),
+            "--iterations",
+            "4",
+        ],
+        capsys,
+    )
     assert code == 0, err
     again = read_grid(chorale)
     keep = np.ones(grid.shape, bool)
@@ -305,9 +444,24 @@ def test_infill_changes_nothing_outside_the_passage(tiny_harmonizer, jsb_file, t
 def test_same_seed_same_bytes(tiny_harmonizer, melody_mid, tmp_path, capsys):
     outputs = []
     for name in ("a.mid", "b.mid"):
-        code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize",
-                                                  str(melody_mid), "--output", str(tmp_path / name), "--iterations",
-                                                  "5", "--random-seed", "11", "--num-samples", "2"], capsys)
+        code, _, err = call(
+            generate_music_main,
+            [
+                "--checkpoint",
+                str(tiny_harmonizer),
+                "--harmonize",
+                str(melody_mid),
+                "--output",
+                str(tmp_path / name),
+                "--iterations",
+                "5",
+                "--random-seed",
+                "11",
+                "--num-samples",
+                "2",
+            ],
+            capsys,
+        )
         assert code == 0, err
         outputs.append([(tmp_path / f"{name[0]}-{i}.mid").read_bytes() for i in (1, 2)])
     assert outputs[0] == outputs[1]
@@ -330,14 +484,22 @@ def unsuitable_files(tmp_path):
     drums_only = write_midi(drums, tmp_path / "drums.mid")
     (tmp_path / "garbage.mid").write_bytes(b"not a midi file at all")
     (tmp_path / "empty.abc").write_text("")
-    return [(chords, "more than one note at a time"), (drums_only, ""), (tmp_path / "garbage.mid", "garbage.mid"),
-            (tmp_path / "empty.abc", "empty.abc"), (tmp_path / "missing.mid", "missing.mid")]
+    return [
+        (chords, "more than one note at a time"),
+        (drums_only, ""),
+        (tmp_path / "garbage.mid", "garbage.mid"),
+        (tmp_path / "empty.abc", "empty.abc"),
+        (tmp_path / "missing.mid", "missing.mid"),
+    ]
 
 
 def test_broken_or_unsuitable_melodies_exit_2_with_one_line(tiny_harmonizer, melody_mid, jsb_file, tmp_path, capsys):
     for path, fragment in unsuitable_files(tmp_path):
-        code, _, err = call(generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(path),
-                                                  "--output", str(tmp_path / "out.mid")], capsys)
+        code, _, err = call(
+            generate_music_main,
+            ["--checkpoint", str(tiny_harmonizer), "--harmonize", str(path), "--output", str(tmp_path / "out.mid")],
+            capsys,
+        )
         one_line_error(code, err, fragment)
     bad_requests = [
         (["--harmonize", str(melody_mid), "--voices", "alto"], "--voices must also name tenor, bass"),

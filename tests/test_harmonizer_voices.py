@@ -10,8 +10,22 @@ import pytest
 
 from benchmarks import harmonizer_voices as hv
 
-TINY = ["--steps", "4", "--layers", "1", "--units", "16", "--embedding", "4", "--dropout", "0", "--seq-len", "16",
-        "--batch-size", "4"]
+TINY = [
+    "--steps",
+    "4",
+    "--layers",
+    "1",
+    "--units",
+    "16",
+    "--embedding",
+    "4",
+    "--dropout",
+    "0",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +67,9 @@ def test_each_design_is_scored_per_voice_on_the_same_hidden_cells(jsb_file):
     from generator.models.harmonizer import WindowSampler
 
     keras.utils.set_random_seed(config.seed)
-    val = WindowSampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
-                        vocab_size=config.vocab_size)
+    val = WindowSampler(
+        val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False, vocab_size=config.vocab_size
+    )
     start = hv.evaluate(build_model(config), val, jit=False)
     assert start["cells"] == alto["curve"][-1]["cells"]
     change = np.abs(np.array(alto["curve"][-1]["sums"]) - start["sums"]) / np.array(start["cells"])
@@ -64,14 +79,22 @@ def test_each_design_is_scored_per_voice_on_the_same_hidden_cells(jsb_file):
 def synthetic_results(settings):
     """Curves with known figures: per-voice nats 1, 2, 3, 4 (shared) and 1.5 (every per-voice model) at the end."""
     cells = [10, 20, 30, 40]
+
     def curve(sums_at_4, sums_at_1):
-        return [{"step": 1, "sums": sums_at_1, "cells": cells, "train_loss": 3.0},
-                {"step": 4, "sums": sums_at_4, "cells": cells, "train_loss": 2.0}]
-    models = {"shared": {"curve": curve([10.0, 40.0, 90.0, 160.0], [30.0] * 4), "parameters": 100,
-                         "parameters_one_head": 70}}
+        return [
+            {"step": 1, "sums": sums_at_1, "cells": cells, "train_loss": 3.0},
+            {"step": 4, "sums": sums_at_4, "cells": cells, "train_loss": 2.0},
+        ]
+
+    models = {
+        "shared": {"curve": curve([10.0, 40.0, 90.0, 160.0], [30.0] * 4), "parameters": 100, "parameters_one_head": 70}
+    }
     for voice in hv.VOICE_NAMES:
-        models[voice] = {"curve": curve([1.5 * c for c in cells], [4.0 * c for c in cells]), "parameters": 100,
-                         "parameters_one_head": 70}
+        models[voice] = {
+            "curve": curve([1.5 * c for c in cells], [4.0 * c for c in cells]),
+            "parameters": 100,
+            "parameters_one_head": 70,
+        }
     return {"settings": settings, "models": models}
 
 
@@ -85,7 +108,7 @@ def test_tables_from_saved_results_and_nothing_trained_again(jsb_file, tmp_path,
     for name, result in synthetic_results(settings)["models"].items():
         if name != "bass":
             (out / f"{name}.json").write_text(json.dumps({"settings": settings, "result": result}))
-    assert hv.main(argv[:-len(TINY)] + TINY + ["--models", "soprano,alto"]) == 0  # nothing to train; bass missing
+    assert hv.main(argv[: -len(TINY)] + TINY + ["--models", "soprano,alto"]) == 0  # nothing to train; bass missing
     captured = capsys.readouterr()
     assert captured.err.count("already measured") == 2
     assert "still to train: bass" in captured.out and not (out / "results.json").exists()
@@ -99,8 +122,11 @@ def test_tables_from_saved_results_and_nothing_trained_again(jsb_file, tmp_path,
     assert "| equal steps per model | per-voice | 4 | 1.5000 | 1.5000 | 1.5000 | 1.5000 | 1.5000 |" in captured.out
     assert "| per voice harmonizing a melody | 3 | 210 | 210 |" in captured.out
     summary = json.loads((out / "results.json").read_text())["summary"]
-    assert summary["sampling_cost"]["shared"] == {"forward_passes_per_iteration": 1,
-                                                  "parameters_read_per_iteration": 100, "parameters_stored": 100}
+    assert summary["sampling_cost"]["shared"] == {
+        "forward_passes_per_iteration": 1,
+        "parameters_read_per_iteration": 100,
+        "parameters_stored": 100,
+    }
 
 
 def test_bad_input_exits_2_with_one_line(jsb_file, tmp_path, capsys):
@@ -126,8 +152,28 @@ def test_whole_measurement_under_xla(jsb_file, tmp_path, capsys):
     """The whole command with XLA (the default on a CPU): five models, tables, results.json, and each per-voice
     model scores its own voice better than a uniform guess (the tiny random corpus has nothing more to learn)."""
     out = tmp_path / "voices"
-    args = ["--corpus", str(jsb_file), "--output", str(out), "--steps", "40", "--eval-every", "10", "--layers", "1",
-            "--units", "16", "--embedding", "4", "--seq-len", "16", "--batch-size", "4", "--learning-rate", "0.01"]
+    args = [
+        "--corpus",
+        str(jsb_file),
+        "--output",
+        str(out),
+        "--steps",
+        "40",
+        "--eval-every",
+        "10",
+        "--layers",
+        "1",
+        "--units",
+        "16",
+        "--embedding",
+        "4",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "0.01",
+    ]
     assert hv.main(args) == 0
     printed = capsys.readouterr().out
     assert "| equal total training steps | per-voice | 10 |" in printed

@@ -95,10 +95,36 @@ def test_training_records_the_split_and_prints_the_summary(tiny_corpus, tmp_path
     from tests.conftest import call
 
     out = tmp_path / "run"
-    code, stdout, err = call(main, ["train", "text", "--corpus", str(tiny_corpus), "--output", str(out),
-                                    "--layers", "1", "--units", "16", "--embedding", "8", "--seq-len", "16",
-                                    "--batch-size", "8", "--epochs", "2", "--holdout", "blocks",
-                                    "--holdout-block", "100", "--val-fraction", "0.2"], capsys)
+    code, stdout, err = call(
+        main,
+        [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(out),
+            "--layers",
+            "1",
+            "--units",
+            "16",
+            "--embedding",
+            "8",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--holdout",
+            "blocks",
+            "--holdout-block",
+            "100",
+            "--val-fraction",
+            "0.2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["holdout"]["method"] == "blocks" and metrics["holdout"]["held_out"] >= 2
@@ -112,8 +138,11 @@ def test_training_records_the_split_and_prints_the_summary(tiny_corpus, tmp_path
 def test_summary_warns_when_validation_is_well_above_training():
     from generator.training.trainer import summary
 
-    history = [{"epoch": 1, "train_loss": 1.5, "val_loss": 1.6}, {"epoch": 2, "train_loss": 1.2, "val_loss": 1.45},
-               {"epoch": 3, "train_loss": 1.1, "val_loss": 1.5}]
+    history = [
+        {"epoch": 1, "train_loss": 1.5, "val_loss": 1.6},
+        {"epoch": 2, "train_loss": 1.2, "val_loss": 1.45},
+        {"epoch": 3, "train_loss": 1.1, "val_loss": 1.5},
+    ]
     lines = summary(history, 2)
     assert lines[0].startswith("best epoch 2 of 3") and "+0.2500 nats" in lines[0]
     assert "overfits" in lines[1] and "--weight-decay" in lines[1] and "--locked-dropout" in lines[1]

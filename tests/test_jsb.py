@@ -25,8 +25,9 @@ def voices_run(tmp_path_factory):
     from generator.models import build_model
 
     tokenizer = VoicesTokenizer()
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=12, embedding=6,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music", tokenizer="voices", layers=1, units=12, embedding=6, vocab_size=tokenizer.vocab_size
+    )
     model = build_model(config)
     rng = np.random.default_rng(0)
     model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
@@ -38,8 +39,10 @@ def test_evaluate_equals_a_hand_computation(tmp_path, capsys, voices_run):
 
     path = tmp_path / "toy.json"
     path.write_text(json.dumps(TOY))
-    code = run(generator_main, ["evaluate", "--checkpoint", str(voices_run), "--corpus", str(path),
-                                "--split", "valid", "--json"])
+    code = run(
+        generator_main,
+        ["evaluate", "--checkpoint", str(voices_run), "--corpus", str(path), "--split", "valid", "--json"],
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     result = json.loads(out)
@@ -74,8 +77,16 @@ def test_generate_music_writes_a_four_voice_chorale(tmp_path, capsys, voices_run
 
     from generator.cli.main import generate_music_main
 
-    argv = ["--checkpoint", str(voices_run), "--output", str(tmp_path / "chorale.mid"), "--length", "64",
-            "--random-seed", "4"]
+    argv = [
+        "--checkpoint",
+        str(voices_run),
+        "--output",
+        str(tmp_path / "chorale.mid"),
+        "--length",
+        "64",
+        "--random-seed",
+        "4",
+    ]
     if seed_format:
         seed = tmp_path / ("seed.musicxml" if seed_format == "musicxml" else "seed.mid")
         music21.corpus.parse("bach/bwv66.6").parts.stream().write(seed_format, fp=str(seed))
@@ -99,9 +110,29 @@ def test_training_on_a_json_split_validates_on_its_valid_split(tmp_path, capsys)
     path = tmp_path / "toy.json"
     path.write_text(json.dumps(TOY))
     out = tmp_path / "run"
-    code = run(generator_main, ["train", "music", "--corpus", str(path), "--output", str(out), "--layers", "1",
-                                "--units", "8", "--embedding", "4", "--epochs", "1", "--seq-len", "8",
-                                "--batch-size", "2"])
+    code = run(
+        generator_main,
+        [
+            "train",
+            "music",
+            "--corpus",
+            str(path),
+            "--output",
+            str(out),
+            "--layers",
+            "1",
+            "--units",
+            "8",
+            "--embedding",
+            "4",
+            "--epochs",
+            "1",
+            "--seq-len",
+            "8",
+            "--batch-size",
+            "2",
+        ],
+    )
     _, err = capsys.readouterr()
     assert code == 0, err
     config = checkpoints.read_config(out)

@@ -21,8 +21,10 @@ from generator.training.checkpoints import save_run
 
 CHORALES = {
     "train": [[[67, 64, 60, 48], [67, 64, 60, 48], [69, 65, 60, 53]]],
-    "valid": [[[72, 67, 64, 48], [72, 67, 64, 48], [71, 67, 62, 55], [72, 67, 64, 48]],
-              [[60, 55, 52, 48], [62, -1, 53, 47], [64, 55, 55, 48]]],
+    "valid": [
+        [[72, 67, 64, 48], [72, 67, 64, 48], [71, 67, 62, 55], [72, 67, 64, 48]],
+        [[60, 55, 52, 48], [62, -1, 53, 47], [64, 55, 55, 48]],
+    ],
 }
 
 
@@ -44,12 +46,22 @@ def chorale_file(tmp_path_factory):
 def voices_run(tmp_path_factory, chorale_file):
     """An untrained voices LSTM whose config says it validated on the valid split of ``chorale_file``."""
     tokenizer = VoicesTokenizer(low=48, high=72)  # a narrow range, so transposed copies leave it
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=12, embedding=6,
-                       vocab_size=tokenizer.vocab_size, corpus=str(chorale_file), split="train", val_split="valid")
+    config = RunConfig(
+        modality="music",
+        tokenizer="voices",
+        layers=1,
+        units=12,
+        embedding=6,
+        vocab_size=tokenizer.vocab_size,
+        corpus=str(chorale_file),
+        split="train",
+        val_split="valid",
+    )
     return save_run(tmp_path_factory.mktemp("runs") / "voices", random_model(config), tokenizer, config)
 
 
 # -- the tokenizers' transposition tables ----------------------------------------------------------
+
 
 def test_voices_transposition_moves_pitches_and_keeps_bos_and_rest():
     tok = VoicesTokenizer(low=48, high=72)
@@ -57,7 +69,7 @@ def test_voices_transposition_moves_pitches_and_keeps_bos_and_rest():
     assert up[BOS] == BOS and up[REST] == REST
     assert up[PITCH_OFFSET] == PITCH_OFFSET + 2  # 48 -> 50
     assert list(up[-2:]) == [-1, -1]  # 71 and 72 leave the range
-    assert (tok.transposition(-3)[PITCH_OFFSET:PITCH_OFFSET + 3] == -1).all()
+    assert (tok.transposition(-3)[PITCH_OFFSET : PITCH_OFFSET + 3] == -1).all()
     assert (tok.transposition(0) == np.arange(tok.vocab_size)).all()
 
 
@@ -75,6 +87,7 @@ def test_text_does_not_transpose():
 
 
 # -- the averaged distribution ---------------------------------------------------------------------
+
 
 def brute_force(model, tokenizer, ids, semitones):
     """The mixture written out: each transposed copy run alone, mapped back, renormalized and
@@ -97,10 +110,20 @@ def brute_force(model, tokenizer, ids, semitones):
 @pytest.mark.parametrize("arch", ["lstm", "lstm-attention", "transformer"])
 def test_averaged_distribution_is_the_written_out_mixture(arch):
     tokenizer = VoicesTokenizer(low=48, high=72)
-    config = RunConfig(modality="music", tokenizer="voices", arch=arch, layers=1, units=12, embedding=12, heads=2,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music",
+        tokenizer="voices",
+        arch=arch,
+        layers=1,
+        units=12,
+        embedding=12,
+        heads=2,
+        vocab_size=tokenizer.vocab_size,
+    )
     model = random_model(config)
-    ids = np.array([BOS, 20, 16, 10, 2, 20, 16, REST, 2, 24, 16, 10, 2, 25, 17, 11, 3], dtype=np.int64)  # 48 (id 2) at step 1, 71 (id 25) at step 4
+    ids = np.array(
+        [BOS, 20, 16, 10, 2, 20, 16, REST, 2, 24, 16, 10, 2, 25, 17, 11, 3], dtype=np.int64
+    )  # 48 (id 2) at step 1, 71 (id 25) at step 4
     averaged = KeyAveraged(make_decoder(model), tokenizer, 2)
     logp, (_, live) = averaged.forward(tf.constant(ids[None], tf.int32), averaged.zero_states(1))
     expected = brute_force(model, tokenizer, ids, 2)
@@ -120,12 +143,15 @@ def test_averaged_distribution_is_the_written_out_mixture(arch):
 
 def test_key_averaging_needs_at_least_one_semitone():
     tokenizer = VoicesTokenizer()
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size
+    )
     with pytest.raises(ValueError):
         KeyAveraged(make_decoder(build_model(config)), tokenizer, 0)
 
 
 # -- scoring and sampling through the Generator and the command line -------------------------------
+
 
 def test_evaluate_scores_the_averaged_distribution(voices_run, chorale_file):
     model = api.load(voices_run)
@@ -162,30 +188,68 @@ def test_sampling_with_key_averaging_is_reproducible(voices_run):
 
 
 def test_cli_key_average(tmp_path, capsys, voices_run, chorale_file):
-    code, out, err = call(generator_main, ["evaluate", "--checkpoint", str(voices_run), "--corpus", str(chorale_file),
-                                           "--split", "valid", "--key-average", "2", "--json"], capsys)
+    code, out, err = call(
+        generator_main,
+        [
+            "evaluate",
+            "--checkpoint",
+            str(voices_run),
+            "--corpus",
+            str(chorale_file),
+            "--split",
+            "valid",
+            "--key-average",
+            "2",
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0 and json.loads(out)["key_average"] == 2
-    code, out, err = call(generate_music_main, ["--checkpoint", str(voices_run), "--key-average", "2", "--length", "32",
-                                                "--random-seed", "1", "--output", str(tmp_path / "a.mid")], capsys)
+    code, out, err = call(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(voices_run),
+            "--key-average",
+            "2",
+            "--length",
+            "32",
+            "--random-seed",
+            "1",
+            "--output",
+            str(tmp_path / "a.mid"),
+        ],
+        capsys,
+    )
     assert code == 0 and (tmp_path / "a.mid").exists(), err
 
 
 def test_cli_key_average_refusals(tmp_path, capsys, tiny_run, voices_run, chorale_file):
-    code, _, err = call(generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(chorale_file),
-                                         "--key-average", "1"], capsys)
+    code, _, err = call(
+        generator_main,
+        ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(chorale_file), "--key-average", "1"],
+        capsys,
+    )
     one_line_error(code, err, "--key-average", "text")
-    code, _, err = call(generate_music_main, ["--checkpoint", str(voices_run), "--key-average", "13",
-                                              "--output", str(tmp_path / "b.mid")], capsys)
+    code, _, err = call(
+        generate_music_main,
+        ["--checkpoint", str(voices_run), "--key-average", "13", "--output", str(tmp_path / "b.mid")],
+        capsys,
+    )
     one_line_error(code, err, "--key-average")
-    code, _, err = call(generate_music_main, ["--harmonize", str(chorale_file), "--key-average", "1",
-                                              "--output", str(tmp_path / "c.mid")], capsys)
+    code, _, err = call(
+        generate_music_main,
+        ["--harmonize", str(chorale_file), "--key-average", "1", "--output", str(tmp_path / "c.mid")],
+        capsys,
+    )
     one_line_error(code, err, "--key-average", "--harmonize")
     assert not list(tmp_path.iterdir())
 
 
 def test_a_text_model_cannot_score_held_out_music(capsys, tiny_run, voices_run):
-    code, _, err = call(generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", f"heldout:{voices_run}"],
-                        capsys)
+    code, _, err = call(
+        generator_main, ["evaluate", "--checkpoint", str(tiny_run), "--corpus", f"heldout:{voices_run}"], capsys
+    )
     one_line_error(code, err, "heldout:", "text model")
 
 
@@ -197,8 +261,19 @@ def test_heldout_gives_the_whole_pieces_the_trainer_held_out(chorale_file, tmp_p
     from generator.evaluation.music_stats import held_out_corpus
 
     tokenizer = VoicesTokenizer(low=48, high=72)
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
-                       corpus=str(chorale_file), split="valid", holdout=holdout, val_fraction=0.5, random_seed=3)
+    config = RunConfig(
+        modality="music",
+        tokenizer="voices",
+        layers=1,
+        units=8,
+        embedding=4,
+        vocab_size=tokenizer.vocab_size,
+        corpus=str(chorale_file),
+        split="valid",
+        holdout=holdout,
+        val_fraction=0.5,
+        random_seed=3,
+    )
     run = save_run(tmp_path / holdout, random_model(config), tokenizer, config)
     pieces = corpora.open_corpus(str(chorale_file), "music", split="valid").documents()
     if holdout == "blocks":  # parts of pieces: nothing whole to give
@@ -220,8 +295,19 @@ def test_heldout_finds_a_corpus_recorded_by_name_in_the_corpora_dir(chorale_file
     (tmp_path / "corpora" / "jsb").mkdir(parents=True)
     (tmp_path / "corpora" / "jsb" / "chorales.json").write_bytes(chorale_file.read_bytes())
     tokenizer = VoicesTokenizer(low=48, high=72)
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=8, embedding=4, vocab_size=tokenizer.vocab_size,
-                       corpus="jsb/chorales.json", split="valid", holdout="documents", val_fraction=0.5, random_seed=3)
+    config = RunConfig(
+        modality="music",
+        tokenizer="voices",
+        layers=1,
+        units=8,
+        embedding=4,
+        vocab_size=tokenizer.vocab_size,
+        corpus="jsb/chorales.json",
+        split="valid",
+        holdout="documents",
+        val_fraction=0.5,
+        random_seed=3,
+    )
     run = save_run(tmp_path / "run", random_model(config), tokenizer, config)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GENERATOR_CORPORA_DIR", raising=False)

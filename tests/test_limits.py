@@ -43,8 +43,14 @@ def limited(argv: list[str], gib: float, timeout: float = 300, **env) -> subproc
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=limit,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env})
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **env},
+    )
 
 
 def console(name: str) -> list[str]:
@@ -56,6 +62,7 @@ def stderr_lines(err: str) -> list[str]:
 
 
 # -- the limits themselves ----------------------------------------------------------------------------
+
 
 def test_flags_win_over_the_environment_which_wins_over_the_default(monkeypatch):
     monkeypatch.delenv("GENERATOR_MAX_NOTES", raising=False)
@@ -87,6 +94,7 @@ def test_an_exceeded_limit_is_one_line_naming_the_limit_and_how_to_raise_it(monk
 
 # -- music readers -------------------------------------------------------------------------------------
 
+
 def midi_bytes(notes: int, resolution: int = 480, step: int = 240) -> bytes:
     """A type-0 MIDI file of ``notes`` notes, ``step`` ticks each, written with running status."""
     events = bytearray()
@@ -116,8 +124,9 @@ def test_note_ons_are_counted_from_the_bytes_like_mido_reads_them():
         clean = midi_io._checked_midi_bytes(path.read_bytes(), path.name)
         import mido
 
-        expected = sum(1 for t in mido.MidiFile(path, clip=True).tracks for m in t
-                       if m.type == "note_on" and m.velocity > 0)
+        expected = sum(
+            1 for t in mido.MidiFile(path, clip=True).tracks for m in t if m.type == "note_on" and m.velocity > 0
+        )
         assert midi_io._count_note_ons(clean, 10**9) == expected, path.name
     assert midi_io._count_note_ons(midi_io._checked_midi_bytes(midi_bytes(1000), "x"), 10**9) == 1000
 
@@ -198,8 +207,10 @@ def pathological_directory(folder: Path) -> Path:
 
 def test_a_corpus_directory_skips_the_file_that_stalls_and_counts_the_skipped(tmp_path):
     folder = pathological_directory(tmp_path / "corpus")
-    script = ("import sys; from generator.data.corpora import open_corpus; "
-              "docs = open_corpus(sys.argv[1], 'music').documents(); print(len(docs))")
+    script = (
+        "import sys; from generator.data.corpora import open_corpus; "
+        "docs = open_corpus(sys.argv[1], 'music').documents(); print(len(docs))"
+    )
     started = time.monotonic()
     result = limited([sys.executable, "-c", script, str(folder)], 3, GENERATOR_PARSE_SECONDS="2")
     assert result.returncode == 0, result.stderr
@@ -215,16 +226,38 @@ def test_a_corpus_directory_skips_the_file_that_stalls_and_counts_the_skipped(tm
 def test_training_on_the_pathological_directory_skips_and_trains(tmp_path):
     folder = pathological_directory(tmp_path / "corpus")
     out = tmp_path / "run"
-    result = limited(console("generator") + ["train", "music", "--corpus", str(folder), "--output", str(out),
-                                             "--layers", "1", "--units", "16", "--embedding", "8", "--epochs", "1",
-                                             "--seq-len", "16", "--batch-size", "4"],
-                     6, GENERATOR_PARSE_SECONDS="5")
+    result = limited(
+        console("generator")
+        + [
+            "train",
+            "music",
+            "--corpus",
+            str(folder),
+            "--output",
+            str(out),
+            "--layers",
+            "1",
+            "--units",
+            "16",
+            "--embedding",
+            "8",
+            "--epochs",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch-size",
+            "4",
+        ],
+        6,
+        GENERATOR_PARSE_SECONDS="5",
+    )
     assert result.returncode == 0, result.stderr
     assert "skipped 3 of 7 files" in result.stderr and "stall.abc" in result.stderr
     assert (out / "model.keras").exists()
 
 
 # -- prompts -------------------------------------------------------------------------------------------
+
 
 class RecordingDecoder:
     """``forward`` returns row ``table[token]`` and counts tokens in its state; records chunk shapes."""
@@ -302,14 +335,29 @@ def test_generate_text_with_a_20_megabyte_prompt_file_under_a_memory_limit(tmp_p
     prompt.write_text((TINY_TEXT * (20_000_000 // len(TINY_TEXT) + 1))[:20_000_000])
     out = tmp_path / "out.txt"
     for extra in ([], ["--prompt-tokens", "500000"]):  # its end (default), then half a million tokens in chunks
-        result = limited(console("generate_text") + ["--checkpoint", str(tiny_run), "--prompt-file", str(prompt),
-                                                     "--length", "20", "--output", str(out), "--force", *extra], 4)
+        result = limited(
+            console("generate_text")
+            + [
+                "--checkpoint",
+                str(tiny_run),
+                "--prompt-file",
+                str(prompt),
+                "--length",
+                "20",
+                "--output",
+                str(out),
+                "--force",
+                *extra,
+            ],
+            4,
+        )
         assert result.returncode == 0, result.stderr
         assert 20_000_000 < out.stat().st_size <= 20_000_020  # a sampled BOS decodes to nothing
         assert ("only its last 2,048 prime" in result.stderr) == (not extra)
 
 
 # -- evaluate ------------------------------------------------------------------------------------------
+
 
 def test_one_huge_document_is_scored_alone_in_chunks():
     from generator.evaluation import likelihood
@@ -343,13 +391,17 @@ def test_chunked_scores_equal_a_single_pass(tiny_run):
 def test_evaluate_one_huge_document_under_a_memory_limit(tmp_path, tiny_run):
     corpus = tmp_path / "huge.txt"
     corpus.write_text((TINY_TEXT * (1_000_000 // len(TINY_TEXT) + 1))[:1_000_000])
-    result = limited(console("generator") + ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(corpus),
-                                             "--json"], 4, timeout=900)
+    result = limited(
+        console("generator") + ["evaluate", "--checkpoint", str(tiny_run), "--corpus", str(corpus), "--json"],
+        4,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["tokens"] == 1_000_000
 
 
 # -- text files ------------------------------------------------------------------------------------------
+
 
 def test_a_text_file_over_the_limit_is_refused_before_it_is_read(tmp_path, capsys, tiny_run, monkeypatch):
     from generator.cli.main import generate_text_main
@@ -362,6 +414,7 @@ def test_a_text_file_over_the_limit_is_refused_before_it_is_read(tmp_path, capsy
 
 
 # -- multi-worker peers --------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with closing(socket.socket()) as s:
@@ -427,9 +480,22 @@ def test_a_worker_whose_peer_never_comes_exits_2_naming_it(tmp_path, tiny_corpus
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
     monkeypatch.setattr(distribute, "_multi_worker", None)
     try:
-        code, _, err = call(generator_main, ["train", "text", "--corpus", str(tiny_corpus), "--output",
-                                             str(tmp_path / "run"), "--strategy", "multi-worker",
-                                             "--peer-timeout", "1"], capsys)
+        code, _, err = call(
+            generator_main,
+            [
+                "train",
+                "text",
+                "--corpus",
+                str(tiny_corpus),
+                "--output",
+                str(tmp_path / "run"),
+                "--strategy",
+                "multi-worker",
+                "--peer-timeout",
+                "1",
+            ],
+            capsys,
+        )
     finally:
         limits.override("peer_timeout", None)
     one_line_error(code, err, cluster["worker"][1], "--peer-timeout")
@@ -440,10 +506,23 @@ def test_a_worker_whose_peer_never_comes_exits_2_naming_it(tmp_path, tiny_corpus
 def test_a_lone_worker_process_exits_2_within_its_peer_timeout(tmp_path, tiny_corpus):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     started = time.monotonic()
-    result = limited(console("generator") + ["train", "text", "--corpus", str(tiny_corpus), "--output",
-                                             str(tmp_path / "run"), "--strategy", "multi-worker"],
-                     6, timeout=120, GENERATOR_PEER_TIMEOUT="3",
-                     TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    result = limited(
+        console("generator")
+        + [
+            "train",
+            "text",
+            "--corpus",
+            str(tiny_corpus),
+            "--output",
+            str(tmp_path / "run"),
+            "--strategy",
+            "multi-worker",
+        ],
+        6,
+        timeout=120,
+        GENERATOR_PEER_TIMEOUT="3",
+        TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}),
+    )
     lines = stderr_lines(result.stderr)
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert cluster["worker"][0] in lines[0] and "GENERATOR_PEER_TIMEOUT" in lines[0]

@@ -30,8 +30,9 @@ def _same(data: bytes, monkeypatch, must_be_fast: bool = False):
         assert not must_be_fast
         return
     fast = arrays.to_sequence()
-    assert [(i.program, i.is_drum, i.name, i.channel) for i in fast.instruments] == \
-        [(i.program, i.is_drum, i.name, i.channel) for i in slow.instruments]
+    assert [(i.program, i.is_drum, i.name, i.channel) for i in fast.instruments] == [
+        (i.program, i.is_drum, i.name, i.channel) for i in slow.instruments
+    ]
     assert fast.notes == slow.notes and fast.tempos == slow.tempos and fast.time_signature == slow.time_signature
     for tokenizer in (BandTokenizer(), EventTokenizer()):
         assert tokenizer.encode(fast) == tokenizer.encode(slow)
@@ -47,7 +48,9 @@ def _midi(tracks, tpq=480) -> bytes:
         track.append(mido.Message("program_change", channel=channel, program=program))
         last = 0
         for tick, on, pitch in events:
-            track.append(mido.Message("note_on", channel=channel, note=pitch, velocity=70 if on else 0, time=tick - last))
+            track.append(
+                mido.Message("note_on", channel=channel, note=pitch, velocity=70 if on else 0, time=tick - last)
+            )
             last = tick
         m.tracks.append(track)
     out = io.BytesIO()
@@ -61,8 +64,16 @@ CASES = {
     "released at its start": [(0, 1, 60), (0, 0, 60), (5, 1, 61), (9, 0, 61)],
     "legato repeat": [(0, 1, 60), (10, 0, 60), (10, 1, 60), (20, 0, 60)],
     "three starts one release": [(0, 1, 60), (5, 1, 60), (7, 1, 60), (20, 0, 60)],
-    "two releases at two starts": [(0, 1, 60), (0, 1, 60), (9, 1, 60), (9, 1, 60), (9, 0, 60), (9, 0, 60),
-                                   (15, 0, 60), (15, 0, 60)],
+    "two releases at two starts": [
+        (0, 1, 60),
+        (0, 1, 60),
+        (9, 1, 60),
+        (9, 1, 60),
+        (9, 0, 60),
+        (9, 0, 60),
+        (15, 0, 60),
+        (15, 0, 60),
+    ],
     "spurious release": [(0, 0, 60), (5, 1, 60), (9, 0, 60)],
 }
 
@@ -70,8 +81,16 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_note_pairing_matches_pretty_midi(case, monkeypatch):
     events = CASES[case] + [(600, 1, 72), (700, 0, 72)]
-    _same(_midi([("Lead", 0, 5, events), ("Bass", 1, 33, [(0, 1, 40), (900, 0, 40)]),
-                 ("Drums", 9, 0, [(0, 1, 36), (100, 0, 36)])]), monkeypatch)
+    _same(
+        _midi(
+            [
+                ("Lead", 0, 5, events),
+                ("Bass", 1, 33, [(0, 1, 40), (900, 0, 40)]),
+                ("Drums", 9, 0, [(0, 1, 36), (100, 0, 36)]),
+            ]
+        ),
+        monkeypatch,
+    )
 
 
 def test_readable_files_are_read_fast_with_the_same_result(monkeypatch):

@@ -132,8 +132,7 @@ def test_read_music21_score_and_formats(tmp_path):
 def test_abc_book_gives_every_tune(tmp_path):
     path = tmp_path / "book.abc"
     path.write_text(
-        "X:1\nT:One\nM:3/4\nL:1/8\nK:G\nGAB cde|d2 B2 G2|]\n\n"
-        "X:2\nT:Two\nM:4/4\nL:1/4\nQ:1/4=90\nK:D\nDEFG|A2 d2|]\n"
+        "X:1\nT:One\nM:3/4\nL:1/8\nK:G\nGAB cde|d2 B2 G2|]\n\nX:2\nT:Two\nM:4/4\nL:1/4\nQ:1/4=90\nK:D\nDEFG|A2 d2|]\n"
     )
     one, two = read_scores(path)
     assert (len(one.notes), one.time_signature) == (9, (3, 4))
@@ -144,8 +143,13 @@ def test_abc_book_gives_every_tune(tmp_path):
 
 @pytest.mark.parametrize(
     "name, content",
-    [("bad.musicxml", b"<score-partwise><oops"), ("bad.abc", b"\x00\x01\x02 not abc"), ("bad.krn", b""),
-     ("song.txt", b"hello"), ("missing.mxl", None)],
+    [
+        ("bad.musicxml", b"<score-partwise><oops"),
+        ("bad.abc", b"\x00\x01\x02 not abc"),
+        ("bad.krn", b""),
+        ("song.txt", b"hello"),
+        ("missing.mxl", None),
+    ],
 )
 def test_bad_scores_raise_generator_error(tmp_path, name, content):
     path = tmp_path / name
@@ -161,13 +165,16 @@ def test_music_suffixes():
 
 # -- writing --------------------------------------------------------------------------------------
 def sample_sequence() -> NoteSequence:
-    instruments = [
-        Instrument(0, False, "Piano"), Instrument(48, False, "Strings"), Instrument(0, True, "Drums")
-    ]
+    instruments = [Instrument(0, False, "Piano"), Instrument(48, False, "Strings"), Instrument(0, True, "Drums")]
     notes = [Note(60 + i, 0.5 * i, 0.5 * i + 0.4, 90, 0, False, 0) for i in range(8)]
     notes += [Note(48, 0.0, 4.0, 70, 48, False, 1), Note(36, 1.0, 1.1, 110, 0, True, 2)]
-    return NoteSequence(notes=notes, tempos=[(0.0, 100.0), (2.4, 140.0)], time_signature=(3, 4),
-                        instruments=instruments, source="sample")
+    return NoteSequence(
+        notes=notes,
+        tempos=[(0.0, 100.0), (2.4, 140.0)],
+        time_signature=(3, 4),
+        instruments=instruments,
+        source="sample",
+    )
 
 
 def test_write_then_read_keeps_everything(tmp_path):
@@ -182,7 +189,11 @@ def test_write_then_read_keeps_everything(tmp_path):
     key = lambda n: (n.start, n.pitch)  # noqa: E731
     for original, read in zip(sorted(seq.notes, key=key), sorted(back.notes, key=key)):
         assert (read.pitch, read.velocity, read.program, read.is_drum) == (
-            original.pitch, original.velocity, original.program, original.is_drum)
+            original.pitch,
+            original.velocity,
+            original.program,
+            original.is_drum,
+        )
         assert read.start == pytest.approx(original.start, abs=2e-3)
         assert read.end == pytest.approx(original.end, abs=2e-3)
     assert len(back.notes) == len(seq.notes)

@@ -22,8 +22,21 @@ def call(argv, capsys):
 def test_continuation_is_readable_everywhere_and_follows_the_seed(tmp_path, capsys, music_run):
     seed = TEST_MIDI / "test05.mid"
     out = tmp_path / "out.mid"
-    code, printed, err = call(["--checkpoint", str(music_run), "--seed", str(seed), "--output", str(out),
-                               "--length", "300", "--random-seed", "3"], capsys)
+    code, printed, err = call(
+        [
+            "--checkpoint",
+            str(music_run),
+            "--seed",
+            str(seed),
+            "--output",
+            str(out),
+            "--length",
+            "300",
+            "--random-seed",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "wrote" in printed
     seed_pm = pretty_midi.PrettyMIDI(str(seed))
@@ -56,8 +69,21 @@ def test_same_seed_same_bytes_and_continuation_only(tmp_path, capsys, music_run)
 
 def test_num_samples_and_seconds_without_seed(tmp_path, capsys, music_run):
     out = tmp_path / "piece.mid"
-    code, _, err = call(["--checkpoint", str(music_run), "--output", str(out), "--num-samples", "3",
-                         "--seconds", "5", "--random-seed", "2"], capsys)
+    code, _, err = call(
+        [
+            "--checkpoint",
+            str(music_run),
+            "--output",
+            str(out),
+            "--num-samples",
+            "3",
+            "--seconds",
+            "5",
+            "--random-seed",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     for i in (1, 2, 3):
         pm = pretty_midi.PrettyMIDI(str(tmp_path / f"piece-{i}.mid"))
@@ -72,8 +98,21 @@ def test_musicxml_and_abc_seeds(tmp_path, capsys, music_run, name):
     else:
         music21.corpus.parse("bach/bwv66.6").write("musicxml", fp=str(seed))
     out = tmp_path / "out.mid"
-    code, _, err = call(["--checkpoint", str(music_run), "--seed", str(seed), "--output", str(out),
-                         "--length", "100", "--random-seed", "1"], capsys)
+    code, _, err = call(
+        [
+            "--checkpoint",
+            str(music_run),
+            "--seed",
+            str(seed),
+            "--output",
+            str(out),
+            "--length",
+            "100",
+            "--random-seed",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert len(pretty_midi.PrettyMIDI(str(out)).instruments) >= 1
 

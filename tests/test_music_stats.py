@@ -16,8 +16,9 @@ JSB = SHARED / "corpora" / "jsb-chorales" / "Jsb16thSeparated.train-valid.json"
 
 
 def melody(pitches, beat_seconds=0.5, bpm=120.0) -> NoteSequence:
-    return NoteSequence(notes=[Note(p, i * beat_seconds, (i + 1) * beat_seconds) for i, p in enumerate(pitches)],
-                        tempos=[(0.0, bpm)])
+    return NoteSequence(
+        notes=[Note(p, i * beat_seconds, (i + 1) * beat_seconds) for i, p in enumerate(pitches)], tempos=[(0.0, bpm)]
+    )
 
 
 def random_grid(rng, steps=128) -> np.ndarray:
@@ -27,7 +28,7 @@ def random_grid(rng, steps=128) -> np.ndarray:
         step = 0
         while step < steps:
             length = int(rng.integers(1, 9))
-            grid[step:step + length, voice] = rng.integers(36, 82)
+            grid[step : step + length, voice] = rng.integers(36, 82)
             step += length
     return grid
 
@@ -56,8 +57,9 @@ def test_a_chromatic_cluster_is_less_scale_consistent():
 def test_rhythm_is_counted_on_the_beat_grid_whatever_the_tempo():
     # The same quarter notes at 60 and 150 bpm, with a slight human timing jitter: same rhythm features.
     slow = piece_features(melody([60, 62, 64, 65] * 4, beat_seconds=1.0, bpm=60))
-    fast = NoteSequence(notes=[Note(60, i * 0.4 + 0.01 * (i % 2), (i + 1) * 0.4) for i in range(16)],
-                        tempos=[(0.0, 150.0)])
+    fast = NoteSequence(
+        notes=[Note(60, i * 0.4 + 0.01 * (i % 2), (i + 1) * 0.4) for i in range(16)], tempos=[(0.0, 150.0)]
+    )
     fast_f = piece_features(fast)
     for name in ("notes_per_beat", "mean_ioi", "groove_consistency", "empty_beat_rate"):
         assert slow[name] == fast_f[name], name
@@ -73,11 +75,14 @@ def test_one_parallel_fifth_counts_one():
     assert f["voice_crossing"] == 0.0 and f["spacing"] == 0.0
 
 
-@pytest.mark.parametrize("second, expected", [
-    ([72, 69, 64, 46], (0, 0, 1)),  # alto up, bass down: contrary motion into the fifth is not parallel
-    ([72, 67, 65, 50], (0, 0, 1)),  # the alto holds: oblique motion
-    ([74, 69, 65, 50], (1, 1, 1)),  # soprano and bass in octaves (two octaves) as well
-])
+@pytest.mark.parametrize(
+    "second, expected",
+    [
+        ([72, 69, 64, 46], (0, 0, 1)),  # alto up, bass down: contrary motion into the fifth is not parallel
+        ([72, 67, 65, 50], (0, 0, 1)),  # the alto holds: oblique motion
+        ([74, 69, 65, 50], (1, 1, 1)),  # soprano and bass in octaves (two octaves) as well
+    ],
+)
 def test_only_similar_motion_between_perfect_intervals_counts(second, expected):
     grid = np.array([[72, 67, 64, 48], second])
     assert parallel_counts(grid) == expected
@@ -153,8 +158,15 @@ def test_json_keys_are_stable(two_sets, capsys):
     code, out, err = call(main, ["music-stats", str(real), str(generated), "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)
-    assert set(result) == {"real_pieces", "generated_pieces", "features", "mean_oa", "mean_reference_oa", "real",
-                           "generated"}
+    assert set(result) == {
+        "real_pieces",
+        "generated_pieces",
+        "features",
+        "mean_oa",
+        "mean_reference_oa",
+        "real",
+        "generated",
+    }
     assert result["real_pieces"] == 3 and result["generated_pieces"] == 3
     assert list(result["features"]) == list(FEATURES)
     for name, f in result["features"].items():
@@ -185,11 +197,14 @@ def test_unreadable_files_are_reported_and_skipped(two_sets, capsys):
     assert "broken.mid" in err and "skipped 1 of 3 files" in err and json.loads(out)["real_pieces"] == 2
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["music-stats", "/no/such/folder", "/no/such/other"], "not found"),
-    (["music-stats", "{json}", "{json}"], "--split"),
-    (["music-stats", "{real}", "{real}", "--plot", "stats.txt"], ".png"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["music-stats", "/no/such/folder", "/no/such/other"], "not found"),
+        (["music-stats", "{json}", "{json}"], "--split"),
+        (["music-stats", "{real}", "{real}", "--plot", "stats.txt"], ".png"),
+    ],
+)
 def test_bad_input_is_one_line_and_status_2(argv, fragment, two_sets, tmp_path, capsys):
     real, _ = two_sets
     corpus = tmp_path / "grids.json"
@@ -202,10 +217,19 @@ def test_bad_input_is_one_line_and_status_2(argv, fragment, two_sets, tmp_path, 
 def test_jsb_json_split_is_a_set(tmp_path, capsys):
     rng = np.random.default_rng(4)
     corpus = tmp_path / "grids.json"
-    corpus.write_text(json.dumps({"valid": [random_grid(rng, 64).tolist() for _ in range(4)],
-                                  "test": [random_grid(rng, 64).tolist() for _ in range(4)]}))
-    code, out, err = call(main, ["music-stats", str(corpus), str(corpus), "--real-split", "valid",
-                                 "--generated-split", "test", "--json"], capsys)
+    corpus.write_text(
+        json.dumps(
+            {
+                "valid": [random_grid(rng, 64).tolist() for _ in range(4)],
+                "test": [random_grid(rng, 64).tolist() for _ in range(4)],
+            }
+        )
+    )
+    code, out, err = call(
+        main,
+        ["music-stats", str(corpus), str(corpus), "--real-split", "valid", "--generated-split", "test", "--json"],
+        capsys,
+    )
     assert code == 0, err
     result = json.loads(out)
     assert result["real_pieces"] == 4 and result["features"]["voice_crossing"]["generated"]["pieces"] == 4

@@ -26,8 +26,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     made = {}
     for name, tokenizer in (("text", CharTokenizer.fit([TINY_TEXT + "ROMEO:"])), ("music", EventTokenizer())):
-        config = RunConfig(modality=name, tokenizer=tokenizer.kind, layers=1, units=16, embedding=8,
-                           vocab_size=tokenizer.vocab_size)
+        config = RunConfig(
+            modality=name, tokenizer=tokenizer.kind, layers=1, units=16, embedding=8, vocab_size=tokenizer.vocab_size
+        )
         made[name] = save_run(root / name, build_model(config), tokenizer, config)
     return made
 
@@ -42,8 +43,13 @@ def test_notebook_runs_headless_without_errors(runs, tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # allow_errors=False: the first failing cell raises CellExecutionError and fails the test
-    nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=False,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbclient.NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        allow_errors=False,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
@@ -51,8 +57,13 @@ def test_notebook_runs_headless_without_errors(runs, tmp_path, monkeypatch):
     assert all(f"temperature {t}" in html for t in (0.5, 1.0, 1.5))
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the rendered PNG
     out = tmp_path / "out"
-    for name in ("romeo.txt", "bach-continuation.mid", "bach-continuation.wav", "bach-continuation.png",
-                 "bach-continuation.musicxml"):
+    for name in (
+        "romeo.txt",
+        "bach-continuation.mid",
+        "bach-continuation.wav",
+        "bach-continuation.png",
+        "bach-continuation.musicxml",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert (out / "romeo.txt").read_text().startswith("ROMEO:")
 
@@ -106,8 +117,18 @@ def test_generate_text_shows_a_bar_for_files_and_several_samples(runs, tmp_path,
     monkeypatch.setattr(progress, "MIN_SECONDS", 0.0)
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    argv = ["--checkpoint", str(runs["text"]), "--prompt", "RO", "--length", "40", "--num-samples", "2",
-            "--output", str(tmp_path / "out.txt")]
+    argv = [
+        "--checkpoint",
+        str(runs["text"]),
+        "--prompt",
+        "RO",
+        "--length",
+        "40",
+        "--num-samples",
+        "2",
+        "--output",
+        str(tmp_path / "out.txt"),
+    ]
     assert run(generate_text_main, argv) == 0
     assert "generating [" in terminal.getvalue() and "40/40" in terminal.getvalue()
     assert (tmp_path / "out-2.txt").read_text(encoding="utf-8").startswith("RO")
@@ -124,4 +145,3 @@ def test_bars_stay_silent_when_not_a_terminal_or_quick(monkeypatch):
     with progress.progress_bar(10, "generating", stream=terminal) as bar:  # finishes within a second
         bar.update(10)
     assert terminal.getvalue() == ""
-

@@ -19,8 +19,9 @@ POP909 = REPO.parent / "shared" / "corpora" / "pop909"
 POP_OPTIONS = dict(steps_per_beat=12, max_shift_steps=48, velocity_bins=8, tracks=2, transpose=6, stretch=0.0)
 
 needs_pop909 = pytest.mark.skipif(not POP909.is_dir(), reason="../shared/corpora/pop909 is not here")
-needs_bundled = pytest.mark.skipif(not (REPO / "checkpoints" / "pop-piano" / "model.keras").exists(),
-                                   reason="the pop-piano checkpoint is not bundled")
+needs_bundled = pytest.mark.skipif(
+    not (REPO / "checkpoints" / "pop-piano" / "model.keras").exists(), reason="the pop-piano checkpoint is not bundled"
+)
 
 
 def _call(argv, capsys):
@@ -39,11 +40,24 @@ def pop_seed(bpm: float = 96.0, bars: int = 4, programs=(73, 0)) -> NoteSequence
         start = bar * 3 * beat
         notes += [Note(p, start, start + 3 * beat, 56, programs[1], False, 1) for p in chords[bar % 4]]
         for i in range(3):
-            notes.append(Note(tune[(bar * 3 + i) % len(tune)], start + i * beat, start + (i + 0.9) * beat, 92,
-                              programs[0], False, 0))
+            notes.append(
+                Note(
+                    tune[(bar * 3 + i) % len(tune)],
+                    start + i * beat,
+                    start + (i + 0.9) * beat,
+                    92,
+                    programs[0],
+                    False,
+                    0,
+                )
+            )
     notes.sort(key=lambda n: (n.start, n.pitch))
-    return NoteSequence(notes=notes, tempos=[(0.0, bpm)], time_signature=(3, 4),
-                        instruments=[Instrument(programs[0], name="melody"), Instrument(programs[1], name="chords")])
+    return NoteSequence(
+        notes=notes,
+        tempos=[(0.0, bpm)],
+        time_signature=(3, 4),
+        instruments=[Instrument(programs[0], name="melody"), Instrument(programs[1], name="chords")],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +68,9 @@ def pop_run(tmp_path_factory) -> Path:
     from generator.training.checkpoints import save_run
 
     tokenizer = EventTokenizer(**POP_OPTIONS, max_note_steps=24)
-    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music", tokenizer="events", layers=1, units=16, embedding=8, vocab_size=tokenizer.vocab_size
+    )
     return save_run(tmp_path_factory.mktemp("runs") / "pop", build_model(config), tokenizer, config)
 
 
@@ -118,8 +133,21 @@ def test_continuation_keeps_the_seeds_tracks_tempo_metre_and_programs(tmp_path, 
     seed_path = write_midi(pop_seed(), tmp_path / "seed.mid")
     seed_end = pop_seed().end_time
     out = tmp_path / "out.mid"
-    code, printed, err = _call(["--checkpoint", str(pop_run), "--seed", str(seed_path), "--output", str(out),
-                                "--seconds", "6", "--random-seed", "1"], capsys)
+    code, printed, err = _call(
+        [
+            "--checkpoint",
+            str(pop_run),
+            "--seed",
+            str(seed_path),
+            "--output",
+            str(out),
+            "--seconds",
+            "6",
+            "--random-seed",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     pm = pretty_midi.PrettyMIDI(str(out))
     assert pm.get_tempo_changes()[1][0] == pytest.approx(96.0, rel=1e-3)
@@ -136,10 +164,12 @@ def three_track_seed() -> NoteSequence:
     melody = [Note(n.pitch, n.start, n.end, n.velocity, 73, False, 1) for n in seq.notes if n.track == 0]
     piano = [Note(n.pitch, n.start, n.end, n.velocity, 1, False, 2) for n in seq.notes if n.track == 1]
     bridge = [Note(67, 0.0, 1.0, 60, 40, False, 0)]
-    return NoteSequence(notes=sorted(bridge + melody + piano, key=lambda n: (n.start, n.pitch)),
-                        tempos=seq.tempos, time_signature=seq.time_signature,
-                        instruments=[Instrument(40, name="BRIDGE"), Instrument(73, name="MELODY"),
-                                     Instrument(1, name="PIANO")])
+    return NoteSequence(
+        notes=sorted(bridge + melody + piano, key=lambda n: (n.start, n.pitch)),
+        tempos=seq.tempos,
+        time_signature=seq.time_signature,
+        instruments=[Instrument(40, name="BRIDGE"), Instrument(73, name="MELODY"), Instrument(1, name="PIANO")],
+    )
 
 
 def test_slots_map_back_to_the_seed_tracks_they_came_from():
@@ -150,14 +180,28 @@ def test_slots_map_back_to_the_seed_tracks_they_came_from():
 
 
 def test_continuation_of_a_three_track_seed_keeps_melody_on_melody_and_accompaniment_on_piano(
-        tmp_path, capsys, pop_run):
+    tmp_path, capsys, pop_run
+):
     from generator.data.midi_io import write_midi
 
     seed = three_track_seed()
     seed_path = write_midi(seed, tmp_path / "seed.mid")
     out = tmp_path / "out.mid"
-    code, _, err = _call(["--checkpoint", str(pop_run), "--seed", str(seed_path), "--output", str(out),
-                          "--seconds", "6", "--random-seed", "2"], capsys)
+    code, _, err = _call(
+        [
+            "--checkpoint",
+            str(pop_run),
+            "--seed",
+            str(seed_path),
+            "--output",
+            str(out),
+            "--seconds",
+            "6",
+            "--random-seed",
+            "2",
+        ],
+        capsys,
+    )
     assert code == 0, err
     continuation = _continuation(out, seed.end_time)
     programs = Counter(program for program, _ in continuation)
@@ -204,8 +248,15 @@ def test_a_checkpoints_recommended_top_p_is_the_default_and_1_samples_every_toke
     from generator.training.checkpoints import load_run, save_run
 
     tokenizer = EventTokenizer(**POP_OPTIONS)
-    config = RunConfig(modality="music", tokenizer="events", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size, extra={"top_p": 0.5})
+    config = RunConfig(
+        modality="music",
+        tokenizer="events",
+        layers=1,
+        units=16,
+        embedding=8,
+        vocab_size=tokenizer.vocab_size,
+        extra={"top_p": 0.5},
+    )
     model = Generator(load_run(save_run(tmp_path / "run", build_model(config), tokenizer, config)))
     assert (model.top_p(), model.top_p(0.8), model.top_p(1.0)) == (0.5, 0.8, None)
     stream = model.stream([], 4, random_seed=0)
@@ -217,7 +268,6 @@ def test_a_checkpoints_recommended_top_p_is_the_default_and_1_samples_every_toke
     assert model.options(model.options(top_p=1.0)).top_p == 1.0  # filling in twice keeps "every token"
     piece = model.generate(seed=pop_seed(), length=40, random_seed=0)
     assert model.options().top_p == 0.5 and piece.notes
-
 
 
 def test_bundled_pop_piano_recommends_the_nucleus_measured_in_the_readme():

@@ -28,8 +28,10 @@ def test_locked_dropout_shares_one_mask_across_time_steps(locked):
     model = models.build_model(RunConfig(**{**SMALL, "dropout": 0.5, "locked_dropout": locked}))
     layer = model.get_layer("dropout_1")
     x = tf.ones([3, 50, 16])  # batch major, as the Keras layer sees it
-    for zeros in (layer(x, training=True).numpy() == 0,  # the Keras path (GPU, cuDNN)
-                  np.transpose(fast_lstm.dropout(layer, tf.transpose(x, [1, 0, 2])).numpy(), [1, 0, 2]) == 0):  # XLA
+    for zeros in (
+        layer(x, training=True).numpy() == 0,  # the Keras path (GPU, cuDNN)
+        np.transpose(fast_lstm.dropout(layer, tf.transpose(x, [1, 0, 2])).numpy(), [1, 0, 2]) == 0,
+    ):  # XLA
         same_over_time = (zeros == zeros[:, :1]).all()
         assert same_over_time == locked
         assert 0.3 < zeros.mean() < 0.7
@@ -52,7 +54,7 @@ def test_embedding_dropout_zeroes_whole_rows():
     dropped = np.all(out[:VOCAB] == 0, axis=1)
     assert dropped.any() and not dropped.all()
     for k in range(3):  # the same token loses its vector at every position
-        np.testing.assert_array_equal(out[k * VOCAB:(k + 1) * VOCAB], out[:VOCAB])
+        np.testing.assert_array_equal(out[k * VOCAB : (k + 1) * VOCAB], out[:VOCAB])
     np.testing.assert_allclose(out[:VOCAB][~dropped], table[~dropped] * 2, rtol=1e-6)  # kept rows scaled by 1/(1-p)
     np.testing.assert_array_equal(layer(ids, training=False).numpy()[0][:VOCAB], table)  # off at inference
 
@@ -90,12 +92,23 @@ def test_weight_drop_zeroes_recurrent_weights_with_one_mask_for_every_time_step(
     assert not np.allclose(model(x, training=False).numpy(), expected, atol=1e-5)  # off at inference
 
 
-ALL_FLAGS = dict(dropout=0.3, locked_dropout=True, input_dropout=0.2, embedding_dropout=0.2, weight_drop=0.3,
-                 tie_weights=True)
+ALL_FLAGS = dict(
+    dropout=0.3, locked_dropout=True, input_dropout=0.2, embedding_dropout=0.2, weight_drop=0.3, tie_weights=True
+)
 
 
-@pytest.mark.parametrize("flags", [dict(dropout=0.3), dict(dropout=0.3, locked_dropout=True), dict(input_dropout=0.3),
-                                   dict(embedding_dropout=0.3), dict(weight_drop=0.3), dict(tie_weights=True), ALL_FLAGS])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(dropout=0.3),
+        dict(dropout=0.3, locked_dropout=True),
+        dict(input_dropout=0.3),
+        dict(embedding_dropout=0.3),
+        dict(weight_drop=0.3),
+        dict(tie_weights=True),
+        ALL_FLAGS,
+    ],
+)
 def test_flags_change_training_only(flags):
     model = models.build_model(RunConfig(**{**SMALL, "layers": 2, **flags}))
     x = tf.constant(tokens())
@@ -135,9 +148,21 @@ def test_a_run_trained_with_every_flag_loads_safely_and_samples_the_same(tiny_co
     from generator.training import checkpoints
     from generator.training.trainer import Trainer
 
-    config = RunConfig(layers=1, units=16, embedding=8, seq_len=16, batch_size=8, epochs=1, steps_per_epoch=4,
-                       weight_decay=0.1, corpus=str(tiny_corpus), holdout="blocks", holdout_block=100,
-                       val_fraction=0.2, **ALL_FLAGS)
+    config = RunConfig(
+        layers=1,
+        units=16,
+        embedding=8,
+        seq_len=16,
+        batch_size=8,
+        epochs=1,
+        steps_per_epoch=4,
+        weight_decay=0.1,
+        corpus=str(tiny_corpus),
+        holdout="blocks",
+        holdout_block=100,
+        val_fraction=0.2,
+        **ALL_FLAGS,
+    )
     lines = []
     trainer = Trainer(config, tmp_path / "run", log=lines.append, progress=False)
     metrics = trainer.train(open_corpus(str(tiny_corpus), "text"), TokenizerFactory("chars"))
@@ -159,9 +184,17 @@ def test_init_from_an_lstm_run_warm_starts_the_lstm_layers_of_lstm_attention(tin
     from tests.conftest import TINY_SETTINGS
 
     lines = []
-    api.train(str(tiny_corpus), tmp_path / "att", log=lines.append, progress=False,
-              **{**TINY_SETTINGS, "epochs": 1, "learning_rate": 0.0},
-              arch="lstm-attention", heads=2, attention_window=16, init_from=str(tiny_run))
+    api.train(
+        str(tiny_corpus),
+        tmp_path / "att",
+        log=lines.append,
+        progress=False,
+        **{**TINY_SETTINGS, "epochs": 1, "learning_rate": 0.0},
+        arch="lstm-attention",
+        heads=2,
+        attention_window=16,
+        init_from=str(tiny_run),
+    )
     source, warm = checkpoints.load_run(tiny_run).model, checkpoints.load_run(tmp_path / "att").model
     for name in ("embedding", "lstm_1", "logits"):  # copied, and unchanged by a step of learning rate 0
         for a, b in zip(source.get_layer(name).get_weights(), warm.get_layer(name).get_weights()):

@@ -64,11 +64,15 @@ def read_wav(path):
 def test_render_writes_wav_png_and_musicxml_beside_the_midi(midi, no_fluidsynth):
     messages = []
     files = rendering.render(midi, log=messages.append)
-    assert files == {"wav": midi.with_suffix(".wav"), "png": midi.with_suffix(".png"),
-                     "musicxml": midi.with_suffix(".musicxml")}
+    assert files == {
+        "wav": midi.with_suffix(".wav"),
+        "png": midi.with_suffix(".png"),
+        "musicxml": midi.with_suffix(".musicxml"),
+    }
     channels, width, rate, frames = read_wav(files["wav"])
     assert (channels, width, rate) == (1, 2, rendering.SINE_RATE) and frames > rate * 5  # the piece lasts ~7 s
     assert files["png"].read_bytes().startswith(PNG_MAGIC)
+
     def pitches(path):  # ties may split a note in two, so compare the pitches that sound
         return {p.midi for n in music21.converter.parse(str(path)).flatten().notes for p in n.pitches}
 
@@ -111,22 +115,28 @@ def test_generator_render_refuses_to_overwrite_without_force(midi, no_fluidsynth
     assert not midi.with_suffix(".musicxml").exists()
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["--formats", "wav,mp3"], "mp3"),
-    (["--formats", ","], "choose among"),
-    (["--soundfont", "missing.sf2"], "missing.sf2"),
-])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["--formats", "wav,mp3"], "mp3"),
+        (["--formats", ","], "choose among"),
+        (["--soundfont", "missing.sf2"], "missing.sf2"),
+    ],
+)
 def test_generator_render_bad_flags_exit_2(midi, capsys, argv, fragment):
     code = run(generator_main, ["render", str(midi), *argv])
     one_line_error(code, capsys.readouterr().err, fragment)
     assert [p.name for p in midi.parent.iterdir()] == ["song.mid"]
 
 
-@pytest.mark.parametrize("name, content, fragment", [
-    ("nothing.mid", None, "not found"),
-    ("broken.mid", b"MThd this is not MIDI", "broken.mid"),
-    ("score.xml", b"<score/>", "MIDI files"),
-])
+@pytest.mark.parametrize(
+    "name, content, fragment",
+    [
+        ("nothing.mid", None, "not found"),
+        ("broken.mid", b"MThd this is not MIDI", "broken.mid"),
+        ("score.xml", b"<score/>", "MIDI files"),
+    ],
+)
 def test_generator_render_bad_files_exit_2(tmp_path, capsys, name, content, fragment):
     path = tmp_path / name
     if content is not None:
@@ -138,8 +148,23 @@ def test_generator_render_bad_files_exit_2(tmp_path, capsys, name, content, frag
 
 def test_generate_music_renders_beside_each_output(music_run, tmp_path, no_fluidsynth, capsys):
     out = tmp_path / "piece.mid"
-    code = run(generate_music_main, ["--checkpoint", str(music_run), "--output", str(out), "--length", "150",
-                                     "--random-seed", "1", "--num-samples", "2", "--render", "wav,png"])
+    code = run(
+        generate_music_main,
+        [
+            "--checkpoint",
+            str(music_run),
+            "--output",
+            str(out),
+            "--length",
+            "150",
+            "--random-seed",
+            "1",
+            "--num-samples",
+            "2",
+            "--render",
+            "wav,png",
+        ],
+    )
     printed, err = capsys.readouterr()
     assert code == 0, err
     for i in (1, 2):
@@ -151,8 +176,10 @@ def test_generate_music_renders_beside_each_output(music_run, tmp_path, no_fluid
 def test_generate_music_checks_rendered_files_before_generating(music_run, tmp_path, capsys):
     out = tmp_path / "piece.mid"
     out.with_suffix(".musicxml").write_text("keep me")
-    code = run(generate_music_main, ["--checkpoint", str(music_run), "--output", str(out), "--length", "20",
-                                     "--render", "musicxml"])
+    code = run(
+        generate_music_main,
+        ["--checkpoint", str(music_run), "--output", str(out), "--length", "20", "--render", "musicxml"],
+    )
     one_line_error(code, capsys.readouterr().err, "piece.musicxml", "--force")
     assert not out.exists()
     code = run(generate_music_main, ["--checkpoint", str(music_run), "--output", str(out), "--render", "flac"])
@@ -162,8 +189,7 @@ def test_generate_music_checks_rendered_files_before_generating(music_run, tmp_p
 def test_music_results_save_convert_and_show_in_a_notebook(music_run, tmp_path):
     from generator import api
 
-    piece = api.load(music_run).generate(seed=str(TEST_MIDI / "test05.mid"), temperature=0.9, length=120,
-                                         random_seed=5)
+    piece = api.load(music_run).generate(seed=str(TEST_MIDI / "test05.mid"), temperature=0.9, length=120, random_seed=5)
     assert piece.save(tmp_path / "out.mid").exists()
     assert piece.to_pretty_midi().instruments and len(piece.to_music21().flatten().notes) > 0
     page = piece._repr_html_()

@@ -16,16 +16,38 @@ def one_line(err):
 
 
 def train_argv(corpus, out, *extra):
-    return ["train", "text", "--corpus", str(corpus), "--output", str(out), "--layers", "1", "--units", "8",
-            "--embedding", "4", "--epochs", "1", "--seq-len", "16", "--batch-size", "4", *extra]
+    return [
+        "train",
+        "text",
+        "--corpus",
+        str(corpus),
+        "--output",
+        str(out),
+        "--layers",
+        "1",
+        "--units",
+        "8",
+        "--embedding",
+        "4",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "16",
+        "--batch-size",
+        "4",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("name,data,fragment", [
-    ("binary.txt", bytes(range(256)) * 4, "not valid utf-8"),
-    ("utf16.txt", "hello world, utf-16 text".encode("utf-16"), "--encoding"),
-    ("latin1.txt", "naïve café".encode("latin-1") * 10, "--encoding"),
-    ("nul.txt", b"abc\x00def" * 10, "binary"),
-])
+@pytest.mark.parametrize(
+    "name,data,fragment",
+    [
+        ("binary.txt", bytes(range(256)) * 4, "not valid utf-8"),
+        ("utf16.txt", "hello world, utf-16 text".encode("utf-16"), "--encoding"),
+        ("latin1.txt", "naïve café".encode("latin-1") * 10, "--encoding"),
+        ("nul.txt", b"abc\x00def" * 10, "binary"),
+    ],
+)
 def test_undecodable_text_corpora(tmp_path, capsys, name, data, fragment):
     path = tmp_path / name
     path.write_bytes(data)
@@ -42,8 +64,11 @@ def test_odd_but_valid_text_corpora_train(tmp_path, capsys, text):
     path.write_text(text, encoding="utf-8")
     code, out, err = call(generator_main, train_argv(path, tmp_path / "run"), capsys)
     assert code == 0, err
-    code, out, err = call(generate_text_main, ["--checkpoint", str(tmp_path / "run"), "--prompt", text[:1],
-                                               "--length", "20", "--random-seed", "1"], capsys)
+    code, out, err = call(
+        generate_text_main,
+        ["--checkpoint", str(tmp_path / "run"), "--prompt", text[:1], "--length", "20", "--random-seed", "1"],
+        capsys,
+    )
     assert code == 0, err
     assert out.startswith(text[:1])
 
@@ -69,8 +94,18 @@ def broken_run(tmp_path, tiny_run):
     return target
 
 
-@pytest.mark.parametrize("damage", ["missing model", "corrupt model", "missing tokenizer", "corrupt tokenizer",
-                                    "corrupt config", "future version", "tokenizer mismatch"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "missing model",
+        "corrupt model",
+        "missing tokenizer",
+        "corrupt tokenizer",
+        "corrupt config",
+        "future version",
+        "tokenizer mismatch",
+    ],
+)
 def test_damaged_checkpoints_are_refused(capsys, broken_run, damage):
     if damage == "missing model":
         (broken_run / "model.keras").unlink()
@@ -103,14 +138,16 @@ def test_checkpoint_that_is_a_file(tmp_path, capsys):
 
 def test_failed_generation_writes_nothing(tmp_path, capsys, tiny_run):
     out = tmp_path / "never.txt"
-    code, _, err = call(generate_text_main, ["--checkpoint", str(tiny_run), "--prompt", "ZZZ", "--output", str(out)],
-                        capsys)
+    code, _, err = call(
+        generate_text_main, ["--checkpoint", str(tiny_run), "--prompt", "ZZZ", "--output", str(out)], capsys
+    )
     assert code == 2 and not out.exists() and not list(tmp_path.iterdir())
 
 
 def test_output_in_missing_folder(tmp_path, capsys, tiny_run):
-    code, _, err = call(generate_text_main, ["--checkpoint", str(tiny_run), "--output", str(tmp_path / "no" / "x.txt")],
-                        capsys)
+    code, _, err = call(
+        generate_text_main, ["--checkpoint", str(tiny_run), "--output", str(tmp_path / "no" / "x.txt")], capsys
+    )
     assert code == 2 and "does not exist" in one_line(err)
 
 
@@ -124,8 +161,9 @@ def test_train_output_that_is_not_a_run_directory_is_never_deleted(tmp_path, cap
 
 
 def test_prompt_file_problems(tmp_path, capsys, tiny_run):
-    code, _, err = call(generate_text_main, ["--checkpoint", str(tiny_run), "--prompt-file", str(tmp_path / "none.txt")],
-                        capsys)
+    code, _, err = call(
+        generate_text_main, ["--checkpoint", str(tiny_run), "--prompt-file", str(tmp_path / "none.txt")], capsys
+    )
     assert code == 2 and "none.txt" in one_line(err)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\x00bad")

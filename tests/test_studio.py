@@ -11,8 +11,8 @@ from pathlib import Path
 import music21
 import pytest
 
-pytest.importorskip("fastapi", reason="the studio extra is not installed (pip install \".[studio]\")")
-pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install \".[studio-test]\")")
+pytest.importorskip("fastapi", reason='the studio extra is not installed (pip install ".[studio]")')
+pytest.importorskip("httpx", reason='FastAPI\'s TestClient needs httpx (pip install ".[studio-test]")')
 
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -75,12 +75,15 @@ def test_info_lists_models_examples_and_the_upload_limit(client):
     assert info["upload_limit"] == studio_session.UPLOAD_BYTES
 
 
-@pytest.mark.parametrize("data, name, status, words", [
-    (b"not music at all", "notes.txt", 400, "not a score file"),
-    (b"MThd garbage", "broken.mid", 400, "could not be read as music"),
-    (b"", "empty.mid", 400, "is empty"),
-    (b"\0" * (studio_session.UPLOAD_BYTES + 1), "huge.mid", 413, "MiB upload limit"),
-])
+@pytest.mark.parametrize(
+    "data, name, status, words",
+    [
+        (b"not music at all", "notes.txt", 400, "not a score file"),
+        (b"MThd garbage", "broken.mid", 400, "could not be read as music"),
+        (b"", "empty.mid", 400, "is empty"),
+        (b"\0" * (studio_session.UPLOAD_BYTES + 1), "huge.mid", 413, "MiB upload limit"),
+    ],
+)
 def test_bad_uploads_get_one_message_and_the_server_keeps_running(client, studio, data, name, status, words):
     before = files_under(studio.workdir / "seeds")
     response = upload(client, data, name)
@@ -90,8 +93,12 @@ def test_bad_uploads_get_one_message_and_the_server_keeps_running(client, studio
 
 
 def test_bad_settings_are_a_message_not_a_traceback(client):
-    for body, words in (({"seconds": -1}, "seconds"), ({"temperature": "hot"}, "temperature"),
-                        ({"model": "no-such-model", "seed": None}, "no model"), ({"seed": "0123456789ab"}, "no seed")):
+    for body, words in (
+        ({"seconds": -1}, "seconds"),
+        ({"temperature": "hot"}, "temperature"),
+        ({"model": "no-such-model", "seed": None}, "no model"),
+        ({"seed": "0123456789ab"}, "no seed"),
+    ):
         response = client.post("/api/music", json=body)
         if response.status_code == 200:  # an unknown model is found by the worker: the job fails with it
             response = wait(client, response.json())
@@ -106,9 +113,16 @@ def test_path_traversal_reaches_no_file_outside_the_working_folder(client, studi
     secret = studio.workdir.parent / "secret.mid"
     secret.write_bytes((TEST_MIDI / "test05.mid").read_bytes())
     outside = files_under(studio.workdir.parent) - files_under(studio.workdir)
-    for url in ("/static/../../secret.mid", "/static/..%2f..%2fsecret.mid", "/static/%2e%2e/pyproject.toml",
-                "/api/takes/..%2f..%2fsecret/take.mid", "/api/takes/../../secret.mid",
-                "/api/seeds/..%2f..%2fsecret.mid", "/api/seeds/../secret", "/api/jobs/..%2f..%2fsecret/text.txt"):
+    for url in (
+        "/static/../../secret.mid",
+        "/static/..%2f..%2fsecret.mid",
+        "/static/%2e%2e/pyproject.toml",
+        "/api/takes/..%2f..%2fsecret/take.mid",
+        "/api/takes/../../secret.mid",
+        "/api/seeds/..%2f..%2fsecret.mid",
+        "/api/seeds/../secret",
+        "/api/jobs/..%2f..%2fsecret/text.txt",
+    ):
         response = client.get(url)
         assert response.status_code in (400, 404), url
         assert response.content[:4] != b"MThd", url
@@ -149,8 +163,9 @@ def test_continue_a_seed_keep_the_take_download_it_and_regenerate(client, studio
 
 def test_two_requests_are_queued_not_mixed_and_a_long_one_can_be_cancelled(client):
     long = client.post("/api/music", json={"model": "music", "seconds": 300, "random_seed": 1}).json()
-    queued = client.post("/api/text", json={"checkpoint": "text", "prompt": "To be", "length": 300,
-                                            "random_seed": 1}).json()
+    queued = client.post(
+        "/api/text", json={"checkpoint": "text", "prompt": "To be", "length": 300, "random_seed": 1}
+    ).json()
     long = wait(client, long, states=("running",))
     assert client.get(f"/api/jobs/{queued['id']}").json()["position"] == 1  # waits for the long one
     time.sleep(0.5)
@@ -164,20 +179,33 @@ def test_two_requests_are_queued_not_mixed_and_a_long_one_can_be_cancelled(clien
 
 
 def test_harmonize_the_melody_and_rewrite_a_passage(client):
-    melody = wait(client, client.post("/api/harmonize", json={"seed": "example-melody", "iterations": 2,
-                                                              "random_seed": 1}).json())
+    melody = wait(
+        client, client.post("/api/harmonize", json={"seed": "example-melody", "iterations": 2, "random_seed": 1}).json()
+    )
     assert melody["state"] == "done", melody["error"]
     tracks = {n[3] for n in melody["take"]["roll"]["notes"]}
     assert len(tracks) == 4 and {n[5] for n in melody["take"]["roll"]["notes"] if n[3] == 0} == {0}
-    rewrite = wait(client, client.post("/api/harmonize", json={"seed": "example-chorale", "mode": "rewrite",
-                                                               "start_beat": 4, "end_beat": 8, "iterations": 2,
-                                                               "random_seed": 1}).json())
+    rewrite = wait(
+        client,
+        client.post(
+            "/api/harmonize",
+            json={
+                "seed": "example-chorale",
+                "mode": "rewrite",
+                "start_beat": 4,
+                "end_beat": 8,
+                "iterations": 2,
+                "random_seed": 1,
+            },
+        ).json(),
+    )
     assert rewrite["state"] == "done", rewrite["error"]
     assert rewrite["take"]["kind"] == "rewrite" and {n[5] for n in rewrite["take"]["roll"]["notes"]} == {0, 1}
     [(low, high)] = rewrite["take"]["roll"]["marks"]  # the passage, in seconds
     assert all(low - 1e-3 <= n[1] < high for n in rewrite["take"]["roll"]["notes"] if n[5])
-    bad = client.post("/api/harmonize", json={"seed": "example-chorale", "mode": "rewrite", "start_beat": 8,
-                                              "end_beat": 4})
+    bad = client.post(
+        "/api/harmonize", json={"seed": "example-chorale", "mode": "rewrite", "start_beat": 8, "end_beat": 4}
+    )
     assert bad.status_code == 400 and "end after it starts" in bad.json()["error"]
 
 
@@ -200,8 +228,11 @@ def test_the_command_refuses_a_busy_port_a_bad_host_and_a_file_as_workdir(tmp_pa
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        one_line_error(*call(generator_main, ["studio", "--port", str(port)], capsys)[::2], f"127.0.0.1:{port}",
-                       "choose another --port")
+        one_line_error(
+            *call(generator_main, ["studio", "--port", str(port)], capsys)[::2],
+            f"127.0.0.1:{port}",
+            "choose another --port",
+        )
     one_line_error(*call(generator_main, ["studio", "--host", "no.such.host.invalid"], capsys)[::2], "cannot listen")
     one_line_error(*call(generator_main, ["studio", "--port", "70000"], capsys)[::2], "--port")
     afile = tmp_path / "file"

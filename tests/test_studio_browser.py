@@ -17,25 +17,43 @@ from urllib.parse import urlsplit
 import music21
 import pytest
 
-pytest.importorskip("fastapi", reason="the studio extra is not installed (pip install \".[studio]\")")
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="Playwright is not installed (pip install \".[studio-test]\")")
+pytest.importorskip("fastapi", reason='the studio extra is not installed (pip install ".[studio]")')
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason='Playwright is not installed (pip install ".[studio-test]")'
+)
 
 TEST_MIDI = Path(music21.__file__).parent / "midi" / "testPrimitive"
 CHROMIUM = os.environ.get("GENERATOR_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)",
-                allow_module_level=True)
+    pytest.skip(
+        "Debian's chromium is not installed (apt-get install chromium chromium-driver; .ci/run does it)",
+        allow_module_level=True,
+    )
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, music_run, text_run):
     """``generator studio --port 0`` with the tiny runs offered; yields its address, then Ctrl-C."""
     work = tmp_path_factory.mktemp("studio-work")
-    process = subprocess.Popen([sys.executable, "-c", "from generator.cli.main import generator; generator()",
-                                "studio", "--port", "0", "--workdir", str(work), "--checkpoint", str(music_run),
-                                "--checkpoint", str(text_run)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from generator.cli.main import generator; generator()",
+            "studio",
+            "--port",
+            "0",
+            "--workdir",
+            str(work),
+            "--checkpoint",
+            str(music_run),
+            "--checkpoint",
+            str(text_run),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = process.stdout.readline()
     if "open http://" not in line:
         process.kill()

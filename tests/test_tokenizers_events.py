@@ -151,7 +151,9 @@ def test_drum_tokens_keep_hits():
     assert "DRUM(36)" in [tok.token_name(i) for i in ids]
     decoded = tok.decode(ids)
     assert sorted((n.pitch, n.start, n.is_drum) for n in decoded.notes) == [
-        (36, 0, True), (38, 0.5, True), (60, 0, False)
+        (36, 0, True),
+        (38, 0.5, True),
+        (60, 0, False),
     ]
     assert decoded.instruments[1].is_drum and all(n.track == 1 for n in decoded.notes if n.is_drum)
 
@@ -389,8 +391,9 @@ def test_dropped_drums_are_reported_when_a_corpus_is_tokenized(tmp_path, capsys)
     pm.instruments.extend([piano, drums])
     pm.write(str(tmp_path / "band.mid"))
     messages = []
-    data = dataset.tokenize(open_music(tmp_path / "band.mid"), TokenizerFactory("events"), use_cache=False,
-                            log=messages.append)
+    data = dataset.tokenize(
+        open_music(tmp_path / "band.mid"), TokenizerFactory("events"), use_cache=False, log=messages.append
+    )
     assert any("4 drum notes" in m for m in messages)
     assert len(data.tokenizer.decode(data.document(0)).notes) == 1
 
@@ -399,11 +402,19 @@ def test_dropped_drums_are_reported_when_a_corpus_is_tokenized(tmp_path, capsys)
 def _pop_seed(bpm: float = 90.0) -> NoteSequence:
     """Two bars of a melody (track 0) over block chords (track 1) at ``bpm``."""
     beat = 60.0 / bpm
-    melody = [Note(p, i * beat, (i + 1) * beat, 90, 0, False, 0) for i, p in enumerate([72, 74, 76, 79, 76, 74, 72, 71])]
-    chords = [Note(p, bar * 4 * beat, (bar + 1) * 4 * beat, 60, 0, False, 1)
-              for bar, chord in enumerate([(48, 55, 60, 64), (43, 55, 59, 62)]) for p in chord]
-    return NoteSequence(notes=sorted(melody + chords, key=lambda n: (n.start, n.pitch)), tempos=[(0.0, bpm)],
-                        instruments=[Instrument(0, name="Melody"), Instrument(0, name="Piano")])
+    melody = [
+        Note(p, i * beat, (i + 1) * beat, 90, 0, False, 0) for i, p in enumerate([72, 74, 76, 79, 76, 74, 72, 71])
+    ]
+    chords = [
+        Note(p, bar * 4 * beat, (bar + 1) * 4 * beat, 60, 0, False, 1)
+        for bar, chord in enumerate([(48, 55, 60, 64), (43, 55, 59, 62)])
+        for p in chord
+    ]
+    return NoteSequence(
+        notes=sorted(melody + chords, key=lambda n: (n.start, n.pitch)),
+        tempos=[(0.0, bpm)],
+        instruments=[Instrument(0, name="Melody"), Instrument(0, name="Piano")],
+    )
 
 
 def test_track_slots_keep_melody_and_accompaniment_apart():
@@ -421,8 +432,10 @@ def test_track_slots_keep_melody_and_accompaniment_apart():
     solo = NoteSequence(notes=[Note(60, 0.0, 1.0)], instruments=[Instrument(0)])
     assert tok.slots(solo) == {0: 1}
     # a track named like a melody is the lead wherever it is; the rest fill the other slots
-    three = NoteSequence(notes=[Note(60, 0, 1, track=t) for t in range(3)],
-                         instruments=[Instrument(0, name=n) for n in ("PIANO", "BRIDGE", "MELODY")])
+    three = NoteSequence(
+        notes=[Note(60, 0, 1, track=t) for t in range(3)],
+        instruments=[Instrument(0, name=n) for n in ("PIANO", "BRIDGE", "MELODY")],
+    )
     assert tok.slots(three) == {2: 0, 0: 1, 1: 1}
     assert EventTokenizer(tracks=3).slots(three) == {2: 0, 0: 1, 1: 2}
     # one merged stream by default, as before
@@ -498,9 +511,19 @@ def test_learned_cap_leaves_out_the_rarest_outliers():
 
 
 def test_tokenizer_json_from_before_the_cap_has_none():
-    old = {"kind": "events", "steps_per_second": 100, "max_shift_steps": 100, "velocity_bins": 32,
-           "min_pitch": 0, "max_pitch": 127, "max_polyphony": 16, "drums": False, "transpose": 5,
-           "stretch": 0.05, "program": 0}
+    old = {
+        "kind": "events",
+        "steps_per_second": 100,
+        "max_shift_steps": 100,
+        "velocity_bins": 32,
+        "min_pitch": 0,
+        "max_pitch": 127,
+        "max_polyphony": 16,
+        "drums": False,
+        "transpose": 5,
+        "stretch": 0.05,
+        "program": 0,
+    }
     tok = from_json(dict(old))
     assert tok.max_note_steps is None and tok.tracks == 1 and tok.steps_per_beat == 0
     assert tok.vocab_size == 389
@@ -577,7 +600,9 @@ def test_a_note_at_the_cap_is_released_next_so_sampling_cannot_stall():
 
 def test_note_cap_rules_and_closing():
     tok = EventTokenizer(max_note_steps=10, max_shift_steps=8)
-    state = tok.advance(tok.new_constraint_state(2), np.array([tok.event_id("NOTE_ON", 60), tok.event_id("TIME_SHIFT", 3)]))
+    state = tok.advance(
+        tok.new_constraint_state(2), np.array([tok.event_id("NOTE_ON", 60), tok.event_id("TIME_SHIFT", 3)])
+    )
     state = tok.advance(state, np.array([tok.event_id("TIME_SHIFT", 6), tok.event_id("TIME_SHIFT", 8)]))
     mask = tok.allowed(state)
     shifts = lambda row: [k for k in range(1, 9) if mask[row, tok.event_id("TIME_SHIFT", k)]]  # noqa: E731

@@ -81,7 +81,7 @@ def test_music21_chorales_round_trip(few_music21_chorales):
     tokenizer = VoicesTokenizer()
     for grid in few_music21_chorales:
         assert grid.ndim == 2 and grid.shape[1] == 4 and len(grid) > 16
-        assert (grid[:, 0][grid[:, 0] >= 0].mean() > grid[:, 3][grid[:, 3] >= 0].mean())
+        assert grid[:, 0][grid[:, 0] >= 0].mean() > grid[:, 3][grid[:, 3] >= 0].mean()
         _round_trip(tokenizer, tokenizer.fit_range(grid))
 
 
@@ -96,8 +96,10 @@ def _seq(notes, names=("", "", "", ""), tempos=((0.0, 120.0),)) -> NoteSequence:
 
 def test_four_tracks_named_out_of_order_go_to_their_voices():
     # 16th = 0.125 s at 120 bpm; tracks listed Bass, Tenor, Alto, Soprano.
-    seq = _seq([(48, 0, 0.5, 0), (55, 0, 0.25, 1), (64, 0, 0.5, 2), (72, 0, 0.25, 3),
-                (74, 0.25, 0.5, 3)], names=("Bass", "Tenor", "Alto", "Soprano"))
+    seq = _seq(
+        [(48, 0, 0.5, 0), (55, 0, 0.25, 1), (64, 0, 0.5, 2), (72, 0, 0.25, 3), (74, 0.25, 0.5, 3)],
+        names=("Bass", "Tenor", "Alto", "Soprano"),
+    )
     grid = grid_from_note_sequence(seq)
     np.testing.assert_array_equal(grid, [[72, 64, 55, 48]] * 2 + [[74, 64, -1, 48]] * 2)
 
@@ -113,16 +115,12 @@ def test_one_track_splits_by_pitch_and_follows_tempo_changes():
     notes += [(62, 1.0, 1.125, 0), (50, 1.0, 1.125, 0)]  # two notes: S and B
     seq = _seq(notes, names=("Piano",), tempos=((0.0, 60.0), (1.0, 120.0)))
     grid = grid_from_note_sequence(seq)
-    np.testing.assert_array_equal(
-        grid, [[72, 67, 64, 48]] * 2 + [[-1, -1, -1, -1]] * 2 + [[62, -1, -1, 50]]
-    )
+    np.testing.assert_array_equal(grid, [[72, 67, 64, 48]] * 2 + [[-1, -1, -1, -1]] * 2 + [[62, -1, -1, 50]])
 
 
 def test_out_of_range_pitches_move_by_octaves_or_raise():
     grid = [[90, 60, 30, -1]]
-    assert VoicesTokenizer().grid_from_ids(VoicesTokenizer().encode(grid)).tolist() == [
-        [78, 60, 42, -1]
-    ]
+    assert VoicesTokenizer().grid_from_ids(VoicesTokenizer().encode(grid)).tolist() == [[78, 60, 42, -1]]
     with pytest.raises(ValueError, match="outside"):
         VoicesTokenizer(out_of_range="error").encode(grid)
     with pytest.raises(ValueError, match="shape"):
@@ -158,8 +156,7 @@ def test_vocabulary_layout_and_names():
 
 # -- configuration ------------------------------------------------------------------------------
 def test_config_json_round_trip():
-    tokenizer = VoicesTokenizer(low=40, high=79, bpm=90.0, program=0, max_shift=3,
-                                out_of_range="error")
+    tokenizer = VoicesTokenizer(low=40, high=79, bpm=90.0, program=0, max_shift=3, out_of_range="error")
     data = json.loads(tokenizer.to_json())
     assert data.pop("kind") == "voices"
     again = VoicesTokenizer.from_config(data)

@@ -28,6 +28,7 @@ def test_save_load_sample_gives_the_same_text(tiny_run):
     assert before == again and before.startswith("To be") and len(before) == 85
     # the in-memory model that was trained samples the same as the reloaded one
     from generator.training.checkpoints import load_run
+
     run = load_run(tiny_run)
     run.model.set_weights(g.run.model.get_weights())
     assert api.Generator(run).generate("To be", length=80, random_seed=5) == before
@@ -73,7 +74,9 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, tiny_corpus):
 def test_an_interrupted_run_closed_at_its_last_epoch_is_complete(tmp_path, tiny_corpus):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        api.train(str(tiny_corpus), out, log=interrupt_after_first_epoch, progress=False, **dict(TINY_SETTINGS, epochs=3))
+        api.train(
+            str(tiny_corpus), out, log=interrupt_after_first_epoch, progress=False, **dict(TINY_SETTINGS, epochs=3)
+        )
     messages = []
     metrics = api.train(str(tiny_corpus), out, log=messages.append, progress=False, **dict(TINY_SETTINGS, epochs=1))
     assert not any(m.startswith("epoch ") for m in messages)  # nothing left to train

@@ -10,8 +10,26 @@ from generator.config import RunConfig
 from tests.conftest import call as run_cli
 from tests.conftest import one_line_error
 
-SEARCH = ["--trials", "2", "--epochs", "1", "--layers", "1", "--units", "8,16", "--dropout", "0,0.2",
-          "--learning-rate", "0.001,0.02", "--embedding", "8", "--seq-len", "16", "--batch-size", "8"]
+SEARCH = [
+    "--trials",
+    "2",
+    "--epochs",
+    "1",
+    "--layers",
+    "1",
+    "--units",
+    "8,16",
+    "--dropout",
+    "0,0.2",
+    "--learning-rate",
+    "0.001,0.02",
+    "--embedding",
+    "8",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "8",
+]
 
 
 def call(argv, capsys):
@@ -43,22 +61,48 @@ def test_train_accepts_the_config_and_explicit_flags_override_it(search, tmp_pat
     best = RunConfig.from_dict(json.loads((search / "best_config.json").read_text()))
     out = tmp_path / "run"
     # no --corpus: the configuration names it; --units and --epochs given explicitly win over the file
-    code, printed, err = call(["train", "text", "--config", str(search / "best_config.json"), "--output", str(out),
-                               "--units", "4", "--epochs", "1"], capsys)
+    code, printed, err = call(
+        [
+            "train",
+            "text",
+            "--config",
+            str(search / "best_config.json"),
+            "--output",
+            str(out),
+            "--units",
+            "4",
+            "--epochs",
+            "1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert "best validation loss" in printed
     trained = RunConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert trained.units == 4 and trained.epochs == 1
-    assert (trained.layers, trained.dropout, trained.learning_rate, trained.seq_len) == \
-        (best.layers, best.dropout, best.learning_rate, best.seq_len)
+    assert (trained.layers, trained.dropout, trained.learning_rate, trained.seq_len) == (
+        best.layers,
+        best.dropout,
+        best.learning_rate,
+        best.seq_len,
+    )
 
 
 def test_hyperband_keeps_to_the_trial_budget(tmp_path, tiny_corpus):
     from generator.training.tune import SearchSpace, tune
 
-    result = tune(str(tiny_corpus), tmp_path, trials=2, epochs=1, algorithm="hyperband", log=lambda *_: None,
-                  space=SearchSpace(layers=(1,), units=(8,), dropout=(0.0,), learning_rate=(0.001, 0.01)),
-                  seq_len=16, batch_size=8, embedding=8)
+    result = tune(
+        str(tiny_corpus),
+        tmp_path,
+        trials=2,
+        epochs=1,
+        algorithm="hyperband",
+        log=lambda *_: None,
+        space=SearchSpace(layers=(1,), units=(8,), dropout=(0.0,), learning_rate=(0.001, 0.01)),
+        seq_len=16,
+        batch_size=8,
+        embedding=8,
+    )
     assert len(result["trials"]) <= 2 and (tmp_path / "best_config.json").exists()
 
 
@@ -67,29 +111,35 @@ def test_existing_results_need_force(search, tiny_corpus, capsys):
     one_line_error(code, err, "--force")
 
 
-@pytest.mark.parametrize("flags, fragment", [
-    (["--trials", "0"], "--trials"),
-    (["--layers", "0"], "--layers"),
-    (["--units", "many"], "--units"),
-    (["--dropout", "0.1,0.2,0.3"], "MIN,MAX"),
-    (["--learning-rate", "0.1,0.01"], "learning_rate"),
-    (["--algorithm", "grid"], "--algorithm"),
-])
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--trials", "0"], "--trials"),
+        (["--layers", "0"], "--layers"),
+        (["--units", "many"], "--units"),
+        (["--dropout", "0.1,0.2,0.3"], "MIN,MAX"),
+        (["--learning-rate", "0.1,0.01"], "learning_rate"),
+        (["--algorithm", "grid"], "--algorithm"),
+    ],
+)
 def test_bad_search_flags_exit_2(tmp_path, tiny_corpus, capsys, flags, fragment):
     code, _, err = call(["tune", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "t"), *flags], capsys)
     one_line_error(code, err, fragment)
     assert not (tmp_path / "t" / "best_config.json").exists()
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (None, "not found"),
-    ("{not json", "not a JSON configuration"),
-    ('{"modality": "music", "tokenizer": "events"}', "music"),
-    ('{"units": "many"}', "units"),
-    ('{"colour": "blue"}', "colour"),
-    ('{"jit": "yes"}', "jit must be true, false or null"),
-    ('{"modality": "text"}', "--corpus"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (None, "not found"),
+        ("{not json", "not a JSON configuration"),
+        ('{"modality": "music", "tokenizer": "events"}', "music"),
+        ('{"units": "many"}', "units"),
+        ('{"colour": "blue"}', "colour"),
+        ('{"jit": "yes"}', "jit must be true, false or null"),
+        ('{"modality": "text"}', "--corpus"),
+    ],
+)
 def test_bad_config_files_exit_2(tmp_path, capsys, content, fragment):
     path = tmp_path / "config.json"
     if content is not None:

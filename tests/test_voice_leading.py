@@ -110,8 +110,9 @@ def voices_run(tmp_path_factory):
     from generator.training.checkpoints import save_run
 
     tokenizer = VoicesTokenizer()
-    config = RunConfig(modality="music", tokenizer="voices", layers=1, units=16, embedding=8,
-                       vocab_size=tokenizer.vocab_size)
+    config = RunConfig(
+        modality="music", tokenizer="voices", layers=1, units=16, embedding=8, vocab_size=tokenizer.vocab_size
+    )
     return save_run(tmp_path_factory.mktemp("runs") / "voices", build_model(config), tokenizer, config)
 
 
@@ -120,8 +121,9 @@ def sampled_grids(run, voice_leading: bool):
 
     g = api.load(run)
     tokenizer = VoicesTokenizer(voice_leading=voice_leading)
-    tokens = np.concatenate(list(g.stream([], 4 * 96, num_samples=16, temperature=1.0, random_seed=3,
-                                          tokenizer=tokenizer)), axis=1)
+    tokens = np.concatenate(
+        list(g.stream([], 4 * 96, num_samples=16, temperature=1.0, random_seed=3, tokenizer=tokenizer)), axis=1
+    )
     return [tokenizer.grid_from_ids(row) for row in tokens]
 
 
@@ -147,9 +149,23 @@ def test_generate_music_flag_and_saved_part_names(voices_run, tmp_path, capsys):
     rates = {}
     for flag in ([], ["--no-voice-leading"]):
         out = tmp_path / ("free.mid" if flag else "ruled.mid")
-        code, _, err = call(generate_music_main, ["--checkpoint", str(voices_run), "--num-samples", "4",
-                                                  "--length", "384", "--random-seed", "5", "--output", str(out)]
-                            + flag, capsys)
+        code, _, err = call(
+            generate_music_main,
+            [
+                "--checkpoint",
+                str(voices_run),
+                "--num-samples",
+                "4",
+                "--length",
+                "384",
+                "--random-seed",
+                "5",
+                "--output",
+                str(out),
+            ]
+            + flag,
+            capsys,
+        )
         assert code == 0, err
         pieces = [read_midi(out.with_name(f"{out.stem}-{i}.mid")) for i in range(1, 5)]
         assert [inst.name for inst in pieces[0].instruments] == ["Soprano", "Alto", "Tenor", "Bass"]

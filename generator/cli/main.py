@@ -20,6 +20,7 @@ from generator.cli.flags import EXIT_USAGE, Parser, add_option_flags, int_range,
 
 # -- quiet TensorFlow ---------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _stderr_silenced():
     """Send file descriptor 2 to /dev/null (TensorFlow's C++ logging writes there directly)."""
@@ -91,18 +92,28 @@ def run(main, argv=None) -> int:
 
 # -- shared flags ---------------------------------------------------------------------------------
 
-def add_sampling_flags(p: argparse.ArgumentParser, default_checkpoint: str | None, unit: str,
-                       checkpoint_help: str | None = None) -> None:
+
+def add_sampling_flags(
+    p: argparse.ArgumentParser, default_checkpoint: str | None, unit: str, checkpoint_help: str | None = None
+) -> None:
     """The flags of generate-text and generate-music: the checkpoint, how many samples, and the sampling
     options that apply to every model (made from ``SamplingOptions``)."""
     from generator.config import SamplingOptions
 
-    p.add_argument("--checkpoint", default=default_checkpoint,
-                   help=checkpoint_help or f"The bundled checkpoint name or the run directory to sample from "
-                                           f"(default: {default_checkpoint}).")
+    p.add_argument(
+        "--checkpoint",
+        default=default_checkpoint,
+        help=checkpoint_help
+        or f"The bundled checkpoint name or the run directory to sample from (default: {default_checkpoint}).",
+    )
     add_option_flags(p, SamplingOptions, SAMPLING_FLAGS)
-    p.add_argument("--num-samples", type=int_range(1, 1024), default=1, metavar="N",
-                   help=f"How many independent {unit} to sample; they are generated together as one batch.")
+    p.add_argument(
+        "--num-samples",
+        type=int_range(1, 1024),
+        default=1,
+        metavar="N",
+        help=f"How many independent {unit} to sample; they are generated together as one batch.",
+    )
     p.add_argument("--force", action="store_true", help="Overwrite output files that already exist.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
@@ -153,20 +164,39 @@ def check_outputs(paths: list[Path], force: bool) -> None:
 
 # -- generate-text -----------------------------------------------------------------------------------
 
+
 def text_parser() -> Parser:
     p = Parser(prog="generate-text", description="Sample text from a trained character-level LSTM.")
     p.add_argument("--prompt", default=None, help="Text the generated text continues; it is printed first.")
-    p.add_argument("--prompt-file", default=None, metavar="FILE",
-                   help="Read the prompt from this UTF-8 text file instead of --prompt.")
-    p.add_argument("--length", type=int_range(1, 1_000_000), default=500, metavar="N",
-                   help="How many characters to generate after the prompt.")
-    p.add_argument("--prompt-tokens", type=int_range(0), default=None, metavar="N",
-                   help="Prime the model with only the last N tokens (characters) of the prompt, in chunks; the "
-                        "whole prompt is still printed. A notice says when the prompt is cut. 0 primes with all of "
-                        "it. " + limit_default("prompt_tokens"))
-    p.add_argument("--output", default=None, metavar="FILE",
-                   help="Write the text to FILE instead of printing it (FILE-1, FILE-2, ... with --num-samples). "
-                        "Existing files are kept unless --force is given.")
+    p.add_argument(
+        "--prompt-file",
+        default=None,
+        metavar="FILE",
+        help="Read the prompt from this UTF-8 text file instead of --prompt.",
+    )
+    p.add_argument(
+        "--length",
+        type=int_range(1, 1_000_000),
+        default=500,
+        metavar="N",
+        help="How many characters to generate after the prompt.",
+    )
+    p.add_argument(
+        "--prompt-tokens",
+        type=int_range(0),
+        default=None,
+        metavar="N",
+        help="Prime the model with only the last N tokens (characters) of the prompt, in chunks; the "
+        "whole prompt is still printed. A notice says when the prompt is cut. 0 primes with all of "
+        "it. " + limit_default("prompt_tokens"),
+    )
+    p.add_argument(
+        "--output",
+        default=None,
+        metavar="FILE",
+        help="Write the text to FILE instead of printing it (FILE-1, FILE-2, ... with --num-samples). "
+        "Existing files are kept unless --force is given.",
+    )
     add_sampling_flags(p, "shakespeare", "texts")
     return p
 
@@ -217,35 +247,76 @@ def generate_text_main(argv=None) -> None:
 
 # -- generate-music ------------------------------------------------------------------------------------
 
+
 def music_parser() -> Parser:
-    p = Parser(prog="generate-music", description="Compose music with a trained LSTM, or continue a seed score, "
-                                                   "or harmonize a melody in four voices (--harmonize).")
-    p.add_argument("--seed", default=None, metavar="FILE",
-                   help="A score to continue: .mid/.midi, or .musicxml/.mxl/.xml/.abc/.krn read through music21. "
-                        "Without it the model composes from scratch.")
+    p = Parser(
+        prog="generate-music",
+        description="Compose music with a trained LSTM, or continue a seed score, "
+        "or harmonize a melody in four voices (--harmonize).",
+    )
+    p.add_argument(
+        "--seed",
+        default=None,
+        metavar="FILE",
+        help="A score to continue: .mid/.midi, or .musicxml/.mxl/.xml/.abc/.krn read through music21. "
+        "Without it the model composes from scratch.",
+    )
     prime = p.add_mutually_exclusive_group()
-    prime.add_argument("--prime-seconds", type=positive_float, default=None, metavar="S",
-                       help="Prime the model with the last S seconds of the seed.")
-    prime.add_argument("--prime-tokens", type=int_range(1, 1_000_000), default=None, metavar="N",
-                       help="Prime the model with the last N tokens of the encoded seed. "
-                            + limit_default("prompt_tokens", " (0 there primes with the whole seed)"))
+    prime.add_argument(
+        "--prime-seconds",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="Prime the model with the last S seconds of the seed.",
+    )
+    prime.add_argument(
+        "--prime-tokens",
+        type=int_range(1, 1_000_000),
+        default=None,
+        metavar="N",
+        help="Prime the model with the last N tokens of the encoded seed. "
+        + limit_default("prompt_tokens", " (0 there primes with the whole seed)"),
+    )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--length", type=int_range(1, 1_000_000), default=None, metavar="N",
-                      help="How many tokens to generate (default 1000).")
-    size.add_argument("--seconds", type=positive_float, default=None, metavar="S",
-                      help="Generate S seconds of new music for each sample (notes still sounding at S end there).")
-    p.add_argument("--output", default="generated.mid", metavar="FILE",
-                   help="The MIDI file to write (FILE-1.mid ... FILE-N.mid with --num-samples). Existing files "
-                        "are kept unless --force is given.")
-    p.add_argument("--continuation-only", action="store_true",
-                   help="Write only the newly generated music, without the seed in front of it.")
+    size.add_argument(
+        "--length",
+        type=int_range(1, 1_000_000),
+        default=None,
+        metavar="N",
+        help="How many tokens to generate (default 1000).",
+    )
+    size.add_argument(
+        "--seconds",
+        type=positive_float,
+        default=None,
+        metavar="S",
+        help="Generate S seconds of new music for each sample (notes still sounding at S end there).",
+    )
+    p.add_argument(
+        "--output",
+        default="generated.mid",
+        metavar="FILE",
+        help="The MIDI file to write (FILE-1.mid ... FILE-N.mid with --num-samples). Existing files "
+        "are kept unless --force is given.",
+    )
+    p.add_argument(
+        "--continuation-only",
+        action="store_true",
+        help="Write only the newly generated music, without the seed in front of it.",
+    )
     from generator.cli.commands import add_render_flags
 
     add_render_flags(p)
-    add_sampling_flags(p, None, "pieces", checkpoint_help=(
-        "The bundled checkpoint name or the run directory to sample from. By default it is chosen from the "
-        "seed's content and the choice is printed: band for a seed with drums or three or more kinds of "
-        "instrument, pop-piano for piano only, bach for a four-part chorale; without --seed, pop-piano."))
+    add_sampling_flags(
+        p,
+        None,
+        "pieces",
+        checkpoint_help=(
+            "The bundled checkpoint name or the run directory to sample from. By default it is chosen from the "
+            "seed's content and the choice is printed: band for a seed with drums or three or more kinds of "
+            "instrument, pop-piano for piano only, bach for a four-part chorale; without --seed, pop-piano."
+        ),
+    )
     from generator.config import SamplingOptions
 
     add_option_flags(p, SamplingOptions, MUSIC_FLAGS)
@@ -292,15 +363,21 @@ def generate_music_main(argv=None) -> None:
     model = api.load(checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {checkpoint} is a {model.config.modality} model; use generate-text")
-    pieces = model.generate(seed=seed, length=args.length, seconds=args.seconds, num_samples=args.num_samples,
-                            options=sampling_options(args), prime_seconds=args.prime_seconds,
-                            prime_tokens=args.prime_tokens, continuation_only=args.continuation_only)
+    pieces = model.generate(
+        seed=seed,
+        length=args.length,
+        seconds=args.seconds,
+        num_samples=args.num_samples,
+        options=sampling_options(args),
+        prime_seconds=args.prime_seconds,
+        prime_tokens=args.prime_tokens,
+        continuation_only=args.continuation_only,
+    )
     pieces = pieces if isinstance(pieces, list) else [pieces]
     for path, piece in zip(paths, pieces):
         piece.save(path, force=args.force)
         new = piece.sequence.end_time - piece.continuation_start
-        print(f"wrote {path}: {len(piece.notes)} notes, {piece.sequence.end_time:.1f} s "
-              f"({new:.1f} s generated)")
+        print(f"wrote {path}: {len(piece.notes)} notes, {piece.sequence.end_time:.1f} s ({new:.1f} s generated)")
         if args.render:
             from generator.generation.render import render
 
@@ -318,12 +395,21 @@ def add_training_flags(p: argparse.ArgumentParser) -> None:
     from generator.config import RunConfig
 
     add_option_flags(p, RunConfig)
-    p.add_argument("--output", required=True, metavar="DIR",
-                   help="The run directory to write. Re-running the same command resumes an interrupted run.")
-    p.add_argument("--peer-timeout", type=positive_float, default=None, metavar="SECONDS",
-                   help="With --strategy multi-worker, how long to wait for the other workers' addresses to accept "
-                        "connections before giving up with exit status 2 and the unreachable addresses. "
-                        + limit_default("peer_timeout"))
+    p.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="The run directory to write. Re-running the same command resumes an interrupted run.",
+    )
+    p.add_argument(
+        "--peer-timeout",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="With --strategy multi-worker, how long to wait for the other workers' addresses to accept "
+        "connections before giving up with exit status 2 and the unreachable addresses. "
+        + limit_default("peer_timeout"),
+    )
     p.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     p.add_argument("--force", action="store_true", help="Delete an existing run in --output and start over.")
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
@@ -340,13 +426,20 @@ def generator_parser() -> Parser:
         train_parser = modality.add_parser(name, help=f"Train on {text}.", description=f"Train on {text}.")
         add_training_flags(train_parser)
         commands.add_config_flag(train_parser)
-    ev = sub.add_parser("evaluate", help="Score a corpus with a trained model.",
-                        description="Print a corpus's mean loss per token, every token predicted from all the "
-                                    "tokens before it in its document.")
+    ev = sub.add_parser(
+        "evaluate",
+        help="Score a corpus with a trained model.",
+        description="Print a corpus's mean loss per token, every token predicted from all the "
+        "tokens before it in its document.",
+    )
     ev.add_argument("--checkpoint", required=True, help="The bundled checkpoint name or run directory to evaluate.")
-    ev.add_argument("--corpus", required=True, metavar="SPEC",
-                    help="The corpus to score: file, directory or built-in name, or heldout:CHECKPOINT (music) for "
-                         "the whole pieces that checkpoint held out for validation (e.g. heldout:bach).")
+    ev.add_argument(
+        "--corpus",
+        required=True,
+        metavar="SPEC",
+        help="The corpus to score: file, directory or built-in name, or heldout:CHECKPOINT (music) for "
+        "the whole pieces that checkpoint held out for validation (e.g. heldout:bach).",
+    )
     ev.add_argument("--split", default="", help="The split of a JSON corpus to score (train, valid or test).")
     ev.add_argument("--encoding", default="utf-8", help="Character encoding of text corpus files (default utf-8).")
     ev.add_argument("--json", action="store_true", help="Print one JSON object instead of a sentence.")
@@ -355,14 +448,22 @@ def generator_parser() -> Parser:
     from generator.cli.music_quality import add_continuation_flags
 
     add_continuation_flags(ev)
-    corpora = sub.add_parser("corpora", help="List the built-in corpora.", description="Work with the built-in corpora.")
+    corpora = sub.add_parser(
+        "corpora", help="List the built-in corpora.", description="Work with the built-in corpora."
+    )
     corpora.add_argument("action", choices=["list"], help="`list` prints every built-in corpus with its size.")
     # Listed here; their flags are the benchmarks' own (generator_main hands them the arguments).
-    sub.add_parser("bench", add_help=False,
-                   help="Measure speed and memory beside the baselines (benchmarks/suite.py of a source checkout).")
-    sub.add_parser("compare", add_help=False,
-                   help="Train lstm, lstm-attention and transformer side by side and measure them "
-                        "(benchmarks/compare_archs.py of a source checkout).")
+    sub.add_parser(
+        "bench",
+        add_help=False,
+        help="Measure speed and memory beside the baselines (benchmarks/suite.py of a source checkout).",
+    )
+    sub.add_parser(
+        "compare",
+        add_help=False,
+        help="Train lstm, lstm-attention and transformer side by side and measure them "
+        "(benchmarks/compare_archs.py of a source checkout).",
+    )
     commands.add_render_parser(sub)
     commands.add_tune_parser(sub)
     from generator.cli import music_quality
@@ -389,8 +490,10 @@ def benchmark_main(command: str, argv: list[str]) -> None:
     except ModuleNotFoundError as e:
         if e.name not in ("benchmarks", f"benchmarks.{BENCHMARKS[command]}"):
             raise
-        raise GeneratorError(f"generator {command} runs the benchmarks of a source checkout, which a plain "
-                             "install does not carry: install the project with pip install -e . from a clone") from None
+        raise GeneratorError(
+            f"generator {command} runs the benchmarks of a source checkout, which a plain "
+            "install does not carry: install the project with pip install -e . from a clone"
+        ) from None
     module.main(argv, prog=f"generator {command}")
 
 
@@ -431,11 +534,21 @@ def generator_main(argv=None) -> None:
 
         settings = option_values(args, RunConfig)
         settings.pop("corpus", None)  # the corpus of --corpus or of --config, found by train_config
-        metrics = api.train(corpus, args.output, modality=args.modality, force=args.force, config=config,
-                            encoding=args.encoding, progress=sys.stdout.isatty(), **settings)
+        metrics = api.train(
+            corpus,
+            args.output,
+            modality=args.modality,
+            force=args.force,
+            config=config,
+            encoding=args.encoding,
+            progress=sys.stdout.isatty(),
+            **settings,
+        )
         if metrics:
-            print(f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "
-                  f"bits) per token at epoch {metrics['best_epoch']}; run directory {args.output}")
+            print(
+                f"best validation loss {metrics['val_loss_nats']:.4f} nats ({metrics['val_bits_per_token']:.3f} "
+                f"bits) per token at epoch {metrics['best_epoch']}; run directory {args.output}"
+            )
     elif args.command == "evaluate" and args.continuations:
         from generator.cli.music_quality import continuations_main
 
@@ -444,22 +557,30 @@ def generator_main(argv=None) -> None:
         from generator.cli.music_quality import check_no_continuation_flags
 
         check_no_continuation_flags(args)
-        result = api.load(args.checkpoint).evaluate(args.corpus, split=args.split, encoding=args.encoding,
-                                                    key_average=args.key_average)
+        result = api.load(args.checkpoint).evaluate(
+            args.corpus, split=args.split, encoding=args.encoding, key_average=args.key_average
+        )
         if args.json:
             print(json.dumps(result))
         else:
-            averaged = f", averaged over -{result['key_average']}..{result['key_average']} semitones" \
-                if result["key_average"] else ""
-            print(f"{result['corpus']}: {result['nll_per_token']:.4f} nats ({result['bits_per_token']:.4f} bits) "
-                  f"per token over {result['tokens']:,} tokens in {result['documents']} documents{averaged}")
+            averaged = (
+                f", averaged over -{result['key_average']}..{result['key_average']} semitones"
+                if result["key_average"]
+                else ""
+            )
+            print(
+                f"{result['corpus']}: {result['nll_per_token']:.4f} nats ({result['bits_per_token']:.4f} bits) "
+                f"per token over {result['tokens']:,} tokens in {result['documents']} documents{averaged}"
+            )
 
 
 def corpora_list() -> None:
     from generator.data.corpora import builtin_definitions, builtin_size
 
     for name, definition in builtin_definitions().items():
-        print(f"{name:<12} {definition['modality']:<6} {builtin_size(definition):<18} {definition.get('description', '')}")
+        print(
+            f"{name:<12} {definition['modality']:<6} {builtin_size(definition):<18} {definition.get('description', '')}"
+        )
 
 
 def generate_text() -> None:

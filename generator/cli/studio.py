@@ -6,26 +6,47 @@ from generator.cli.flags import int_range
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("studio", help="Open the studio, a local web page for continuing songs and sampling text.",
-                       description="Serve the studio page on this machine: continue a MIDI file or an example, hear "
-                                   "and download each take, harmonize a melody, sample text. It needs the studio "
-                                   "extra (pip install \".[studio]\"). Ctrl-C stops it.")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="The address to listen on. The default, 127.0.0.1, lets only this machine reach the page; "
-                        "any other address (0.0.0.0: every network interface) lets other machines use it too, "
-                        "and the studio warns when it starts.")
-    p.add_argument("--port", type=int_range(0, 65535), default=8765,
-                   help="The TCP port to listen on (default 8765); 0 takes any free port and prints it.")
-    p.add_argument("--workdir", default=None, metavar="DIR",
-                   help="The folder that keeps the uploaded seeds and the takes, created when missing; the studio "
-                        "reads and writes no other files for the page. By default a temporary folder, removed "
-                        "when the studio stops.")
-    p.add_argument("--checkpoint", action="append", default=[], metavar="DIR",
-                   help="Also offer this run directory (a model you trained) in the page, beside the bundled "
-                        "models; give it again for more.")
-    p.add_argument("--verbose", action="store_true",
-                   help="Show TensorFlow's log messages, each request the server answers and the traceback of any "
-                        "internal error.")
+    p = sub.add_parser(
+        "studio",
+        help="Open the studio, a local web page for continuing songs and sampling text.",
+        description="Serve the studio page on this machine: continue a MIDI file or an example, hear "
+        "and download each take, harmonize a melody, sample text. It needs the studio "
+        'extra (pip install ".[studio]"). Ctrl-C stops it.',
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="The address to listen on. The default, 127.0.0.1, lets only this machine reach the page; "
+        "any other address (0.0.0.0: every network interface) lets other machines use it too, "
+        "and the studio warns when it starts.",
+    )
+    p.add_argument(
+        "--port",
+        type=int_range(0, 65535),
+        default=8765,
+        help="The TCP port to listen on (default 8765); 0 takes any free port and prints it.",
+    )
+    p.add_argument(
+        "--workdir",
+        default=None,
+        metavar="DIR",
+        help="The folder that keeps the uploaded seeds and the takes, created when missing; the studio "
+        "reads and writes no other files for the page. By default a temporary folder, removed "
+        "when the studio stops.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="Also offer this run directory (a model you trained) in the page, beside the bundled "
+        "models; give it again for more.",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show TensorFlow's log messages, each request the server answers and the traceback of any internal error.",
+    )
 
 
 def main(args, quiet_tensorflow) -> None:
@@ -35,8 +56,10 @@ def main(args, quiet_tensorflow) -> None:
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as e:
-        raise GeneratorError(f"generator studio needs {e.name}: install the studio extra with "
-                             "pip install \".[studio]\" from a clone of the project") from None
+        raise GeneratorError(
+            f"generator studio needs {e.name}: install the studio extra with "
+            'pip install ".[studio]" from a clone of the project'
+        ) from None
     if args.workdir is not None:
         from pathlib import Path
 

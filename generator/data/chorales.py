@@ -41,9 +41,7 @@ def read_jsb_json(path, split: str) -> list[np.ndarray]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise GeneratorError(
-            f"{path} is not JSON ({error.msg} at line {error.lineno}, column {error.colno})"
-        ) from None
+        raise GeneratorError(f"{path} is not JSON ({error.msg} at line {error.lineno}, column {error.colno})") from None
     if not isinstance(data, dict):
         raise GeneratorError(
             f"{path} is not a JSB Chorales file: expected a JSON object of splits "
@@ -55,8 +53,7 @@ def read_jsb_json(path, split: str) -> list[np.ndarray]:
     chorales = data[split]
     if not isinstance(chorales, list):
         raise GeneratorError(f"{path}: split {split!r} is not a list of chorales")
-    return [_check_chorale(chorale, f"{path}: chorale {i} of split {split!r}")
-            for i, chorale in enumerate(chorales)]
+    return [_check_chorale(chorale, f"{path}: chorale {i} of split {split!r}") for i, chorale in enumerate(chorales)]
 
 
 def _check_chorale(chorale, where: str) -> np.ndarray:
@@ -75,8 +72,7 @@ def _check_chorale(chorale, where: str) -> np.ndarray:
     if bad.any():
         step, voice = np.argwhere(bad)[0]
         raise GeneratorError(
-            f"{where}, step {step}, voice {voice}: {array[step, voice]!r} is neither -1 (silent) "
-            "nor a MIDI pitch 0-127"
+            f"{where}, step {step}, voice {voice}: {array[step, voice]!r} is neither -1 (silent) nor a MIDI pitch 0-127"
         )
     return grid.astype(np.int64)
 
@@ -177,5 +173,5 @@ def _score_grid(score, steps_per_quarter: int) -> np.ndarray | str:
     grid = np.full((steps, NUM_VOICES), -1, dtype=np.int64)
     for voice, notes in enumerate(voices):
         for start, end, pitch in sorted(notes):
-            grid[start:max(end, start + 1), voice] = pitch
+            grid[start : max(end, start + 1), voice] = pitch
     return grid

@@ -56,6 +56,7 @@ class Corpus:
 
 # -- built-in corpora ----------------------------------------------------------------------
 
+
 def _definitions_dir() -> Path:
     """The folder holding built-in corpus definitions (repository ``corpora/``, shipped in the wheel)."""
     from generator.resources import bundled_folder
@@ -120,8 +121,10 @@ def _open_builtin(name: str, definition: dict, encoding: str, documents: str = "
 
 # -- resolving specs -------------------------------------------------------------------------
 
-def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "utf-8", documents: str = "files",
-                column: str = "") -> Corpus:
+
+def open_corpus(
+    spec: str, modality: str, *, split: str = "", encoding: str = "utf-8", documents: str = "files", column: str = ""
+) -> Corpus:
     """Resolve a ``--corpus`` spec for ``modality`` ("text" or "music"); for text, ``documents`` and
     ``column`` say what one document is (see ``open_text``)."""
     definitions = builtin_definitions()
@@ -135,8 +138,10 @@ def open_corpus(spec: str, modality: str, *, split: str = "", encoding: str = "u
         path = Path(os.environ[CORPORA_DIR_ENV]).expanduser() / path
     if not path.exists():
         names = ", ".join(n for n, d in definitions.items() if d["modality"] == modality)
-        raise GeneratorError(f"corpus {spec} not found: give a file, a directory or a built-in name ({names}), "
-                             f"or set {CORPORA_DIR_ENV} to the folder that holds it")
+        raise GeneratorError(
+            f"corpus {spec} not found: give a file, a directory or a built-in name ({names}), "
+            f"or set {CORPORA_DIR_ENV} to the folder that holds it"
+        )
     if modality == "text":
         return open_text(path, encoding=encoding, documents=documents, column=column)
     if path.suffix.lower() == ".json":
@@ -168,6 +173,7 @@ def _files_under(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
 
 
 # -- text ------------------------------------------------------------------------------------
+
 
 def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     """Read a text document; undecodable bytes become a GeneratorError that offers --encoding.
@@ -209,8 +215,9 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     if documents not in DOCUMENTS:
         raise ArgumentError("documents", f"must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
     if not column and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
-        raise GeneratorError(f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose "
-                             f"values are the documents")
+        raise GeneratorError(
+            f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose values are the documents"
+        )
     files = _files_under(path, TABLE_SUFFIXES if column else TEXT_SUFFIXES)
     if not files:
         what = "no .csv or .jsonl files (--column reads those)" if column else "no .txt files"
@@ -230,8 +237,9 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
         return docs
 
     streamed = files if documents == "files" and not column else []  # dataset.tokenize streams these
-    return Corpus(str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read, files=streamed,
-                  encoding=encoding)
+    return Corpus(
+        str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read, files=streamed, encoding=encoding
+    )
 
 
 def short_document(text: str) -> str:
@@ -250,8 +258,9 @@ def read_column(path: Path, column: str, encoding: str = "utf-8") -> list[str]:
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
         if column not in (reader.fieldnames or []):
-            raise GeneratorError(f"{path} has no column {column!r}; its columns are "
-                                 f"{', '.join(reader.fieldnames or []) or 'none'}")
+            raise GeneratorError(
+                f"{path} has no column {column!r}; its columns are {', '.join(reader.fieldnames or []) or 'none'}"
+            )
         return [row[column] or "" for row in reader]
     values = []
     for number, line in enumerate(text.split("\n"), 1):
@@ -271,6 +280,7 @@ def read_column(path: Path, column: str, encoding: str = "utf-8") -> list[str]:
 
 
 # -- music -----------------------------------------------------------------------------------
+
 
 def open_music(path: Path) -> Corpus:
     """A music corpus: one MIDI/MusicXML/ABC/kern file, or every such file under a directory."""
@@ -297,8 +307,13 @@ def read_music_files(files: list[Path], report: Callable[[str], None] | None = N
     return [doc for docs in each_music_file(files, _parse_one, report) for doc in docs if len(doc.notes)]
 
 
-def each_music_file(files: list[Path], function: Callable = _parse_one, report: Callable[[str], None] | None = None,
-                    argument=None, label: str = "parsing") -> Iterator:
+def each_music_file(
+    files: list[Path],
+    function: Callable = _parse_one,
+    report: Callable[[str], None] | None = None,
+    argument=None,
+    label: str = "parsing",
+) -> Iterator:
     """``function(name)`` (or ``function((name, argument))``) for every file, in worker processes as
     ``read_music_files`` says, yielding the results in the order of ``files``; a file that fails is
     reported with its name and reason and skipped, and the count of skipped files reported at the end."""
@@ -360,5 +375,9 @@ def open_grid_json(path: Path, split: str) -> Corpus:
 
     limits.check("text_bytes", str(path), path.stat().st_size)
     fingerprint = _hash_files([path], path) + ":" + split
-    return Corpus(f"{path}:{split}", "music", hashlib.sha256(fingerprint.encode()).hexdigest(),
-                  lambda: chorales.read_jsb_json(path, split))
+    return Corpus(
+        f"{path}:{split}",
+        "music",
+        hashlib.sha256(fingerprint.encode()).hexdigest(),
+        lambda: chorales.read_jsb_json(path, split),
+    )

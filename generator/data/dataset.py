@@ -72,7 +72,7 @@ class TokenizedCorpus:
     def document(self, i: int) -> np.ndarray:
         """Document i's ids, BOS first."""
         end = self.starts[i + 1] if i + 1 < len(self.starts) else len(self.ids)
-        return self.ids[self.starts[i]:end]
+        return self.ids[self.starts[i] : end]
 
 
 def concatenate(encoded: list[list[int]], tokenizer: Tokenizer) -> TokenizedCorpus:
@@ -83,7 +83,7 @@ def concatenate(encoded: list[list[int]], tokenizer: Tokenizer) -> TokenizedCorp
     ids = np.empty(int(lengths.sum()), dtype=dtype)
     for start, doc in zip(starts, encoded):
         ids[start] = BOS
-        ids[start + 1:start + 1 + len(doc)] = doc
+        ids[start + 1 : start + 1 + len(doc)] = doc
     return TokenizedCorpus(ids, starts, tokenizer)
 
 
@@ -111,15 +111,19 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
                 pass
         old = cache_dir() / f"{key}.npz"
         if old.exists():
-            _say(log)(f"corpus {corpus.name}: its token cache is in the old .npz format; rebuilding it once "
-                      f"as a memory-mapped token store")
+            _say(log)(
+                f"corpus {corpus.name}: its token cache is in the old .npz format; rebuilding it once "
+                f"as a memory-mapped token store"
+            )
     target = path if use_cache else Path(tempfile.mkdtemp(prefix="generator-tokens-")) / "store"
     try:
         _build(corpus, make_tokenizer, target, log)
         ids, manifest = store.open_store(target)
     except OSError as e:
-        raise GeneratorError(f"cannot write the token store of corpus {corpus.name} in {target.parent}: "
-                             f"{e.strerror or e}; set GENERATOR_CACHE_DIR to a writable folder with room") from None
+        raise GeneratorError(
+            f"cannot write the token store of corpus {corpus.name} in {target.parent}: "
+            f"{e.strerror or e}; set GENERATOR_CACHE_DIR to a writable folder with room"
+        ) from None
     finally:
         if not use_cache:
             shutil.rmtree(target.parent, ignore_errors=True)
@@ -130,8 +134,13 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
 
 
 def _manifest(corpus, make_tokenizer, tokenizer) -> dict:
-    return {"cache_version": CACHE_VERSION, "corpus": corpus.name, "fingerprint": corpus.fingerprint,
-            "tokenizer_key": make_tokenizer.cache_key, "tokenizer": tokenizer.to_json()}
+    return {
+        "cache_version": CACHE_VERSION,
+        "corpus": corpus.name,
+        "fingerprint": corpus.fingerprint,
+        "tokenizer_key": make_tokenizer.cache_key,
+        "tokenizer": tokenizer.to_json(),
+    }
 
 
 def _build(corpus, make_tokenizer, target: Path, log) -> None:
@@ -227,7 +236,7 @@ def resolve_holdout(holdout: str, num_documents: int) -> str:
 def held_out_documents(num_documents: int, val_fraction: float, seed: int) -> list[int]:
     """The indices, in corpus order, of the documents the ``documents`` holdout keeps for validation."""
     order = np.random.default_rng(seed).permutation(num_documents)
-    return sorted(order[:max(1, int(round(num_documents * val_fraction)))].tolist())
+    return sorted(order[: max(1, int(round(num_documents * val_fraction)))].tolist())
 
 
 def held_out_intervals(corpus: TokenizedCorpus, val_fraction: float, seed: int, method: str, block: int):
@@ -238,7 +247,11 @@ def held_out_intervals(corpus: TokenizedCorpus, val_fraction: float, seed: int, 
         held = held_out_documents(corpus.num_documents, val_fraction, seed)
         return [(int(bounds[i]), int(bounds[i + 1])) for i in held]
     if method == "tail":
-        return [(int(e - int((e - s) * val_fraction)), int(e)) for s, e in zip(bounds[:-1], bounds[1:]) if int((e - s) * val_fraction)]
+        return [
+            (int(e - int((e - s) * val_fraction)), int(e))
+            for s, e in zip(bounds[:-1], bounds[1:])
+            if int((e - s) * val_fraction)
+        ]
     # blocks: n_blocks blocks of equal length, one at a seeded position inside each of n_blocks equal stretches
     wanted = n * val_fraction
     n_blocks = max(1, int(round(wanted / block)))
@@ -255,15 +268,22 @@ def held_out_intervals(corpus: TokenizedCorpus, val_fraction: float, seed: int, 
     return intervals
 
 
-def split_segments(corpus: TokenizedCorpus, val_fraction: float, seed: int = 0, holdout: str = "auto",
-                   block: int = 2000) -> Split:
+def split_segments(
+    corpus: TokenizedCorpus, val_fraction: float, seed: int = 0, holdout: str = "auto", block: int = 2000
+) -> Split:
     """Hold out ``val_fraction`` of the corpus as documented above; unpacks as ``(train_ids, val_ids)``."""
     method = resolve_holdout(holdout, corpus.num_documents)
     n = len(corpus.ids)
     intervals = held_out_intervals(corpus, val_fraction, seed, method, block) if val_fraction > 0 else []
     if not intervals:
-        return Split(store.TokenView(corpus.ids, [(0, n)]), np.zeros(1, np.int64), store.TokenView(corpus.ids, []),
-                     np.zeros(0, np.int64), method, 0)
+        return Split(
+            store.TokenView(corpus.ids, [(0, n)]),
+            np.zeros(1, np.int64),
+            store.TokenView(corpus.ids, []),
+            np.zeros(0, np.int64),
+            method,
+            0,
+        )
     train_spans, cursor = [], 0
     for start, end in intervals:
         if start > cursor:
@@ -285,11 +305,22 @@ def split_segments(corpus: TokenizedCorpus, val_fraction: float, seed: int = 0, 
 
 LAZY_WINDOWS = 1 << 22  # above this many windows an epoch's order is computed batch by batch, never stored
 
+
 class WindowSampler:
     """Batches of (x, y) windows from one id array, reproducible per (seed, epoch)."""
 
-    def __init__(self, ids: np.ndarray, seq_len: int, batch_size: int, *, shuffle: bool = True,
-                 seed: int = 0, augment=None, drop_remainder: bool = True, segments=None):
+    def __init__(
+        self,
+        ids: np.ndarray,
+        seq_len: int,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        augment=None,
+        drop_remainder: bool = True,
+        segments=None,
+    ):
         if len(ids) < 2:
             raise GeneratorError("not enough tokens to make a single training window")
         self.ids = ids
@@ -362,11 +393,11 @@ class WindowSampler:
             yield from self._shard_batches(epoch, start_batch, n_batches, b, index, count, replicas)
             return
         for k in range(start_batch, n_batches):
-            chosen = starts[k * b:(k + 1) * b]
+            chosen = starts[k * b : (k + 1) * b]
             if parts == 1:
                 pieces = [self._windows(chosen, epoch, k)]
             else:
-                rows = np.array_split(np.arange(len(chosen)), parts)[index * replicas:(index + 1) * replicas]
+                rows = np.array_split(np.arange(len(chosen)), parts)[index * replicas : (index + 1) * replicas]
                 if self.augment is None:  # read only this worker's rows
                     pieces = [self._windows(chosen[r], epoch, k) for r in rows]
                 else:
@@ -398,7 +429,9 @@ class WindowSampler:
             self._shards[(index, count)] = own
         own = self._shards[(index, count)]
         mine = own.window_starts(epoch)
-        sizes = [len(r) for r in np.array_split(np.arange(b), count * replicas)][index * replicas:(index + 1) * replicas]
+        sizes = [len(r) for r in np.array_split(np.arange(b), count * replicas)][
+            index * replicas : (index + 1) * replicas
+        ]
         rows = sum(sizes)
         for k in range(start_batch, n_batches):
             chosen = np.asarray(mine[np.arange(k * rows, (k + 1) * rows) % len(mine)], np.int64)
@@ -418,8 +451,9 @@ def to_tf_dataset(sampler: WindowSampler, epoch: int, start_batch: int = 0, shar
     import tensorflow as tf
 
     spec = tf.TensorSpec([None, None], tf.int32)
-    ds = tf.data.Dataset.from_generator(lambda: sampler.batches(epoch, start_batch, shard, replicas),
-                                        output_signature=(spec, spec))
+    ds = tf.data.Dataset.from_generator(
+        lambda: sampler.batches(epoch, start_batch, shard, replicas), output_signature=(spec, spec)
+    )
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(4)

@@ -57,21 +57,31 @@ class Limit:
     flag: str = ""  # the command-line flag that sets it, where there is one
 
 
-LIMITS = {limit.name: limit for limit in (
-    Limit("midi_bytes", "GENERATOR_MAX_MIDI_BYTES", 32 * MIB, "bytes", "the size of a MIDI file"),
-    Limit("score_bytes", "GENERATOR_MAX_SCORE_BYTES", 16 * MIB, "bytes", "the size of a MusicXML or kern file"),
-    Limit("abc_bytes", "GENERATOR_MAX_ABC_BYTES", 1 * MIB, "bytes", "the size of an ABC file"),
-    Limit("notes", "GENERATOR_MAX_NOTES", 200_000, "notes", "the number of notes in one piece"),
-    Limit("midi_events", "GENERATOR_MAX_MIDI_EVENTS", 2_000_000, "events", "the number of events in a MIDI file"),
-    Limit("seconds", "GENERATOR_MAX_SECONDS", 6 * 3600, "seconds", "the duration of one piece"),
-    Limit("parse_seconds", "GENERATOR_PARSE_SECONDS", 60, "seconds", "the time to parse one music file"),
-    Limit("parse_memory", "GENERATOR_PARSE_MEMORY_MB", 4096, "MiB", "the memory of a parsing worker"),
-    Limit("text_bytes", "GENERATOR_MAX_TEXT_BYTES", 256 * MIB, "bytes", "the size of a text file"),
-    Limit("prompt_tokens", "GENERATOR_PROMPT_TOKENS", 2048, "tokens", "the prompt tokens that prime the model",
-          "--prompt-tokens"),
-    Limit("peer_timeout", "GENERATOR_PEER_TIMEOUT", 300, "seconds", "the wait for the other workers",
-          "--peer-timeout"),
-)}
+LIMITS = {
+    limit.name: limit
+    for limit in (
+        Limit("midi_bytes", "GENERATOR_MAX_MIDI_BYTES", 32 * MIB, "bytes", "the size of a MIDI file"),
+        Limit("score_bytes", "GENERATOR_MAX_SCORE_BYTES", 16 * MIB, "bytes", "the size of a MusicXML or kern file"),
+        Limit("abc_bytes", "GENERATOR_MAX_ABC_BYTES", 1 * MIB, "bytes", "the size of an ABC file"),
+        Limit("notes", "GENERATOR_MAX_NOTES", 200_000, "notes", "the number of notes in one piece"),
+        Limit("midi_events", "GENERATOR_MAX_MIDI_EVENTS", 2_000_000, "events", "the number of events in a MIDI file"),
+        Limit("seconds", "GENERATOR_MAX_SECONDS", 6 * 3600, "seconds", "the duration of one piece"),
+        Limit("parse_seconds", "GENERATOR_PARSE_SECONDS", 60, "seconds", "the time to parse one music file"),
+        Limit("parse_memory", "GENERATOR_PARSE_MEMORY_MB", 4096, "MiB", "the memory of a parsing worker"),
+        Limit("text_bytes", "GENERATOR_MAX_TEXT_BYTES", 256 * MIB, "bytes", "the size of a text file"),
+        Limit(
+            "prompt_tokens",
+            "GENERATOR_PROMPT_TOKENS",
+            2048,
+            "tokens",
+            "the prompt tokens that prime the model",
+            "--prompt-tokens",
+        ),
+        Limit(
+            "peer_timeout", "GENERATOR_PEER_TIMEOUT", 300, "seconds", "the wait for the other workers", "--peer-timeout"
+        ),
+    )
+}
 
 _overrides: dict[str, float] = {}  # set from command-line flags; win over the environment
 
@@ -126,8 +136,9 @@ def exceeded(name: str, source: str, measured: float | str, limit: float | None 
     limit = get(name) if limit is None else limit
     shown = measured if isinstance(measured, str) else f"{_number(measured)} {spec.unit}"
     prefix = f"{source}: " if source else ""
-    return GeneratorError(f"{prefix}{spec.what} is {shown}, larger than the limit of {_number(limit)} {spec.unit}; "
-                          f"{how_to_raise(name)}")
+    return GeneratorError(
+        f"{prefix}{spec.what} is {shown}, larger than the limit of {_number(limit)} {spec.unit}; {how_to_raise(name)}"
+    )
 
 
 def check(name: str, source: str, measured: float, limit: float | None = None) -> None:
@@ -143,8 +154,10 @@ def tail(ids, source: str = "the prompt", name: str = "prompt_tokens", limit: in
     if not limit or len(ids) <= limit:
         return ids, None
     spec = LIMITS[name]
-    return ids[-limit:], (f"{source} is {len(ids):,} tokens long; only its last {limit:,} prime the model "
-                          f"({spec.flag} or {spec.env} changes how many, 0 for all)")
+    return ids[-limit:], (
+        f"{source} is {len(ids):,} tokens long; only its last {limit:,} prime the model "
+        f"({spec.flag} or {spec.env} changes how many, 0 for all)"
+    )
 
 
 # -- parsing in worker processes with a deadline -----------------------------------------------------
@@ -168,7 +181,7 @@ def _write_frame(fd: int, obj) -> None:
     data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     view = memoryview(struct.pack("<Q", len(data)) + data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _read_exactly(fd: int, size: int) -> bytes:
@@ -255,8 +268,14 @@ class _Worker:
         root = str(Path(__file__).resolve().parents[2])  # the folder holding the generator package
         path = os.environ.get("PYTHONPATH", "")
         env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-        self.process = subprocess.Popen([sys.executable, "-c", _SERVE, str(int(memory_mb))], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, bufsize=0)
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, str(int(memory_mb))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            bufsize=0,
+        )
         self.reader = self.process.stdout
         self.ready = False
         self.task: tuple[int, str] | None = None  # (index, name) of the item being parsed
@@ -332,8 +351,10 @@ class _Pool:
             if worker.task is None:  # died before taking any work
                 if kind == "died":
                     code = worker.process.wait()
-                    raise GeneratorError(f"a parsing worker could not start (exit code {code}); "
-                                         f"{LIMITS['parse_seconds'].env}=0 parses in this process")
+                    raise GeneratorError(
+                        f"a parsing worker could not start (exit code {code}); "
+                        f"{LIMITS['parse_seconds'].env}=0 parses in this process"
+                    )
                 continue
             index, name = worker.task
             worker.task, worker.deadline = None, float("inf")
@@ -357,16 +378,28 @@ class _Pool:
                 index, name = worker.task
                 worker.task = None
                 self.workers[position] = _replace(worker, self.memory)
-                yield index, False, (f"{name}: parsing took longer than the limit of {_number(self.seconds)} seconds; "
-                                     f"{how_to_raise('parse_seconds')}")
+                yield (
+                    index,
+                    False,
+                    (
+                        f"{name}: parsing took longer than the limit of {_number(self.seconds)} seconds; "
+                        f"{how_to_raise('parse_seconds')}"
+                    ),
+                )
 
     def stop(self) -> None:
         for worker in self.workers:
             worker.stop(kill=worker.task is not None or not worker.ready)
 
 
-def map_bounded(function: Callable, items: Iterable, names: list[str] | None = None, *,
-                workers: int | None = None, seconds: float | None = None) -> Iterator[tuple[int, bool, object]]:
+def map_bounded(
+    function: Callable,
+    items: Iterable,
+    names: list[str] | None = None,
+    *,
+    workers: int | None = None,
+    seconds: float | None = None,
+) -> Iterator[tuple[int, bool, object]]:
     """Call ``function(item)`` for every item in worker processes, each call with a deadline.
 
     Yields ``(index, True, result)`` or ``(index, False, message)`` in the order calls finish. A
@@ -387,8 +420,10 @@ def map_bounded(function: Callable, items: Iterable, names: list[str] | None = N
             now = time.monotonic()
             pool.hand_out(now)
             if not pool.started() and now - started > STARTUP_SECONDS:
-                raise GeneratorError(f"no parsing worker started within {STARTUP_SECONDS:.0f} s; "
-                                     f"{LIMITS['parse_seconds'].env}=0 parses in this process")
+                raise GeneratorError(
+                    f"no parsing worker started within {STARTUP_SECONDS:.0f} s; "
+                    f"{LIMITS['parse_seconds'].env}=0 parses in this process"
+                )
             for outcome in itertools.chain(pool.replies(now), pool.expired()):
                 done += 1
                 yield outcome

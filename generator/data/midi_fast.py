@@ -93,7 +93,7 @@ def _walk(chunk: bytes):
                 return
             length = (length << 7) | chunk[i]
             if byte == 0xFF:
-                yield 0xFF, (kind, chunk[i + 1:i + 1 + length])
+                yield 0xFF, (kind, chunk[i + 1 : i + 1 + length])
             i += 1 + length
             continue
         if byte & 0x80:
@@ -182,17 +182,34 @@ class NoteArrays:
     @classmethod
     def from_sequence(cls, seq: NoteSequence) -> "NoteArrays":
         column = lambda name, dtype: np.array([getattr(n, name) for n in seq.notes], dtype)  # noqa: E731
-        return cls(column("pitch", np.int64), column("start", float), column("end", float), column("velocity", np.int64),
-                   column("track", np.int64), seq.instruments, seq.tempos, seq.time_signature, seq.source)
+        return cls(
+            column("pitch", np.int64),
+            column("start", float),
+            column("end", float),
+            column("velocity", np.int64),
+            column("track", np.int64),
+            seq.instruments,
+            seq.tempos,
+            seq.time_signature,
+            seq.source,
+        )
 
     def to_sequence(self) -> NoteSequence:
         programs = [inst.program for inst in self.instruments]
         drums = [inst.is_drum for inst in self.instruments]
-        notes = [Note(p, s, e, v, programs[t], drums[t], t) for p, s, e, v, t in
-                 zip(self.pitch.tolist(), self.start.tolist(), self.end.tolist(), self.velocity.tolist(),
-                     self.track.tolist())]
-        return NoteSequence(notes=notes, tempos=list(self.tempos), time_signature=self.time_signature,
-                            instruments=self.instruments or [Instrument()], source=self.source)
+        notes = [
+            Note(p, s, e, v, programs[t], drums[t], t)
+            for p, s, e, v, t in zip(
+                self.pitch.tolist(), self.start.tolist(), self.end.tolist(), self.velocity.tolist(), self.track.tolist()
+            )
+        ]
+        return NoteSequence(
+            notes=notes,
+            tempos=list(self.tempos),
+            time_signature=self.time_signature,
+            instruments=self.instruments or [Instrument()],
+            source=self.source,
+        )
 
 
 def _ambiguous(start, end, pitch) -> bool:
@@ -263,8 +280,11 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
             body = chunk[:-3] + _RELEASE
             score = symusic.Score.from_midi(header + b"MTrk" + len(body).to_bytes(4, "big") + body, ttype="tick")
             playing = [t for t in score.tracks if len(t.notes)]
-            if playing and np.count_nonzero(np.frombuffer(chunk, np.uint8) & 0xF0 == 0xC0) > 1 \
-                    and _program_change_after_note(chunk):
+            if (
+                playing
+                and np.count_nonzero(np.frombuffer(chunk, np.uint8) & 0xF0 == 0xC0) > 1
+                and _program_change_after_note(chunk)
+            ):
                 return None  # pretty_midi files a note under the program in force at its note-off
             if len(playing) > 1 or not score.markers:
                 return None  # several channels or programs in one track: pretty_midi's order cannot be told
@@ -299,8 +319,15 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
         end = _pretty_ends(start, end, pitch, file_end, resolution)
         begin, finish = seconds(start), seconds(end)
         keep = finish > begin
-        columns.append((pitch[keep], begin[keep], finish[keep], velocity[keep].astype(np.int64),
-                        np.full(int(keep.sum()), len(instruments), np.int64)))
+        columns.append(
+            (
+                pitch[keep],
+                begin[keep],
+                finish[keep],
+                velocity[keep].astype(np.int64),
+                np.full(int(keep.sum()), len(instruments), np.int64),
+            )
+        )
         channel, name = _track_head(chunk)
         if name is None and track.name:
             return None  # named after its first note: pretty_midi may name it otherwise
@@ -309,11 +336,16 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
         heads.append(start[opening] * 128 + pitch[opening])
         onsets.append((notes["time"].astype(np.int64) * 128 + notes["pitch"], channel))
     _vote_channels(instruments, heads, onsets)
-    pitch, begin, finish, velocity, index = (np.concatenate(c) if columns else np.zeros(0) for c in zip(*columns)) \
-        if columns else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    pitch, begin, finish, velocity, index = (
+        (np.concatenate(c) if columns else np.zeros(0) for c in zip(*columns))
+        if columns
+        else (np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    )
     order = np.lexsort((pitch, index, begin))
     times = seconds([t for t, _ in scales])
-    tempos = [(float(t), float(min(max(60.0 / (s * resolution), MIN_BPM), MAX_BPM))) for t, (_, s) in zip(times, scales)]
+    tempos = [
+        (float(t), float(min(max(60.0 / (s * resolution), MIN_BPM), MAX_BPM))) for t, (_, s) in zip(times, scales)
+    ]
     time_signature = (4, 4)
     for ts in list(first.time_signatures)[:1]:
         if _valid_time_signature(ts.numerator, ts.denominator):
@@ -323,8 +355,17 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
     max_events = limits.get("midi_events")
     if max_events and events > max_events:
         raise limits.exceeded("midi_events", source, f"at least {events:,} events", max_events)
-    return NoteArrays(pitch[order], begin[order], finish[order], velocity[order], index[order], instruments, tempos,
-                      time_signature, source)
+    return NoteArrays(
+        pitch[order],
+        begin[order],
+        finish[order],
+        velocity[order],
+        index[order],
+        instruments,
+        tempos,
+        time_signature,
+        source,
+    )
 
 
 def read_arrays(path) -> NoteArrays:
@@ -346,4 +387,3 @@ def read_arrays(path) -> NoteArrays:
             limits.check("seconds", path, round(float(arrays.end.max())), limits.get("seconds", midi_io.MAX_SECONDS))
             return arrays
     return NoteArrays.from_sequence(midi_io.read_midi(path))
-

@@ -99,8 +99,10 @@ def _read_midi_bytes(data: bytes, source: str) -> NoteSequence:
     max_notes, max_events = limits.get("notes"), limits.get("midi_events")
     if max_notes or max_events:
         notes, events = _count_events(clean, int(max_notes or 2**62), int(max_events or 2**62))
-        for name, counted, limit, unit in (("notes", notes, max_notes, "notes"),
-                                           ("midi_events", events, max_events, "events")):
+        for name, counted, limit, unit in (
+            ("notes", notes, max_notes, "notes"),
+            ("midi_events", events, max_events, "events"),
+        ):
             if limit and counted > limit:  # counting stopped just past the limit
                 raise limits.exceeded(name, source, f"at least {counted:,} {unit}", limit)
     midi = mido.MidiFile(file=io.BytesIO(clean), clip=True)
@@ -201,8 +203,8 @@ def track_chunks(clean: bytes) -> list[bytes]:
     """The contents of the MTrk chunks of checked MIDI bytes (``_checked_midi_bytes``), in order."""
     chunks, position = [], 14
     while position + 8 <= len(clean):
-        length = int.from_bytes(clean[position + 4:position + 8], "big")
-        chunks.append(clean[position + 8:position + 8 + length])
+        length = int.from_bytes(clean[position + 4 : position + 8], "big")
+        chunks.append(clean[position + 8 : position + 8 + length])
         position += 8 + length
     return chunks
 
@@ -253,8 +255,11 @@ def _rescale(midi, source: str) -> None:
         return
     resolution = midi.ticks_per_beat * MAX_TICK // last
     if resolution < MIN_RESOLUTION:
-        raise _fail(source, f"largest tick is {last}, more than {MAX_TICK} even at {MIN_RESOLUTION} ticks per "
-                            f"quarter note: corrupt delta times")
+        raise _fail(
+            source,
+            f"largest tick is {last}, more than {MAX_TICK} even at {MIN_RESOLUTION} ticks per "
+            f"quarter note: corrupt delta times",
+        )
     resolution = min(resolution, WRITE_RESOLUTION)  # finer than our own files' buys nothing
     scale = resolution / midi.ticks_per_beat
     for track in midi.tracks:
@@ -293,10 +298,7 @@ def _repair(midi, source: str) -> None:
         raise _fail(source, f"largest tick is {file_end}, more than {MAX_TICK}: corrupt delta times")
     for track, track_end, still_open in zip(midi.tracks, ends, open_notes):
         tick = track_end
-        closes = sorted(
-            (max(file_end, start + midi.ticks_per_beat), key)
-            for key, start in still_open.items()
-        )
+        closes = sorted((max(file_end, start + midi.ticks_per_beat), key) for key, start in still_open.items())
         for close_tick, (channel, pitch) in closes:
             track.append(mido.Message("note_off", channel=channel, note=pitch, time=close_tick - tick))
             tick = close_tick

@@ -52,8 +52,12 @@ def streams(corpus, make_tokenizer) -> bool:
     tokenizer whose vocabulary does not depend on the documents."""
     from generator.data.dataset import TokenizerFactory
 
-    return (corpus.modality == "music" and bool(getattr(corpus, "files", None))
-            and isinstance(make_tokenizer, TokenizerFactory) and make_tokenizer.kind != "chars")
+    return (
+        corpus.modality == "music"
+        and bool(getattr(corpus, "files", None))
+        and isinstance(make_tokenizer, TokenizerFactory)
+        and make_tokenizer.kind != "chars"
+    )
 
 
 def write_store(corpus, make_tokenizer, target, log=None):
@@ -66,8 +70,9 @@ def write_store(corpus, make_tokenizer, target, log=None):
     writer = store.StoreWriter(target, tokenizer.vocab_size)
     dropped: dict[str, int] = {}
     try:
-        for pieces in corpora.each_music_file(corpus.files, _encode_one, report, argument=tokenizer.to_json(),
-                                              label="tokenizing"):
+        for pieces in corpora.each_music_file(
+            corpus.files, _encode_one, report, argument=tokenizer.to_json(), label="tokenizing"
+        ):
             for ids, counts in pieces:
                 writer.add_document(ids)
                 for reason, count in counts.items():

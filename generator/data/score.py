@@ -63,8 +63,14 @@ def track_stats(seq: NoteSequence) -> dict[int, TrackStats]:
         pitches = np.array([n.pitch for n in notes], dtype=float)
         onsets = np.round(np.array([n.start for n in notes]) * 50)  # 20 ms onset groups
         lengths = np.array([n.end - n.start for n in notes])
-        stats[track] = TrackStats(track, len(notes), float(np.median(pitches)), float(pitches.mean()),
-                                  len(notes) / max(len(np.unique(onsets)), 1), float(np.median(lengths)))
+        stats[track] = TrackStats(
+            track,
+            len(notes),
+            float(np.median(pitches)),
+            float(pitches.mean()),
+            len(notes) / max(len(np.unique(onsets)), 1),
+            float(np.median(lengths)),
+        )
     return stats
 
 
@@ -91,8 +97,10 @@ def assign_roles(seq: NoteSequence) -> NoteSequence:
             lead = max(named, key=lambda t: stats[t].notes)
         elif candidates:
             busiest = max(stats[t].notes for t in candidates)
-            lead = max((t for t in candidates if stats[t].notes >= LEAD_SHARE * busiest),
-                       key=lambda t: (stats[t].notes, stats[t].median_pitch))
+            lead = max(
+                (t for t in candidates if stats[t].notes >= LEAD_SHARE * busiest),
+                key=lambda t: (stats[t].notes, stats[t].median_pitch),
+            )
         else:  # only chordal tracks up there (a right hand in chords): the highest leads
             lead = max(upper, key=lambda t: stats[t].median_pitch)
         if len(stats) > 1 or lead in single:
@@ -118,6 +126,6 @@ def roles_summary(seq: NoteSequence) -> str:
     parts = []
     for t in playing:
         inst = seq.instruments[t] if t < len(seq.instruments) else None
-        name = (inst.name.strip() if inst and inst.name.strip() else f"track {t + 1}")
+        name = inst.name.strip() if inst and inst.name.strip() else f"track {t + 1}"
         parts.append(f"{name} ({inst.role or 'other'})" if inst else name)
     return ", ".join(parts)

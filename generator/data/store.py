@@ -83,8 +83,13 @@ class StoreWriter:
         self.file.seek(0)
         self.file.write(_npy_header(self.dtype, self.length))
         self.file.close()
-        manifest = {"format": FORMAT, **manifest, "dtype": self.dtype.name, "tokens": self.length,
-                    "starts": self.starts}
+        manifest = {
+            "format": FORMAT,
+            **manifest,
+            "dtype": self.dtype.name,
+            "tokens": self.length,
+            "starts": self.starts,
+        }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
         if self.path.exists():  # another process built it meanwhile, or a damaged copy: ours wins
             shutil.rmtree(self.path, ignore_errors=True)
@@ -108,8 +113,12 @@ def open_store(path: Path):
         ids = np.load(path / "tokens.npy", mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot open the token store {path}: {e}") from None
-    if manifest.get("format") != FORMAT or ids.ndim != 1 or len(ids) != manifest.get("tokens") \
-            or ids.dtype.name != manifest.get("dtype"):
+    if (
+        manifest.get("format") != FORMAT
+        or ids.ndim != 1
+        or len(ids) != manifest.get("tokens")
+        or ids.dtype.name != manifest.get("dtype")
+    ):
         raise ValueError(f"the token store {path} is damaged or from another version")
     try:  # read_windows reads through this descriptor, which outlives a temporary store's removal
         import weakref
@@ -127,7 +136,7 @@ def write_array(path: Path, ids: np.ndarray, starts, manifest: dict, vocab_size:
     try:
         bounds = list(np.asarray(starts, np.int64)) + [len(ids)]
         for begin, end in zip(bounds[:-1], bounds[1:]):
-            writer.add_document(ids[begin + 1:end])
+            writer.add_document(ids[begin + 1 : end])
         writer.finish(manifest)
     except BaseException:
         writer.abort()
@@ -256,4 +265,3 @@ def read_windows(ids, starts, length: int) -> np.ndarray:
         else:  # a window across two pieces of a view
             out[row] = ids[np.arange(starts[row], starts[row] + length)]
     return out
-

@@ -61,7 +61,8 @@ def code_points(path: Path, encoding: str = "utf-8", progress=None) -> Iterator[
                     where = consumed - len(buffered) + e.start
                     raise GeneratorError(
                         f"{path} is not valid {encoding} (byte 0x{e.object[e.start]:02x} at offset {where}); "
-                        f"pass --encoding with the file's encoding, e.g. --encoding latin-1") from None
+                        f"pass --encoding with the file's encoding, e.g. --encoding latin-1"
+                    ) from None
                 cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
             consumed += len(data)
             if progress is not None and data:
@@ -90,7 +91,7 @@ def vocabulary(files: list[Path], encoding: str = "utf-8", progress=None) -> tup
         count = 0
         for cps in code_points(path, encoding, progress):
             counts = np.bincount(cps)
-            seen[:len(counts)] |= counts > 0
+            seen[: len(counts)] |= counts > 0
             count += len(cps)
         lengths.append(count)
     return "".join(map(chr, np.flatnonzero(seen))), lengths
@@ -125,7 +126,11 @@ def streams(corpus, make_tokenizer) -> bool:
     from generator.data.dataset import TokenizerFactory
     from generator.data.tokenizers.chars import CharTokenizer
 
-    if corpus.modality != "text" or not getattr(corpus, "files", None) or not isinstance(make_tokenizer, TokenizerFactory):
+    if (
+        corpus.modality != "text"
+        or not getattr(corpus, "files", None)
+        or not isinstance(make_tokenizer, TokenizerFactory)
+    ):
         return False
     fixed = make_tokenizer.fixed
     return isinstance(fixed, CharTokenizer) if fixed is not None else make_tokenizer.kind == "chars"

@@ -56,8 +56,9 @@ def arrangement_figures(seed: NoteSequence, after: NoteSequence, start: float | 
         low, high = min(pitched, key=pitched.get), max(pitched, key=pitched.get)
         later_pitched = {t: float(np.median([n.pitch for n in ns])) for t, ns in later.items() if not ns[0].is_drum}
         lowest = bool(later_pitched) and min(later_pitched, key=later_pitched.get) == low
-        roles = (lowest and all(t in later_pitched for t in pitched)
-                 and max(later_pitched, key=later_pitched.get) == high)
+        roles = (
+            lowest and all(t in later_pitched for t in pitched) and max(later_pitched, key=later_pitched.get) == high
+        )
     if pitched:
         highest = max(pitched, key=pitched.get) in later
     span = max((n.end for n in after.notes), default=start) - start
@@ -102,8 +103,14 @@ def seed_repeats(seed: NoteSequence, after: NoteSequence, start: float) -> float
 def summarize(rows: list[dict]) -> dict:
     """Means over songs (None entries skipped) of each figure of ``arrangement_figures``."""
     out = {}
-    for key in ("tracks_kept", "drums_continue", "lowest_stays_lowest", "highest_plays_on", "roles_kept",
-                "seed_repeats"):
+    for key in (
+        "tracks_kept",
+        "drums_continue",
+        "lowest_stays_lowest",
+        "highest_plays_on",
+        "roles_kept",
+        "seed_repeats",
+    ):
         values = [float(r[key]) for r in rows if r.get(key) is not None]
         out[key] = float(np.mean(values)) if values else None
         out[key + "_songs"] = len(values)

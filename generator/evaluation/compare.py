@@ -75,7 +75,7 @@ def _binned_kde(samples: np.ndarray, edges: np.ndarray, h: float) -> np.ndarray:
     offsets = np.arange(-n + 1, n) * width
     kernel = np.exp(-0.5 * (offsets / h) ** 2)
     size = 1 << math.ceil(math.log2(3 * n))
-    density = np.fft.irfft(np.fft.rfft(counts, size) * np.fft.rfft(kernel, size), size)[n - 1:2 * n - 1]
+    density = np.fft.irfft(np.fft.rfft(counts, size) * np.fft.rfft(kernel, size), size)[n - 1 : 2 * n - 1]
     density = np.maximum(density, 0.0)
     total = density.sum() * width
     return density / total if total > 0 else density
@@ -100,8 +100,11 @@ def _stats(values: np.ndarray) -> dict | None:
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return None
-    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "pieces": int(len(values))}
+    return {
+        "mean": float(values.mean()),
+        "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "pieces": int(len(values)),
+    }
 
 
 def _round(value, digits: int = 6):
@@ -119,11 +122,10 @@ def compare_sets(real, generated, *, names=FEATURES, seed: int = 0, merge_tracks
     into two halves by a permutation seeded with ``seed``.
     """
     real_table = real if isinstance(real, np.ndarray) else feature_table(real, names, merge_tracks)
-    generated_table = (generated if isinstance(generated, np.ndarray)
-                       else feature_table(generated, names, merge_tracks))
+    generated_table = generated if isinstance(generated, np.ndarray) else feature_table(generated, names, merge_tracks)
     same = real_table.shape == generated_table.shape and np.array_equal(real_table, generated_table, equal_nan=True)
     order = np.random.default_rng(seed).permutation(len(real_table))
-    half_a, half_b = real_table[order[: len(order) // 2]], real_table[order[len(order) // 2:]]
+    half_a, half_b = real_table[order[: len(order) // 2]], real_table[order[len(order) // 2 :]]
     features = {}
     for k, name in enumerate(names):
         r, g = real_table[:, k], generated_table[:, k]
@@ -133,12 +135,20 @@ def compare_sets(real, generated, *, names=FEATURES, seed: int = 0, merge_tracks
         intra = intra_distances(r)
         oa, kld = overlap_and_kld(intra, intra if same else inter_distances(r, g)) if len(g) else (None, None)
         ref_oa, ref_kld = overlap_and_kld(intra_distances(a), inter_distances(a, b)) if len(b) else (None, None)
-        features[name] = {"real": _stats(real_table[:, k]), "generated": _stats(generated_table[:, k]),
-                          "oa": _round(oa), "kld": _round(kld), "reference_oa": _round(ref_oa),
-                          "reference_kld": _round(ref_kld)}
+        features[name] = {
+            "real": _stats(real_table[:, k]),
+            "generated": _stats(generated_table[:, k]),
+            "oa": _round(oa),
+            "kld": _round(kld),
+            "reference_oa": _round(ref_oa),
+            "reference_kld": _round(ref_kld),
+        }
     oas = [f["oa"] for f in features.values() if f["oa"] is not None]
     refs = [f["reference_oa"] for f in features.values() if f["reference_oa"] is not None]
-    return {"real_pieces": int(len(real_table)), "generated_pieces": int(len(generated_table)),
-            "features": features,
-            "mean_oa": _round(np.mean(oas)) if oas else None,
-            "mean_reference_oa": _round(np.mean(refs)) if refs else None}
+    return {
+        "real_pieces": int(len(real_table)),
+        "generated_pieces": int(len(generated_table)),
+        "features": features,
+        "mean_oa": _round(np.mean(oas)) if oas else None,
+        "mean_reference_oa": _round(np.mean(refs)) if refs else None,
+    }

@@ -55,8 +55,11 @@ def shifted_tempos(tempos, start: float) -> list[tuple[float, float]]:
 def excerpt(seq: NoteSequence, start: float, end: float) -> NoteSequence:
     """The notes of ``seq`` that start in ``[start, end)``, moved to begin at 0 and cut at ``end``."""
     out = copy.copy(seq)
-    out.notes = [Note(n.pitch, n.start - start, min(n.end, end) - start, n.velocity, n.program, n.is_drum, n.track)
-                 for n in seq.notes if start <= n.start < end]
+    out.notes = [
+        Note(n.pitch, n.start - start, min(n.end, end) - start, n.velocity, n.program, n.is_drum, n.track)
+        for n in seq.notes
+        if start <= n.start < end
+    ]
     out.tempos = shifted_tempos(seq.tempos, start)
     return out
 
@@ -116,20 +119,40 @@ def sample_continuations(generator, prompt: NoteSequence, seconds: float, sample
         row = list(row) + (tokenizer.closing_ids(state, index) if state is not None else [])
         invalid += tokenizer.count_invalid_events([BOS] + list(ids) + row) - before
         full = tokenizer.decode([BOS] + list(ids) + row)
-        notes = [Note(n.pitch, n.start - prompt_seconds, n.end - prompt_seconds, n.velocity, n.program, n.is_drum,
-                      n.track) for n in notes_after(full, prompt_seconds, seconds)]
-        out.append(NoteSequence(notes=notes, tempos=tempos, time_signature=prompt.time_signature,
-                                instruments=list(full.instruments), source=f"{prompt.source} continuation {index + 1}"))
+        notes = [
+            Note(n.pitch, n.start - prompt_seconds, n.end - prompt_seconds, n.velocity, n.program, n.is_drum, n.track)
+            for n in notes_after(full, prompt_seconds, seconds)
+        ]
+        out.append(
+            NoteSequence(
+                notes=notes,
+                tempos=tempos,
+                time_signature=prompt.time_signature,
+                instruments=list(full.instruments),
+                source=f"{prompt.source} continuation {index + 1}",
+            )
+        )
     return out, invalid, int(rows.size)
 
 
-def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_beats: float = 8.0,
-                           continuation_beats: float = 16.0, options, log=None) -> dict:
+def evaluate_continuations(
+    generator,
+    pieces: list,
+    *,
+    samples: int = 4,
+    prompt_beats: float = 8.0,
+    continuation_beats: float = 16.0,
+    options,
+    log=None,
+) -> dict:
     """Prompt the model with the start of every piece and compare its continuations with the real ones,
     sampled as ``options`` (a ``SamplingOptions`` with its ``random_seed``: piece i uses that + i) say."""
     log = log or (lambda message: print(message, file=sys.stderr))
-    for name, value in (("continuations", samples), ("prompt_beats", prompt_beats),
-                        ("continuation_beats", continuation_beats)):
+    for name, value in (
+        ("continuations", samples),
+        ("prompt_beats", prompt_beats),
+        ("continuation_beats", continuation_beats),
+    ):
         if not value > 0:
             raise ArgumentError(name, f"must be greater than 0, not {value}")
     seed = options.random_seed
@@ -151,9 +174,14 @@ def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_
                 skipped += 1
                 continue
             stop = min(float(stop), seq.end_time)
-            result = sample_continuations(generator, prompt, stop - float(cut), samples,
-                                          options=options.replace(random_seed=seed + index),
-                                          tempos=shifted_tempos(seq.tempos, float(cut)))
+            result = sample_continuations(
+                generator,
+                prompt,
+                stop - float(cut),
+                samples,
+                options=options.replace(random_seed=seed + index),
+                tempos=shifted_tempos(seq.tempos, float(cut)),
+            )
             if result is None:
                 skipped += 1
                 continue
@@ -172,15 +200,23 @@ def evaluate_continuations(generator, pieces: list, *, samples: int = 4, prompt_
     real_l1 = [_l1(prompt_hist[i], real_hist[i]) for i in range(len(real))]
     shuffled = [_l1(prompt_hist[i], real_hist[j]) for i in range(len(real)) for j in range(len(real)) if i != j]
     flat = [g for group in generated for g in group]
-    comparison = compare_sets(feature_table(real, merge_tracks=merge), feature_table(flat, merge_tracks=merge),
-                              seed=seed)
+    comparison = compare_sets(
+        feature_table(real, merge_tracks=merge), feature_table(flat, merge_tracks=merge), seed=seed
+    )
     return {
-        "pieces": len(real), "skipped": skipped, "continuations_per_piece": samples,
-        "prompt_beats": prompt_beats, "continuation_beats": continuation_beats,
-        "temperature": options.temperature, "top_k": options.top_k, "top_p": generator.top_p(options.top_p),
+        "pieces": len(real),
+        "skipped": skipped,
+        "continuations_per_piece": samples,
+        "prompt_beats": prompt_beats,
+        "continuation_beats": continuation_beats,
+        "temperature": options.temperature,
+        "top_k": options.top_k,
+        "top_p": generator.top_p(options.top_p),
         "seed": seed,
         "merge_tracks": merge,
-        "tokens": tokens, "invalid_events": invalid, "invalid_event_rate": invalid / max(tokens, 1),
+        "tokens": tokens,
+        "invalid_events": invalid,
+        "invalid_event_rate": invalid / max(tokens, 1),
         "prompt_consistency": {"generated": _mean(gen_l1), "real": _mean(real_l1), "shuffled": _mean(shuffled)},
         **comparison,
     }
@@ -200,7 +236,8 @@ def format_continuations(result: dict) -> str:
         f"{result['corpus']}: {result['pieces']} pieces ({result['skipped']} skipped), "
         f"{result['continuations_per_piece']} continuations each of up to {result['continuation_beats']:g} beats "
         f"after a {result['prompt_beats']:g}-beat prompt; temperature {result['temperature']:g}"
-        + (", " + ", ".join(top) if top else ", no top-k/top-p") + f", seeds {result['seed']}.."
+        + (", " + ", ".join(top) if top else ", no top-k/top-p")
+        + f", seeds {result['seed']}.."
         f"{result['seed'] + result['pieces'] + result['skipped'] - 1}",
         f"invalid events: {result['invalid_events']} of {result['tokens']:,} tokens "
         f"({100 * result['invalid_event_rate']:.2f} %)",

@@ -44,8 +44,14 @@ FOUR_PART_SHARE = 0.5  # a one-stream piece counts as four-part when this share 
 PITCH_FEATURES = ("pitch_class_entropy", "scale_consistency", "pitch_range", "distinct_pitches", "polyphony")
 RHYTHM_FEATURES = ("notes_per_beat", "mean_ioi", "groove_consistency", "empty_beat_rate")
 LINE_FEATURES = ("mean_abs_interval",)
-VOICE_FEATURES = ("parallel_fifths", "parallel_octaves", "parallel_fifths_octaves", "voice_crossing", "spacing",
-                  "out_of_range")
+VOICE_FEATURES = (
+    "parallel_fifths",
+    "parallel_octaves",
+    "parallel_fifths_octaves",
+    "voice_crossing",
+    "spacing",
+    "out_of_range",
+)
 FEATURES = PITCH_FEATURES + RHYTHM_FEATURES + LINE_FEATURES + VOICE_FEATURES
 
 _MAJOR = np.array([1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 0, 1], dtype=bool)

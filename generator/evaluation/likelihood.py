@@ -50,8 +50,8 @@ def document_nll(decoder, documents: list[np.ndarray], batch_size: int = 32, chu
             end = min(start + chunk, width - 1)
             window = np.zeros((len(docs), end + 1 - start), dtype=np.int32)  # inputs and the targets after them
             for row, d in enumerate(docs):
-                piece = d[start:end + 1]
-                window[row, :len(piece)] = piece
+                piece = d[start : end + 1]
+                window[row, : len(piece)] = piece
             logits, states = forward(tf.constant(window[:, :-1]), states)
             ce = tf.nn.sparse_softmax_cross_entropy_with_logits(window[:, 1:], logits).numpy()
             mask = np.arange(start + 1, end + 1)[None, :] < sizes[:, None]
@@ -72,5 +72,4 @@ def evaluate_documents(decoder, documents: list[np.ndarray]) -> dict:
         batch_size = max(1, 32 // rows_per_sequence(decoder))  # as many rows per batch as the model alone
         total, count = document_nll(decoder, documents, batch_size=batch_size, progress=bar.update)
     nll = total / max(count, 1)
-    return {"nll_per_token": nll, "bits_per_token": nll / math.log(2), "tokens": count,
-            "documents": len(documents)}
+    return {"nll_per_token": nll, "bits_per_token": nll / math.log(2), "tokens": count, "documents": len(documents)}

@@ -27,8 +27,7 @@ from generator.errors import GeneratorError
 from generator.evaluation.compare import compare_sets, feature_table, overlap_and_kld  # noqa: F401  (API)
 from generator.evaluation.features import FEATURES, VOICE_FEATURES, as_grid_piece, piece_features  # noqa: F401
 
-__all__ = ["piece_features", "compare_sets", "load_set", "held_out_corpus", "format_report", "plot_report",
-           "FEATURES"]
+__all__ = ["piece_features", "compare_sets", "load_set", "held_out_corpus", "format_report", "plot_report", "FEATURES"]
 
 HELD_OUT_PREFIX = "heldout:"
 
@@ -43,13 +42,15 @@ def load_set(spec: str, *, split: str = "", report=None) -> list:
 
     report = report or (lambda message: print(message, file=sys.stderr))
     if spec.startswith(HELD_OUT_PREFIX):
-        return held_out_corpus(spec[len(HELD_OUT_PREFIX):]).documents()
+        return held_out_corpus(spec[len(HELD_OUT_PREFIX) :]).documents()
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".json" and path.is_file() and not split:
         raise GeneratorError(f"{spec} is a JSON corpus: say which split to read with --split (e.g. valid)")
     if path.is_file() and path.suffix.lower() not in corpora.MUSIC_SUFFIXES + (".json",):
-        raise GeneratorError(f"{spec}: unsupported file type {path.suffix or '(none)'}; use a directory of "
-                             f"pieces or one of {', '.join(corpora.MUSIC_SUFFIXES)}, .json")
+        raise GeneratorError(
+            f"{spec}: unsupported file type {path.suffix or '(none)'}; use a directory of "
+            f"pieces or one of {', '.join(corpora.MUSIC_SUFFIXES)}, .json"
+        )
     corpus = corpora.open_corpus(spec, "music", split=split)  # a missing spec fails here
     if path.exists() and path.suffix.lower() != ".json":  # music files: report the unreadable ones
         pieces = corpora.read_music_files(corpora._files_under(path, corpora.MUSIC_SUFFIXES), report)
@@ -89,8 +90,10 @@ def held_out_corpus(checkpoint: str):
     def read() -> list:
         documents = source.documents()
         if config.val_fraction <= 0 or resolve_holdout(config.holdout, len(documents)) != "documents":
-            raise GeneratorError(f"checkpoint {checkpoint} did not hold out whole pieces of {config.corpus} "
-                                 "(it validated on parts of pieces); give the held-out pieces as a corpus instead")
+            raise GeneratorError(
+                f"checkpoint {checkpoint} did not hold out whole pieces of {config.corpus} "
+                "(it validated on parts of pieces); give the held-out pieces as a corpus instead"
+            )
         return [documents[i] for i in held_out_documents(len(documents), config.val_fraction, config.random_seed)]
 
     selection = f"{source.fingerprint}:heldout:{config.holdout}:{config.val_fraction}:{config.random_seed}"
@@ -115,37 +118,54 @@ def format_report(report: dict, real_name: str = "real", generated_name: str = "
     for name, f in report["features"].items():
         if f["real"] is None and f["generated"] is None:
             continue
-        rows.append((name, _cell(f["real"]), _cell(f["generated"]), _number(f["oa"]), _number(f["kld"]),
-                     _number(f["reference_oa"]), _number(f["reference_kld"])))
+        rows.append(
+            (
+                name,
+                _cell(f["real"]),
+                _cell(f["generated"]),
+                _number(f["oa"]),
+                _number(f["kld"]),
+                _number(f["reference_oa"]),
+                _number(f["reference_kld"]),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = [f"real: {report['real_pieces']} pieces ({real_name}); generated: {report['generated_pieces']} pieces "
-             f"({generated_name})"]
+    lines = [
+        f"real: {report['real_pieces']} pieces ({real_name}); generated: {report['generated_pieces']} pieces "
+        f"({generated_name})"
+    ]
     for k, row in enumerate(rows):
         cells = [cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
-    lines.append(f"mean OA {_number(report['mean_oa'])} (real against real: {_number(report['mean_reference_oa'])}); "
-                 "OA 1 and KLD 0 mean the same distribution")
-    lines.append("OA, KLD: the real set's distances among its pieces against its distances to the generated pieces; "
-                 "ref: the same between two halves of the real set")
+    lines.append(
+        f"mean OA {_number(report['mean_oa'])} (real against real: {_number(report['mean_reference_oa'])}); "
+        "OA 1 and KLD 0 mean the same distribution"
+    )
+    lines.append(
+        "OA, KLD: the real set's distances among its pieces against its distances to the generated pieces; "
+        "ref: the same between two halves of the real set"
+    )
     return "\n".join(lines)
 
 
-def plot_report(real_table: np.ndarray, generated_table: np.ndarray, path, names=FEATURES,
-                labels=("real", "generated")) -> Path:
+def plot_report(
+    real_table: np.ndarray, generated_table: np.ndarray, path, names=FEATURES, labels=("real", "generated")
+) -> Path:
     """Draw each feature's distribution in the two sets side by side (histograms) into a PNG file."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [k for k in range(len(names))
-             if not (np.isnan(real_table[:, k]).all() and np.isnan(generated_table[:, k]).all())]
+    shown = [
+        k for k in range(len(names)) if not (np.isnan(real_table[:, k]).all() and np.isnan(generated_table[:, k]).all())
+    ]
     cols = 4
     rows = max(1, math.ceil(len(shown) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.ravel()[len(shown):]:
+    for ax in axes.ravel()[len(shown) :]:
         ax.axis("off")
     for ax, k in zip(axes.ravel(), shown):
         r, g = real_table[:, k], generated_table[:, k]

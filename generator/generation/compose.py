@@ -79,8 +79,10 @@ def read_seed(path) -> NoteSequence:
     if path.is_dir():
         raise GeneratorError(f"seed {path} is a directory, not a score file")
     if path.suffix.lower() not in midi_io.MUSIC_SUFFIXES:
-        raise GeneratorError(f"seed {path}: unsupported file type {path.suffix or '(none)'}; "
-                             f"use one of {', '.join(midi_io.MUSIC_SUFFIXES)}")
+        raise GeneratorError(
+            f"seed {path}: unsupported file type {path.suffix or '(none)'}; "
+            f"use one of {', '.join(midi_io.MUSIC_SUFFIXES)}"
+        )
     from generator.data.score import assign_roles
 
     return assign_roles(midi_io.read_score(path))
@@ -91,8 +93,11 @@ def tail_seconds(seq: NoteSequence, seconds: float) -> NoteSequence:
     end = seq.end_time
     start = max(0.0, end - seconds)
     out = copy.copy(seq)
-    out.notes = [Note(n.pitch, max(n.start, start) - start, n.end - start, n.velocity, n.program, n.is_drum, n.track)
-                 for n in seq.notes if n.end > start]
+    out.notes = [
+        Note(n.pitch, max(n.start, start) - start, n.end - start, n.velocity, n.program, n.is_drum, n.track)
+        for n in seq.notes
+        if n.end > start
+    ]
     return out
 
 
@@ -108,8 +113,13 @@ def notes_after(seq: NoteSequence, start: float, seconds: float = float("inf")) 
     return [dataclasses.replace(n, end=min(n.end, end)) for n in seq.notes if start - 1e-9 <= n.start < end - 1e-9]
 
 
-def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_tokens: int | None,
-              notices: list[str] | None = None) -> list[int]:
+def prime_ids(
+    tokenizer,
+    seed: NoteSequence,
+    prime_seconds: float | None,
+    prime_tokens: int | None,
+    notices: list[str] | None = None,
+) -> list[int]:
     if prime_seconds is not None:
         seed = tail_seconds(seed, prime_seconds)
     try:
@@ -117,21 +127,34 @@ def prime_ids(tokenizer, seed: NoteSequence, prime_seconds: float | None, prime_
     except ValueError as e:
         raise GeneratorError(f"seed {seed.source}: {e}") from None
     for line in tokenizer.last_reduced if notices is not None else []:
-        notices.append(f"more tracks than the model holds: {line}; each continued note goes to the one "
-                       f"it is nearest in pitch")
+        notices.append(
+            f"more tracks than the model holds: {line}; each continued note goes to the one it is nearest in pitch"
+        )
     if prime_tokens is None:  # the prompt_tokens limit, as for text prompts (GENERATOR_PROMPT_TOKENS; 0: all)
         prime_tokens = int(limits.get("prompt_tokens")) or len(ids)
     limit = prime_tokens
     limit -= limit % tokenizer.prompt_multiple
     if notices is not None and limit and len(ids) > limit:
-        notices.append(f"the seed is {len(ids):,} tokens long; only its last {limit:,} prime the model "
-                       f"(--prime-tokens, --prime-seconds or GENERATOR_PROMPT_TOKENS changes how much)")
+        notices.append(
+            f"the seed is {len(ids):,} tokens long; only its last {limit:,} prime the model "
+            f"(--prime-tokens, --prime-seconds or GENERATOR_PROMPT_TOKENS changes how much)"
+        )
     return tokenizer.cut_prompt(ids, limit)
 
 
-def compose(generator, seed=None, *, options, length: int | None = None, seconds: float | None = None,
-            prime_seconds: float | None = None, prime_tokens: int | None = None, num_samples: int = 1,
-            continuation_only: bool = False, log=None) -> list[Music]:
+def compose(
+    generator,
+    seed=None,
+    *,
+    options,
+    length: int | None = None,
+    seconds: float | None = None,
+    prime_seconds: float | None = None,
+    prime_tokens: int | None = None,
+    num_samples: int = 1,
+    continuation_only: bool = False,
+    log=None,
+) -> list[Music]:
     """Continue ``seed`` (a path or NoteSequence; None composes from scratch) ``num_samples`` times,
     sampling as ``options`` (a ``SamplingOptions``) say; ``note_limit=False`` there lifts the
     tokenizer's cap on note length, if it has one."""
@@ -146,8 +169,11 @@ def compose(generator, seed=None, *, options, length: int | None = None, seconds
     prompt = prime_ids(tokenizer, seq, prime_seconds, prime_tokens, notices) if seq is not None else []
     if seq is not None and not prompt:
         only_drums = not any(not n.is_drum for n in seq.notes)
-        notices.append("the seed has only drums, which this model does not play (the band model does); composing "
-                       "from scratch" if only_drums else "nothing of the seed could be encoded; composing from scratch")
+        notices.append(
+            "the seed has only drums, which this model does not play (the band model does); composing from scratch"
+            if only_drums
+            else "nothing of the seed could be encoded; composing from scratch"
+        )
         seq = None
     for notice in notices:
         log(notice)
@@ -179,14 +205,21 @@ def compose(generator, seed=None, *, options, length: int | None = None, seconds
         full = tokenizer.decode([BOS] + prompt + row)
         # with --seconds every sample ran until the slowest had that much: cut each one there
         continuation = notes_after(full, prompt_seconds, seconds if budget is None else float("inf"))
-        results.append(assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks,
-                                full.instruments))
+        results.append(
+            assemble(seq, continuation, prompt_seconds, continuation_only, notices, slot_tracks, full.instruments)
+        )
     return results
 
 
-def assemble(seed: NoteSequence | None, continuation: list[Note], prompt_seconds: float,
-             continuation_only: bool, notices: list[str], slot_tracks: dict[int, list[int]] | None = None,
-             decoded: list[Instrument] | None = None) -> Music:
+def assemble(
+    seed: NoteSequence | None,
+    continuation: list[Note],
+    prompt_seconds: float,
+    continuation_only: bool,
+    notices: list[str],
+    slot_tracks: dict[int, list[int]] | None = None,
+    decoded: list[Instrument] | None = None,
+) -> Music:
     """Put the continuation after the seed, in the seed's tempo, metre and own tracks.
 
     ``slot_tracks`` maps a continuation note's ``track`` (the tokenizer's slot) to the seed tracks
@@ -215,17 +248,33 @@ def assemble(seed: NoteSequence | None, continuation: list[Note], prompt_seconds
         if n.is_drum:
             track = drum_tracks[0] if len(drum_tracks) == 1 else _nearest(drum_tracks, centres, n.pitch)
         elif slot_tracks:
-            candidates = slot_tracks.get(n.track) or slot_tracks[min(slot_tracks, key=lambda slot: (abs(slot - n.track), -slot))]
+            candidates = (
+                slot_tracks.get(n.track) or slot_tracks[min(slot_tracks, key=lambda slot: (abs(slot - n.track), -slot))]
+            )
             track = candidates[0] if len(candidates) == 1 else _nearest(candidates, centres, n.pitch)
         else:
             track = pitched[n.track % len(pitched)]
         inst = instruments[track] if track < len(instruments) else None
         program = inst.program if inst is not None else n.program
         is_drum = inst.is_drum if inst is not None else n.is_drum
-        notes.append(Note(n.pitch, n.start - prompt_seconds + offset, n.end - prompt_seconds + offset,
-                          n.velocity, program, is_drum, track))
-    seq = NoteSequence(notes=notes, tempos=list(seed.tempos), time_signature=seed.time_signature,
-                       instruments=instruments, source=seed.source)
+        notes.append(
+            Note(
+                n.pitch,
+                n.start - prompt_seconds + offset,
+                n.end - prompt_seconds + offset,
+                n.velocity,
+                program,
+                is_drum,
+                track,
+            )
+        )
+    seq = NoteSequence(
+        notes=notes,
+        tempos=list(seed.tempos),
+        time_signature=seed.time_signature,
+        instruments=instruments,
+        source=seed.source,
+    )
     return Music(seq, offset, list(notices))
 
 

@@ -63,6 +63,7 @@ PROGRAM = 52  # General MIDI Choir Aahs, as the voices tokenizer writes
 
 # -- schedules ---------------------------------------------------------------------------------------
 
+
 def block_probability(n: int, iterations: int) -> float:
     """The share of free cells resampled at iteration ``n`` (1 at iteration 0)."""
     if n == 0:
@@ -78,13 +79,15 @@ def temperature_at(n: int, iterations: int, temperature: float) -> float:
 
 # -- the input ----------------------------------------------------------------------------------------
 
+
 class Piece:
     """A grid to complete: ``grid [steps, 4]`` (MIDI pitch, -1 rest), ``onsets`` (where a kept note
     begins, so repeated notes stay separate), ``voices`` (the columns the input really gives),
     the tempo map and time signature of the output, and notices for the user."""
 
-    def __init__(self, grid, onsets=None, voices=(0, 1, 2, 3), tempos=None, time_signature=(4, 4), source="",
-                 notices=None):
+    def __init__(
+        self, grid, onsets=None, voices=(0, 1, 2, 3), tempos=None, time_signature=(4, 4), source="", notices=None
+    ):
         self.grid = as_grid(grid)
         self.onsets = np.zeros(self.grid.shape, bool) if onsets is None else np.asarray(onsets, bool)
         self.voices = tuple(voices)
@@ -107,8 +110,11 @@ def read_piece(source, *, split: str | None = None, index: int | None = None) ->
         if path.suffix.lower() == ".json":
             return _jsb_piece(path, split, index)
         if split is not None or index is not None:
-            raise ArgumentError("split", f"and index choose a chorale of a JSB Chorales .json file, not of "
-                                f"{path.suffix or 'this'} file", "index")
+            raise ArgumentError(
+                "split",
+                f"and index choose a chorale of a JSB Chorales .json file, not of {path.suffix or 'this'} file",
+                "index",
+            )
         from generator.generation.compose import read_seed
 
         return piece_from_sequence(read_seed(path))
@@ -164,8 +170,9 @@ def piece_from_sequence(seq: NoteSequence) -> Piece:
         raise GeneratorError(f"{name} has no pitched notes to harmonize")
     steps = _quantized(seq, notes)
     if int(steps[:, 1].max()) > MAX_STEPS:
-        raise GeneratorError(f"{name} is {steps[:, 1].max() / 16:.0f} bars of 4/4 long; at most "
-                             f"{MAX_STEPS // 16} can be harmonized")
+        raise GeneratorError(
+            f"{name} is {steps[:, 1].max() / 16:.0f} bars of 4/4 long; at most {MAX_STEPS // 16} can be harmonized"
+        )
     tracks = sorted({n.track for n in notes})
     grid = grid_from_note_sequence(seq, STEPS_PER_QUARTER)
     meta = (list(seq.tempos), tuple(seq.time_signature), name)
@@ -186,8 +193,9 @@ def piece_from_sequence(seq: NoteSequence) -> Piece:
         starts, ends = steps[order, 0], steps[order, 1]
         if len(starts) > 1 and (starts[1:] < np.maximum.accumulate(ends)[:-1]).any():
             at = int(starts[1:][starts[1:] < np.maximum.accumulate(ends)[:-1]][0])
-            raise GeneratorError(f"{name} sounds more than one note at a time (at beat {at / 4 + 1:g}); "
-                                 "give a melody of one line")
+            raise GeneratorError(
+                f"{name} sounds more than one note at a time (at beat {at / 4 + 1:g}); give a melody of one line"
+            )
     column = grid[:, 0]
     onsets = np.zeros(len(column), bool)
     for note, (start, _) in zip(notes, steps):
@@ -223,14 +231,18 @@ def soprano_shift(pitches: np.ndarray, name: str = "the melody") -> tuple[int, l
         if best is None or key < best[0]:
             best = (key, octaves)
     if best is None:
-        raise GeneratorError(f"{name} spans {pitches.min()}..{pitches.max()} (MIDI), more than the "
-                             f"{vocab_high - vocab_low} semitones four voices can cover")
+        raise GeneratorError(
+            f"{name} spans {pitches.min()}..{pitches.max()} (MIDI), more than the "
+            f"{vocab_high - vocab_low} semitones four voices can cover"
+        )
     octaves = best[1]
     notices = []
     if octaves:
         direction = "up" if octaves > 0 else "down"
-        notices.append(f"{name} was moved {direction} {abs(octaves)} octave{'s' if abs(octaves) > 1 else ''} "
-                       f"into the soprano's range ({VOICE_RANGES[0][0]}-{VOICE_RANGES[0][1]})")
+        notices.append(
+            f"{name} was moved {direction} {abs(octaves)} octave{'s' if abs(octaves) > 1 else ''} "
+            f"into the soprano's range ({VOICE_RANGES[0][0]}-{VOICE_RANGES[0][1]})"
+        )
     return 12 * octaves, notices
 
 
@@ -282,8 +294,11 @@ def free_cells(piece: Piece, voices=None, infill=None) -> np.ndarray:
     voices = parse_voices(voices) if not all(isinstance(v, (int, np.integer)) for v in voices) else tuple(voices)
     missing = [VOICE_NAMES[v] for v in range(NUM_VOICES) if v not in given and v not in voices]
     if missing:
-        raise ArgumentError("voices", f"must also name {', '.join(missing)}: the input gives only the "
-                            f"{' and '.join(VOICE_NAMES[v] for v in sorted(given))}")
+        raise ArgumentError(
+            "voices",
+            f"must also name {', '.join(missing)}: the input gives only the "
+            f"{' and '.join(VOICE_NAMES[v] for v in sorted(given))}",
+        )
     if given == {0} and 0 in voices:
         raise ArgumentError("voices", "can name alto, tenor and bass: the melody is the soprano and is kept")
     free = np.zeros(piece.grid.shape, bool)
@@ -292,15 +307,17 @@ def free_cells(piece: Piece, voices=None, infill=None) -> np.ndarray:
         start, end = parse_infill(infill)
         first, last = int(round(start * STEPS_PER_QUARTER)), int(round(end * STEPS_PER_QUARTER))
         if first >= piece.steps:
-            raise ArgumentError("infill", f"{start:g}-{end:g} starts after the piece ends "
-                                f"({piece.steps / STEPS_PER_QUARTER:g} beats)")
+            raise ArgumentError(
+                "infill", f"{start:g}-{end:g} starts after the piece ends ({piece.steps / STEPS_PER_QUARTER:g} beats)"
+            )
         inside = np.zeros(piece.steps, bool)
-        inside[first:min(last, piece.steps)] = True
+        inside[first : min(last, piece.steps)] = True
         free &= inside[:, None]
     return free
 
 
 # -- sampling ------------------------------------------------------------------------------------------
+
 
 class GibbsSampler:
     """Pseudo-Gibbs sampling of a harmonizer model (see the module docstring)."""
@@ -320,7 +337,7 @@ class GibbsSampler:
         allowed[:, REST] = True
         for v, (low, high) in enumerate(VOICE_RANGES):
             low, high = max(low, tokenizer.low), min(high, tokenizer.high)
-            allowed[v, low - tokenizer.low + PITCH_OFFSET:high - tokenizer.low + PITCH_OFFSET + 1] = True
+            allowed[v, low - tokenizer.low + PITCH_OFFSET : high - tokenizer.low + PITCH_OFFSET + 1] = True
         self.penalty = np.where(allowed, 0.0, -np.inf)  # [4, V]
         self.voice_leading = bool(voice_leading)
         self.pitches = np.arange(tokenizer.low, tokenizer.high + 1)
@@ -337,8 +354,15 @@ class GibbsSampler:
         out = np.asarray(self.forward(ids), np.float64).reshape(batch, steps + 2, NUM_VOICES, self.vocab)
         return out[:, 1:-1]
 
-    def sample(self, cells: np.ndarray, free: np.ndarray, iterations: int, temperature: float,
-               rng: np.random.Generator, progress=None) -> np.ndarray:
+    def sample(
+        self,
+        cells: np.ndarray,
+        free: np.ndarray,
+        iterations: int,
+        temperature: float,
+        rng: np.random.Generator,
+        progress=None,
+    ) -> np.ndarray:
         """Resample the ``free`` cells of ``cells`` (``[batch, steps, 4]`` token ids) and return them;
         the other cells are returned unchanged."""
         cells = np.array(cells, np.int64)
@@ -397,8 +421,9 @@ class GibbsSampler:
             drawn[b, t, v] = True
 
 
-def voice_leading_rules(grid: np.ndarray, batch: np.ndarray, step: np.ndarray, voice: int,
-                        pitches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def voice_leading_rules(
+    grid: np.ndarray, batch: np.ndarray, step: np.ndarray, voice: int, pitches: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Which ``pitches`` voice ``voice`` may take at cells ``(batch[i], step[i])`` of ``grid``
     (``[batch, steps, 4]`` MIDI pitches, -1 for a rest or a value not drawn yet, which constrains
     nothing), given every other cell: ``(strict, relaxed)``, both ``[len(step), len(pitches)]``.
@@ -453,9 +478,21 @@ def voice_leading_rules(grid: np.ndarray, batch: np.ndarray, step: np.ndarray, v
     return strict, relaxed
 
 
-def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = DEFAULT_ITERATIONS,
-              temperature: float = 1.0, num_samples: int = 1, random_seed: int | None = None,
-              split: str | None = None, index: int | None = None, voice_leading: bool = True, log=None):
+def harmonize(
+    generator,
+    melody,
+    *,
+    voices=None,
+    infill=None,
+    iterations: int = DEFAULT_ITERATIONS,
+    temperature: float = 1.0,
+    num_samples: int = 1,
+    random_seed: int | None = None,
+    split: str | None = None,
+    index: int | None = None,
+    voice_leading: bool = True,
+    log=None,
+):
     """Harmonize ``melody`` (or rewrite ``voices`` of a chorale, within ``infill`` beats) with a
     harmonizer ``Generator``, under the voice-leading rules unless ``voice_leading=False``; returns
     a list of ``num_samples`` ``Music`` objects."""
@@ -464,8 +501,10 @@ def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = 
 
     log = log or (lambda message: print(message, file=sys.stderr))
     if generator.decodes_left_to_right:
-        raise GeneratorError(f"checkpoint {generator.run.path.name} is a {generator.config.arch} model, not a "
-                             "harmonizer: use --checkpoint harmonizer")
+        raise GeneratorError(
+            f"checkpoint {generator.run.path.name} is a {generator.config.arch} model, not a "
+            "harmonizer: use --checkpoint harmonizer"
+        )
     if not isinstance(iterations, (int, np.integer)) or not 1 <= iterations <= MAX_ITERATIONS:
         raise ArgumentError("iterations", f"must be between 1 and {MAX_ITERATIONS:,}, not {iterations}")
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):
@@ -487,6 +526,7 @@ def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = 
     sampler = GibbsSampler(generator.run.model, tokenizer, voice_leading=voice_leading)
     cells = np.broadcast_to(ids, (num_samples,) + ids.shape)
     with progress_bar(iterations, "harmonizing") as bar:
+
         def advance(done):
             bar.count = done
             bar.update(0)
@@ -502,6 +542,7 @@ def harmonize(generator, melody, *, voices=None, infill=None, iterations: int = 
 
 
 # -- the output ------------------------------------------------------------------------------------
+
 
 def quarters_to_seconds(quarters: np.ndarray, tempos) -> np.ndarray:
     """Seconds of quarter-note positions under a tempo map ``[(time s, bpm), ...]``."""
@@ -525,8 +566,16 @@ def sequence_from_grid(grid: np.ndarray, onsets: np.ndarray, piece: Piece, veloc
         ends = np.append(starts[1:], steps)
         for start, end in zip(starts, ends):
             if column[start] >= 0:
-                notes.append(Note(int(column[start]), float(seconds[start]), float(seconds[end]), velocity,
-                                  PROGRAM, False, voice))
+                notes.append(
+                    Note(
+                        int(column[start]), float(seconds[start]), float(seconds[end]), velocity, PROGRAM, False, voice
+                    )
+                )
     notes.sort(key=lambda n: (n.start, n.track))
-    return NoteSequence(notes=notes, tempos=list(piece.tempos), time_signature=piece.time_signature,
-                        instruments=[Instrument(PROGRAM, False, name) for name in VOICES], source=piece.source)
+    return NoteSequence(
+        notes=notes,
+        tempos=list(piece.tempos),
+        time_signature=piece.time_signature,
+        instruments=[Instrument(PROGRAM, False, name) for name in VOICES],
+        source=piece.source,
+    )

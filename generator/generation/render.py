@@ -132,6 +132,7 @@ def _umask() -> int:
 
 # -- audio ----------------------------------------------------------------------------------------
 
+
 def find_soundfont(soundfont=None) -> Path | None:
     """The SoundFont given (it must exist), else the first one found in ``SOUNDFONT_LOCATIONS``."""
     if soundfont is not None:
@@ -164,6 +165,7 @@ def _fluidsynth(program: str, pm, path: Path, soundfont: Path) -> str | None:
     with tempfile.TemporaryDirectory() as folder:
         midi = Path(folder) / "in.mid"
         pm.write(str(midi))  # the validated, rewritten MIDI, not the user's original bytes
+
         def run(tmp):
             command = [program, "-ni", "-F", tmp, "-T", "wav", "-r", str(SAMPLE_RATE), str(soundfont), str(midi)]
             try:
@@ -186,8 +188,9 @@ def synthesize(pm, rate: int, max_seconds: float = MAX_SYNTH_SECONDS) -> np.ndar
     short noise bursts (pretty_midi leaves drums silent): kicks low, snares and toms in the middle,
     cymbals high."""
     if pm.get_end_time() > max_seconds:
-        raise GeneratorError(f"the piece lasts {pm.get_end_time():.0f} s; audio is rendered for at most "
-                             f"{max_seconds:.0f} s")
+        raise GeneratorError(
+            f"the piece lasts {pm.get_end_time():.0f} s; audio is rendered for at most {max_seconds:.0f} s"
+        )
     audio = np.nan_to_num(pm.synthesize(fs=rate)) if pm.instruments else np.zeros(0)  # drums alone: 0/0
     hits = [n for inst in pm.instruments if inst.is_drum for n in inst.notes]
     if hits:
@@ -195,7 +198,7 @@ def synthesize(pm, rate: int, max_seconds: float = MAX_SYNTH_SECONDS) -> np.ndar
         pitched = float(np.max(np.abs(audio))) if audio.size else 0.0
         scale = (pitched or 1.0) * 0.6 / max(float(np.max(np.abs(drums))), 1e-9)
         audio = np.pad(audio, (0, max(len(drums) - len(audio), 0)))
-        audio[:len(drums)] += drums * scale
+        audio[: len(drums)] += drums * scale
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     return audio / peak * 0.9 if peak > 0 else audio
 
@@ -207,7 +210,13 @@ def _drum_hits(hits, rate: int, length: int) -> np.ndarray:
     out = np.zeros(length)
     for n in hits:
         start = int(n.start * rate)
-        kind = "kick" if n.pitch in (35, 36) else "cymbal" if n.pitch in (42, 44, 46, 49, 51, 52, 53, 55, 57, 59) else "drum"
+        kind = (
+            "kick"
+            if n.pitch in (35, 36)
+            else "cymbal"
+            if n.pitch in (42, 44, 46, 49, 51, 52, 53, 55, 57, 59)
+            else "drum"
+        )
         seconds = {"kick": 0.25, "drum": 0.18, "cymbal": 0.12}[kind]
         t = np.arange(int(seconds * rate)) / rate
         envelope = np.exp(-t / (seconds / 5))
@@ -219,7 +228,7 @@ def _drum_hits(hits, rate: int, length: int) -> np.ndarray:
         burst = wave_ * envelope * (n.velocity / 127)
         end = min(start + len(burst), length)
         if start < end:
-            out[start:end] += burst[:end - start]
+            out[start:end] += burst[: end - start]
     return out
 
 
@@ -236,6 +245,7 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
 
 
 # -- pictures and scores ------------------------------------------------------------------------------
+
 
 def piano_roll_png(pm, continuation_start: float | None = None, title: str = "", dpi: int = 100) -> bytes:
     """A piano roll of ``pm`` as PNG bytes: one bar per note, coloured by instrument.
@@ -256,10 +266,17 @@ def piano_roll_png(pm, continuation_start: float | None = None, title: str = "",
             continue
         sound = "drums" if instrument.is_drum else pretty_midi.program_to_instrument_name(instrument.program)
         name = instrument.name.strip()
-        label = f"{name} ({sound})" if name and name.lower() != sound.lower() else sound  # names like "NewSong" say little
-        axes.barh([n.pitch for n in instrument.notes], [n.end - n.start for n in instrument.notes],
-                  left=[n.start for n in instrument.notes], height=0.8, color=f"C{index % 10}",
-                  label=f"{index + 1}: {label}")
+        label = (
+            f"{name} ({sound})" if name and name.lower() != sound.lower() else sound
+        )  # names like "NewSong" say little
+        axes.barh(
+            [n.pitch for n in instrument.notes],
+            [n.end - n.start for n in instrument.notes],
+            left=[n.start for n in instrument.notes],
+            height=0.8,
+            color=f"C{index % 10}",
+            label=f"{index + 1}: {label}",
+        )
     low, high = (min(pitches), max(pitches)) if pitches else (60, 72)
     axes.set_ylim(low - 2, high + 2)
     axes.set_xlim(0, end)
@@ -318,8 +335,13 @@ def _renotated(score):
     """Each part rebuilt from its flat notes and notated afresh (bars, ties, voices)."""
     import music21
 
-    kept = (music21.instrument.Instrument, music21.meter.TimeSignature, music21.key.KeySignature,
-            music21.tempo.MetronomeMark, music21.note.GeneralNote)
+    kept = (
+        music21.instrument.Instrument,
+        music21.meter.TimeSignature,
+        music21.key.KeySignature,
+        music21.tempo.MetronomeMark,
+        music21.note.GeneralNote,
+    )
     out = music21.stream.Score()
     for part in _as_read(score).parts:
         fresh = music21.stream.Part()
@@ -331,6 +353,7 @@ def _renotated(score):
 
 
 # -- notebooks --------------------------------------------------------------------------------------
+
 
 def notebook_html(music) -> str:
     """HTML for Jupyter: the piano roll (embedded PNG) and an audio player (embedded WAV).
@@ -348,14 +371,23 @@ def notebook_html(music) -> str:
     png = piano_roll_png(whole, music.continuation_start or None)
     clipped = sequence.end_time > NOTEBOOK_SECONDS
     if clipped:
-        whole = to_pretty_midi(dataclasses.replace(sequence, notes=[
-            dataclasses.replace(n, end=min(n.end, NOTEBOOK_SECONDS)) for n in sequence.notes if n.start < NOTEBOOK_SECONDS]))
+        whole = to_pretty_midi(
+            dataclasses.replace(
+                sequence,
+                notes=[
+                    dataclasses.replace(n, end=min(n.end, NOTEBOOK_SECONDS))
+                    for n in sequence.notes
+                    if n.start < NOTEBOOK_SECONDS
+                ],
+            )
+        )
     audio = wav_bytes(synthesize(whole, NOTEBOOK_RATE), NOTEBOOK_RATE)
     note = f"audio: sine-wave preview{f', first {NOTEBOOK_SECONDS:.0f} s' if clipped else ''}"
     if music.continuation_start:
         note += f"; generated music starts at {music.continuation_start:.1f} s"
-    return (f'<div class="generator-music"><img alt="piano roll" style="max-width:100%" '
-            f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/><br/>'
-            f'<audio controls src="data:audio/wav;base64,{base64.b64encode(audio).decode()}"></audio>'
-            f'<div style="font-size:smaller">{summary}, {note}</div></div>')
-
+    return (
+        f'<div class="generator-music"><img alt="piano roll" style="max-width:100%" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}"/><br/>'
+        f'<audio controls src="data:audio/wav;base64,{base64.b64encode(audio).decode()}"></audio>'
+        f'<div style="font-size:smaller">{summary}, {note}</div></div>'
+    )

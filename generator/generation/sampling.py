@@ -140,7 +140,9 @@ class TopPSampler(Sampler):
         keep_sorted = before < self.p
         keep = tf.scatter_nd(
             tf.stack([tf.repeat(tf.range(tf.shape(order)[0]), tf.shape(order)[1]), tf.reshape(order, [-1])], 1),
-            tf.reshape(keep_sorted, [-1]), tf.shape(logits))
+            tf.reshape(keep_sorted, [-1]),
+            tf.shape(logits),
+        )
         return tf.where(keep, logits, NEG_INF)
 
 
@@ -155,8 +157,9 @@ class TopKTopPSampler(TopPSampler):
         return super().filter(self.top_k.filter(logits))
 
 
-def get(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
-        greedy: bool = False) -> Sampler:
+def get(
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None, greedy: bool = False
+) -> Sampler:
     """The sampler for a set of command-line style options."""
     if greedy:
         return GreedySampler(temperature)
@@ -217,7 +220,7 @@ class DecodeLoop:
         columns = max(1, min(PRIME_COLUMNS, PRIME_TOKENS // max(rows, 1)))
         states = self.decoder.zero_states(batch)
         for start in range(0, width, columns):
-            chunk = tf.constant(np.ascontiguousarray(prompts[:, start:start + columns], dtype=np.int32))
+            chunk = tf.constant(np.ascontiguousarray(prompts[:, start : start + columns], dtype=np.int32))
             if chunk.shape[1] == columns and width > columns:  # full chunks of a long prompt: compiled
                 logits, states = self._compiled("_prime_full", self._prime_impl, chunk, states)
             else:
@@ -233,8 +236,9 @@ class DecodeLoop:
             logits, states = self.decoder.step(token, states)
             return i + 1, logits, states, out.write(i, token)
 
-        _, logits, states, out = tf.while_loop(lambda i, *_: i < n_steps, body, (0, logits, states, out),
-                                               maximum_iterations=self.chunk)
+        _, logits, states, out = tf.while_loop(
+            lambda i, *_: i < n_steps, body, (0, logits, states, out), maximum_iterations=self.chunk
+        )
         return tf.transpose(out.stack()), logits, states
 
     def _compiled(self, name: str, impl, *args):
@@ -277,8 +281,9 @@ class DecodeLoop:
             return
         while done < length:
             allowed = tf.constant(constraint.tokenizer.allowed(constraint.state))
-            token, logits, states = self._compiled("_masked", self._masked_impl, logits, states, seed_t,
-                                                   tf.constant(done), allowed)
+            token, logits, states = self._compiled(
+                "_masked", self._masked_impl, logits, states, seed_t, tf.constant(done), allowed
+            )
             token = token.numpy()
             constraint.state = constraint.tokenizer.advance(constraint.state, token)
             done += 1

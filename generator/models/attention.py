@@ -25,13 +25,20 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.lstm import TokenEmbedding, double_cell_gate, doubled_gate_step, lstm_layer, lstm_layers  # registers TokenEmbedding
+from generator.models.lstm import (
+    TokenEmbedding,
+    double_cell_gate,
+    doubled_gate_step,
+    lstm_layer,
+    lstm_layers,
+)  # registers TokenEmbedding
 
 NAME = "lstm_attention_generator"
 NEG_INF = -1e9
 
 
 # -- the attention layer (training model) ---------------------------------------------------------------------
+
 
 def rotary(x, positions):
     """Rotary position embedding of ``x`` ``[B, T, H, D]`` at integer ``positions`` ``[T]`` (RoFormer, Su et al. 2021).
@@ -81,11 +88,11 @@ class CausalSelfAttention(keras.layers.Layer):
         d = units // self.heads
         if self.rotary and d % 2:
             raise ValueError(f"rotary positions need an even head width, not {d}")
-        self.qkv_kernel = self.add_weight(name="qkv_kernel", shape=(units, 3, self.heads, d),
-                                          initializer="glorot_uniform")
+        self.qkv_kernel = self.add_weight(
+            name="qkv_kernel", shape=(units, 3, self.heads, d), initializer="glorot_uniform"
+        )
         self.qkv_bias = self.add_weight(name="qkv_bias", shape=(3, self.heads, d), initializer="zeros")
-        self.out_kernel = self.add_weight(name="out_kernel", shape=(self.heads, d, units),
-                                          initializer="glorot_uniform")
+        self.out_kernel = self.add_weight(name="out_kernel", shape=(self.heads, d, units), initializer="glorot_uniform")
         self.out_bias = self.add_weight(name="out_bias", shape=(units,), initializer="zeros")
 
     def call(self, x):
@@ -119,14 +126,22 @@ def output(heads_out, weights):
 
 def float_weights(layer: CausalSelfAttention):
     """The layer's weights as float32 tensors (what the decoders compute with)."""
-    return [tf.convert_to_tensor(w, tf.float32) for w in (layer.qkv_kernel, layer.qkv_bias, layer.out_kernel, layer.out_bias)]
+    return [
+        tf.convert_to_tensor(w, tf.float32)
+        for w in (layer.qkv_kernel, layer.qkv_bias, layer.out_kernel, layer.out_bias)
+    ]
 
 
 # -- incremental attention with a ring buffer -----------------------------------------------------------------
 
+
 def ring_zeros(batch, window: int, heads: int, head_width: int):
     """An empty ring buffer of keys and values ``[batch, window, heads, head_width]`` each."""
-    shape = tf.stack([batch, window, heads, head_width]) if isinstance(batch, tf.Tensor) else [batch, window, heads, head_width]
+    shape = (
+        tf.stack([batch, window, heads, head_width])
+        if isinstance(batch, tf.Tensor)
+        else [batch, window, heads, head_width]
+    )
     return tf.zeros(shape), tf.zeros(shape)
 
 
@@ -163,15 +178,24 @@ def ring_step(q, k, v, cache_k, cache_v, position, window: int):
 
 # -- the architecture ------------------------------------------------------------------------------------------
 
+
 def build(config: RunConfig) -> keras.Model:
     """The training model: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``."""
     if config.vocab_size < 2:
         raise ValueError("vocab_size must be set before building the model")
     if config.units % config.heads:
-        raise GeneratorError(f"the attention width (units {config.units}) must be a multiple of the heads ({config.heads})")
+        raise GeneratorError(
+            f"the attention width (units {config.units}) must be a multiple of the heads ({config.heads})"
+        )
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
-    embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
-                               tied=config.tie_weights, seed=config.random_seed, name="embedding")
+    embedding = TokenEmbedding(
+        config.vocab_size,
+        config.embedding,
+        row_dropout=config.embedding_dropout,
+        tied=config.tie_weights,
+        seed=config.random_seed,
+        name="embedding",
+    )
     x = embedding(tokens)
     for i in range(config.layers):
         x = lstm_layer(config, f"lstm_{i + 1}")(x)
@@ -259,21 +283,28 @@ class Decoder:
 
     def __init__(self, model: keras.Model):
         embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
-        self.cells = [tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
-                      for layer in lstm_layers(model)]
+        self.cells = [
+            tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
+            for layer in lstm_layers(model)
+        ]
         self.input_table = tf.matmul(embedding, self.cells[0][0]) + self.cells[0][2]  # layer 1's projection per token
         self.units = [int(r.shape[0]) for _, r, _ in self.cells]
         attention = model.get_layer("attention")
         self.window, self.heads = attention.window, attention.heads
         self.attention = float_weights(attention)
         norm = model.get_layer("attention_norm")
-        self.gamma, self.beta, self.epsilon = (tf.convert_to_tensor(norm.gamma, tf.float32),
-                                               tf.convert_to_tensor(norm.beta, tf.float32), norm.epsilon)
+        self.gamma, self.beta, self.epsilon = (
+            tf.convert_to_tensor(norm.gamma, tf.float32),
+            tf.convert_to_tensor(norm.beta, tf.float32),
+            norm.epsilon,
+        )
         self.out_kernel, self.out_bias = output_weights(model)
         self.vocab_size = int(self.out_kernel.shape[1])
 
     def zero_states(self, batch_size):
-        lstm_states = tuple((tf.zeros(tf.stack([batch_size, u])), tf.zeros(tf.stack([batch_size, u]))) for u in self.units)
+        lstm_states = tuple(
+            (tf.zeros(tf.stack([batch_size, u])), tf.zeros(tf.stack([batch_size, u]))) for u in self.units
+        )
         keys, values = ring_zeros(batch_size, self.window, self.heads, self.units[-1] // self.heads)
         return lstm_states, (keys, values, tf.constant(0, tf.int32))
 

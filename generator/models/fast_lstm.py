@@ -55,8 +55,9 @@ def lstm_recurrence(projected, recurrent):
             h, c = doubled_gate_step(a, c, u)
             return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, a)
 
-        _, _, _, hs, cs, acts = tf.while_loop(lambda t, *_: t < n_steps, step,
-                                              (0, zeros, zeros, arrays(), arrays(), arrays()))
+        _, _, _, hs, cs, acts = tf.while_loop(
+            lambda t, *_: t < n_steps, step, (0, zeros, zeros, arrays(), arrays(), arrays())
+        )
         hs, cs, acts = hs.stack(), cs.stack(), acts.stack()
 
         def grad(dhs):
@@ -64,7 +65,7 @@ def lstm_recurrence(projected, recurrent):
 
             def back(t, dh_next, dc_next, dzs):
                 a = acts[t]
-                i, f, g, o = a[:, :u], a[:, u:2 * u], 2 * a[:, 2 * u:3 * u] - 1, a[:, 3 * u:]
+                i, f, g, o = a[:, :u], a[:, u : 2 * u], 2 * a[:, 2 * u : 3 * u] - 1, a[:, 3 * u :]
                 c_prev = cs[tf.maximum(t - 1, 0)] * tf.cast(t > 0, projected.dtype)
                 dh = dhs[t] + dh_next
                 tanh_c = tf.tanh(cs[t])
@@ -99,9 +100,17 @@ def flat(x):
 def supported(layer) -> bool:
     """Whether ``lstm_sequence`` computes exactly what this Keras LSTM layer computes."""
     cell = getattr(layer, "cell", None)
-    return (isinstance(layer, keras.layers.LSTM) and layer.return_sequences and not layer.go_backwards
-            and not layer.stateful and cell.use_bias and cell.dropout == 0 and cell.recurrent_dropout == 0
-            and cell.activation is keras.activations.tanh and cell.recurrent_activation is keras.activations.sigmoid)
+    return (
+        isinstance(layer, keras.layers.LSTM)
+        and layer.return_sequences
+        and not layer.go_backwards
+        and not layer.stateful
+        and cell.use_bias
+        and cell.dropout == 0
+        and cell.recurrent_dropout == 0
+        and cell.activation is keras.activations.tanh
+        and cell.recurrent_activation is keras.activations.sigmoid
+    )
 
 
 def _mix(h):
@@ -137,8 +146,9 @@ def hashed_dropout(x, rate: float, seed_generator, locked: bool = False):
         shape = tf.concat([[1], shape[1:]], 0)
     index = tf.reshape(tf.range(tf.reduce_prod(shape)), shape)
     bits = _mix(tf.cast(tf.bitwise.right_shift(index, 1), tf.uint32) * tf.constant(0x9E3779B9, tf.uint32) + key)
-    halves = tf.where(tf.bitwise.bitwise_and(index, 1) == 0, tf.bitwise.bitwise_and(bits, 0xFFFF),
-                      tf.bitwise.right_shift(bits, 16))
+    halves = tf.where(
+        tf.bitwise.bitwise_and(index, 1) == 0, tf.bitwise.bitwise_and(bits, 0xFFFF), tf.bitwise.right_shift(bits, 16)
+    )
     return tf.where(halves >= threshold, x * tf.cast(65536 / (65536 - threshold), x.dtype), tf.zeros_like(x))
 
 

@@ -86,8 +86,12 @@ def build(config: RunConfig) -> keras.Model:
     stack = keras.layers.RNN(keras.layers.StackedRNNCells(cells, name="stack"), return_sequences=True, name="lstm")
     forward, backward = keras.layers.Bidirectional(stack, merge_mode=None, name="bidirectional")(frames)
     # position t must see frames < t forward and frames > t backward: shift each by one step
-    past = keras.layers.Cropping1D((0, 1), name="past_crop")(keras.layers.ZeroPadding1D((1, 0), name="past_pad")(forward))
-    future = keras.layers.Cropping1D((1, 0), name="future_crop")(keras.layers.ZeroPadding1D((0, 1), name="future_pad")(backward))
+    past = keras.layers.Cropping1D((0, 1), name="past_crop")(
+        keras.layers.ZeroPadding1D((1, 0), name="past_pad")(forward)
+    )
+    future = keras.layers.Cropping1D((1, 0), name="future_crop")(
+        keras.layers.ZeroPadding1D((0, 1), name="future_pad")(backward)
+    )
     centre = keras.layers.Dense(config.units, activation="relu", name="centre")(frames)
     h = keras.layers.Concatenate(name="context")([past, future, centre])
     h = keras.layers.Dense(config.units, activation="relu", name="hidden")(h)
@@ -107,8 +111,10 @@ class Decoder:
     """The harmonizer does not decode left to right; sampling it is pseudo-Gibbs (``harmonize``)."""
 
     def __init__(self, model: keras.Model):
-        raise GeneratorError("the harmonizer fills in voices rather than continuing music left to right: "
-                             "use generate-music --harmonize FILE, or Generator.harmonize")
+        raise GeneratorError(
+            "the harmonizer fills in voices rather than continuing music left to right: "
+            "use generate-music --harmonize FILE, or Generator.harmonize"
+        )
 
 
 def model_inputs(grid_ids: np.ndarray, vocab_size: int, first_step: int = 0) -> np.ndarray:
@@ -121,6 +127,7 @@ def model_inputs(grid_ids: np.ndarray, vocab_size: int, first_step: int = 0) -> 
 
 # -- training data --------------------------------------------------------------------------------
 
+
 def document_frames(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Token ids (documents, each BOS first) -> (frames ``[n, 4]``, step in document ``[n]``).
 
@@ -130,12 +137,14 @@ def document_frames(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids = np.asarray(ids, dtype=np.int64)
     starts = np.flatnonzero(ids == BOS)
     if len(ids) and (len(starts) == 0 or starts[0] != 0):
-        raise GeneratorError("the harmonizer trains on whole documents: validate with --val-split, or hold out "
-                             "whole documents (--holdout documents)")
+        raise GeneratorError(
+            "the harmonizer trains on whole documents: validate with --val-split, or hold out "
+            "whole documents (--holdout documents)"
+        )
     frames, steps = [], []
     for start, end in zip(starts, np.append(starts[1:], len(ids))):
-        body = ids[start + 1:end]
-        body = body[:len(body) - len(body) % VOICES].reshape(-1, VOICES)
+        body = ids[start + 1 : end]
+        body = body[: len(body) - len(body) % VOICES].reshape(-1, VOICES)
         frames += [np.full((1, VOICES), BOS), body]
         steps.append(np.arange(-1, len(body)))  # the BOS frame sits at step -1
     if not frames:
@@ -151,19 +160,39 @@ class WindowSampler(dataset.WindowSampler):
     Yields ``(inputs [rows, seq_len * 5], targets [rows, seq_len * 4])``, targets -1 where not hidden.
     """
 
-    def __init__(self, ids, seq_len, batch_size, *, shuffle=True, seed=0, augment=None, drop_remainder=True,
-                 segments=None, vocab_size=None):
+    def __init__(
+        self,
+        ids,
+        seq_len,
+        batch_size,
+        *,
+        shuffle=True,
+        seed=0,
+        augment=None,
+        drop_remainder=True,
+        segments=None,
+        vocab_size=None,
+    ):
         if segments is not None and len(segments) > 1:
-            raise GeneratorError("the harmonizer trains on whole documents: validate with --val-split, or hold out "
-                                 "whole documents (--holdout documents)")
+            raise GeneratorError(
+                "the harmonizer trains on whole documents: validate with --val-split, or hold out "
+                "whole documents (--holdout documents)"
+            )
         self.frames, self.steps = document_frames(ids)
         self.transpose = augment
         vocab = vocab_size
         if vocab is None:
             vocab = int(np.max(ids)) + 1 if len(ids) else 2
         self.vocab_size = vocab
-        super().__init__(np.arange(len(self.frames), dtype=np.int64), seq_len, batch_size, shuffle=shuffle,
-                         seed=seed, augment=self._pack, drop_remainder=drop_remainder)
+        super().__init__(
+            np.arange(len(self.frames), dtype=np.int64),
+            seq_len,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            augment=self._pack,
+            drop_remainder=drop_remainder,
+        )
 
     def _pack(self, windows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Frame indices ``[rows, L + 1]`` -> ``[inputs | targets | 0]``, so that the base class's

@@ -104,11 +104,20 @@ class WeightDropLSTM(keras.layers.LSTM):
         cell = self.cell
         recurrent = self.dropped_recurrent_kernel()
         try:
-            return keras.src.backend.lstm(sequences, initial_state[0], initial_state[1], mask, kernel=cell.kernel,
-                                          recurrent_kernel=recurrent, bias=cell.bias, activation=cell.activation,
-                                          recurrent_activation=cell.recurrent_activation,
-                                          return_sequences=self.return_sequences, go_backwards=self.go_backwards,
-                                          unroll=self.unroll)
+            return keras.src.backend.lstm(
+                sequences,
+                initial_state[0],
+                initial_state[1],
+                mask,
+                kernel=cell.kernel,
+                recurrent_kernel=recurrent,
+                bias=cell.bias,
+                activation=cell.activation,
+                recurrent_activation=cell.recurrent_activation,
+                return_sequences=self.return_sequences,
+                go_backwards=self.go_backwards,
+                unroll=self.unroll,
+            )
         except NotImplementedError:  # no fused kernel here: the same step, written out
             pass
 
@@ -120,8 +129,15 @@ class WeightDropLSTM(keras.layers.LSTM):
             h = cell.recurrent_activation(o) * cell.activation(c)
             return h, [h, c]
 
-        return keras.src.backend.rnn(step, sequences, list(initial_state), go_backwards=self.go_backwards, mask=mask,
-                                     unroll=self.unroll, return_all_outputs=self.return_sequences)
+        return keras.src.backend.rnn(
+            step,
+            sequences,
+            list(initial_state),
+            go_backwards=self.go_backwards,
+            mask=mask,
+            unroll=self.unroll,
+            return_all_outputs=self.return_sequences,
+        )
 
     def get_config(self):
         return {**super().get_config(), "weight_drop": self.weight_drop, "seed": self.seed}
@@ -130,8 +146,9 @@ class WeightDropLSTM(keras.layers.LSTM):
 def lstm_layer(config: RunConfig, name: str):
     """One stacked LSTM layer of ``config``: a ``WeightDropLSTM`` with ``weight_drop``, else a plain one."""
     if config.weight_drop > 0:
-        return WeightDropLSTM(config.units, weight_drop=config.weight_drop, seed=config.random_seed,
-                              return_sequences=True, name=name)
+        return WeightDropLSTM(
+            config.units, weight_drop=config.weight_drop, seed=config.random_seed, return_sequences=True, name=name
+        )
     return keras.layers.LSTM(config.units, return_sequences=True, name=name)
 
 
@@ -151,8 +168,14 @@ def build(config: RunConfig) -> keras.Model:
         raise ValueError("vocab_size must be set before building the model")
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     if config.embedding_dropout > 0 or config.tie_weights:
-        embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout,
-                                   tied=config.tie_weights, seed=config.random_seed, name="embedding")
+        embedding = TokenEmbedding(
+            config.vocab_size,
+            config.embedding,
+            row_dropout=config.embedding_dropout,
+            tied=config.tie_weights,
+            seed=config.random_seed,
+            name="embedding",
+        )
     else:
         embedding = keras.layers.Embedding(config.vocab_size, config.embedding, name="embedding")
     x = embedding(tokens)
@@ -200,8 +223,8 @@ def cell_gate_doubling(units: int, dtype=tf.float32) -> tf.Tensor:
 
 def doubled_gate_step(a, c, units: int):
     """``(h, c)`` of one LSTM step from ``a = sigmoid(z)``, ``z``'s cell-gate columns doubled."""
-    c = a[:, units:2 * units] * c + a[:, :units] * (2 * a[:, 2 * units:3 * units] - 1)
-    return a[:, 3 * units:] * tf.tanh(c), c
+    c = a[:, units : 2 * units] * c + a[:, :units] * (2 * a[:, 2 * units : 3 * units] - 1)
+    return a[:, 3 * units :] * tf.tanh(c), c
 
 
 class Decoder:
@@ -218,8 +241,10 @@ class Decoder:
 
     def __init__(self, model: keras.Model):
         embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
-        self.cells = [tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
-                      for layer in lstm_layers(model)]
+        self.cells = [
+            tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
+            for layer in lstm_layers(model)
+        ]
         kernel, _, bias = self.cells[0]
         self.input_table = tf.matmul(embedding, kernel) + bias  # [vocab, 4 * units]: layer 1's projection
         self.projection = None  # (kernel, bias) of a tied model's projection to the embedding width
@@ -233,7 +258,10 @@ class Decoder:
             self.out_bias = tf.convert_to_tensor(model.get_layer("embedding").output_bias, tf.float32)
             if "projection" in names:
                 dense = model.get_layer("projection")
-                self.projection = (tf.convert_to_tensor(dense.kernel, tf.float32), tf.convert_to_tensor(dense.bias, tf.float32))
+                self.projection = (
+                    tf.convert_to_tensor(dense.kernel, tf.float32),
+                    tf.convert_to_tensor(dense.bias, tf.float32),
+                )
         self.units = [int(r.shape[0]) for _, r, _ in self.cells]
         self.vocab_size = int(self.out_kernel.shape[1])
 

@@ -35,8 +35,19 @@ import tensorflow as tf
 from generator.config import RunConfig
 from generator.errors import GeneratorError
 from generator.models import POSITIONS
-from generator.models.attention import (CausalSelfAttention, float_weights, logits_of, optional_layer, output, output_head,
-                                        output_weights, project, ring_attention, ring_step, ring_zeros)
+from generator.models.attention import (
+    CausalSelfAttention,
+    float_weights,
+    logits_of,
+    optional_layer,
+    output,
+    output_head,
+    output_weights,
+    project,
+    ring_attention,
+    ring_step,
+    ring_zeros,
+)
 from generator.models.lstm import TokenEmbedding
 
 NAME = "transformer_generator"
@@ -52,8 +63,11 @@ class LearnedPositions(keras.layers.Layer):
         self.context = int(context)
 
     def build(self, input_shape):
-        self.table = self.add_weight(name="table", shape=(self.context, int(input_shape[-1])),
-                                     initializer=keras.initializers.RandomNormal(stddev=0.02))
+        self.table = self.add_weight(
+            name="table",
+            shape=(self.context, int(input_shape[-1])),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
 
     def call(self, x):
         rows = tf.math.floormod(tf.range(tf.shape(x)[1]), self.context)
@@ -74,13 +88,22 @@ def build(config: RunConfig) -> keras.Model:
         raise GeneratorError(f"unknown positions {config.positions!r}; choose one of {', '.join(POSITIONS)}")
     rotary = config.positions == "rotary"
     if config.units % (2 * config.heads if rotary else config.heads):
-        raise GeneratorError(f"the Transformer width (units {config.units}) must be a multiple of twice the heads "
-                             f"({2 * config.heads}): rotary positions need an even width per head" if rotary else
-                             f"the Transformer width (units {config.units}) must be a multiple of the heads ({config.heads})")
+        raise GeneratorError(
+            f"the Transformer width (units {config.units}) must be a multiple of twice the heads "
+            f"({2 * config.heads}): rotary positions need an even width per head"
+            if rotary
+            else f"the Transformer width (units {config.units}) must be a multiple of the heads ({config.heads})"
+        )
     tokens = keras.Input(shape=(None,), dtype="int32", name="tokens")
     tie = config.tie_weights
-    embedding = TokenEmbedding(config.vocab_size, config.embedding, row_dropout=config.embedding_dropout, tied=tie,
-                               seed=config.random_seed, name="embedding")
+    embedding = TokenEmbedding(
+        config.vocab_size,
+        config.embedding,
+        row_dropout=config.embedding_dropout,
+        tied=tie,
+        seed=config.random_seed,
+        name="embedding",
+    )
     x = embedding(tokens)
     if config.embedding != config.units:
         x = keras.layers.Dense(config.units, use_bias=False, name="embedding_projection")(x)
@@ -165,10 +188,14 @@ class Decoder:
         for i in range(1, _blocks(model) + 1):
             attention = model.get_layer(f"block_{i}_attention")
             mlp_in, mlp_out = model.get_layer(f"block_{i}_mlp_in"), model.get_layer(f"block_{i}_mlp_out")
-            self.blocks.append(dict(
-                norm1=_norm(model.get_layer(f"block_{i}_attention_norm")), attention=float_weights(attention),
-                norm2=_norm(model.get_layer(f"block_{i}_mlp_norm")),
-                mlp=(_f32(mlp_in.kernel), _f32(mlp_in.bias), _f32(mlp_out.kernel), _f32(mlp_out.bias))))
+            self.blocks.append(
+                dict(
+                    norm1=_norm(model.get_layer(f"block_{i}_attention_norm")),
+                    attention=float_weights(attention),
+                    norm2=_norm(model.get_layer(f"block_{i}_mlp_norm")),
+                    mlp=(_f32(mlp_in.kernel), _f32(mlp_in.bias), _f32(mlp_out.kernel), _f32(mlp_out.bias)),
+                )
+            )
             self.context, self.heads, self.rotary = attention.window, attention.heads, attention.rotary
         self.final_norm = _norm(model.get_layer("final_norm"))
         self.out_kernel, self.out_bias = output_weights(model)

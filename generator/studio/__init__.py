@@ -48,8 +48,10 @@ def exposure_warning(host: str, port: int) -> str | None:
     """What the studio prints when ``host`` lets other machines in (None for the loopback address)."""
     if is_loopback(host):
         return None
-    return (f"WARNING: the studio listens on {host}, not only on this machine: anyone who can reach port {port} "
-            f"can use it, with no password, and make it write files. Use --host 127.0.0.1 to keep it local.")
+    return (
+        f"WARNING: the studio listens on {host}, not only on this machine: anyone who can reach port {port} "
+        f"can use it, with no password, and make it write files. Use --host 127.0.0.1 to keep it local."
+    )
 
 
 def url_of(sock: socket.socket, host: str) -> str:
@@ -58,29 +60,34 @@ def url_of(sock: socket.socket, host: str) -> str:
     return f"http://{shown}:{port}/"
 
 
-def make_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None, extra_runs=(),
-                verbose: bool = False):
+def make_server(host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None, extra_runs=(), verbose: bool = False):
     """``(uvicorn server, socket, studio)`` ready to ``server.run(sockets=[socket])``."""
     try:
         import uvicorn
 
         from generator.studio.app import create_app
     except ImportError as e:
-        raise GeneratorError(f"the studio needs {e.name}: install it with pip install \".[studio]\" "
-                             "from a clone of the project") from None
+        raise GeneratorError(
+            f'the studio needs {e.name}: install it with pip install ".[studio]" from a clone of the project'
+        ) from None
     from generator.studio.session import Studio
 
     sock = listen(host, port)
     log = (lambda message: print(message, file=sys.stderr)) if verbose else None
     studio = Studio(Path(workdir), extra_runs, log=log)
     hosts = {"127.0.0.1", "localhost", "::1", host} if is_loopback(host) else None
-    config = uvicorn.Config(create_app(studio, allowed_hosts=hosts), log_level="info" if verbose else "warning",
-                            access_log=verbose, lifespan="off")
+    config = uvicorn.Config(
+        create_app(studio, allowed_hosts=hosts),
+        log_level="info" if verbose else "warning",
+        access_log=verbose,
+        lifespan="off",
+    )
     return uvicorn.Server(config), sock, studio
 
 
-def serve(host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None, extra_runs=(), verbose: bool = False,
-          out=None) -> None:
+def serve(
+    host: str = "127.0.0.1", port: int = DEFAULT_PORT, workdir=None, extra_runs=(), verbose: bool = False, out=None
+) -> None:
     """Run the studio until Ctrl-C. ``workdir`` keeps the seeds and takes (default: a temporary
     folder, removed when the studio stops)."""
     out = out or sys.stdout

@@ -23,10 +23,15 @@ from starlette.exceptions import HTTPException
 from generator.errors import GeneratorError
 from generator.studio import session as studio_session
 
-ASSETS = {"": ("index.html", "text/html; charset=utf-8"), "studio.js": ("studio.js", "text/javascript"),
-          "studio.css": ("studio.css", "text/css")}
-POLICY = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
-          "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+ASSETS = {
+    "": ("index.html", "text/html; charset=utf-8"),
+    "studio.js": ("studio.js", "text/javascript"),
+    "studio.css": ("studio.css", "text/css"),
+}
+POLICY = (
+    "default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 class MusicRequest(BaseModel):
@@ -35,7 +40,7 @@ class MusicRequest(BaseModel):
     seconds: float = Field(10.0, gt=0, le=studio_session.MAX_SECONDS)
     temperature: float = Field(1.0, gt=0, le=10)
     top_p: float | None = Field(None, gt=0, le=1)
-    random_seed: int | None = Field(None, ge=0, lt=2 ** 62)
+    random_seed: int | None = Field(None, ge=0, lt=2**62)
 
 
 class HarmonizeRequest(BaseModel):
@@ -45,7 +50,7 @@ class HarmonizeRequest(BaseModel):
     end_beat: float = Field(8.0, gt=0, le=100_000)
     temperature: float = Field(1.0, gt=0, le=10)
     iterations: int | None = Field(None, ge=1, le=2000)
-    random_seed: int | None = Field(None, ge=0, lt=2 ** 62)
+    random_seed: int | None = Field(None, ge=0, lt=2**62)
 
 
 class TextRequest(BaseModel):
@@ -54,7 +59,7 @@ class TextRequest(BaseModel):
     length: int = Field(400, ge=1, le=studio_session.MAX_TEXT_LENGTH)
     temperature: float = Field(1.0, gt=0, le=10)
     top_p: float | None = Field(None, gt=0, le=1)
-    random_seed: int | None = Field(None, ge=0, lt=2 ** 62)
+    random_seed: int | None = Field(None, ge=0, lt=2**62)
 
 
 def error(message: str, status: int = 400) -> JSONResponse:
@@ -118,10 +123,16 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
 
     @app.get("/api/info")
     def info():
-        return dict(models=[dict(name=k, modality=v["modality"], arch=v["arch"], description=v["description"])
-                            for k, v in studio.models.items()],
-                    examples=studio.examples, upload_limit=studio_session.UPLOAD_BYTES,
-                    max_seconds=studio_session.MAX_SECONDS, max_text=studio_session.MAX_TEXT_LENGTH)
+        return dict(
+            models=[
+                dict(name=k, modality=v["modality"], arch=v["arch"], description=v["description"])
+                for k, v in studio.models.items()
+            ],
+            examples=studio.examples,
+            upload_limit=studio_session.UPLOAD_BYTES,
+            max_seconds=studio_session.MAX_SECONDS,
+            max_text=studio_session.MAX_TEXT_LENGTH,
+        )
 
     @app.post("/api/seeds")
     async def upload(request: Request):
@@ -150,9 +161,17 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
 
     def job_view(job) -> dict:
         take = studio.takes.get(job.take) if job.take else None
-        return dict(id=job.id, kind=job.kind, state=job.state, stage=job.stage, progress=job.progress,
-                    position=studio.worker.position(job), error=job.error, text=job.text,
-                    take=dict(take.summary(), roll=take.roll) if take else None)
+        return dict(
+            id=job.id,
+            kind=job.kind,
+            state=job.state,
+            stage=job.stage,
+            progress=job.progress,
+            position=studio.worker.position(job),
+            error=job.error,
+            text=job.text,
+            take=dict(take.summary(), roll=take.roll) if take else None,
+        )
 
     @app.post("/api/music")
     def music(body: MusicRequest):
@@ -189,8 +208,11 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
         job = job_of(job_id)
         if job.kind != "text":
             raise GeneratorError("that job made music, not text")
-        return Response(job.text, media_type="text/plain; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="text-{job.id}.txt"'})
+        return Response(
+            job.text,
+            media_type="text/plain; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="text-{job.id}.txt"'},
+        )
 
     @app.get("/api/takes")
     def takes():

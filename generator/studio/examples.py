@@ -14,10 +14,8 @@ from generator.data.notes import Instrument, Note, NoteSequence
 
 # (id, file name, description, where music21 keeps it: subfolder of the music21 package)
 MUSIC21_EXAMPLES = (
-    ("piano", "piano-two-hands.mid", "piano, two hands (2 min 41 s)",
-     "midi/testPrimitive/test03.mid"),
-    ("chorale", "bach-bwv66.6.mxl", "Bach chorale BWV 66.6, four voices",
-     "corpus/bach/bwv66.6.mxl"),
+    ("piano", "piano-two-hands.mid", "piano, two hands (2 min 41 s)", "midi/testPrimitive/test03.mid"),
+    ("chorale", "bach-bwv66.6.mxl", "Bach chorale BWV 66.6, four voices", "corpus/bach/bwv66.6.mxl"),
 )
 ODE_TO_JOY = "E E F G G F E D C C D E E. D- D: E E F G G F E D C C D E D. C- C:"  # "." dotted, "-" eighth, ":" half
 PITCHES = {"C": 60, "D": 62, "E": 64, "F": 65, "G": 67}
@@ -31,8 +29,9 @@ def ode_to_joy(bpm: float = 100.0) -> NoteSequence:
         beats = {".": 1.5, "-": 0.5, ":": 2.0}.get(word[-1], 1.0)
         notes.append(Note(PITCHES[word[0]], time, time + beats * beat * 0.95, 80, 0, False, 0))
         time += beats * beat
-    return NoteSequence(notes=notes, tempos=[(0.0, bpm)], instruments=[Instrument(program=0, name="Melody")],
-                        source="ode-to-joy.mid")
+    return NoteSequence(
+        notes=notes, tempos=[(0.0, bpm)], instruments=[Instrument(program=0, name="Melody")], source="ode-to-joy.mid"
+    )
 
 
 def install(folder: Path) -> list[dict]:
@@ -53,6 +52,12 @@ def install(folder: Path) -> list[dict]:
             shutil.copyfile(root / inside, folder / name)
             found.append(dict(id=key, name=name, description=description, path=folder / name))
     write_midi(ode_to_joy(), folder / "ode-to-joy.mid", force=True)
-    found.append(dict(id="melody", name="ode-to-joy.mid", path=folder / "ode-to-joy.mid",
-                      description="Ode to Joy, the tune alone (to harmonize)"))
+    found.append(
+        dict(
+            id="melody",
+            name="ode-to-joy.mid",
+            path=folder / "ode-to-joy.mid",
+            description="Ode to Joy, the tune alone (to harmonize)",
+        )
+    )
     return found

@@ -70,7 +70,7 @@ class Worker:
         with self._lock:
             self.jobs[job.id] = job
             finished = [j for j in self.jobs.values() if j.state in ("done", "failed", "cancelled")]
-            for old in finished[:max(0, len(self.jobs) - KEPT_JOBS)]:
+            for old in finished[: max(0, len(self.jobs) - KEPT_JOBS)]:
                 del self.jobs[old.id]
         self._queue.put(job)
         return job
@@ -81,7 +81,7 @@ class Worker:
             return 0
         with self._lock:
             ids = list(self.jobs)
-        before = ids[:ids.index(job.id)] if job.id in ids else []
+        before = ids[: ids.index(job.id)] if job.id in ids else []
         return sum(1 for i in before if i in self.jobs and self.jobs[i].state in ("queued", "running"))
 
     def cancel(self, job: Job) -> None:

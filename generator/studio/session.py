@@ -74,10 +74,19 @@ class Take:
 
     def summary(self) -> dict:
         s = self.settings
-        return dict(id=self.id, number=self.number, kind=self.kind, checkpoint=self.checkpoint, seed=self.seed_name,
-                    settings=s, notices=self.notices, audio=self.audio, duration=self.roll.get("duration", 0.0),
-                    midi=f"/api/takes/{self.id}/take.mid",
-                    wav=f"/api/takes/{self.id}/take.wav" if (self.folder / "take.wav").is_file() else None)
+        return dict(
+            id=self.id,
+            number=self.number,
+            kind=self.kind,
+            checkpoint=self.checkpoint,
+            seed=self.seed_name,
+            settings=s,
+            notices=self.notices,
+            audio=self.audio,
+            duration=self.roll.get("duration", 0.0),
+            midi=f"/api/takes/{self.id}/take.mid",
+            wav=f"/api/takes/{self.id}/take.wav" if (self.folder / "take.wav").is_file() else None,
+        )
 
 
 def catalogue(extra_runs=()) -> dict[str, dict]:
@@ -95,9 +104,13 @@ def catalogue(extra_runs=()) -> dict[str, dict]:
         out[path.name] = dict(path=path)
     for name, entry in out.items():
         config = checkpoints.read_config(entry["path"])
-        entry.update(modality=config.modality, arch=config.arch,
-                     description=DESCRIPTIONS.get(name, f"{config.arch} {config.layers}x{config.units}, "
-                                                        f"{config.tokenizer} tokens"))
+        entry.update(
+            modality=config.modality,
+            arch=config.arch,
+            description=DESCRIPTIONS.get(
+                name, f"{config.arch} {config.layers}x{config.units}, {config.tokenizer} tokens"
+            ),
+        )
     return out
 
 
@@ -108,8 +121,9 @@ def roll(sequence, given) -> dict:
     for index, inst in enumerate(sequence.instruments):
         name = inst.name.strip() if inst.name.strip() else ("drums" if inst.is_drum else f"track {index + 1}")
         tracks.append(dict(name=name, program=inst.program, drum=inst.is_drum, role=inst.role))
-    notes = [[n.pitch, round(n.start, 4), round(n.end, 4), n.track, n.velocity, 0 if given(n) else 1]
-             for n in sequence.notes]
+    notes = [
+        [n.pitch, round(n.start, 4), round(n.end, 4), n.track, n.velocity, 0 if given(n) else 1] for n in sequence.notes
+    ]
     end = round(max((n.end for n in sequence.notes), default=0.0), 4)
     return dict(tracks=tracks, notes=notes, duration=end, view=[0.0, end], marks=[])
 
@@ -120,10 +134,22 @@ def render_wav(job: Job, midi: Path) -> str:
     synthesizer made it, or why there is no audio."""
     import generator
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(generator.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
-    command = [sys.executable, "-c", "from generator.cli.main import generator; generator()", "render", str(midi),
-               "--formats", "wav", "--force"]
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(Path(generator.__file__).resolve().parents[1])] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+        ),
+    )
+    command = [
+        sys.executable,
+        "-c",
+        "from generator.cli.main import generator; generator()",
+        "render",
+        str(midi),
+        "--formats",
+        "wav",
+        "--force",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     while True:
         try:
@@ -184,8 +210,10 @@ class Studio:
         name = Path(str(filename).replace("\\", "/")).name[:120] or "upload"
         suffix = Path(name).suffix.lower()
         if suffix not in MUSIC_SUFFIXES:
-            raise GeneratorError(f"{name} is not a score file: upload a MIDI file (.mid, .midi) or one of "
-                                 f"{', '.join(MUSIC_SUFFIXES[2:])}")
+            raise GeneratorError(
+                f"{name} is not a score file: upload a MIDI file (.mid, .midi) or one of "
+                f"{', '.join(MUSIC_SUFFIXES[2:])}"
+            )
         if not data:
             raise GeneratorError(f"{name} is empty")
         if len(data) > UPLOAD_BYTES:
@@ -222,8 +250,14 @@ class Studio:
         from generator.generation.choose import choose_checkpoint
 
         model, reason = choose_checkpoint(seed.sequence)
-        return dict(id=seed.id, name=seed.name, tracks=roles_summary(seed.sequence), model=model, reason=reason,
-                    roll=roll(seed.sequence, lambda n: True))
+        return dict(
+            id=seed.id,
+            name=seed.name,
+            tracks=roles_summary(seed.sequence),
+            model=model,
+            reason=reason,
+            roll=roll(seed.sequence, lambda n: True),
+        )
 
     # -- models --------------------------------------------------------------------------------------
     def model(self, name: str, modality: str, job: Job | None = None):
@@ -247,7 +281,7 @@ class Studio:
         """Queue a music, harmonize or text job; ``settings`` as the page sent them."""
         settings = dict(settings)
         if settings.get("random_seed") is None:
-            settings["random_seed"] = secrets.randbelow(2 ** 31)  # drawn here so that the take can say it
+            settings["random_seed"] = secrets.randbelow(2**31)  # drawn here so that the take can say it
         if kind in ("music", "harmonize"):
             self.seed(settings.get("seed"))  # an unknown seed fails now, in the page, not in the queue
         run = {"music": self.run_music, "harmonize": self.run_harmonize, "text": self.run_text}[kind]
@@ -266,8 +300,13 @@ class Studio:
         job.stage, job.progress = f"generating {s['seconds']:g} s with {name}", 0.0
         notices: list[str] = []
         options = model.options(temperature=s["temperature"], top_p=s.get("top_p"), random_seed=s["random_seed"])
-        music = compose(model, seed.sequence if seed is not None else None, seconds=s["seconds"], options=options,
-                        log=notices.append)[0]
+        music = compose(
+            model,
+            seed.sequence if seed is not None else None,
+            seconds=s["seconds"],
+            options=options,
+            log=notices.append,
+        )[0]
         start = music.continuation_start
         self.keep(job, music, "continue", name, seed, notices, lambda n: n.start < start - 1e-9)
 
@@ -282,16 +321,29 @@ class Studio:
             infill = (float(s["start_beat"]), float(s["end_beat"]))
         job.stage, job.progress = "harmonizing" if infill is None else "rewriting the passage", 0.0
         notices: list[str] = []
-        music = model.harmonize(seed.sequence, infill=infill, temperature=s["temperature"],
-                                random_seed=s["random_seed"], iterations=s.get("iterations") or None)
+        music = model.harmonize(
+            seed.sequence,
+            infill=infill,
+            temperature=s["temperature"],
+            random_seed=s["random_seed"],
+            iterations=s.get("iterations") or None,
+        )
         notices.extend(music.notices)
         if infill is None:
             self.keep(job, music, "harmonize", "harmonizer", seed, notices, lambda n: n.track == 0)  # the melody
             return
         bpm = music.sequence.tempos[0][1] if music.sequence.tempos else 120.0
         low, high = (b * 60.0 / bpm for b in infill)
-        self.keep(job, music, "rewrite", "harmonizer", seed, notices,
-                  lambda n: not (low - 1e-6 <= n.start < high - 1e-6), marks=[[round(low, 4), round(high, 4)]])
+        self.keep(
+            job,
+            music,
+            "rewrite",
+            "harmonizer",
+            seed,
+            notices,
+            lambda n: not (low - 1e-6 <= n.start < high - 1e-6),
+            marks=[[round(low, 4), round(high, 4)]],
+        )
 
     def keep(self, job: Job, music, kind: str, checkpoint: str, seed, notices, given, marks=None) -> None:
         """Save ``music`` as a new take (MIDI, then WAV) and attach it to ``job``."""
@@ -307,9 +359,18 @@ class Studio:
             shutil.rmtree(folder, ignore_errors=True)
             raise
         with self.lock:
-            take = Take(take_id, len(self.takes) + 1, kind, checkpoint, dict(job.settings),
-                        seed.name if seed is not None else "(none)", folder, roll(music.sequence, given),
-                        list(notices), audio)
+            take = Take(
+                take_id,
+                len(self.takes) + 1,
+                kind,
+                checkpoint,
+                dict(job.settings),
+                seed.name if seed is not None else "(none)",
+                folder,
+                roll(music.sequence, given),
+                list(notices),
+                audio,
+            )
             start = music.continuation_start
             if kind == "continue" and start > 0:  # show the seed's last SEED_SHOWN seconds, then the new music
                 shown = max(0.0, start - SEED_SHOWN)
@@ -327,8 +388,9 @@ class Studio:
         ids = model.prompt_tail(ids, log=notices.append)
         job.stage, job.progress, job.text = "generating", 0.0, s["prompt"]
         done = 0
-        for chunk in model.stream(ids, s["length"], temperature=s["temperature"], top_p=s.get("top_p"),
-                                  random_seed=s["random_seed"]):
+        for chunk in model.stream(
+            ids, s["length"], temperature=s["temperature"], top_p=s.get("top_p"), random_seed=s["random_seed"]
+        ):
             job.text += model.tokenizer.decode(chunk[0])
             done += chunk.shape[1]
             job.progress = done / s["length"]

@@ -58,6 +58,7 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 # -- atomic writes ----------------------------------------------------------------------------
 
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -102,6 +103,7 @@ def remove_partial_writes(folder: Path) -> None:
 
 # -- loading -----------------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     """A loaded run directory."""
@@ -123,8 +125,10 @@ def read_config(run_dir: Path) -> RunConfig:
     except (ValueError, TypeError, UnicodeDecodeError) as e:
         raise GeneratorError(f"{path} is not a valid run configuration: {e}") from None
     if config.format_version != FORMAT_VERSION:
-        raise GeneratorError(f"{run_dir} was written by an incompatible version (format "
-                             f"{config.format_version}, this version reads {FORMAT_VERSION})")
+        raise GeneratorError(
+            f"{run_dir} was written by an incompatible version (format "
+            f"{config.format_version}, this version reads {FORMAT_VERSION})"
+        )
     return config
 
 
@@ -173,8 +177,10 @@ def load_run(name_or_path) -> Run:
         raise GeneratorError(f"{path} cannot be loaded as a Keras model: {first_line}") from None
     vocab = int(model.output_shape[-1])
     if vocab != tokenizer.vocab_size or vocab != config.vocab_size:
-        raise GeneratorError(f"{run_dir}: the model predicts {vocab} tokens but tokenizer.json has "
-                             f"{tokenizer.vocab_size} and config.json says {config.vocab_size}")
+        raise GeneratorError(
+            f"{run_dir}: the model predicts {vocab} tokens but tokenizer.json has "
+            f"{tokenizer.vocab_size} and config.json says {config.vocab_size}"
+        )
     return Run(run_dir, config, tokenizer, model, read_metrics(run_dir))
 
 

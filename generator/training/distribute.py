@@ -69,8 +69,10 @@ def _multi_worker_strategy():
         except RuntimeError as e:
             if "startup" not in str(e):
                 raise
-            raise GeneratorError("the multi-worker strategy must be created before TensorFlow runs anything: "
-                                 "call generator.training.distribute.make_strategy('multi-worker') at program start") from None
+            raise GeneratorError(
+                "the multi-worker strategy must be created before TensorFlow runs anything: "
+                "call generator.training.distribute.make_strategy('multi-worker') at program start"
+            ) from None
     return _multi_worker
 
 
@@ -87,8 +89,10 @@ def cluster_resolver():
             workers = config["cluster"].get("worker", []) + config["cluster"].get("chief", [])
             task_type, index = config["task"]["type"], int(config["task"]["index"])
         except (ValueError, KeyError, TypeError, AttributeError):
-            raise GeneratorError('TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", '
-                                 '"host2:port"]}, "task": {"type": "worker", "index": 0}}') from None
+            raise GeneratorError(
+                'TF_CONFIG must be JSON like {"cluster": {"worker": ["host1:port", '
+                '"host2:port"]}, "task": {"type": "worker", "index": 0}}'
+            ) from None
         if task_type not in ("chief", "worker") or not 0 <= index < len(config["cluster"].get(task_type, [])):
             raise GeneratorError(f"TF_CONFIG's task {task_type} {index} is not a chief or worker of its cluster")
         if len(workers) < 2:
@@ -101,8 +105,9 @@ def cluster_resolver():
             return resolvers.SlurmClusterResolver(port_base=port, gpus_per_node=gpus)
         except (RuntimeError, KeyError) as e:
             raise GeneratorError(f"cannot read the Slurm job step: {e}") from None
-    raise ArgumentError("strategy", "multi-worker needs TF_CONFIG describing the cluster (or a Slurm job step "
-                        "started with srun)")
+    raise ArgumentError(
+        "strategy", "multi-worker needs TF_CONFIG describing the cluster (or a Slurm job step started with srun)"
+    )
 
 
 def cluster_addresses(resolver) -> tuple[str | None, list[str]]:
@@ -110,7 +115,7 @@ def cluster_addresses(resolver) -> tuple[str | None, list[str]]:
     jobs = resolver.cluster_spec().as_dict()
     addresses = {}
     for job, tasks in jobs.items():
-        for index, address in (tasks.items() if isinstance(tasks, dict) else enumerate(tasks)):
+        for index, address in tasks.items() if isinstance(tasks, dict) else enumerate(tasks):
             addresses[(job, int(index))] = address
     own = addresses.get((resolver.task_type, int(resolver.task_id or 0)))
     return own, [a for key, a in sorted(addresses.items()) if a != own]
@@ -165,7 +170,8 @@ def wait_for_peers(own: str | None, peers: list[str], timeout: float | None = No
                 raise GeneratorError(
                     f"cannot reach the other workers at {', '.join(unreached)} within {timeout:g} s; start them "
                     f"(every worker runs the same command), check TF_CONFIG's addresses, or "
-                    f"{limits.how_to_raise('peer_timeout').replace('raise it', 'wait longer')}")
+                    f"{limits.how_to_raise('peer_timeout').replace('raise it', 'wait longer')}"
+                )
             time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
     finally:
         if listener is not None:
@@ -178,8 +184,9 @@ def is_chief(strategy) -> bool:
     if resolver is None or resolver.task_type is None:
         return True
     jobs = resolver.cluster_spec().jobs
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
-                                             and "chief" not in jobs)
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in jobs
+    )
 
 
 def num_workers(strategy) -> int:
@@ -205,9 +212,10 @@ def local_replicas(strategy) -> int:
 
 def describe(strategy) -> str:
     """E.g. ``MirroredStrategy: 4 replicas`` or ``MultiWorkerMirroredStrategy: 2 workers x 1 replica``."""
-    name = {"_DefaultDistributionStrategy": "default strategy",
-            "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy"}.get(type(strategy).__name__,
-                                                                               type(strategy).__name__)
+    name = {
+        "_DefaultDistributionStrategy": "default strategy",
+        "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+    }.get(type(strategy).__name__, type(strategy).__name__)
     workers, local = num_workers(strategy), local_replicas(strategy)
     plural = lambda n, word: f"{n} {word}" + ("s" if n != 1 else "")  # noqa: E731
     if workers > 1:
@@ -216,6 +224,7 @@ def describe(strategy) -> str:
 
 
 # -- what workers tell each other (no-ops outside multi-worker runs) -------------------------------
+
 
 def _sum_over_workers(strategy, arrays: list[np.ndarray], chief_only: bool) -> list[np.ndarray]:
     """Sum float64 arrays over the workers, each worker counted once; with ``chief_only`` the others

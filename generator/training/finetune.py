@@ -28,8 +28,19 @@ FINE_TUNE_DEFAULTS = dict(warmup_steps=50, patience=2, lr_patience=1, steps_per_
 LEARNING_RATE_SHARE = 0.25  # the fine-tuning learning rate, as a share of the checkpoint's
 NEW_TOKEN_BIAS = -12.0  # output bias of a token added to the vocabulary: about e^-12 of the mass, for now
 # The checkpoint's settings a new run does not inherit: its corpus, and how the machine that trained it ran.
-NOT_INHERITED = dict(corpus="", split="", val_split="", documents="files", column="", strategy="auto",
-                     mixed_precision="", jit=None, save_every=0, time_limit=0.0, freeze=0)
+NOT_INHERITED = dict(
+    corpus="",
+    split="",
+    val_split="",
+    documents="files",
+    column="",
+    strategy="auto",
+    mixed_precision="",
+    jit=None,
+    save_every=0,
+    time_limit=0.0,
+    freeze=0,
+)
 # An lstm checkpoint may start an lstm-attention run: its layers are copied, the attention starts fresh.
 WIDER_ARCHS = {("lstm", "lstm-attention"): ("heads", "attention_window")}
 
@@ -41,8 +52,9 @@ def load_source(spec: str):
     return checkpoints.load_run(spec)
 
 
-def fine_tune_config(source, spec: str, modality: str, settings: dict, config: RunConfig | None = None,
-                     config_name: str = "--config") -> RunConfig:
+def fine_tune_config(
+    source, spec: str, modality: str, settings: dict, config: RunConfig | None = None, config_name: str = "--config"
+) -> RunConfig:
     """The configuration of a run fine-tuned from ``source`` (a loaded run named ``spec``).
 
     ``settings`` are the explicit settings (flags); ``config`` an explicit configuration file's.
@@ -50,7 +62,9 @@ def fine_tune_config(source, spec: str, modality: str, settings: dict, config: R
     """
     theirs = source.config
     if theirs.modality != modality:
-        raise GeneratorError(f"--init-from {spec} is a {theirs.modality} model; use `generator train {theirs.modality}`")
+        raise GeneratorError(
+            f"--init-from {spec} is a {theirs.modality} model; use `generator train {theirs.modality}`"
+        )
     given = {}
     if config is not None:
         given.update({k: (getattr(config, k), config_name) for k in MODEL_KEYS if k != "vocab_size"})
@@ -61,17 +75,30 @@ def fine_tune_config(source, spec: str, modality: str, settings: dict, config: R
     if arch != theirs.arch and not wider:
         conflicts = [f"--arch {arch} (it is {theirs.arch})"]
     else:
-        conflicts = [f"{flag} {value} (it has {getattr(theirs, key)})" for key, (value, flag) in given.items()
-                     if key not in allowed and key != "vocab_size" and value != getattr(theirs, key)]
+        conflicts = [
+            f"{flag} {value} (it has {getattr(theirs, key)})"
+            for key, (value, flag) in given.items()
+            if key not in allowed and key != "vocab_size" and value != getattr(theirs, key)
+        ]
     if conflicts:
-        raise GeneratorError(f"--init-from {spec} fixes the tokenizer, architecture and sizes, which contradict "
-                             f"{'; '.join(conflicts)}: leave these out to take the checkpoint's")
-    base = config if config is not None else theirs.replace(
-        learning_rate=theirs.learning_rate * LEARNING_RATE_SHARE, **FINE_TUNE_DEFAULTS)
+        raise GeneratorError(
+            f"--init-from {spec} fixes the tokenizer, architecture and sizes, which contradict "
+            f"{'; '.join(conflicts)}: leave these out to take the checkpoint's"
+        )
+    base = (
+        config
+        if config is not None
+        else theirs.replace(learning_rate=theirs.learning_rate * LEARNING_RATE_SHARE, **FINE_TUNE_DEFAULTS)
+    )
     model_keys = {k: getattr(theirs, k) for k in MODEL_KEYS if k not in allowed}
     inherited = {**NOT_INHERITED} if config is None else {}
-    return base.replace(**inherited, **model_keys, modality=modality, init_from=str(spec),
-                        extra={**theirs.extra, **(config.extra if config is not None else {})})
+    return base.replace(
+        **inherited,
+        **model_keys,
+        modality=modality,
+        init_from=str(spec),
+        extra={**theirs.extra, **(config.extra if config is not None else {})},
+    )
 
 
 class GrowingChars:
@@ -108,15 +135,17 @@ def _grown(mine: list, theirs: list, name: str, spec: str) -> list:
             out.append(old)
             continue
         if new.ndim != old.ndim or sum(a != b for a, b in zip(new.shape, old.shape)) != 1:
-            raise GeneratorError(f"--init-from {spec}: its weights do not fit this model (layer {name} has other sizes)")
+            raise GeneratorError(
+                f"--init-from {spec}: its weights do not fit this model (layer {name} has other sizes)"
+            )
         axis = next(i for i, (a, b) in enumerate(zip(new.shape, old.shape)) if a != b)
         if new.shape[axis] < old.shape[axis]:
             raise GeneratorError(f"--init-from {spec}: its weights do not fit this model (layer {name} is smaller)")
         grown = np.array(new, copy=True)
         if new.ndim == 1:  # an output bias: new tokens start very unlikely
-            grown[old.shape[0]:] = NEW_TOKEN_BIAS
+            grown[old.shape[0] :] = NEW_TOKEN_BIAS
         elif axis == 1:  # an output kernel: new tokens' logits start at their bias alone
-            grown[:, old.shape[1]:] = 0.0
+            grown[:, old.shape[1] :] = 0.0
         else:  # an embedding table: new rows keep their fresh initialisation
             pass
         grown[tuple(slice(0, s) for s in old.shape)] = old
@@ -154,7 +183,7 @@ def describe_growth(source_tokenizer, tokenizer) -> str:
         return ""
     from generator.data.tokenizers.chars import describe_chars
 
-    added = list(new[len(old):])
+    added = list(new[len(old) :])
     return f"added {len(added)} new characters to the vocabulary of {len(old) + 1}: {describe_chars(added)}"
 
 

@@ -55,8 +55,10 @@ class _SummedAdam(keras.optimizers.Adam):
 
 
 if not hasattr(keras.optimizers.Adam, "_all_reduce_sum_gradients"):  # keep the step's sum the only one
-    raise ImportError("this Keras version no longer sums gradients in _all_reduce_sum_gradients; "
-                      "generator.training.steps must be updated")
+    raise ImportError(
+        "this Keras version no longer sums gradients in _all_reduce_sum_gradients; "
+        "generator.training.steps must be updated"
+    )
 
 
 NO_DECAY = ("bias", "gamma", "beta")  # variable names weight decay leaves alone (biases, layer norms)

@@ -33,8 +33,21 @@ from generator.errors import GeneratorError
 from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
-DATA_KEYS = ("corpus", "split", "seq_len", "batch_size", "val_fraction", "holdout", "holdout_block", "random_seed", "modality",
-             "documents", "column", "init_from", "freeze")
+DATA_KEYS = (
+    "corpus",
+    "split",
+    "seq_len",
+    "batch_size",
+    "val_fraction",
+    "holdout",
+    "holdout_block",
+    "random_seed",
+    "modality",
+    "documents",
+    "column",
+    "init_from",
+    "freeze",
+)
 __all__ = ["Trainer", "LoopState", "bits"]
 
 
@@ -58,16 +71,23 @@ def summary(history: list[dict], best_epoch: int) -> list[str]:
         return []
     train, val = best["train_loss"], best["val_loss"]
     gap = val - train
-    lines = [f"best epoch {best_epoch} of {len(history)}: validation {val:.4f} nats ({bits(val):.3f} bits) per token, "
-             f"training {train:.4f}; gap {gap:+.4f} nats ({gap / max(train, 1e-9):+.1%} of the training loss)"]
+    lines = [
+        f"best epoch {best_epoch} of {len(history)}: validation {val:.4f} nats ({bits(val):.3f} bits) per token, "
+        f"training {train:.4f}; gap {gap:+.4f} nats ({gap / max(train, 1e-9):+.1%} of the training loss)"
+    ]
     last = history[-1]
     rising = last["epoch"] > best_epoch and last["train_loss"] < train and last["val_loss"] > val * 1.02
     if gap > OVERFIT_GAP * train or rising:
-        why = "the validation loss is well above the training loss" if gap > OVERFIT_GAP * train else \
-            "the validation loss rose 2 % above its best while the training loss kept falling"
-        lines.append(f"warning: the model overfits ({why}); more regularization helps: raise --dropout, add "
-                     "--locked-dropout, --input-dropout, --embedding-dropout, --weight-drop or --weight-decay, or use "
-                     "fewer --units or --layers")
+        why = (
+            "the validation loss is well above the training loss"
+            if gap > OVERFIT_GAP * train
+            else "the validation loss rose 2 % above its best while the training loss kept falling"
+        )
+        lines.append(
+            f"warning: the model overfits ({why}); more regularization helps: raise --dropout, add "
+            "--locked-dropout, --input-dropout, --embedding-dropout, --weight-drop or --weight-decay, or use "
+            "fewer --units or --layers"
+        )
     return lines
 
 
@@ -113,11 +133,16 @@ class Trainer:
                 raise GeneratorError(f"output {d} exists and is not empty; choose a new --output")
             else:
                 saved = checkpoints.read_config(d)
-                changed = [k for k in MODEL_KEYS + DATA_KEYS
-                           if k != "vocab_size" and _setting(k, getattr(saved, k)) != _setting(k, getattr(self.config, k))]
+                changed = [
+                    k
+                    for k in MODEL_KEYS + DATA_KEYS
+                    if k != "vocab_size" and _setting(k, getattr(saved, k)) != _setting(k, getattr(self.config, k))
+                ]
                 if changed:
-                    raise GeneratorError(f"{d} holds a run with different settings ({', '.join(changed)}); "
-                                         f"use --force to start over or choose another --output")
+                    raise GeneratorError(
+                        f"{d} holds a run with different settings ({', '.join(changed)}); "
+                        f"use --force to start over or choose another --output"
+                    )
                 checkpoints.remove_partial_writes(d)
                 return True
         d.mkdir(parents=True, exist_ok=True)
@@ -164,12 +189,16 @@ class Trainer:
             return checkpoints.read_metrics(self.run_dir) if chief else {}
         data, train_ids, val_ids = self._read_corpus(strategy, corpus, make_tokenizer)
         train_windows, val_windows = self._windows(train_ids, val_ids, data.tokenizer)
-        self.log(f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
-                 f"{len(val_ids):,} validation tokens ({self._split_description()}), vocabulary {data.tokenizer.vocab_size}")
+        self.log(
+            f"corpus {corpus.name}: {data.num_documents} documents, {len(train_ids):,} training and "
+            f"{len(val_ids):,} validation tokens ({self._split_description()}), vocabulary {data.tokenizer.vocab_size}"
+        )
         rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
         if rows < strategy.num_replicas_in_sync:
-            raise GeneratorError(f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
-                                 f"replicas: use a --batch-size of at least that many, or a larger corpus")
+            raise GeneratorError(
+                f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
+                f"replicas: use a --batch-size of at least that many, or a larger corpus"
+            )
 
         import tensorflow as tf
 
@@ -207,19 +236,25 @@ class Trainer:
         config = self.config = self.config.replace(vocab_size=tokenizer.vocab_size)
         if self.val_corpus is not None:  # a separate validation corpus (e.g. the JSB valid split)
             fixed = dataset.TokenizerFactory(config.tokenizer, fixed=tokenizer)
-            val_data = self._together(strategy, lambda: dataset.tokenize(self.val_corpus, fixed), "reading the validation corpus")
+            val_data = self._together(
+                strategy, lambda: dataset.tokenize(self.val_corpus, fixed), "reading the validation corpus"
+            )
             train_ids, val_ids = data.ids, val_data.ids
             self.split = None
         else:
-            self.split = dataset.split_segments(data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block)
+            self.split = dataset.split_segments(
+                data, config.val_fraction, config.random_seed, config.holdout, config.holdout_block
+            )
             train_ids, val_ids = self.split
         if len(train_ids) < 2:
             raise GeneratorError(f"corpus {corpus.name} is too small to train on ({len(data.ids)} tokens)")
         settings = config.replace(corpus="").to_json()  # the corpus may sit at another path on each machine
         digest = hashlib.sha256(f"{corpus.fingerprint}{tokenizer.to_json()}{settings}".encode()).digest()
         if not distribute.all_ok(strategy, distribute.broadcast_bytes(strategy, digest) == digest):
-            raise GeneratorError("the workers disagree about the corpus or the settings: run the same command "
-                                 "on every worker, with the same corpus")
+            raise GeneratorError(
+                "the workers disagree about the corpus or the settings: run the same command "
+                "on every worker, with the same corpus"
+            )
         return data, train_ids, val_ids
 
     def _windows(self, train_ids, val_ids, tokenizer):
@@ -230,12 +265,29 @@ class Trainer:
         segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
         augment = tokenizer.augment if config.augment else None
         sampler = models.window_sampler(config)  # next-token windows, or the architecture's own (the harmonizer's)
-        train_windows = sampler(train_ids, config.seq_len, config.batch_size, seed=config.random_seed, augment=augment,
-                                segments=segments.get("train"))
-        val_windows = (sampler(val_ids, config.seq_len, config.batch_size, shuffle=False, drop_remainder=False,
-                               segments=segments.get("val"))
-                       if len(val_ids) >= 2 else None)
-        train_windows.own_shards = config.shard_tokens  # a worker of a multi-worker run reads its own stretch of the tokens
+        train_windows = sampler(
+            train_ids,
+            config.seq_len,
+            config.batch_size,
+            seed=config.random_seed,
+            augment=augment,
+            segments=segments.get("train"),
+        )
+        val_windows = (
+            sampler(
+                val_ids,
+                config.seq_len,
+                config.batch_size,
+                shuffle=False,
+                drop_remainder=False,
+                segments=segments.get("val"),
+            )
+            if len(val_ids) >= 2
+            else None
+        )
+        train_windows.own_shards = (
+            config.shard_tokens
+        )  # a worker of a multi-worker run reads its own stretch of the tokens
         if val_windows is not None and config.val_tokens:  # a fixed seeded sample of at most val_tokens
             val_windows.keep_sample(max(1, config.val_tokens // val_windows.seq_len), config.seed)
         return train_windows, val_windows
@@ -263,10 +315,18 @@ class Trainer:
             self.saved_at = state.position()
             self.log(f"resuming {self.run_dir} from {state.position()}")
         optimizer.learning_rate.assign(state.learning_rate)
-        extras = "".join(f", {x}" for x in (config.mixed_precision and f"mixed precision {config.mixed_precision}",
-                                            compiled.use_jit(config) and "XLA") if x)
-        self.log(f"model: {config.arch}, {config.layers} layers of {config.units}, embedding {config.embedding}, "
-                 f"{parameters(model):,} parameters; {distribute.describe(strategy)}{extras}")
+        extras = "".join(
+            f", {x}"
+            for x in (
+                config.mixed_precision and f"mixed precision {config.mixed_precision}",
+                compiled.use_jit(config) and "XLA",
+            )
+            if x
+        )
+        self.log(
+            f"model: {config.arch}, {config.layers} layers of {config.units}, embedding {config.embedding}, "
+            f"{parameters(model):,} parameters; {distribute.describe(strategy)}{extras}"
+        )
         if frozen:
             self.log(f"frozen at their starting weights: {', '.join(frozen)}")
         return model, optimizer, state
@@ -281,12 +341,16 @@ class Trainer:
         for line in summary(state.history, state.best_epoch):
             self.log(line)
         if state.start_val is not None and state.best_epoch == 0:
-            self.log(f"no epoch beat the starting weights (validation {state.start_val:.4f} nats per token); "
-                     f"{self.run_dir / 'model.keras'} keeps them")
+            self.log(
+                f"no epoch beat the starting weights (validation {state.start_val:.4f} nats per token); "
+                f"{self.run_dir / 'model.keras'} keeps them"
+            )
         try:
             from generator.training import curve
 
-            curve.plot(state.history, self.run_dir / "curve.png", state.best_epoch, f"{corpus.name}: {self.config.arch}")
+            curve.plot(
+                state.history, self.run_dir / "curve.png", state.best_epoch, f"{corpus.name}: {self.config.arch}"
+            )
         except Exception as e:  # a missing plotting backend must not fail a finished run
             self.log(f"(no training curve: {e})")
         return metrics
@@ -315,7 +379,9 @@ class Trainer:
             steps = min(config.steps_per_epoch or n_windows, train_windows.batches_for(n_windows))
             global_tokens = tf.constant(float(train_windows.batch_size_for(n_windows) * train_windows.seq_len))
             bar = keras.utils.Progbar(steps, stateful_metrics=["loss", "bits"], verbose=1) if self.progress else None
-            for batch in self._epoch_batches(strategy, train_windows, epoch, state.step_in_epoch, steps - state.step_in_epoch):
+            for batch in self._epoch_batches(
+                strategy, train_windows, epoch, state.step_in_epoch, steps - state.step_in_epoch
+            ):
                 self._warm_up(state, optimizer)
                 loss = float(train_step(batch, global_tokens))
                 state.epoch_loss += loss
@@ -376,9 +442,17 @@ class Trainer:
             if state.wait >= config.patience:
                 state.stopped_early = True
         state.stopped_early = state.stopped_early or state.out_of_time
-        state.history.append({"epoch": state.epoch, "train_loss": train_loss, "val_loss": val_loss,
-                              "train_bits": bits(train_loss), "val_bits": bits(val_loss),
-                              "learning_rate": lr, "seconds": round(seconds, 1)})
+        state.history.append(
+            {
+                "epoch": state.epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "train_bits": bits(train_loss),
+                "val_bits": bits(val_loss),
+                "learning_rate": lr,
+                "seconds": round(seconds, 1),
+            }
+        )
         for name, value in (("train", train_loss), ("validation", val_loss)):
             with writers[name].as_default(step=state.epoch):
                 tf.summary.scalar("epoch_loss_nats", value)
@@ -395,8 +469,10 @@ class Trainer:
         state.complete = state.stopped_early or state.epoch >= config.epochs
         checkpoints.atomic_write_text(self.run_dir / "history.csv", history_csv(state))
         self._save_state(state, model, optimizer)
-        self.log(f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
-                 f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}")
+        self.log(
+            f"epoch {state.epoch}/{config.epochs}: train {train_loss:.4f} nats ({bits(train_loss):.3f} bits), "
+            f"validation {val_loss:.4f} nats ({bits(val_loss):.3f} bits) per token, {seconds:.0f} s{note}"
+        )
 
     def _split_description(self) -> str:
         if self.split is None:
@@ -417,8 +493,10 @@ class Trainer:
         val = self._validate(eval_step, val_windows, strategy)
         state.start_val = state.best_val = distribute.broadcast_float(strategy, val)
         checkpoints.save_model(model, self.run_dir / "model.keras")
-        self.log(f"the starting weights: validation {state.start_val:.4f} nats ({bits(state.start_val):.3f} bits) "
-                 f"per token; an epoch must beat that to replace them")
+        self.log(
+            f"the starting weights: validation {state.start_val:.4f} nats ({bits(state.start_val):.3f} bits) "
+            f"per token; an epoch must beat that to replace them"
+        )
 
     def _warm_up(self, state, optimizer) -> None:
         """During the first ``warmup_steps`` steps, the learning rate ramps up to ``state.learning_rate``."""
@@ -453,9 +531,17 @@ class Trainer:
             "corpus_fingerprint": corpus.fingerprint,
             "tokens": {"train": int(len(train_ids)), "validation": int(len(val_ids))},
             "validation_split": self._split_description(),
-            "holdout": {"method": self.split.method, "held_out": self.split.blocks, "seed": self.config.random_seed,
-                        "val_fraction": self.config.val_fraction, "block_tokens": self.config.holdout_block}
-            if self.split is not None else {"method": "split", "split": self.config.val_split},
-            "best_epoch_train_loss_nats": next((h["train_loss"] for h in state.history if h["epoch"] == state.best_epoch), None),
+            "holdout": {
+                "method": self.split.method,
+                "held_out": self.split.blocks,
+                "seed": self.config.random_seed,
+                "val_fraction": self.config.val_fraction,
+                "block_tokens": self.config.holdout_block,
+            }
+            if self.split is not None
+            else {"method": "split", "split": self.config.val_split},
+            "best_epoch_train_loss_nats": next(
+                (h["train_loss"] for h in state.history if h["epoch"] == state.best_epoch), None
+            ),
             "versions": {"generator": __version__, "tensorflow": tf.__version__, "keras": keras.__version__},
         }

@@ -59,11 +59,14 @@ class SearchSpace:
             if len(values) == 1:
                 values = values * 2
             if len(values) != 2 or not all(low_ok(v) for v in values) or values[0] > values[1]:
-                raise GeneratorError(f"{name} must be one value or MIN,MAX within its bounds, not {getattr(self, name)}")
+                raise GeneratorError(
+                    f"{name} must be one value or MIN,MAX within its bounds, not {getattr(self, name)}"
+                )
             setattr(self, name, values)
 
     def define(self, hp) -> dict:
         """Declare the search space on a KerasTuner ``HyperParameters``; returns this trial's values."""
+
         def choice(name, values):
             return hp.Choice(name, list(values)) if len(values) > 1 else hp.Fixed(name, values[0])
 
@@ -73,7 +76,8 @@ class SearchSpace:
             "layers": choice("layers", self.layers),
             "units": choice("units", self.units),
             "dropout": hp.Float("dropout", d0, d1, step=step) if d1 > d0 else hp.Fixed("dropout", d0),
-            "learning_rate": hp.Float("learning_rate", l0, l1, sampling="log") if l1 > l0
+            "learning_rate": hp.Float("learning_rate", l0, l1, sampling="log")
+            if l1 > l0
             else hp.Fixed("learning_rate", l0),
         }
 
@@ -99,8 +103,10 @@ def make_data(config: RunConfig, encoding: str = "utf-8", steps_per_epoch: int =
     data = dataset.tokenize(source, TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options")))
     train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.random_seed)
     if len(train_ids) < 2 or len(val_ids) < 2:
-        raise GeneratorError(f"corpus {source.name} is too small to tune on: it gives {len(train_ids)} training and "
-                             f"{len(val_ids)} validation tokens (raise --val-fraction or use a larger corpus)")
+        raise GeneratorError(
+            f"corpus {source.name} is too small to tune on: it gives {len(train_ids)} training and "
+            f"{len(val_ids)} validation tokens (raise --val-fraction or use a larger corpus)"
+        )
     x, y = windows(train_ids, config)
     vx, vy = windows(val_ids, config)
     train = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=config.random_seed)
@@ -108,8 +114,10 @@ def make_data(config: RunConfig, encoding: str = "utf-8", steps_per_epoch: int =
     if steps_per_epoch:
         train = train.repeat()
     val = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(config.batch_size)
-    about = (f"corpus {source.name}: {len(x):,} training and {len(vx):,} validation windows of up to "
-             f"{x.shape[1]} tokens, vocabulary {data.tokenizer.vocab_size}")
+    about = (
+        f"corpus {source.name}: {len(x):,} training and {len(vx):,} validation windows of up to "
+        f"{x.shape[1]} tokens, vocabulary {data.tokenizer.vocab_size}"
+    )
     return train.prefetch(2), val.prefetch(2), data.tokenizer, about
 
 
@@ -123,8 +131,10 @@ def _hypermodel(base: RunConfig, space: SearchSpace, log):
         def build(self, hp):
             config = base.replace(**space.define(hp))
             model = build_model(config)
-            model.compile(optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
-                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model.compile(
+                optimizer=keras.optimizers.Adam(config.learning_rate, global_clipnorm=config.clip_norm),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
             return model
 
         def fit(self, hp, model, *args, **kwargs):
@@ -155,9 +165,22 @@ def prepare_output(output: Path, force: bool) -> None:
     output.mkdir(parents=True, exist_ok=True)
 
 
-def tune(corpus: str, output, *, modality: str = "text", trials: int = 10, epochs: int = 2,
-         algorithm: str = "bayesian", space: SearchSpace | None = None, steps_per_epoch: int = 0,
-         encoding: str = "utf-8", force: bool = False, log=print, verbose: int = 0, **settings) -> dict:
+def tune(
+    corpus: str,
+    output,
+    *,
+    modality: str = "text",
+    trials: int = 10,
+    epochs: int = 2,
+    algorithm: str = "bayesian",
+    space: SearchSpace | None = None,
+    steps_per_epoch: int = 0,
+    encoding: str = "utf-8",
+    force: bool = False,
+    log=print,
+    verbose: int = 0,
+    **settings,
+) -> dict:
     """Search ``space`` with ``trials`` models of up to ``epochs`` epochs; write the best into ``output``.
 
     ``settings`` are other ``RunConfig`` fields (seq_len, batch_size, embedding, val_fraction, random_seed,
@@ -184,8 +207,14 @@ def tune(corpus: str, output, *, modality: str = "text", trials: int = 10, epoch
     log(about)
     base = base.replace(vocab_size=tokenizer.vocab_size)
     keras.utils.set_random_seed(base.random_seed)
-    common = dict(objective="val_loss", seed=base.random_seed, directory=str(output), project_name="search",
-                  overwrite=True, max_consecutive_failed_trials=2)
+    common = dict(
+        objective="val_loss",
+        seed=base.random_seed,
+        directory=str(output),
+        project_name="search",
+        overwrite=True,
+        max_consecutive_failed_trials=2,
+    )
     hypermodel = _hypermodel(base, space, log)
     if algorithm == "bayesian":
         try:
@@ -198,15 +227,23 @@ def tune(corpus: str, output, *, modality: str = "text", trials: int = 10, epoch
     callbacks = [keras.callbacks.TerminateOnNaN(), keras.callbacks.TensorBoard(log_dir=str(output / "logs"))]
     log(f"searching {algorithm}: {trials} trials of up to {epochs} epochs")
     try:
-        tuner.search(train, validation_data=val, epochs=epochs, steps_per_epoch=steps_per_epoch or None,
-                     callbacks=callbacks, verbose=verbose, shuffle=False)  # the Dataset shuffles
+        tuner.search(
+            train,
+            validation_data=val,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch or None,
+            callbacks=callbacks,
+            verbose=verbose,
+            shuffle=False,
+        )  # the Dataset shuffles
     except RuntimeError as e:  # KerasTuner gives up after repeated failed trials
         raise GeneratorError(f"the search failed: {str(e).strip().splitlines()[-1][:200]}") from None
     return _write_results(tuner, base, space, output, algorithm, trials, epochs)
 
 
-def _write_results(tuner, base: RunConfig, space: SearchSpace, output: Path, algorithm: str, trials: int,
-                   epochs: int) -> dict:
+def _write_results(
+    tuner, base: RunConfig, space: SearchSpace, output: Path, algorithm: str, trials: int, epochs: int
+) -> dict:
     from generator.training.checkpoints import atomic_write_text, write_json
 
     done = [t for t in tuner.oracle.trials.values() if t.score is not None and math.isfinite(t.score)]
@@ -226,15 +263,24 @@ def _write_results(tuner, base: RunConfig, space: SearchSpace, output: Path, alg
         "algorithm": algorithm,
         "budget": {"trials": trials, "epochs": epochs},
         "search_space": asdict(space),
-        "trials": sorted(({"trial": t.trial_id, "val_loss_nats": t.score,
-                           "hyperparameters": {k: t.hyperparameters.values.get(k) for k in TUNED}}
-                          for t in done), key=lambda r: r["val_loss_nats"]),
+        "trials": sorted(
+            (
+                {
+                    "trial": t.trial_id,
+                    "val_loss_nats": t.score,
+                    "hyperparameters": {k: t.hyperparameters.values.get(k) for k in TUNED},
+                }
+                for t in done
+            ),
+            key=lambda r: r["val_loss_nats"],
+        ),
     }
     write_json(output / "tuning.json", result)
     return {**result, "config_path": config_path}
 
 
 def summary(result: dict) -> str:
-    return (f"best validation loss {result['val_loss_nats']:.4f} nats ({result['val_bits_per_token']:.3f} bits) per "
-            f"token with {describe(result['best_hyperparameters'])}; configuration {result['config_path']}")
-
+    return (
+        f"best validation loss {result['val_loss_nats']:.4f} nats ({result['val_bits_per_token']:.3f} bits) per "
+        f"token with {describe(result['best_hyperparameters'])}; configuration {result['config_path']}"
+    )

@@ -59,8 +59,22 @@ import numpy as np
 from generator.data.notes import Instrument, Note, NoteSequence, beat_clock
 from generator.data.tokenizers.base import BOS, BOS_NAME, Tokenizer, register
 
-TIME_SIGNATURES = [(4, 4), (3, 4), (2, 4), (6, 8), (12, 8), (2, 2), (5, 4), (7, 8), (9, 8), (3, 8), (6, 4),
-                   (7, 4), (5, 8), (1, 4)]
+TIME_SIGNATURES = [
+    (4, 4),
+    (3, 4),
+    (2, 4),
+    (6, 8),
+    (12, 8),
+    (2, 2),
+    (5, 4),
+    (7, 8),
+    (9, 8),
+    (3, 8),
+    (6, 4),
+    (7, 4),
+    (5, 8),
+    (1, 4),
+]
 TEMPO_BINS = [round(40 * (240 / 40) ** (i / 23), 1) for i in range(24)]  # 40 .. 240 bpm, geometric
 DURATIONS = [1, 2, 3, 4, 6, 8, 9, 12, 15, 18, 24, 30, 36, 48, 60, 72, 96, 120, 144, 192]  # steps
 VELOCITY_BINS = 8
@@ -70,9 +84,25 @@ KINDS = 17  # 16 program families + drums
 DRUM_KIND = 16
 BASS_KIND = 4
 INSTANCES = 3  # slots per pitched kind
-FAMILY_NAMES = ["piano", "chromatic percussion", "organ", "guitar", "bass", "strings", "ensemble", "brass",
-                "reed", "pipe", "synth lead", "synth pad", "synth effects", "ethnic", "percussive",
-                "sound effects", "drums"]
+FAMILY_NAMES = [
+    "piano",
+    "chromatic percussion",
+    "organ",
+    "guitar",
+    "bass",
+    "strings",
+    "ensemble",
+    "brass",
+    "reed",
+    "pipe",
+    "synth lead",
+    "synth pad",
+    "synth effects",
+    "ethnic",
+    "percussive",
+    "sound effects",
+    "drums",
+]
 FAMILY_PROGRAMS = [0, 11, 16, 25, 33, 48, 48, 61, 65, 73, 80, 88, 98, 104, 114, 120, 0]  # decoded without a seed
 MIN_BAR_STEPS = 1
 
@@ -97,9 +127,16 @@ class BandTokenizer(Tokenizer):
     modality = "music"
     has_constraint = True
 
-    def __init__(self, steps_per_beat: int = 12, max_bar_beats: int = 8, transpose: int = 5,
-                 time_signature: tuple[int, int] | list[int] = (4, 4), bpm: float = 120.0,
-                 slots: list[int] | None = None, fixed_tempo: bool = False):
+    def __init__(
+        self,
+        steps_per_beat: int = 12,
+        max_bar_beats: int = 8,
+        transpose: int = 5,
+        time_signature: tuple[int, int] | list[int] = (4, 4),
+        bpm: float = 120.0,
+        slots: list[int] | None = None,
+        fixed_tempo: bool = False,
+    ):
         if steps_per_beat < 1 or max_bar_beats < 1 or transpose < 0 or not bpm > 0:
             raise ValueError("need steps_per_beat >= 1, max_bar_beats >= 1, transpose >= 0 and bpm > 0")
         self.steps_per_beat, self.max_bar_beats = int(steps_per_beat), int(max_bar_beats)
@@ -111,9 +148,17 @@ class BandTokenizer(Tokenizer):
         self.fixed_tempo = bool(fixed_tempo)  # decode at ``bpm`` whatever TEMPO says (continuing a seed)
         self._slot_mask = np.zeros(KINDS * INSTANCES, dtype=bool)  # the TRACK slots sampling may choose
         self._slot_mask[self.slots if self.slots is not None else slice(None)] = True
-        layout = [("TIMESIG", len(TIME_SIGNATURES)), ("BAR", 1), ("TEMPO", len(TEMPO_BINS)),
-                  ("POS", self.max_bar_steps), ("TRACK", KINDS * INSTANCES), ("VEL", VELOCITY_BINS),
-                  ("NOTE", 128), ("DUR", len(DURATIONS)), ("DRUM", DRUM_KEYS[1] - DRUM_KEYS[0] + 1)]
+        layout = [
+            ("TIMESIG", len(TIME_SIGNATURES)),
+            ("BAR", 1),
+            ("TEMPO", len(TEMPO_BINS)),
+            ("POS", self.max_bar_steps),
+            ("TRACK", KINDS * INSTANCES),
+            ("VEL", VELOCITY_BINS),
+            ("NOTE", 128),
+            ("DUR", len(DURATIONS)),
+            ("DRUM", DRUM_KEYS[1] - DRUM_KEYS[0] + 1),
+        ]
         offset, self.ranges = BOS + 1, {}
         for name, size in layout:
             self.ranges[name] = _Range(name, offset, size)
@@ -125,8 +170,8 @@ class BandTokenizer(Tokenizer):
         self._kind = np.full(self._vocab_size, -1, dtype=np.int64)  # id -> index of its range in layout
         self._value = np.zeros(self._vocab_size, dtype=np.int64)  # id -> value within its range
         for k, (name, size) in enumerate(layout):
-            self._kind[r[name].offset:r[name].offset + size] = k
-            self._value[r[name].offset:r[name].offset + size] = np.arange(size)
+            self._kind[r[name].offset : r[name].offset + size] = k
+            self._value[r[name].offset : r[name].offset + size] = np.arange(size)
         self._names = [n for n, _ in layout]
         self._durations = np.array(DURATIONS, dtype=float)
 
@@ -142,9 +187,14 @@ class BandTokenizer(Tokenizer):
         if not 0 < token_id < self.vocab_size:
             return f"<invalid {token_id}>"
         name, value = self._names[self._kind[token_id]], int(self._value[token_id])
-        shown = {"TIMESIG": lambda v: "%d/%d" % TIME_SIGNATURES[v], "TEMPO": lambda v: TEMPO_BINS[v],
-                 "TRACK": lambda v: f"{FAMILY_NAMES[v // INSTANCES]}:{v % INSTANCES}", "VEL": lambda v: v + 1,
-                 "DUR": lambda v: DURATIONS[v], "DRUM": lambda v: v + DRUM_KEYS[0]}
+        shown = {
+            "TIMESIG": lambda v: "%d/%d" % TIME_SIGNATURES[v],
+            "TEMPO": lambda v: TEMPO_BINS[v],
+            "TRACK": lambda v: f"{FAMILY_NAMES[v // INSTANCES]}:{v % INSTANCES}",
+            "VEL": lambda v: v + 1,
+            "DUR": lambda v: DURATIONS[v],
+            "DRUM": lambda v: v + DRUM_KEYS[0],
+        }
         return name if name == "BAR" else f"{name}({shown.get(name, lambda v: v)(value)})"
 
     def bar_steps(self, time_signature) -> int:
@@ -201,7 +251,7 @@ class BandTokenizer(Tokenizer):
             for i, t in enumerate(tracks):
                 slots[t] = kind * INSTANCES + min(i, capacity - 1)
             if len(tracks) > capacity:
-                names = [_track_name(seq, t) for t in tracks[capacity - 1:]]
+                names = [_track_name(seq, t) for t in tracks[capacity - 1 :]]
                 reduced.append(f"{len(names)} {FAMILY_NAMES[kind]} tracks share one slot ({', '.join(names)})")
         return slots, reduced
 
@@ -330,16 +380,30 @@ class BandTokenizer(Tokenizer):
         for start, end, pitch, vbin, slot, is_drum in events:
             t0 = seconds(start)
             t1 = t0 + DRUM_SECONDS if is_drum else seconds(end)
-            notes.append(Note(int(pitch), t0, t1, int(vbin * 127 // VELOCITY_BINS + 8),
-                              FAMILY_PROGRAMS[slot // INSTANCES], bool(is_drum), slot))
+            notes.append(
+                Note(
+                    int(pitch),
+                    t0,
+                    t1,
+                    int(vbin * 127 // VELOCITY_BINS + 8),
+                    FAMILY_PROGRAMS[slot // INSTANCES],
+                    bool(is_drum),
+                    slot,
+                )
+            )
         notes.sort(key=lambda n: (n.start, n.track, n.pitch))
         instruments = [slot_instrument(slot) for slot in range(KINDS * INSTANCES)]
         tempos = []
         for step, bpm in tempo_changes:
             if not tempos or tempos[-1][1] != bpm:
                 tempos.append((float(seconds(step)), float(bpm)))
-        seq = NoteSequence(notes=notes, tempos=tempos or [(0.0, self.bpm)], time_signature=self.time_signature,
-                           instruments=instruments or [Instrument()], source="generated")
+        seq = NoteSequence(
+            notes=notes,
+            tempos=tempos or [(0.0, self.bpm)],
+            time_signature=self.time_signature,
+            instruments=instruments or [Instrument()],
+            source="generated",
+        )
         return seq, seconds(end_step)
 
     def duration(self, ids) -> float:
@@ -355,8 +419,15 @@ class BandTokenizer(Tokenizer):
         ts = TIME_SIGNATURES[self.time_signature_index(seed.time_signature or (4, 4))]
         end = seed.end_time
         bpm = next((b for t, b in sorted(seed.tempos or [(0.0, 120.0)], reverse=True) if t <= end), seed.initial_bpm)
-        return type(self).from_config({**self.config(), "bpm": float(bpm), "time_signature": list(ts),
-                                       "slots": slots or None, "fixed_tempo": True})
+        return type(self).from_config(
+            {
+                **self.config(),
+                "bpm": float(bpm),
+                "time_signature": list(ts),
+                "slots": slots or None,
+                "fixed_tempo": True,
+            }
+        )
 
     def cut_prompt(self, ids: list[int], limit: int) -> list[int]:
         """The last ``limit`` ids of an encoded seed, starting at a bar, after the metre and tempo."""
@@ -376,9 +447,15 @@ class BandTokenizer(Tokenizer):
 
     # -- serialization ----------------------------------------------------------------------------
     def config(self) -> dict:
-        return {"steps_per_beat": self.steps_per_beat, "max_bar_beats": self.max_bar_beats,
-                "transpose": self.transpose, "time_signature": list(self.time_signature), "bpm": self.bpm,
-                "slots": self.slots, "fixed_tempo": self.fixed_tempo}
+        return {
+            "steps_per_beat": self.steps_per_beat,
+            "max_bar_beats": self.max_bar_beats,
+            "transpose": self.transpose,
+            "time_signature": list(self.time_signature),
+            "bpm": self.bpm,
+            "slots": self.slots,
+            "fixed_tempo": self.fixed_tempo,
+        }
 
     # -- augmentation and transposition ------------------------------------------------------------
     def transposition(self, semitones: int) -> np.ndarray:
@@ -407,36 +484,36 @@ class BandTokenizer(Tokenizer):
         for b, (phase, bar_steps, pos, slot, pitch) in enumerate(state.tolist()):
             row = mask[b]
             if phase == 0:
-                row[self.timesig.offset:self.timesig.offset + self.timesig.size] = True
+                row[self.timesig.offset : self.timesig.offset + self.timesig.size] = True
                 row[self.bar] = True
                 continue
             if phase == 6:
-                row[self.dur.offset:self.dur.offset + self.dur.size] = True
+                row[self.dur.offset : self.dur.offset + self.dur.size] = True
                 continue
             if phase in (4, 5):
                 if slot == DRUM_KIND * INSTANCES:
-                    row[self.drum.offset:self.drum.offset + self.drum.size] = True
+                    row[self.drum.offset : self.drum.offset + self.drum.size] = True
                 else:
-                    row[self.note.offset + pitch + 1:self.note.offset + 128] = True
+                    row[self.note.offset + pitch + 1 : self.note.offset + 128] = True
                 if phase == 4:
-                    row[self.vel.offset:self.vel.offset + self.vel.size] = True
+                    row[self.vel.offset : self.vel.offset + self.vel.size] = True
                 continue
             if phase == 3:  # after POS: a track
-                row[self.track.offset:self.track.offset + self.track.size] = slots
+                row[self.track.offset : self.track.offset + self.track.size] = slots
                 continue
             row[self.bar] = True
-            row[self.pos.offset + pos + 1:self.pos.offset + bar_steps] = True
+            row[self.pos.offset + pos + 1 : self.pos.offset + bar_steps] = True
             if phase == 1:
-                row[self.tempo.offset:self.tempo.offset + self.tempo.size] = True
+                row[self.tempo.offset : self.tempo.offset + self.tempo.size] = True
             if phase == 7:  # more notes of this track, or a later track
                 if slot == DRUM_KIND * INSTANCES:
-                    row[self.drum.offset:self.drum.offset + self.drum.size] = True
+                    row[self.drum.offset : self.drum.offset + self.drum.size] = True
                 elif pitch < 127:
-                    row[self.note.offset + pitch + 1:self.note.offset + 128] = True
+                    row[self.note.offset + pitch + 1 : self.note.offset + 128] = True
                 later = slots.copy()
-                later[:slot + 1] = False
-                row[self.track.offset:self.track.offset + self.track.size] = later
-                row[self.vel.offset:self.vel.offset + self.vel.size] = True
+                later[: slot + 1] = False
+                row[self.track.offset : self.track.offset + self.track.size] = later
+                row[self.vel.offset : self.vel.offset + self.vel.size] = True
         return mask
 
     def advance(self, state: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -487,12 +564,14 @@ def slot_instrument(slot: int) -> Instrument:
     """The instrument a TRACK slot decodes to without a seed: its family's usual program."""
     kind, instance = divmod(slot, INSTANCES)
     name = FAMILY_NAMES[kind] + (f" {instance + 1}" if instance else "")
-    return Instrument(program=FAMILY_PROGRAMS[kind], is_drum=kind == DRUM_KIND, name=name, channel=9 if kind == DRUM_KIND else -1)
+    return Instrument(
+        program=FAMILY_PROGRAMS[kind], is_drum=kind == DRUM_KIND, name=name, channel=9 if kind == DRUM_KIND else -1
+    )
 
 
 def _track_name(seq: NoteSequence, track: int) -> str:
     inst = seq.instruments[track] if 0 <= track < len(seq.instruments) else None
-    return (inst.name.strip() if inst and inst.name.strip() else f"track {track + 1}")
+    return inst.name.strip() if inst and inst.name.strip() else f"track {track + 1}"
 
 
 def _step_seconds(tempo_changes: list[tuple[int, float]], steps_per_beat: int):

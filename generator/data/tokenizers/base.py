@@ -85,8 +85,8 @@ class Tokenizer:
         size)``, one id per semitone; every other id maps to itself."""
         table = np.arange(vocab_size, dtype=np.int64)
         for first, size in ranges:
-            ids = table[first:first + size] + semitones
-            table[first:first + size] = np.where((ids >= first) & (ids < first + size), ids, -1)
+            ids = table[first : first + size] + semitones
+            table[first : first + size] = np.where((ids >= first) & (ids < first + size), ids, -1)
         return table
 
     # -- constrained sampling ------------------------------------------------------------------

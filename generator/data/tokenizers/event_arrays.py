@@ -89,14 +89,16 @@ def allowed_mask(
     batch, num_pitches = on.shape
     mask = np.ones((batch, vocab_size), dtype=bool)
     mask[:, 0] = False
-    can_start = (~on & (on.sum(axis=1) < max_polyphony)[:, None])
+    can_start = ~on & (on.sum(axis=1) < max_polyphony)[:, None]
     for offset in on_offsets:
         mask[:, offset : offset + num_pitches] = can_start
     mask[:, off_offset : off_offset + num_pitches] = state >= 1
     if max_note_steps is not None:
         room = max_note_steps - state.max(axis=1, initial=-1)  # steps the oldest note may still last
         room = np.where(on.any(axis=1), room, max_shift_steps)
-        mask[:, shift_offset : shift_offset + max_shift_steps] = np.arange(1, max_shift_steps + 1)[None, :] <= room[:, None]
+        mask[:, shift_offset : shift_offset + max_shift_steps] = (
+            np.arange(1, max_shift_steps + 1)[None, :] <= room[:, None]
+        )
         capped = state >= max_note_steps  # [batch, num_pitches]: notes that must end now
         must_release = capped.any(axis=1)
         mask[must_release] = False

@@ -260,8 +260,10 @@ class EventTokenizer(Tokenizer):
         starts = np.maximum(np.rint(clock([n.start for n in notes])), 0).astype(np.int64).tolist()
         ends = np.rint(clock([n.end for n in notes])).astype(np.int64).tolist()
         slot = self.slots(seq)
-        return [(start, max(end, start + 1), int(n.pitch), int(n.velocity), n.is_drum, slot.get(n.track, 0))
-                for n, start, end in zip(notes, starts, ends)]
+        return [
+            (start, max(end, start + 1), int(n.pitch), int(n.velocity), n.is_drum, slot.get(n.track, 0))
+            for n, start, end in zip(notes, starts, ends)
+        ]
 
     def encode(self, document) -> list[int]:
         """Turn a NoteSequence (or a JSB-style pitch grid) into ids; see ``last_dropped``."""
@@ -424,9 +426,7 @@ class EventTokenizer(Tokenizer):
             windows, rng, self.transpose, self._on_offsets + [self.off.offset], self.num_pitches
         )
         if self.stretch:
-            out = event_arrays.stretch_windows(
-                out, rng, self.stretch, self.shift.offset, self.max_shift_steps
-            )
+            out = event_arrays.stretch_windows(out, rng, self.stretch, self.shift.offset, self.max_shift_steps)
         return out
 
     # -- constrained sampling ------------------------------------------------------------------
@@ -437,8 +437,14 @@ class EventTokenizer(Tokenizer):
 
     def allowed(self, state: np.ndarray) -> np.ndarray:
         return event_arrays.allowed_mask(
-            state, self.vocab_size, self._on_offsets, self.off.offset, self.max_polyphony,
-            self.shift.offset, self.max_shift_steps, self.max_note_steps,
+            state,
+            self.vocab_size,
+            self._on_offsets,
+            self.off.offset,
+            self.max_polyphony,
+            self.shift.offset,
+            self.max_shift_steps,
+            self.max_note_steps,
         )
 
     def advance(self, state: np.ndarray, ids: np.ndarray) -> np.ndarray:

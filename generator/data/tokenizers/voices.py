@@ -104,9 +104,7 @@ def _seconds_to_quarters(times: np.ndarray, tempos) -> np.ndarray:
 def _track_voices(seq: NoteSequence, tracks: list[int]) -> dict[int, int]:
     """Map four tracks to voice columns: by name when all four are named, else by mean pitch."""
     aliases = {"soprano": 0, "s": 0, "alto": 1, "a": 1, "tenor": 2, "t": 2, "bass": 3, "b": 3}
-    names = [
-        seq.instruments[t].name.strip().lower() if t < len(seq.instruments) else "" for t in tracks
-    ]
+    names = [seq.instruments[t].name.strip().lower() if t < len(seq.instruments) else "" for t in tracks]
     by_name = [aliases.get((name.split() or [""])[0]) for name in names]
     if None not in by_name and sorted(by_name) == [0, 1, 2, 3]:
         return dict(zip(tracks, by_name))
@@ -164,8 +162,9 @@ def note_sequence_from_grid(
         ends = np.append(changes[1:], len(column))
         for start, end in zip(changes, ends):
             if column[start] >= 0:
-                notes.append(Note(int(column[start]), start * step_seconds, end * step_seconds,
-                                  velocity, program, False, voice))
+                notes.append(
+                    Note(int(column[start]), start * step_seconds, end * step_seconds, velocity, program, False, voice)
+                )
     notes.sort(key=lambda n: (n.start, n.track))
     return NoteSequence(
         notes=notes,
@@ -233,9 +232,7 @@ class VoicesTokenizer(Tokenizer):
         if not outside.any():
             return grid
         if self.out_of_range == "error":
-            raise ValueError(
-                f"pitch {grid[outside][0]} is outside the vocabulary range {self.low}..{self.high}"
-            )
+            raise ValueError(f"pitch {grid[outside][0]} is outside the vocabulary range {self.low}..{self.high}")
         below = sounding & (grid < self.low)
         grid[below] += 12 * -((grid[below] - self.low) // 12)  # ceil to the first octave >= low
         above = grid > self.high
@@ -269,9 +266,7 @@ class VoicesTokenizer(Tokenizer):
 
     def decode(self, ids) -> NoteSequence:
         """A four-track ``NoteSequence`` (Soprano, Alto, Tenor, Bass) of token ids."""
-        return note_sequence_from_grid(
-            self.grid_from_ids(ids), self.bpm, self.program, self.steps_per_quarter
-        )
+        return note_sequence_from_grid(self.grid_from_ids(ids), self.bpm, self.program, self.steps_per_quarter)
 
     def duration(self, ids) -> float:
         """Seconds spanned by the complete grid steps of ``ids`` at ``bpm``."""
@@ -336,7 +331,7 @@ class VoicesTokenizer(Tokenizer):
         """[batch, pitches]: the pitches the next voice may take under the voice-leading rules."""
         rows = np.arange(len(state))
         voice = state[:, 0] % NUM_VOICES
-        chord, current = state[:, 1:1 + NUM_VOICES], state[:, 1 + NUM_VOICES:]
+        chord, current = state[:, 1 : 1 + NUM_VOICES], state[:, 1 + NUM_VOICES :]
         pitch = np.arange(self.low, self.high + 1)[None, :]
         above = np.where(voice > 0, current[rows, np.maximum(voice - 1, 0)], -1)[:, None]
         basic = (above < 0) | (pitch <= above)  # no crossing with the voice above
@@ -371,10 +366,10 @@ class VoicesTokenizer(Tokenizer):
         state[rows, 1 + NUM_VOICES + voice] = np.where(ids >= PITCH_OFFSET, ids - PITCH_OFFSET + self.low, -1)
         state[:, 0] += 1
         step_done = state[:, 0] % NUM_VOICES == 0
-        current = state[:, 1 + NUM_VOICES:]
+        current = state[:, 1 + NUM_VOICES :]
         full = step_done & (current >= 0).all(axis=1)
-        state[full, 1:1 + NUM_VOICES] = current[full]
-        state[step_done, 1 + NUM_VOICES:] = -1
+        state[full, 1 : 1 + NUM_VOICES] = current[full]
+        state[step_done, 1 + NUM_VOICES :] = -1
         bos = ids == BOS
         state[bos] = self.new_constraint_state(int(bos.sum()))
         return state
