@@ -154,7 +154,7 @@ def _build(corpus, make_tokenizer, target: Path, log) -> None:
     else:
         tokenizer, writer = _encode_documents(corpus, make_tokenizer, target, log)
     try:
-        if writer.length <= len(writer.starts):
+        if writer.length <= writer.documents:
             raise GeneratorError(f"corpus {corpus.name} holds no tokens")
         writer.finish(_manifest(corpus, make_tokenizer, tokenizer))
     except BaseException:
