@@ -137,7 +137,7 @@ def tokenize_corpus(spec: str, modality: str, tokenizer: str, documents: str = "
     }
 
 
-def train_steps(spec: str, steps: int, val_tokens: int) -> dict:
+def train_steps(spec: str, steps: int, val_tokens: int, documents: str = "files", column: str = "") -> dict:
     """Child: one epoch's first ``steps`` steps of a small model on ``spec`` (already tokenized)."""
     from benchmarks.common import quiet_tensorflow
 
@@ -157,6 +157,8 @@ def train_steps(spec: str, steps: int, val_tokens: int) -> dict:
             seq_len=100,
             batch_size=64,
             val_tokens=val_tokens,
+            documents=documents,
+            column=column,
             log=lambda m: None,
             progress=False,
         )
@@ -192,8 +194,9 @@ def text(sizes: list[float], steps: int, val_tokens: int) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def documents(sizes: list[float], kinds: list[str]) -> None:
-    """Peak memory of tokenizing short documents (lines, CSV and JSONL columns) and a grown vocabulary."""
+def documents(sizes: list[float], kinds: list[str], steps: int, val_tokens: int) -> None:
+    """Peak memory of tokenizing short documents (lines, CSV and JSONL columns) and a grown vocabulary,
+    and with ``steps``, of that many training steps on each corpus of short documents."""
     for gigabytes in sizes:
         for kind in kinds:
             folder = Path(tempfile.mkdtemp(prefix="generator-scale-"))
@@ -212,6 +215,13 @@ def documents(sizes: list[float], kinds: list[str]) -> None:
                 }[kind]
                 env = child_env(GENERATOR_CACHE_DIR=str(folder / "cache"))
                 tokenized = _child(["_tokenize", str(path), "text", *options], env)
+                trained = {}
+                if steps and kind != "grow":
+                    trained = {
+                        "train_first_steps": _child(
+                            ["_train", str(path), str(steps), str(val_tokens), *options[1:]], env
+                        )
+                    }
                 print(
                     json.dumps(
                         {
@@ -221,6 +231,7 @@ def documents(sizes: list[float], kinds: list[str]) -> None:
                                 **tokenized,
                                 "mb_per_s": round(path.stat().st_size / 1e6 / tokenized["seconds"], 1),
                             },
+                            **trained,
                             "load_average": os.getloadavg()[0],
                         }
                     ),
@@ -321,7 +332,7 @@ def main(argv=None) -> None:
         print(json.dumps(tokenize_corpus(*argv[1:6])))
         return
     if argv and argv[0] == "_train":
-        print(json.dumps(train_steps(argv[1], int(argv[2]), int(argv[3]))))
+        print(json.dumps(train_steps(argv[1], int(argv[2]), int(argv[3]), *argv[4:6])))
         return
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -348,9 +359,11 @@ def main(argv=None) -> None:
         default=["lines", "csv", "jsonl", "grow"],
         help="Which corpora to measure: lines of text, CSV and JSONL columns, a fine-tuning run's grown vocabulary.",
     )
+    d.add_argument("--steps", type=int, default=0, help="Training steps also measured on each corpus (0: none).")
+    d.add_argument("--val-tokens", type=int, default=200_000, help="The validation cap of the training runs.")
     args = parser.parse_args(argv)
     if args.what == "documents":
-        documents(args.gigabytes, args.kinds)
+        documents(args.gigabytes, args.kinds, args.steps, args.val_tokens)
     elif args.what == "text":
         text(args.gigabytes, args.steps, args.val_tokens)
     elif args.what == "midi":

@@ -173,10 +173,11 @@ def _tokens_match(corpus, factory, expected_docs, expected_tokenizer):
     np.testing.assert_array_equal(data.starts, expected.starts)
 
 
-@pytest.mark.parametrize("chunk", [1, 2, 5, 1 << 20])
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1 << 16, 1 << 20])
 def test_streamed_lines_and_columns_give_the_tokens_of_the_whole_file_reader(tmp_path, monkeypatch, chunk):
     monkeypatch.setattr(text_stream, "CHUNK_BYTES", chunk)
     monkeypatch.setattr(text_stream, "PACK_CHARS", 7 if chunk < 10 else 1 << 20)
+    monkeypatch.setattr(text_stream, "LINE_BLOCK", {5: 1, 1 << 16: 3}.get(chunk, 1 << 20))
     lines = _write(tmp_path / "lines", LINES)
     tables = tmp_path / "tables"
     tables.mkdir()

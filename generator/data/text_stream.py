@@ -122,15 +122,15 @@ def _space_table() -> np.ndarray:
     return _spaces
 
 
-def _line_block(block: np.ndarray, ends: np.ndarray):
-    """The documents of ``block`` (code points ending in a newline, whose newlines are at ``ends``), one
+def _line_block(block: np.ndarray):
+    """The documents of ``block`` (code points ending in a newline), one
     per line with anything but spaces: its code points from the first to the last that is not a space
     (a ``\\r`` inside counts as a space), then a newline; (their code points, the offset of each)."""
     block = np.where(block == 13, np.uint32(32), block.astype(np.uint32))
     solid = np.flatnonzero(~_space_table()[block])
     if not len(solid):
         return None
-    line = np.searchsorted(ends, solid)
+    line = np.cumsum(block == 10, dtype=np.int32)[solid]  # the newlines before each
     opens = np.flatnonzero(np.concatenate([[True], line[1:] != line[:-1]]))
     firsts = solid[opens]
     lasts = solid[np.append(opens[1:] - 1, len(solid) - 1)]
@@ -142,6 +142,9 @@ def _line_block(block: np.ndarray, ends: np.ndarray):
     block[lasts + 1] = 10
     lengths = lasts - firsts + 2
     return block[keep], np.concatenate([[0], np.cumsum(lengths)[:-1]])
+
+
+LINE_BLOCK = 1 << 20  # code points of whole lines split into documents at once (numpy temporaries of ~30 bytes each)
 
 
 def line_pieces(chunks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -156,11 +159,15 @@ def line_pieces(chunks: Iterator[np.ndarray]) -> Iterator[tuple[np.ndarray, np.n
             carry = cps.astype(np.uint32)
             continue
         carry = cps[ends[-1] + 1 :].astype(np.uint32)
-        piece = _line_block(cps[: ends[-1] + 1], ends)
-        if piece is not None:
-            yield piece
+        cut = 0
+        while cut <= ends[-1]:  # stretches of about LINE_BLOCK code points, ending at a newline
+            k = max(int(np.searchsorted(ends, cut + LINE_BLOCK)) - 1, int(np.searchsorted(ends, cut)))
+            piece = _line_block(cps[cut : ends[k] + 1])
+            cut = int(ends[k]) + 1
+            if piece is not None:
+                yield piece
     if len(carry):
-        piece = _line_block(np.append(carry, np.uint32(10)), np.array([len(carry)]))
+        piece = _line_block(np.append(carry, np.uint32(10)))
         if piece is not None:
             yield piece
 
