@@ -256,11 +256,17 @@ class Generator:
         return int(semitones)
 
     @property
-    def decodes_left_to_right(self) -> bool:
-        """Whether the model predicts each token from the ones before it (not the harmonizer)."""
+    def task(self):
+        """What the model does (``generator.models.tasks``): a language model, sampled by ``generate``
+        and ``stream``, or the harmonizer, sampled by ``harmonize``."""
         from generator import models
 
-        return models.left_to_right(self.config.arch)
+        return models.task(self.config.arch)
+
+    @property
+    def decodes_left_to_right(self) -> bool:
+        """Whether the model predicts each token from the ones before it (its task's ``left_to_right``)."""
+        return self.task.left_to_right
 
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
         """``options`` (default: ``SamplingOptions()``) with ``changes``, checked, and the checkpoint's
@@ -281,7 +287,7 @@ class Generator:
         if key_average not in self._decoders:
             from generator.models import decoder as make_decoder
 
-            plain = self._decoders.get(0) or make_decoder(self.run.model)
+            plain = self._decoders.get(0) or make_decoder(self.run.model, self.run.path.name, self.config.modality)
             self._decoders[0] = plain
             if key_average:
                 from generator.models.key_average import KeyAveraged

@@ -363,6 +363,10 @@ def generate_music_main(argv=None) -> None:
     model = api.load(checkpoint)
     if model.config.modality != "music":
         raise GeneratorError(f"checkpoint {checkpoint} is a {model.config.modality} model; use generate-text")
+    if "generate" not in model.task.calls:
+        raise GeneratorError(
+            f"checkpoint {checkpoint} is a {model.task.name} model: give it a melody with --harmonize FILE"
+        )
     pieces = model.generate(
         seed=seed,
         length=args.length,

@@ -500,11 +500,7 @@ def harmonize(
     from generator.progress import progress_bar
 
     log = log or (lambda message: print(message, file=sys.stderr))
-    if generator.decodes_left_to_right:
-        raise GeneratorError(
-            f"checkpoint {generator.run.path.name} is a {generator.config.arch} model, not a "
-            "harmonizer: use --checkpoint harmonizer"
-        )
+    generator.task.require("harmonize", f"checkpoint {generator.run.path.name}", generator.config.modality)
     if not isinstance(iterations, (int, np.integer)) or not 1 <= iterations <= MAX_ITERATIONS:
         raise ArgumentError("iterations", f"must be between 1 and {MAX_ITERATIONS:,}, not {iterations}")
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):

@@ -37,6 +37,10 @@ the loss) elsewhere, so the loss is the cross-entropy per hidden cell.
 
 Only built-in Keras layers are used (Bidirectional over stacked LSTM cells, zero padding and
 cropping for the one-step shifts), so the model saves and loads with ``safe_mode`` like every other.
+
+Its task (``generator.models.tasks.HARMONIZER``, declared in the registry) tells the trainer to
+cut ``WindowSampler``'s windows and to count only the hidden cells, and the API that it is sampled
+by ``Generator.harmonize`` and has no left-to-right decoder.
 """
 
 from __future__ import annotations
@@ -50,7 +54,6 @@ from generator.data.tokenizers.base import BOS
 from generator.errors import GeneratorError
 
 NAME = "harmonizer"
-LEFT_TO_RIGHT = False  # fills in cells from both sides: sampled by generation.harmonize, not token by token
 VOICES = 4
 CHANNELS = VOICES + 1  # four voice tokens and the position in the beat
 STEPS_PER_BEAT = 4  # the position input: step % 4 on the 16th-note grid
@@ -105,16 +108,6 @@ def build(config: RunConfig) -> keras.Model:
 def training_forward(model: keras.Model, tokens, training: bool = False):
     """The trainer's forward pass: the Keras model itself (its loops compile under XLA)."""
     return model(tokens, training=training)
-
-
-class Decoder:
-    """The harmonizer does not decode left to right; sampling it is pseudo-Gibbs (``harmonize``)."""
-
-    def __init__(self, model: keras.Model):
-        raise GeneratorError(
-            "the harmonizer fills in voices rather than continuing music left to right: "
-            "use generate-music --harmonize FILE, or Generator.harmonize"
-        )
 
 
 def model_inputs(grid_ids: np.ndarray, vocab_size: int, first_step: int = 0) -> np.ndarray:

@@ -125,7 +125,7 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
     def info():
         return dict(
             models=[
-                dict(name=k, modality=v["modality"], arch=v["arch"], description=v["description"])
+                dict(name=k, modality=v["modality"], arch=v["arch"], kind=v["kind"], description=v["description"])
                 for k, v in studio.models.items()
             ],
             examples=studio.examples,

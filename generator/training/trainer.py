@@ -264,7 +264,7 @@ class Trainer:
         config = self.config
         segments = {} if self.split is None else {"train": self.split.train_segments, "val": self.split.val_segments}
         augment = tokenizer.augment if config.augment else None
-        sampler = models.window_sampler(config)  # next-token windows, or the architecture's own (the harmonizer's)
+        sampler = models.task(config.arch).window_sampler(config)  # next-token windows, or the task's own
         train_windows = sampler(
             train_ids,
             config.seq_len,
