@@ -123,12 +123,17 @@ class GrowingChars:
         self.cache_key = "grow:" + hashlib.sha256(tokenizer.to_json().encode()).hexdigest()
 
     def __call__(self, documents):
-        from generator.data.tokenizers.chars import CharTokenizer
-
         seen: set[str] = set()
         for text in documents:
             seen.update(text)
-        new = "".join(sorted(seen - set(self.tokenizer.chars)))
+        return self.from_chars("".join(sorted(seen)))
+
+    def from_chars(self, chars: str):
+        """The tokenizer for a corpus whose characters are ``chars`` (what ``text_stream`` streams with)."""
+        from generator.data.tokenizers.chars import CharTokenizer
+
+        known = set(self.tokenizer.chars)
+        new = "".join(sorted(c for c in chars if c not in known))
         return CharTokenizer(self.tokenizer.chars + new) if new else self.tokenizer
 
 
