@@ -1,7 +1,7 @@
 """Continue held-out songs cut at 60 s by 20 s and ask whether the whole band keeps playing.
 
     python benchmarks/band_songs.py --songs DIR [--count 50] [--checkpoint auto|band|pop-piano|DIR]
-                                    [--cut 60] [--seconds 20] [--json out.json] [--png roll.png]
+                                    [--cut 60] [--seconds 20] [--repetition R] [--json out.json] [--png roll.png]
 
 For each song (a MIDI file under DIR with at least ``cut + seconds`` of music), the seed is the
 song's first ``cut`` seconds; the model continues it by ``seconds`` with the defaults of
@@ -209,6 +209,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="Keep only two-hand piano pieces: exactly two tracks with notes, both on piano programs, no drums.",
     )
+    p.add_argument(
+        "--repetition",
+        type=float,
+        default=None,
+        help="The sampling's repetition share (generate-music --repetition); default: each model's recommendation.",
+    )
     p.add_argument("--json", default=None, help="Write every song's figures to this JSON file.")
     p.add_argument("--png", default=None, help="Draw the first song's seed end and continuation to this PNG.")
     p.add_argument(
@@ -242,7 +248,7 @@ def main(argv=None) -> int:
         name = choose_checkpoint(seed)[0] if args.checkpoint == "auto" else args.checkpoint
         if name not in models:
             models[name] = api.load(name)
-        music = models[name].generate(seed=seed, seconds=args.seconds, random_seed=i)
+        music = models[name].generate(seed=seed, seconds=args.seconds, random_seed=i, repetition=args.repetition)
         music = music[0] if isinstance(music, list) else music
         generated = arrangement_figures(seed, music.sequence, start=music.continuation_start)
         truth = arrangement_figures(seed, real, start=args.cut)

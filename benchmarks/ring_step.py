@@ -96,10 +96,13 @@ def main(argv=None) -> int:
 
     def run(loop, prompts, length):
         logits, states = loop.prime(prompts)
+        history = loop._history(prompts)
         seed, done = tf.constant([1, 0], tf.int32), 0
         while done < length:
             n = min(loop.chunk, length - done)
-            tokens, logits, states = loop._run_chunk(logits, states, seed, tf.constant(done), tf.constant(n))
+            tokens, logits, states, history = loop._run_chunk(
+                logits, states, history, seed, tf.constant(done), tf.constant(n)
+            )
             done += n
         tokens.numpy()
 

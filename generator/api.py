@@ -222,7 +222,7 @@ class Generator:
         self.config: RunConfig = run.config
         self._key_average = self._resolve_key_average(key_average)  # checked once, here
         self._decoders = {}  # key_average -> decoder
-        self._loops = {}  # (key_average, temperature, top_k, top_p) -> sampling.DecodeLoop, most recently used last
+        self._loops = {}  # (key_average, temperature, top_k, top_p, repetition) -> sampling.DecodeLoop, most recently used last
 
     def __repr__(self) -> str:
         loss = self.run.metrics.get("val_loss_nats")
@@ -272,13 +272,15 @@ class Generator:
 
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
         """``options`` (default: ``SamplingOptions()``) with ``changes``, checked, and the checkpoint's
-        recommendations filled in where they are None (``top_p``, ``key_average``). Filling in twice
+        recommendations filled in where they are None (``top_p``, ``key_average``, ``repetition``). Filling in twice
         changes nothing, so a call may hand its options on to another."""
         options = (options or SamplingOptions()).replace(**changes)
         top_p = self.config.extra.get("top_p") if options.top_p is None else options.top_p
+        repetition = self.config.extra.get("repetition", 0.0) if options.repetition is None else options.repetition
         return dataclasses.replace(
             options,
             top_p=top_p,
+            repetition=float(repetition),
             key_average=self._key_average
             if options.key_average is None
             else self._resolve_key_average(options.key_average),
@@ -372,10 +374,11 @@ class Generator:
             for column in prompts[:, 1:].T:
                 state = tokenizer.advance(state, column)
             constraint = sampling.Constraint(tokenizer, state)
-        key = (options.key_average, options.temperature, options.top_k, options.top_p)  # a compiled loop each
-        loop = self._loops.pop(key, None) or sampling.DecodeLoop(
+        key = (options.key_average, options.temperature, options.top_k, options.top_p, options.repetition)
+        loop = self._loops.pop(key, None) or sampling.DecodeLoop(  # a compiled loop for each key
             self.decoder_for(options.key_average),
             sampling.get(options.temperature, options.top_k, self.top_p(options.top_p)),
+            repetition=options.repetition,
         )
         self._loops[key] = loop  # reused by later calls with the same sampler
         if len(self._loops) > 8:  # keep the eight most recently used

@@ -144,3 +144,58 @@ def test_compiled_programs_are_kept_per_tensorflow_version_and_cpu(tmp_path, mon
     monkeypatch.setenv("GENERATOR_XLA_CACHE", "0")
     sampling.keep_compiled_programs()
     assert os.environ["TF_XLA_FLAGS"] == ""
+
+
+def _history(tokens):
+    row = np.full(sampling.REPEAT_HISTORY, -1, np.int32)
+    row[-len(tokens) :] = tokens
+    return tf.constant(row[None])
+
+
+def test_repetition_copies_what_followed_the_latest_tokens_before():
+    logits = tf.zeros((1, V))  # the model alone: every token alike
+    motif = [1, 2, 3, 4, 5, 6]
+    mixed = np.exp(sampling.repeat_mix(logits, _history(motif + [7] + motif[:5]), 0.6).numpy()[0])
+    assert mixed.sum() == pytest.approx(1.0, abs=1e-5)
+    assert mixed[6] == pytest.approx(0.6 + 0.4 / V, abs=1e-5)  # 1..5 was followed by 6 before
+    assert mixed[7] == pytest.approx(0.4 / V, abs=1e-5)
+    alone = np.exp(sampling.repeat_mix(logits, _history([1, 2, 3, 9, 10, 11]), 0.6).numpy()[0])
+    np.testing.assert_allclose(alone, np.full(V, 1 / V), atol=1e-6)  # no earlier match: the model alone
+    short = np.exp(sampling.repeat_mix(logits, _history([1, 2, 3, 8, 1, 2, 3]), 0.6).numpy()[0])
+    np.testing.assert_allclose(short, np.full(V, 1 / V), atol=1e-6)  # 3 shared tokens are too few
+
+
+def test_a_longer_match_outweighs_a_shorter_one():
+    logits = tf.zeros((1, V))
+    history = [9, 1, 2, 3, 4, 10, 8, 0, 1, 2, 3, 4, 11, 8, 0, 1, 2, 3, 4]  # 1..4 -> 10 once, 0 1..4 -> 11
+    mixed = np.exp(sampling.repeat_mix(logits, _history(history), 0.5).numpy()[0])
+    assert mixed[11] > mixed[10] > 1 / V * 0.5
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_repetition_in_the_loop_repeats_the_prompt_and_is_reproducible(table, constrained):
+    class Anything:
+        has_constraint = True
+
+        def allowed(self, state):
+            return np.ones((2, V), bool)
+
+        def advance(self, state, ids):
+            return state
+
+    motif = np.tile(np.arange(1, 9, dtype=np.int32), 12)
+    prompts = np.stack([motif, motif])
+
+    def sample(repetition, sampler, seed=3):
+        loop = sampling.DecodeLoop(FakeDecoder(table), sampler, chunk=16, repetition=repetition)
+        constraint = sampling.Constraint(Anything(), None) if constrained else None
+        return np.concatenate(list(loop.generate(prompts, 40, seed, constraint)), axis=1)
+
+    motif_goes_on = np.tile(np.arange(1, 9, dtype=np.int32), 5)[None, :40]
+    greedy = sampling.get(greedy=True)
+    np.testing.assert_array_equal(sample(0.9, greedy), np.repeat(motif_goes_on, 2, axis=0))  # 0.9 outweighs the model
+    assert not np.array_equal(sample(0.0, greedy), np.repeat(motif_goes_on, 2, axis=0))
+    warm = sampling.get(temperature=2.0)
+    np.testing.assert_array_equal(sample(0.5, warm), sample(0.5, warm))
+    with pytest.raises(ValueError):
+        sampling.DecodeLoop(FakeDecoder(table), sampling.get(), repetition=1.0)

@@ -125,7 +125,7 @@ def add_sampling_flags(
     p.add_argument("--verbose", action="store_true", help="Show TensorFlow's log messages and warnings.")
 
 
-SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "random_seed")  # the SamplingOptions of every model
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "repetition", "random_seed")  # the SamplingOptions of every model
 MUSIC_FLAGS = ("key_average", "voice_leading", "note_limit")  # those of music models only
 
 

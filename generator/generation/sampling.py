@@ -11,6 +11,10 @@ When the tokenizer has a constraint (music: no NOTE_OFF for a silent note, a pol
 ...), the loop asks it for the allowed tokens before every step; otherwise it decodes chunks
 of tokens per compiled call.
 
+With ``repetition`` above 0 (a music checkpoint's recommendation, or asked for), each prediction
+is mixed with a copy of what followed earlier occurrences of the latest tokens (``repeat_mix``):
+songs repeat their own bars, which an LSTM's states keep only faintly.
+
 Prompts of any length prime the model in chunks (``DecodeLoop.prime``): each chunk runs through
 the decoder's ``forward`` with the states the previous one left, so memory grows with the chunk
 (``PRIME_TOKENS`` tokens over the whole batch), never with the prompt. Full-width chunks run
@@ -33,6 +37,44 @@ from generator.models.key_average import rows_per_sequence
 NEG_INF = -1e9
 PRIME_TOKENS = 16384  # tokens (rows x columns) per priming chunk: bounds the logits and states computed at once
 PRIME_COLUMNS = 1024  # the most columns of one priming chunk
+REPEAT_HISTORY = 2048  # tokens (the prompt's end, then the output) that repetition looks back over
+REPEAT_MIN_MATCH = 4  # the shortest run of latest tokens an earlier occurrence must share to be copied
+REPEAT_MAX_MATCH = 32  # longer shared runs count as this long
+
+
+def repeat_mix(logits, history, weight: float):
+    """Mix the model's next-token distribution with a copy of the history's own continuations.
+
+    ``history`` ``[batch, REPEAT_HISTORY]`` holds the latest tokens, the newest last (-1 where
+    empty). Every earlier position whose tokens match the newest ones for at least
+    ``REPEAT_MIN_MATCH`` tokens proposes the token that followed it there, weighted by how far
+    the match reaches (``length - REPEAT_MIN_MATCH + 1``, up to ``REPEAT_MAX_MATCH``); the
+    proposals, normalised, get ``weight`` of the probability and the model ``1 - weight``. Rows
+    with no match keep the model's distribution. Returns log-probabilities ``[batch, vocab]``.
+    """
+    k = REPEAT_MAX_MATCH
+    width = history.shape[1]
+    vocab = logits.shape[-1]
+    newest = history[:, width - k :]  # the latest k tokens, oldest first
+    same = tf.stack(
+        [tf.equal(history[:, k - 1 - m : width - 1 - m], newest[:, k - 1 - m : k - m]) for m in range(k)], axis=1
+    )  # [batch, k, positions]: position j's m-th token back equals the newest m-th token back
+    reach = tf.reduce_sum(tf.math.cumprod(tf.cast(same, tf.float32), axis=1), axis=1)  # the match length at j
+    following = history[:, k:]  # the token after each position j
+    votes = tf.where((reach >= REPEAT_MIN_MATCH) & (following >= 0), reach - (REPEAT_MIN_MATCH - 1), 0.0)
+    rows = tf.shape(history)[0]
+    segments = tf.maximum(following, 0) + vocab * tf.range(rows)[:, None]
+    copied = tf.reshape(tf.math.unsorted_segment_sum(votes, segments, rows * vocab), (rows, vocab))
+    total = tf.reduce_sum(copied, axis=-1, keepdims=True)
+    model = tf.nn.softmax(tf.cast(logits, tf.float32))
+    share = tf.where(total > 0, weight, 0.0)
+    mixed = (1.0 - share) * model + share * copied / tf.maximum(total, 1e-9)
+    return tf.math.log(tf.maximum(mixed, 1e-30))
+
+
+def _remember(history, token):
+    """The history with ``token`` ``[batch]`` appended and its oldest entry dropped."""
+    return tf.concat([history[:, 1:], token[:, None]], axis=1)
 
 
 def cpu_kind() -> str:
@@ -183,15 +225,19 @@ class Constraint:
 class DecodeLoop:
     """Compiled incremental decoding for one decoder (see ``generator.models``) and sampler.
 
-    Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
+    ``repetition`` > 0 mixes every prediction with ``repeat_mix`` over the last ``REPEAT_HISTORY``
+    tokens, prompt included. Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
     (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
     constrained decoding runs one XLA-compiled step per token, the mask coming from Python. Where
     XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
     draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
     """
 
-    def __init__(self, decoder, sampler: Sampler, chunk: int = 256, jit: bool = True):
+    def __init__(self, decoder, sampler: Sampler, chunk: int = 256, jit: bool = True, repetition: float = 0.0):
         self.decoder, self.sampler, self.chunk, self.jit = decoder, sampler, int(chunk), jit
+        if not 0 <= repetition < 1:
+            raise ValueError(f"repetition must be at least 0 and below 1, not {repetition}")
+        self.repetition = float(repetition)
         if jit:
             keep_compiled_programs()
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
@@ -227,19 +273,26 @@ class DecodeLoop:
                 logits, states = self._prime(chunk, states)
         return logits, states
 
-    def _chunk_impl(self, logits, states, seed, first_step, n_steps):
+    def _draw(self, logits, history, seed):
+        """The next token of each row, and the history with it appended (when repetition is on)."""
+        if self.repetition:
+            logits = repeat_mix(logits, history, self.repetition)
+        token = self.sampler(logits, seed)
+        return token, (_remember(history, token) if self.repetition else history)
+
+    def _chunk_impl(self, logits, states, history, seed, first_step, n_steps):
         """``n_steps`` (at most ``chunk``) tokens; the output always has ``chunk`` columns."""
         out = tf.TensorArray(tf.int32, size=self.chunk, element_shape=logits.shape[:1])
 
-        def body(i, logits, states, out):
-            token = self.sampler(logits, tf.random.experimental.stateless_fold_in(seed, first_step + i))
+        def body(i, logits, states, history, out):
+            token, history = self._draw(logits, history, tf.random.experimental.stateless_fold_in(seed, first_step + i))
             logits, states = self.decoder.step(token, states)
-            return i + 1, logits, states, out.write(i, token)
+            return i + 1, logits, states, history, out.write(i, token)
 
-        _, logits, states, out = tf.while_loop(
-            lambda i, *_: i < n_steps, body, (0, logits, states, out), maximum_iterations=self.chunk
+        _, logits, states, history, out = tf.while_loop(
+            lambda i, *_: i < n_steps, body, (0, logits, states, history, out), maximum_iterations=self.chunk
         )
-        return tf.transpose(out.stack()), logits, states
+        return tf.transpose(out.stack()), logits, states, history
 
     def _compiled(self, name: str, impl, *args):
         """Call the compiled function ``self.<name>``; where XLA cannot compile it, swap in an
@@ -255,11 +308,25 @@ class DecodeLoop:
     def _run_chunk(self, *args):
         return self._compiled("_chunk", self._chunk_impl, *args)
 
-    def _masked_impl(self, logits, states, seed, step, allowed):
+    def _masked_impl(self, logits, states, history, seed, step, allowed):
+        if self.repetition:  # mixed before the mask, so that a copied token the constraint forbids is dropped
+            logits = repeat_mix(logits, history, self.repetition)
         logits = tf.where(allowed, logits, NEG_INF)
         token = self.sampler(logits, tf.random.experimental.stateless_fold_in(seed, step))
+        history = _remember(history, token) if self.repetition else history
         logits, states = self.decoder.step(token, states)
-        return token, logits, states
+        return token, logits, states, history
+
+    def _history(self, prompts):
+        """What repetition looks back over at the start: the prompts' last ``REPEAT_HISTORY`` tokens,
+        -1 before them (no columns when repetition is off)."""
+        prompts = np.asarray(prompts)
+        if not self.repetition:
+            return tf.zeros((prompts.shape[0], 0), tf.int32)
+        tail = prompts[:, -REPEAT_HISTORY:]
+        history = np.full((prompts.shape[0], REPEAT_HISTORY), -1, np.int32)
+        history[:, REPEAT_HISTORY - tail.shape[1] :] = tail
+        return tf.constant(history)
 
     def generate(self, prompts: np.ndarray, length: int, seed: int, constraint=None):
         """Yield chunks ``[batch, n]`` of new token ids, ``length`` in all.
@@ -270,19 +337,22 @@ class DecodeLoop:
         drawn, so that the caller reads the state at the end from it.
         """
         logits, states = self.prime(prompts)
+        history = self._history(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
         done = 0
         if constraint is None:
             while done < length:
                 n = min(self.chunk, length - done)
-                tokens, logits, states = self._run_chunk(logits, states, seed_t, tf.constant(done), tf.constant(n))
+                tokens, logits, states, history = self._run_chunk(
+                    logits, states, history, seed_t, tf.constant(done), tf.constant(n)
+                )
                 done += n
                 yield tokens.numpy()[:, :n]
             return
         while done < length:
             allowed = tf.constant(constraint.tokenizer.allowed(constraint.state))
-            token, logits, states = self._compiled(
-                "_masked", self._masked_impl, logits, states, seed_t, tf.constant(done), allowed
+            token, logits, states, history = self._compiled(
+                "_masked", self._masked_impl, logits, states, history, seed_t, tf.constant(done), allowed
             )
             token = token.numpy()
             constraint.state = constraint.tokenizer.advance(constraint.state, token)
