@@ -3,6 +3,7 @@
     python -m benchmarks.scale text --gigabytes 1 4        # synthetic text, tokenizing and 200 steps
     python -m benchmarks.scale midi --files 10000 --corpus PATH/TO/pop909
     python -m benchmarks.scale read --corpus PATH/TO/pop909 --workers 2
+    python -m benchmarks.scale documents --gigabytes 1   # lines, CSV and JSONL columns, a grown vocabulary
 
 ``text`` writes a synthetic text file of each size into a temporary folder (removed at the end),
 then measures in child processes, each with its own peak resident memory (``ru_maxrss``): the
@@ -11,8 +12,11 @@ small model on it (the store memory-mapped, validation capped by ``--val-tokens`
 copies of a MIDI corpus (POP909) into a temporary folder until it holds ``--files`` files and
 tokenizes them (workers on every core; the parent's and the largest worker's peak memory).
 ``read`` reads every file of a MIDI corpus in ``--workers`` processes with symusic and, on the
-first ``--baseline`` files, with pretty_midi, and prints files per second and the ratio. Each line
-printed is one JSON object.
+first ``--baseline`` files, with pretty_midi, and prints files per second and the ratio.
+``documents`` writes synthetic corpora of short documents (a text file read ``--documents lines``,
+a CSV file and a JSONL file read with ``--column``) and a text file tokenized the way a fine-tuning
+run grows a checkpoint's character vocabulary, and measures the peak memory of tokenizing each.
+Each line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +38,17 @@ GB = 1 << 30
 
 
 def _peak_mb(who=resource.RUSAGE_SELF) -> float:
+    """Peak resident memory in MB: of this process its own high-water mark (``VmHWM``, which starts
+    afresh at exec, where ``ru_maxrss`` keeps the parent's at the fork), of the waited-for children
+    their largest ``ru_maxrss``."""
+    if who == resource.RUSAGE_SELF:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
     return resource.getrusage(who).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -55,6 +70,37 @@ def write_text(path: Path, size: int, seed: int = 0) -> None:
             left -= n
 
 
+def write_table(path: Path, size: int, kind: str, seed: int = 0) -> None:
+    """About ``size`` bytes of the synthetic lines of ``write_text`` as a CSV file (``title,n``: each line,
+    then a number) or a JSONL file (``{"title": line}``)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.frombuffer(b"etaoinshrdlucmfwypvbgkjqxz" * 2 + b"ETAOINSHRDLUCM.;:!?'-", np.uint8)
+    prefix, suffix = (b"", b",7") if kind == "csv" else (b'{"title": "', b'"}')
+    with open(path, "wb") as f:
+        f.write(b"title,n\n" if kind == "csv" else b"")
+        written = 0
+        while written < size:
+            n = min(32 << 20, size - written)
+            chunk = letters[rng.integers(0, len(letters), n)]
+            chunk[rng.random(n) < 0.17] = ord(" ")
+            chunk[rng.random(n) < 0.015] = ord("\n")
+            chunk[-1] = ord("\n")
+            ends = np.flatnonzero(chunk == ord("\n"))
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            where = np.concatenate([np.repeat(starts, len(prefix)), np.repeat(ends, len(suffix))])
+            values = np.concatenate(
+                [
+                    np.tile(np.frombuffer(prefix, np.uint8), len(starts)),
+                    np.tile(np.frombuffer(suffix, np.uint8), len(ends)),
+                ]
+            )
+            chunk = np.insert(chunk, where, values) if len(where) else chunk
+            f.write(chunk.tobytes())
+            written += len(chunk)
+
+
 def _child(args: list[str], env: dict) -> dict:
     out = subprocess.run([sys.executable, "-m", "benchmarks.scale", *args], env=env, capture_output=True, text=True)
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -63,13 +109,24 @@ def _child(args: list[str], env: dict) -> dict:
     return json.loads(lines[-1])
 
 
-def tokenize_corpus(spec: str, modality: str, tokenizer: str) -> dict:
-    """Child: tokenize ``spec`` into the token store (``GENERATOR_CACHE_DIR``); wall time and peak memory."""
+GROWN_FROM = "etaoin shrdlu\n"  # the characters of the checkpoint whose vocabulary ``documents`` grows
+
+
+def tokenize_corpus(spec: str, modality: str, tokenizer: str, documents: str = "files", column: str = "") -> dict:
+    """Child: tokenize ``spec`` into the token store (``GENERATOR_CACHE_DIR``); wall time and peak memory.
+    Tokenizer ``grow`` grows the characters ``GROWN_FROM`` as fine-tuning does (``finetune.GrowingChars``)."""
     from generator.data import corpora, dataset
 
     started = time.perf_counter()
-    corpus = corpora.open_corpus(spec, modality)
-    data = dataset.tokenize(corpus, dataset.TokenizerFactory(tokenizer), log=lambda m: None)
+    corpus = corpora.open_corpus(spec, modality, documents=documents, column=column)
+    if tokenizer == "grow":
+        from generator.data.tokenizers.chars import CharTokenizer
+        from generator.training.finetune import GrowingChars
+
+        factory = GrowingChars(CharTokenizer("".join(sorted(GROWN_FROM))))
+    else:
+        factory = dataset.TokenizerFactory(tokenizer)
+    data = dataset.tokenize(corpus, factory, log=lambda m: None)
     seconds = time.perf_counter() - started
     return {
         "tokens": int(len(data.ids)),
@@ -80,7 +137,7 @@ def tokenize_corpus(spec: str, modality: str, tokenizer: str) -> dict:
     }
 
 
-def train_steps(spec: str, steps: int, val_tokens: int) -> dict:
+def train_steps(spec: str, steps: int, val_tokens: int, documents: str = "files", column: str = "") -> dict:
     """Child: one epoch's first ``steps`` steps of a small model on ``spec`` (already tokenized)."""
     from benchmarks.common import quiet_tensorflow
 
@@ -100,6 +157,8 @@ def train_steps(spec: str, steps: int, val_tokens: int) -> dict:
             seq_len=100,
             batch_size=64,
             val_tokens=val_tokens,
+            documents=documents,
+            column=column,
             log=lambda m: None,
             progress=False,
         )
@@ -133,6 +192,53 @@ def text(sizes: list[float], steps: int, val_tokens: int) -> None:
             )
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def documents(sizes: list[float], kinds: list[str], steps: int, val_tokens: int) -> None:
+    """Peak memory of tokenizing short documents (lines, CSV and JSONL columns) and a grown vocabulary,
+    and with ``steps``, of that many training steps on each corpus of short documents."""
+    for gigabytes in sizes:
+        for kind in kinds:
+            folder = Path(tempfile.mkdtemp(prefix="generator-scale-"))
+            try:
+                suffix = {"csv": ".csv", "jsonl": ".jsonl"}.get(kind, ".txt")
+                path = folder / f"corpus{suffix}"
+                if kind in ("csv", "jsonl"):
+                    write_table(path, int(gigabytes * GB), kind)
+                else:
+                    write_text(path, int(gigabytes * GB))
+                options = {
+                    "lines": ["chars", "lines", ""],
+                    "csv": ["chars", "files", "title"],
+                    "jsonl": ["chars", "files", "title"],
+                    "grow": ["grow", "files", ""],
+                }[kind]
+                env = child_env(GENERATOR_CACHE_DIR=str(folder / "cache"))
+                tokenized = _child(["_tokenize", str(path), "text", *options], env)
+                trained = {}
+                if steps and kind != "grow":
+                    trained = {
+                        "train_first_steps": _child(
+                            ["_train", str(path), str(steps), str(val_tokens), *options[1:]], env
+                        )
+                    }
+                print(
+                    json.dumps(
+                        {
+                            "corpus": f"{gigabytes:g} GB synthetic {kind}",
+                            "bytes": path.stat().st_size,
+                            "tokenize": {
+                                **tokenized,
+                                "mb_per_s": round(path.stat().st_size / 1e6 / tokenized["seconds"], 1),
+                            },
+                            **trained,
+                            "load_average": os.getloadavg()[0],
+                        }
+                    ),
+                    flush=True,
+                )
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _copies(corpus: Path, files: int, folder: Path) -> None:
@@ -223,10 +329,10 @@ def read(corpus: Path, workers: int, baseline: int) -> None:
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "_tokenize":
-        print(json.dumps(tokenize_corpus(*argv[1:4])))
+        print(json.dumps(tokenize_corpus(*argv[1:6])))
         return
     if argv and argv[0] == "_train":
-        print(json.dumps(train_steps(argv[1], int(argv[2]), int(argv[3]))))
+        print(json.dumps(train_steps(argv[1], int(argv[2]), int(argv[3]), *argv[4:6])))
         return
     parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -244,8 +350,21 @@ def main(argv=None) -> None:
     r.add_argument("--corpus", type=Path, required=True, help="A folder of MIDI files (POP909).")
     r.add_argument("--workers", type=int, default=2, help="Worker processes reading the files.")
     r.add_argument("--baseline", type=int, default=100, help="Files read with pretty_midi for the ratio.")
+    d = sub.add_parser("documents", help="Peak memory of tokenizing short documents and a grown vocabulary.")
+    d.add_argument("--gigabytes", type=float, nargs="+", default=[1.0], help="Sizes of the synthetic files in GiB.")
+    d.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=["lines", "csv", "jsonl", "grow"],
+        default=["lines", "csv", "jsonl", "grow"],
+        help="Which corpora to measure: lines of text, CSV and JSONL columns, a fine-tuning run's grown vocabulary.",
+    )
+    d.add_argument("--steps", type=int, default=0, help="Training steps also measured on each corpus (0: none).")
+    d.add_argument("--val-tokens", type=int, default=200_000, help="The validation cap of the training runs.")
     args = parser.parse_args(argv)
-    if args.what == "text":
+    if args.what == "documents":
+        documents(args.gigabytes, args.kinds, args.steps, args.val_tokens)
+    elif args.what == "text":
         text(args.gigabytes, args.steps, args.val_tokens)
     elif args.what == "midi":
         midi(args.corpus, args.files, args.tokenizer)

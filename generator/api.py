@@ -79,7 +79,7 @@ def train(
 
         source_run = finetune.load_source(init_from)
         base = finetune.fine_tune_config(
-            source_run, init_from, modality, settings, config, config_name if config is not None else "--config"
+            source_run, init_from, modality, settings, config, config_name if config is not None else "config"
         )
         settings = {k: v for k, v in settings.items() if k != "init_from"}
     else:
@@ -143,8 +143,10 @@ def load_config(source: RunConfig | str | os.PathLike, modality: str | None = No
             f"{name} is configuration format {config.format_version}; this version reads {FORMAT_VERSION}"
         )
     if modality is not None and config.modality != modality:
-        raise GeneratorError(
-            f"{name} configures a {config.modality} model, not {modality}; use `generator train {config.modality}`"
+        raise ArgumentError(
+            "config",
+            f"{name} configures a {config.modality} model, not {modality}: train it with modality {config.modality}",
+            "modality",
         )
     return config
 
@@ -256,11 +258,17 @@ class Generator:
         return int(semitones)
 
     @property
-    def decodes_left_to_right(self) -> bool:
-        """Whether the model predicts each token from the ones before it (not the harmonizer)."""
+    def task(self):
+        """What the model does (``generator.models.tasks``): a language model, sampled by ``generate``
+        and ``stream``, or the harmonizer, sampled by ``harmonize``."""
         from generator import models
 
-        return models.left_to_right(self.config.arch)
+        return models.task(self.config.arch)
+
+    @property
+    def decodes_left_to_right(self) -> bool:
+        """Whether the model predicts each token from the ones before it (its task's ``left_to_right``)."""
+        return self.task.left_to_right
 
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
         """``options`` (default: ``SamplingOptions()``) with ``changes``, checked, and the checkpoint's
@@ -281,7 +289,7 @@ class Generator:
         if key_average not in self._decoders:
             from generator.models import decoder as make_decoder
 
-            plain = self._decoders.get(0) or make_decoder(self.run.model)
+            plain = self._decoders.get(0) or make_decoder(self.run.model, self.run.path.name, self.config.modality)
             self._decoders[0] = plain
             if key_average:
                 from generator.models.key_average import KeyAveraged

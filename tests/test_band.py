@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -13,7 +14,14 @@ import pytest
 from generator.cli.main import generate_music_main, run
 from generator.data.notes import Instrument, Note, NoteSequence
 from generator.data.score import assign_roles
-from generator.data.tokenizers.band import DRUM_KIND, INSTANCES, BandTokenizer
+from generator.data.tokenizers.band import (
+    DRUM_KEYS,
+    DRUM_KIND,
+    INSTANCES,
+    TIME_SIGNATURES,
+    VELOCITY_BINS,
+    BandTokenizer,
+)
 from generator.data.tokenizers.base import BOS, from_json
 from generator.generation.choose import choose_checkpoint
 from generator.generation.compose import assemble
@@ -469,3 +477,99 @@ def test_arrangement_figures_tell_kept_roles_from_swapped_or_lost_hands():
     assert lost["roles_kept"] is False and lost["tracks_kept"] == 1 / 3
     table = summarize([good, bad, lost])
     assert table["roles_kept"] == 1 / 3 and table["roles_kept_songs"] == 3
+
+
+def _reference_encode(self, document) -> list[int]:
+    """The loop-per-note encoder the vectorised ``BandTokenizer.encode`` replaced (#29): the reference."""
+    seq = document
+    notes = [n for n in seq.notes if math.isfinite(n.start) and math.isfinite(n.end)]
+    self.last_reduced = []
+    self.last_dropped = {"drum_notes_outside_map": 0}
+    if not notes:
+        return []
+    slots, self.last_reduced = self.slot_of_tracks(seq)
+    clock, bpm_at = self._clock(seq)
+    starts = np.maximum(np.rint(clock([n.start for n in notes])), 0).astype(np.int64)
+    lengths = np.rint(clock([n.end for n in notes])).astype(np.int64) - starts
+    events: dict[tuple[int, int, int], int] = {}  # (start, slot, pitch or -1 - key) -> index into notes
+    for i, n in enumerate(notes):
+        slot = slots[n.track] if n.track in slots else DRUM_KIND * INSTANCES
+        if n.is_drum:
+            if not DRUM_KEYS[0] <= n.pitch <= DRUM_KEYS[1]:
+                self.last_dropped["drum_notes_outside_map"] += 1
+                continue
+            key = (int(starts[i]), DRUM_KIND * INSTANCES, int(n.pitch))
+        else:
+            key = (int(starts[i]), slot, int(n.pitch))
+        if key not in events or lengths[i] > lengths[events[key]]:
+            events[key] = i  # a doubled note (two tracks in one slot) is played once, the longest
+    ts = seq.time_signature if seq.time_signature else (4, 4)
+    ts = TIME_SIGNATURES[self.time_signature_index(ts)]
+    bar_steps = self.bar_steps(ts)
+    ids = [self.timesig.offset + TIME_SIGNATURES.index(ts)]
+    last_bar, last_pos, last_slot, tempo = -1, -1, -1, None
+    velocity = {}
+    for (start, slot, pitch), i in sorted(events.items()):
+        bar, pos = divmod(start, bar_steps)
+        while last_bar < bar:
+            last_bar += 1
+            ids.append(self.bar)
+            bin_ = self.tempo_bin(float(bpm_at(last_bar * bar_steps)))
+            if bin_ != tempo:
+                ids.append(self.tempo.offset + bin_)
+                tempo = bin_
+            last_pos, last_slot = -1, -1
+        if pos != last_pos:
+            ids.append(self.pos.offset + int(pos))
+            last_pos, last_slot = pos, -1
+        if slot != last_slot:
+            ids.append(self.track.offset + slot)
+            last_slot = slot
+        vbin = min((max(int(notes[i].velocity), 1) - 1) * VELOCITY_BINS // 127, VELOCITY_BINS - 1)
+        if velocity.get(slot) != vbin:
+            ids.append(self.vel.offset + vbin)
+            velocity[slot] = vbin
+        if slot == DRUM_KIND * INSTANCES:
+            ids.append(self.drum.offset + pitch - DRUM_KEYS[0])
+        else:
+            ids.append(self.note.offset + pitch)
+            ids.append(self.dur.offset + self.duration_index(lengths[i]))
+    return ids
+
+
+def _random_song(rng) -> NoteSequence:
+    """Tracks of several kinds (more than a kind's slots), drums inside and outside the map, doubled
+    notes, notes of zero and negative length, tempo changes, an odd metre, a note at infinity."""
+    programs = [0, 27, 27, 27, 27, 33, 73, 0]
+    instruments = [Instrument(p, False, f"t{k}") for k, p in enumerate(programs)] + [Instrument(0, True, "kit")]
+    notes = []
+    for _ in range(int(rng.integers(1, 300))):
+        track = int(rng.integers(0, len(instruments)))
+        drum = instruments[track].is_drum
+        pitch = int(rng.integers(20, 95) if drum else rng.integers(24, 100))
+        start = float(rng.choice([rng.uniform(0, 40), round(rng.uniform(0, 40) * 4) / 4]))
+        end = start + float(rng.choice([0.0, -0.1, rng.uniform(0, 3), 0.01, 12.0]))
+        notes.append(Note(pitch, start, end, int(rng.integers(0, 128)), instruments[track].program, drum, track))
+    if rng.random() < 0.5 and notes:
+        notes += [Note(n.pitch, n.start, n.end + 0.2, n.velocity, n.program, n.is_drum, n.track) for n in notes[:20]]
+    if rng.random() < 0.2:
+        notes.append(Note(60, float("inf"), float("inf"), 80, 0, False, 0))
+    notes.sort(key=lambda n: (n.start, n.track, n.pitch))
+    tempos = [(0.0, float(rng.uniform(40, 240)))] + [
+        (float(t), float(rng.uniform(30, 300))) for t in sorted(rng.uniform(0, 40, int(rng.integers(0, 6))))
+    ]
+    signature = [(4, 4), (3, 4), (7, 8), (5, 3)][int(rng.integers(0, 4))]
+    return NoteSequence(notes=notes, tempos=tempos, time_signature=signature, instruments=instruments)
+
+
+def test_the_vectorised_encoder_gives_the_ids_of_the_loop_per_note_one():
+    rng = np.random.default_rng(29)
+    for steps in (12, 4):
+        tok = BandTokenizer(steps_per_beat=steps)
+        for _ in range(50):
+            song = _random_song(rng)
+            expected = _reference_encode(tok, song)
+            dropped = dict(tok.last_dropped)
+            assert tok.encode(song) == expected
+            assert tok.last_dropped == dropped
+    assert tok.encode(band_song()) == _reference_encode(tok, band_song())

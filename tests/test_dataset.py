@@ -77,3 +77,24 @@ def test_too_small_corpus_is_an_error():
 
     with pytest.raises(GeneratorError):
         dataset.WindowSampler(np.array([0], dtype=np.uint16), 10, 4)
+
+
+def test_music_token_store_is_kept_per_midi_reader(tmp_path, monkeypatch):
+    """The symusic and pretty_midi readers refuse different broken files, so a corpus read by one
+    never reuses the store the other wrote."""
+    from generator.api import TokenizerFactory
+    from generator.data import midi_fast
+    from tests.test_band import write_midi
+
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    write_midi(songs / "a.mid", [(0, False, [(60 + b % 7, b, 1) for b in range(16)])])
+    corpus = open_corpus(str(songs), "music")
+    monkeypatch.setenv(midi_fast.READER_ENV, "pretty_midi")
+    before = set(dataset.cache_dir().iterdir())
+    slow = dataset.tokenize(corpus, TokenizerFactory("events"))
+    monkeypatch.delenv(midi_fast.READER_ENV)
+    fast = dataset.tokenize(corpus, TokenizerFactory("events"))
+    stores = set(dataset.cache_dir().iterdir()) - before
+    assert len(stores) == (2 if midi_fast.enabled() else 1)  # one store per reader
+    np.testing.assert_array_equal(slow.ids, fast.ids)  # and both read this clean file alike

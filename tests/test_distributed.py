@@ -263,6 +263,52 @@ def test_two_workers_train_one_model_and_resume_after_sigkill(tmp_path, tiny_cor
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
 
 
+SHARD_DRIVER = textwrap.dedent("""
+    import atexit, json, sys
+    from generator.training import distribute
+    distribute.make_strategy("multi-worker")
+    from generator.data import dataset
+    dump, argv = sys.argv[1], sys.argv[2:]
+    read, windows = {}, dataset.WindowSampler._windows
+
+    def recording(self, chosen, epoch, k):
+        if self.own_shards:  # the training windows of this worker
+            read.setdefault("tokens", len(self.ids))
+            read["lo"] = min(read.get("lo", len(self.ids)), int(chosen.min()))
+            read["hi"] = max(read.get("hi", 0), int(chosen.max()) + self.seq_len + 1)
+        return windows(self, chosen, epoch, k)
+
+    dataset.WindowSampler._windows = recording
+    atexit.register(lambda: open(dump, "w").write(json.dumps(read)))
+    from generator.cli.main import generator_main, run
+    sys.exit(run(generator_main, argv))
+""")
+
+
+@pytest.mark.slow
+def test_two_loopback_workers_each_read_about_half_of_the_training_tokens(tmp_path, tiny_corpus, processes):
+    corpus = tmp_path / "long.txt"
+    corpus.write_text(TINY_TEXT * 8, encoding="utf-8")
+    settings = dict(TINY_SETTINGS, epochs=1, batch_size=8)
+    argv = ["train", "text", "--corpus", str(corpus), "--output", str(tmp_path / "run"), "--strategy", "multi-worker"]
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    workers = [
+        processes(
+            [sys.executable, "-c", SHARD_DRIVER, str(tmp_path / f"read{i}.json"), *argv, *flags(settings)],
+            env=env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})),
+        )
+        for i in range(2)
+    ]
+    for p in workers:
+        finish(p)
+    first, second = (json.loads((tmp_path / f"read{i}.json").read_text()) for i in range(2))
+    n = first["tokens"]
+    assert second["tokens"] == n > 10_000
+    assert first["hi"] <= n // 2 < second["lo"] + 1  # each its own half, nothing of the other's
+    for read in (first, second):
+        assert 0.4 * n < read["hi"] - read["lo"] <= n / 2 + 1  # and most of that half
+
+
 @pytest.mark.slow
 def test_two_workers_fine_tune_with_a_grown_vocabulary(tmp_path, tiny_corpus, tiny_run, processes):
     corpus = tmp_path / "accents.txt"

@@ -476,6 +476,27 @@ def test_python_api_returns_music(tiny_harmonizer):
     assert isinstance(music, Music) and len({n.track for n in music.notes}) == 4
 
 
+def test_the_task_refuses_the_calls_it_does_not_serve(tiny_harmonizer, melody_mid, tmp_path, capsys):
+    """The harmonizer's task says it is sampled by harmonize: generate, stream and evaluate refuse it
+    in the library with the call to use, and generate-music without --harmonize names the flag."""
+    from generator import api, models
+    from generator.errors import GeneratorError
+    from generator.models import tasks
+
+    assert models.task("harmonizer") is tasks.HARMONIZER and models.task("lstm") is tasks.LANGUAGE_MODEL
+    g = api.load(tiny_harmonizer)
+    assert g.task is tasks.HARMONIZER and not g.decodes_left_to_right
+    for call_it in (lambda: g.generate(length=4), lambda: g.stream([], 4)):
+        with pytest.raises(
+            GeneratorError, match="^harmonizer is a harmonizer model, not a music model: sample it with harmonize"
+        ):
+            call_it()
+    code, _, err = call(
+        generate_music_main, ["--checkpoint", str(tiny_harmonizer), "--output", str(tmp_path / "o.mid")], capsys
+    )
+    one_line_error(code, err, "is a harmonizer model", "--harmonize FILE")
+
+
 def unsuitable_files(tmp_path):
     from generator.data.midi_io import write_midi
 
@@ -533,3 +554,13 @@ def test_bundled_harmonizer_loads_and_harmonizes():
     melody = np.repeat([67, 67, 69, 71, 72, 71, 69, 67], 4)
     grid = g.tokenizer.grid_from_ids(g.tokenizer.encode(g.harmonize(melody, iterations=4, random_seed=0).sequence))
     assert (grid[:, 0] == melody).all() and (grid[:, 1:] >= 0).mean() > 0.9
+
+
+def test_studio_catalogue_names_each_model_by_its_task():
+    from generator.studio import session
+    from generator.training import checkpoints
+
+    if not {"harmonizer", "bach", "shakespeare"} <= set(checkpoints.bundled_names()):
+        pytest.skip("the bundled checkpoints are not all here")
+    kinds = {name: entry["kind"] for name, entry in session.catalogue().items()}
+    assert (kinds["harmonizer"], kinds["bach"], kinds["shakespeare"]) == ("harmonizer", "music", "text")

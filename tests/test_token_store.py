@@ -58,7 +58,7 @@ def test_bad_text_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.txt").write_bytes(b"fine \xff here")
-    with pytest.raises(GeneratorError, match="not valid utf-8 .*offset 5.*--encoding"):
+    with pytest.raises(GeneratorError, match="not valid utf-8 .*offset 5.*pass encoding with"):
         dataset.tokenize(open_corpus(str(bad), "text"), dataset.TokenizerFactory("chars"), use_cache=False)
     (bad / "a.txt").write_bytes(b"bin\0ary")
     with pytest.raises(GeneratorError, match="binary"):
@@ -123,3 +123,125 @@ def test_windows_are_read_from_the_store_file_also_across_held_out_gaps(tmp_path
     np.testing.assert_array_equal(
         store.read_windows(split.train_ids, starts, 11), np.asarray(split.train_ids)[starts[:, None] + np.arange(11)]
     )
+
+
+# -- short documents and grown vocabularies, streamed -----------------------------------------
+
+
+def _old_documents(files, documents="files", column=""):
+    """The documents as the whole-file reader made them before they were streamed (the reference)."""
+    import csv
+    import io
+    import json
+
+    from generator.data.corpora import short_document
+
+    docs = []
+    for path in files:
+        text = read_text_file(path)
+        if column and path.suffix == ".csv":
+            docs += [short_document(row[column] or "") for row in csv.DictReader(io.StringIO(text))]
+        elif column:
+            for line in text.split("\n"):
+                if line.strip():
+                    value = json.loads(line).get(column)
+                    docs.append(
+                        short_document(value if isinstance(value, str) else "" if value is None else json.dumps(value))
+                    )
+        elif documents == "lines":
+            docs += [short_document(line) for line in text.split("\n")]
+        else:
+            docs.append(text)
+    return [d for d in docs if d]
+
+
+LINES = [
+    "First title\n\n  Second\ttitle \r\nthird\rpart\n \u3000\xa0\n\x1c x \x1d\r\n\r\n\r",
+    "no newline at the end ébc 😀",
+    "",
+    "\n\n\n" + "a line " * 30 + "\r\n" * 3 + "last\n",
+]
+CSV = 'id,title,title\n1,x,First title\n2,y,"Two\r\nlines\n  here"\n\n3,z\n4,w,  \u3000 \n5,v,"é, ""quoted"""\r\n'
+JSONL = '{"title": "First"}\n{"other": 1}\n\n  \n{"title": 7}\r\n{"title": ["a", "b"]}\n{"title": "two\\nlines é"}'
+
+
+def _tokens_match(corpus, factory, expected_docs, expected_tokenizer):
+    data = dataset.tokenize(corpus, factory, use_cache=False)
+    expected = dataset.concatenate([expected_tokenizer.encode(d) for d in expected_docs], expected_tokenizer)
+    assert data.tokenizer.chars == expected.tokenizer.chars
+    np.testing.assert_array_equal(np.asarray(data.ids), expected.ids)
+    np.testing.assert_array_equal(data.starts, expected.starts)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 1 << 16, 1 << 20])
+def test_streamed_lines_and_columns_give_the_tokens_of_the_whole_file_reader(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(text_stream, "PACK_CHARS", 7 if chunk < 10 else 1 << 20)
+    monkeypatch.setattr(text_stream, "LINE_BLOCK", {5: 1, 1 << 16: 3}.get(chunk, 1 << 20))
+    lines = _write(tmp_path / "lines", LINES)
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "a.csv").write_bytes(CSV.encode())
+    (tables / "b.jsonl").write_bytes(JSONL.encode())
+    for folder, options in ((lines, {"documents": "lines"}), (tables, {"column": "title"})):
+        files = sorted(p for p in folder.iterdir())
+        docs = _old_documents(files, **options)
+        corpus = open_corpus(str(folder), "text", **options)
+        assert corpus.documents() == docs
+        _tokens_match(corpus, dataset.TokenizerFactory("chars"), docs, CharTokenizer.fit(docs))
+
+
+def test_a_grown_vocabulary_is_streamed_with_the_tokens_of_the_whole_file_reader(tmp_path, monkeypatch):
+    from generator.training.finetune import GrowingChars
+
+    monkeypatch.setattr(text_stream, "CHUNK_BYTES", 3)
+    folder = _write(tmp_path / "c", TEXTS)
+    monkeypatch.setattr(
+        dataset, "_encode_documents", lambda *a: pytest.fail("read whole")
+    )  # the grown vocabulary streams too
+    for options in ({}, {"documents": "lines"}):
+        docs = _old_documents(sorted(folder.glob("*.txt")), **options)
+        grow = GrowingChars(CharTokenizer(" aeh\n"))
+        _tokens_match(open_corpus(str(folder), "text", **options), grow, docs, grow(docs))
+        assert grow(docs).chars.startswith(" aeh\n")
+    same = GrowingChars(CharTokenizer("".join(sorted(set("".join(TEXTS).replace("\r\n", "\n"))))))
+    assert same.from_chars("ace") is same.tokenizer
+
+
+def test_a_text_file_over_the_whole_file_limit_streams_as_lines_and_columns(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENERATOR_MAX_TEXT_BYTES", "10")
+    (tmp_path / "t.txt").write_text("one line\nanother line\n" * 5)
+    (tmp_path / "t.jsonl").write_text('{"t": "a value"}\n' * 5)
+    for options in ({"documents": "lines"}, {"column": "t"}):
+        name = "t.jsonl" if "column" in options else "t.txt"
+        data = dataset.tokenize(
+            open_corpus(str(tmp_path / name), "text", **options), dataset.TokenizerFactory("chars"), use_cache=False
+        )
+        assert data.num_documents == 10 if "documents" in options else data.num_documents == 5
+
+
+def test_bad_rows_are_one_clear_error(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"t": "fine"}\n[1, 2]\n')
+    with pytest.raises(GeneratorError, match="line 2: not a JSON object"):
+        dataset.tokenize(open_corpus(str(tmp_path / "t.jsonl"), "text", column="t"), dataset.TokenizerFactory("chars"))
+    (tmp_path / "t.jsonl").write_text('{"u": "x"}\n')
+    with pytest.raises(GeneratorError, match="no key 't' in any of its rows"):
+        dataset.tokenize(open_corpus(str(tmp_path / "t.jsonl"), "text", column="t"), dataset.TokenizerFactory("chars"))
+    (tmp_path / "t.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(GeneratorError, match="no column 't'; its columns are a, b"):
+        dataset.tokenize(open_corpus(str(tmp_path / "t.csv"), "text", column="t"), dataset.TokenizerFactory("chars"))
+
+
+def test_a_store_with_its_starts_in_the_manifest_still_opens(tmp_path):
+    import json
+
+    store.write_array(tmp_path / "s", np.array([0, 1, 2, 0, 3], np.uint16), [0, 3], {"x": 1}, 4)
+    ids, manifest = store.open_store(tmp_path / "s")
+    np.testing.assert_array_equal(manifest["starts"], [0, 3])
+    path = tmp_path / "s" / "manifest.json"
+    old = json.loads(path.read_text())
+    old["starts"] = [0, 3]
+    del old["documents"]
+    path.write_text(json.dumps(old))
+    (tmp_path / "s" / "starts.npy").unlink()
+    np.testing.assert_array_equal(store.open_store(tmp_path / "s")[1]["starts"], [0, 3])

@@ -111,6 +111,11 @@ def harmonize_main(args, paths, quiet_tensorflow) -> None:
     from generator import api
 
     model = api.load(args.checkpoint or "harmonizer")  # --harmonize's own model unless one is named
+    if "harmonize" not in model.task.calls:
+        kind = model.task.kind(model.config.modality)
+        raise GeneratorError(
+            f"checkpoint {args.checkpoint} is a {kind} model, not a harmonizer: use --checkpoint harmonizer"
+        )
     from generator.cli.main import sampling_options
 
     pieces = model.harmonize(

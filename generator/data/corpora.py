@@ -46,6 +46,8 @@ class Corpus:
     description: str = ""
     files: list = field(default_factory=list, repr=False)  # the files it is read from, where it has files
     encoding: str = "utf-8"  # of text files
+    document_mode: str = "files"  # of text files: "files" or "lines" (``open_text``)
+    column: str = ""  # of .csv and .jsonl text files
 
     def documents(self) -> list:
         docs = self.read()
@@ -190,9 +192,10 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise GeneratorError(
+        raise ArgumentError.sentence(
             f"{path} is not valid {encoding} (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            f"pass --encoding with the file's encoding, e.g. --encoding latin-1"
+            "pass encoding with the file's character set, e.g. encoding latin-1",
+            "encoding",
         ) from None
     except LookupError:
         raise GeneratorError(f"unknown encoding {encoding!r}") from None
@@ -209,14 +212,16 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     row's value in that column (CSV header) or key (JSON object) is one short document. A short
     document keeps one newline at its end, which the model learns as the end of the document; newlines
     inside a value become spaces. ``dataset.tokenize`` streams whole-file documents in chunks, whatever
-    their size; ``read`` (the documents as strings, each file under the ``text_bytes`` limit) serves the rest.
+    their size, and so do line and column documents; ``read`` gives the documents as strings (whole
+    files under the ``text_bytes`` limit).
     """
     path = Path(path)
     if documents not in DOCUMENTS:
         raise ArgumentError("documents", f"must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
     if not column and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
-        raise GeneratorError(
-            f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose values are the documents"
+        raise ArgumentError.sentence(
+            f"{path} is a {path.suffix[1:].upper()} file: give column, the header (or key) whose values are the documents",
+            "column",
         )
     files = _files_under(path, TABLE_SUFFIXES if column else TEXT_SUFFIXES)
     if not files:
@@ -225,10 +230,12 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     fingerprint = _hash_files(files, path) + f":{encoding}:{documents}:{column}"
 
     def read() -> list[str]:
+        from generator.data import text_stream
+
         if column:
             docs = [short_document(v) for p in files for v in read_column(p, column, encoding)]
         elif documents == "lines":
-            docs = [short_document(line) for p in files for line in read_text_file(p, encoding).split("\n")]
+            docs = [short_document(line) for p in files for line in text_stream.text_lines(p, encoding)]
         else:
             docs = [read_text_file(p, encoding) for p in files]
         docs = [d for d in docs if d]
@@ -236,9 +243,15 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
             raise GeneratorError(f"corpus {path} is empty")
         return docs
 
-    streamed = files if documents == "files" and not column else []  # dataset.tokenize streams these
     return Corpus(
-        str(path), "text", hashlib.sha256(fingerprint.encode()).hexdigest(), read, files=streamed, encoding=encoding
+        str(path),
+        "text",
+        hashlib.sha256(fingerprint.encode()).hexdigest(),
+        read,
+        files=files,
+        encoding=encoding,
+        document_mode=documents,
+        column=column,
     )
 
 
@@ -250,20 +263,35 @@ def short_document(text: str) -> str:
 
 def read_column(path: Path, column: str, encoding: str = "utf-8") -> list[str]:
     """The values of ``column`` in a CSV file (by its header) or a JSONL file (by key), in row order."""
+    return list(column_values(path, column, encoding))
+
+
+def column_values(path: Path, column: str, encoding: str = "utf-8", progress=None) -> Iterator[str]:
+    """The values of ``column`` in a CSV file (by its header) or a JSONL file (by key), in row order,
+    read in chunks (``text_stream.text_lines``: ``\\r\\n`` read as ``\\n``), so a file of any size;
+    ``progress(n)`` is called with the bytes read."""
     import csv
-    import io
     import json
 
-    text = read_text_file(path, encoding)
+    from generator.data.text_stream import text_lines
+
+    path = Path(path)
+    lines = text_lines(path, encoding, progress)
     if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text))
-        if column not in (reader.fieldnames or []):
-            raise GeneratorError(
-                f"{path} has no column {column!r}; its columns are {', '.join(reader.fieldnames or []) or 'none'}"
-            )
-        return [row[column] or "" for row in reader]
-    values = []
-    for number, line in enumerate(text.split("\n"), 1):
+        reader = csv.reader(lines)
+        try:
+            header = next(reader, None) or []
+            if column not in header:
+                raise GeneratorError(f"{path} has no column {column!r}; its columns are {', '.join(header) or 'none'}")
+            index = len(header) - 1 - header[::-1].index(column)  # the last of that name, as a dict keeps it
+            for row in reader:
+                if row:
+                    yield row[index] if index < len(row) else ""
+        except csv.Error as e:
+            raise GeneratorError(f"{path}, line {reader.line_num}: not valid CSV ({e})") from None
+        return
+    seen = named = False
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
@@ -273,10 +301,11 @@ def read_column(path: Path, column: str, encoding: str = "utf-8") -> list[str]:
         if not isinstance(row, dict):
             raise GeneratorError(f"{path}, line {number}: not a JSON object")
         value = row.get(column)
-        values.append(value if isinstance(value, str) else "" if value is None else json.dumps(value))
-    if values and not any(values):
+        value = value if isinstance(value, str) else "" if value is None else json.dumps(value)
+        seen, named = True, named or bool(value)
+        yield value
+    if seen and not named:
         raise GeneratorError(f"{path} has no key {column!r} in any of its rows")
-    return values
 
 
 # -- music -----------------------------------------------------------------------------------

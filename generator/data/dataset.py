@@ -100,7 +100,14 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
     characters tokenizer are streamed (``text_stream``), never read whole. Without ``use_cache`` the
     store is written to a temporary folder that is removed at once (the mapping stays readable).
     """
-    key = hashlib.sha256(f"{CACHE_VERSION}:{corpus.fingerprint}:{make_tokenizer.cache_key}".encode()).hexdigest()[:32]
+    reader = ""
+    if corpus.modality == "music":  # the two MIDI readers refuse different broken files: a store is per reader
+        from generator.data import midi_fast
+
+        reader = ":symusic" if midi_fast.enabled() else ":pretty_midi"
+    key = hashlib.sha256(
+        f"{CACHE_VERSION}:{corpus.fingerprint}:{make_tokenizer.cache_key}{reader}".encode()
+    ).hexdigest()[:32]
     path = cache_dir() / key
     if use_cache:
         if path.exists():
@@ -154,7 +161,7 @@ def _build(corpus, make_tokenizer, target: Path, log) -> None:
     else:
         tokenizer, writer = _encode_documents(corpus, make_tokenizer, target, log)
     try:
-        if writer.length <= len(writer.starts):
+        if writer.length <= writer.documents:
             raise GeneratorError(f"corpus {corpus.name} holds no tokens")
         writer.finish(_manifest(corpus, make_tokenizer, tokenizer))
     except BaseException:
@@ -233,25 +240,28 @@ def resolve_holdout(holdout: str, num_documents: int) -> str:
     return holdout
 
 
+def _held_out_indices(num_documents: int, val_fraction: float, seed: int) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(num_documents)
+    return np.sort(order[: max(1, int(round(num_documents * val_fraction)))])
+
+
 def held_out_documents(num_documents: int, val_fraction: float, seed: int) -> list[int]:
     """The indices, in corpus order, of the documents the ``documents`` holdout keeps for validation."""
-    order = np.random.default_rng(seed).permutation(num_documents)
-    return sorted(order[: max(1, int(round(num_documents * val_fraction)))].tolist())
+    return _held_out_indices(num_documents, val_fraction, seed).tolist()
 
 
 def held_out_intervals(corpus: TokenizedCorpus, val_fraction: float, seed: int, method: str, block: int):
-    """Sorted, disjoint ``(start, end)`` intervals of ``corpus.ids`` held out for validation."""
+    """Sorted, disjoint ``(start, end)`` intervals of ``corpus.ids`` held out for validation (an array of
+    pairs, found with numpy: a corpus of millions of short documents makes no Python object per document)."""
     n = len(corpus.ids)
-    bounds = list(corpus.starts) + [n]
+    bounds = np.append(np.asarray(corpus.starts, np.int64), np.int64(n))
     if method == "documents":
-        held = held_out_documents(corpus.num_documents, val_fraction, seed)
-        return [(int(bounds[i]), int(bounds[i + 1])) for i in held]
+        held = _held_out_indices(corpus.num_documents, val_fraction, seed)
+        return np.stack([bounds[held], bounds[held + 1]], 1)
     if method == "tail":
-        return [
-            (int(e - int((e - s) * val_fraction)), int(e))
-            for s, e in zip(bounds[:-1], bounds[1:])
-            if int((e - s) * val_fraction)
-        ]
+        begin, end = bounds[:-1], bounds[1:]
+        cut = ((end - begin) * val_fraction).astype(np.int64)  # int() of the same float products
+        return np.stack([end - cut, end], 1)[cut > 0]
     # blocks: n_blocks blocks of equal length, one at a seeded position inside each of n_blocks equal stretches
     wanted = n * val_fraction
     n_blocks = max(1, int(round(wanted / block)))
@@ -275,7 +285,8 @@ def split_segments(
     method = resolve_holdout(holdout, corpus.num_documents)
     n = len(corpus.ids)
     intervals = held_out_intervals(corpus, val_fraction, seed, method, block) if val_fraction > 0 else []
-    if not intervals:
+    intervals = np.asarray(intervals, np.int64).reshape(-1, 2)
+    if not len(intervals):
         return Split(
             store.TokenView(corpus.ids, [(0, n)]),
             np.zeros(1, np.int64),
@@ -284,18 +295,14 @@ def split_segments(
             method,
             0,
         )
-    train_spans, cursor = [], 0
-    for start, end in intervals:
-        if start > cursor:
-            train_spans.append((cursor, start))
-        cursor = end
-    if cursor < n:
-        train_spans.append((cursor, n))
+    begin = np.concatenate([[0], intervals[:, 1]])  # the stretches between the held-out intervals
+    end = np.concatenate([intervals[:, 0], [n]])
+    train_spans = np.stack([begin, end], 1)[end > begin]
 
     def gather(spans):
         ids = store.TokenView(corpus.ids, spans)  # the pieces as one array, nothing copied
         if method != "blocks":  # pieces end at document ends, where the next one's BOS begins: one segment, as ever
-            return ids, np.zeros(1 if spans else 0, np.int64)
+            return ids, np.zeros(1 if len(spans) else 0, np.int64)
         return ids, ids.offsets[:-1].copy()
 
     return Split(*gather(train_spans), *gather(intervals), method, len(intervals))

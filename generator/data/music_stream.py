@@ -77,7 +77,7 @@ def write_store(corpus, make_tokenizer, target, log=None):
                 writer.add_document(ids)
                 for reason, count in counts.items():
                     dropped[reason] = dropped.get(reason, 0) + count
-        if not writer.starts:
+        if not writer.documents:
             raise GeneratorError(f"corpus {corpus.name} has no usable documents")
     except BaseException:
         writer.abort()

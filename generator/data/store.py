@@ -6,9 +6,12 @@ A store is a folder in the cache (``dataset.cache_dir()``) holding
   (uint32 for vocabularies over 65,535 ids), written sequentially chunk by chunk, so that writing
   needs no more memory than one chunk, and opened with ``np.load(mmap_mode="r")``, so that reading
   needs no more memory than the pages a window touches;
+- ``starts.npy``: the offset of each document's BOS (the document boundaries), int64, written and
+  read the same way, so that a corpus of millions of short documents costs no memory for them
+  (stores written before kept them as a list in the manifest, which is still read);
 - ``manifest.json``: the store format, the tokenizer (its JSON, which holds the vocabulary), the
   tokenizer key and the cache version it was made with, the corpus name and the fingerprint of its
-  source bytes, the number of tokens and the offset of each document's BOS (the document boundaries).
+  source bytes, the number of tokens and of documents.
 
 ``TokenView`` addresses pieces of the memory-mapped array as if they were concatenated, so the
 training and validation sides of a split are views of the one array, never copies.
@@ -45,11 +48,13 @@ def _npy_header(dtype: np.dtype, length: int) -> bytes:
 
 
 class StoreWriter:
-    """Writes a store: ``add_document`` (or ``begin_document`` and ``add``), then ``finish``.
+    """Writes a store: ``add_document`` (or ``begin_document`` and ``add``, or ``add_documents``), then ``finish``.
 
-    Tokens go to a temporary folder beside ``path`` that replaces it at ``finish``; ``abort``
-    removes it. Nothing is held in memory but the document boundaries.
+    Tokens and document starts go to a temporary folder beside ``path`` that replaces it at
+    ``finish``; ``abort`` removes it. Nothing is held in memory but a buffer of document starts.
     """
+
+    STARTS_BUFFER = 1 << 16  # document starts held before they are written out
 
     def __init__(self, path: Path, vocab_size: int):
         self.path = Path(path)
@@ -58,12 +63,23 @@ class StoreWriter:
         self.dtype = token_dtype(vocab_size)
         self.file = open(self.tmp / "tokens.npy", "wb")
         self.file.write(b"\0" * HEADER_BYTES)
+        self.starts_file = open(self.tmp / "starts.npy", "wb")
+        self.starts_file.write(b"\0" * HEADER_BYTES)
         self.length = 0
-        self.starts: list[int] = []
+        self.documents = 0
+        self._starts: list[int] = []
+
+    def _flush_starts(self) -> None:
+        if self._starts:
+            self.starts_file.write(np.asarray(self._starts, "<i8").tobytes())
+            self._starts = []
 
     def begin_document(self) -> None:
         """Start a document: its BOS is written."""
-        self.starts.append(self.length)
+        self._starts.append(self.length)
+        self.documents += 1
+        if len(self._starts) >= self.STARTS_BUFFER:
+            self._flush_starts()
         self.add(np.zeros(1, self.dtype))
 
     def add(self, ids) -> None:
@@ -78,17 +94,33 @@ class StoreWriter:
         self.begin_document()
         self.add(ids)
 
+    def add_documents(self, ids, starts) -> None:
+        """Append ``ids`` with a new document (its BOS) beginning before each of the sorted offsets
+        ``starts`` into them; ids before the first start continue the current document."""
+        starts = np.asarray(starts, np.int64)
+        if not len(starts):
+            self.add(ids)
+            return
+        self._flush_starts()
+        self.starts_file.write((self.length + starts + np.arange(len(starts))).astype("<i8").tobytes())
+        self.documents += len(starts)
+        self.add(np.insert(np.asarray(ids, self.dtype), starts, 0))
+
     def finish(self, manifest: dict) -> None:
-        """Fill in the header, write the manifest and move the store into place."""
+        """Fill in the headers, write the manifest and move the store into place."""
         self.file.seek(0)
         self.file.write(_npy_header(self.dtype, self.length))
         self.file.close()
+        self._flush_starts()
+        self.starts_file.seek(0)
+        self.starts_file.write(_npy_header(np.dtype(np.int64), self.documents))
+        self.starts_file.close()
         manifest = {
             "format": FORMAT,
             **manifest,
             "dtype": self.dtype.name,
             "tokens": self.length,
-            "starts": self.starts,
+            "documents": self.documents,
         }
         (self.tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False))
         if self.path.exists():  # another process built it meanwhile, or a damaged copy: ours wins
@@ -100,26 +132,38 @@ class StoreWriter:
             raise
 
     def abort(self) -> None:
-        if not self.file.closed:
-            self.file.close()
+        for f in (self.file, self.starts_file):
+            if not f.closed:
+                f.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def open_store(path: Path):
-    """(memory-mapped ids, manifest) of the store at ``path``; ValueError when it is missing or damaged."""
+    """(memory-mapped ids, manifest) of the store at ``path``, the manifest's ``starts`` the document
+    starts (memory-mapped too); ValueError when it is missing or damaged."""
     path = Path(path)
     try:
         manifest = json.loads((path / "manifest.json").read_text())
         ids = np.load(path / "tokens.npy", mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
+        if "starts" in manifest:  # written before the starts had a file of their own
+            starts = np.asarray(manifest["starts"], np.int64)
+        elif manifest.get("documents"):
+            starts = np.load(path / "starts.npy", mmap_mode="r", allow_pickle=False)
+        else:
+            starts = np.zeros(0, np.int64)
+    except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"cannot open the token store {path}: {e}") from None
     if (
         manifest.get("format") != FORMAT
         or ids.ndim != 1
         or len(ids) != manifest.get("tokens")
         or ids.dtype.name != manifest.get("dtype")
+        or starts.ndim != 1
+        or starts.dtype != np.int64
+        or len(starts) != manifest.get("documents", len(starts))
     ):
         raise ValueError(f"the token store {path} is damaged or from another version")
+    manifest["starts"] = starts
     try:  # read_windows reads through this descriptor, which outlives a temporary store's removal
         import weakref
 

@@ -133,7 +133,9 @@ def _jsb_piece(path: Path, split: str | None, index: int | None) -> Piece:
     from generator.data.chorales import read_jsb_json
 
     if split is None or index is None:
-        raise GeneratorError(f"{path} is a JSB Chorales file: choose a chorale with --split and --index")
+        raise ArgumentError.sentence(
+            f"{path} is a JSB Chorales file: choose a chorale with split and index", "split", "index"
+        )
     chorales = read_jsb_json(path, split)
     if not 0 <= index < len(chorales):
         raise GeneratorError(f"{path}: split {split!r} has chorales 0 to {len(chorales) - 1}, not {index}")
@@ -500,11 +502,7 @@ def harmonize(
     from generator.progress import progress_bar
 
     log = log or (lambda message: print(message, file=sys.stderr))
-    if generator.decodes_left_to_right:
-        raise GeneratorError(
-            f"checkpoint {generator.run.path.name} is a {generator.config.arch} model, not a "
-            "harmonizer: use --checkpoint harmonizer"
-        )
+    generator.task.require("harmonize", f"checkpoint {generator.run.path.name}", generator.config.modality)
     if not isinstance(iterations, (int, np.integer)) or not 1 <= iterations <= MAX_ITERATIONS:
         raise ArgumentError("iterations", f"must be between 1 and {MAX_ITERATIONS:,}, not {iterations}")
     if not (isinstance(temperature, (int, float)) and np.isfinite(temperature) and temperature > 0):

@@ -1,6 +1,7 @@
 """One file per architecture behind one small interface.
 
-Each architecture module (``lstm``, ``attention``, ``transformer``) provides:
+Each architecture module (``lstm``, ``attention``, ``transformer``; ``harmonizer`` has all but the
+``Decoder``) provides:
 
 - ``NAME``: the Keras model's name, which is how a saved model tells its architecture;
 - ``build(config) -> keras.Model``: int token ids ``[batch, time]`` -> logits ``[batch, time, vocab]``;
@@ -10,19 +11,23 @@ Each architecture module (``lstm``, ``attention``, ``transformer``) provides:
 - ``training_forward(model, tokens, training)``: the forward pass the trainer runs under XLA
   (``model(tokens, training=training)`` where the architecture has nothing faster).
 
-The trainer, the sampler, ``evaluate`` and the checkpoint code call only the functions below and
-never ask which architecture they hold.
+The registry pairs each architecture with its task (``generator.models.tasks``: a language model,
+or the harmonizer), which says what the models train on and how they are sampled. The trainer,
+the sampler, ``evaluate``, the API and the checkpoint code call only the functions below and ask
+the task, never which architecture they hold.
 """
 
 from __future__ import annotations
 
 import importlib
 
-ARCHS = {  # --arch name -> module
-    "lstm": "generator.models.lstm",
-    "lstm-attention": "generator.models.attention",
-    "transformer": "generator.models.transformer",
-    "harmonizer": "generator.models.harmonizer",  # bidirectional, fills in SATB cells (generation.harmonize)
+from generator.models.tasks import HARMONIZER, LANGUAGE_MODEL, Task
+
+ARCHS = {  # --arch name -> (module, the task its models do: generator.models.tasks)
+    "lstm": ("generator.models.lstm", LANGUAGE_MODEL),
+    "lstm-attention": ("generator.models.attention", LANGUAGE_MODEL),
+    "transformer": ("generator.models.transformer", LANGUAGE_MODEL),
+    "harmonizer": ("generator.models.harmonizer", HARMONIZER),  # bidirectional, fills in SATB cells
 }
 POSITIONS = ("rotary", "learned")  # the transformer's position encodings (RunConfig.positions)
 
@@ -31,7 +36,14 @@ def module(arch: str):
     """The module of architecture ``arch`` (a ValueError naming the choices when unknown)."""
     if arch not in ARCHS:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    return importlib.import_module(ARCHS[arch])
+    return importlib.import_module(ARCHS[arch][0])
+
+
+def task(arch: str) -> Task:
+    """What models of ``arch`` do (what they train on, how they are sampled), without importing its module."""
+    if arch not in ARCHS:
+        module(arch)  # the error naming the choices
+    return ARCHS[arch][1]
 
 
 def arch_of(model) -> str:
@@ -48,32 +60,12 @@ def build_model(config):
     return module(config.arch).build(config)
 
 
-def decoder(model):
-    """The incremental decoder of a trained model of any architecture."""
-    return module(arch_of(model)).Decoder(model)
-
-
-def window_sampler(config):
-    """The class (or factory) that cuts training windows for ``config.arch``: ``dataset.WindowSampler``
-    (next-token ``(x, y)``) unless the architecture trains on something else (the harmonizer:
-    masked cells, targets -1 where the loss ignores them)."""
-    import functools
-
-    from generator.data import dataset
-
-    own = getattr(module(config.arch), "WindowSampler", None)
-    return dataset.WindowSampler if own is None else functools.partial(own, vocab_size=config.vocab_size)
-
-
-def left_to_right(arch: str) -> bool:
-    """Whether ``arch`` predicts each token from the ones before it, so that it is sampled token by token
-    (``generation.sampling``); False for one that fills in cells from both sides (the harmonizer)."""
-    return getattr(module(arch), "LEFT_TO_RIGHT", True)
-
-
-def ignores_targets(arch: str) -> bool:
-    """Whether ``arch``'s training targets include ignored ones (< 0): its loss is the mean over the rest."""
-    return hasattr(module(arch), "WindowSampler")
+def decoder(model, what: str = "this checkpoint", modality: str = "music"):
+    """The incremental decoder of a trained model of any left-to-right architecture (``what`` and
+    ``modality`` name the model in the error for one whose task is not sampled token by token)."""
+    arch = arch_of(model)
+    task(arch).require("generate", what, modality)
+    return module(arch).Decoder(model)
 
 
 def training_forward(model, tokens, training: bool = False):

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.studio.jobs import Cancelled, Job, Worker
 
 UPLOAD_BYTES = 4 * 1024 * 1024  # the largest seed file accepted (MIDI files of whole songs are ~100 KB)
@@ -90,8 +90,9 @@ class Take:
 
 
 def catalogue(extra_runs=()) -> dict[str, dict]:
-    """``{name: {path, modality, arch, description}}``: the bundled checkpoints and ``extra_runs``
+    """``{name: {path, modality, arch, kind, description}}``: the bundled checkpoints and ``extra_runs``
     (run directories, named by their folder), read from their config.json only."""
+    from generator import models
     from generator.training import checkpoints
 
     out = {}
@@ -100,13 +101,14 @@ def catalogue(extra_runs=()) -> dict[str, dict]:
     for run in extra_runs:
         path = Path(run).expanduser().resolve()
         if not (path / "config.json").is_file():
-            raise GeneratorError(f"--checkpoint {run}: not a run directory (it has no config.json)")
+            raise ArgumentError("extra_runs", f"{run}: not a run directory (it has no config.json)")
         out[path.name] = dict(path=path)
     for name, entry in out.items():
         config = checkpoints.read_config(entry["path"])
         entry.update(
             modality=config.modality,
             arch=config.arch,
+            kind=models.task(config.arch).kind(config.modality),  # music, text or harmonizer
             description=DESCRIPTIONS.get(
                 name, f"{config.arch} {config.layers}x{config.units}, {config.tokenizer} tokens"
             ),
@@ -260,14 +262,14 @@ class Studio:
         )
 
     # -- models --------------------------------------------------------------------------------------
-    def model(self, name: str, modality: str, job: Job | None = None):
-        """The loaded ``Generator`` for catalogue entry ``name``, which must be of ``modality``."""
+    def model(self, name: str, kind: str, job: Job | None = None):
+        """The loaded ``Generator`` for catalogue entry ``name``, which must be of ``kind`` (music, text
+        or harmonizer: ``catalogue``)."""
         entry = self.models.get(name)
         if entry is None:
             raise GeneratorError(f"no model named {str(name)[:40]!r}; choose one of {', '.join(self.models)}")
-        kind = "harmonizer" if entry["arch"] == "harmonizer" else entry["modality"]
-        if kind != modality:
-            raise GeneratorError(f"{name} is a {kind} model, not a {modality} model")
+        if entry["kind"] != kind:
+            raise GeneratorError(f"{name} is a {entry['kind']} model, not a {kind} model")
         if name not in self.loaded:
             if job is not None:
                 job.stage = f"loading {name}"

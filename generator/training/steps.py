@@ -96,7 +96,7 @@ def build(config: RunConfig, strategy):
 
 
 def cross_entropy(y, logits):
-    """Cross-entropy of each target; a target < 0 (a cell the harmonizer's loss ignores) gives 0."""
+    """Cross-entropy of each target; a target < 0 (one the task's loss ignores) gives 0."""
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(y, 0), tf.cast(logits, tf.float32))
     return tf.where(y >= 0, ce, tf.zeros_like(ce))
 
@@ -106,7 +106,7 @@ def make_train_step(strategy, model, optimizer, config: RunConfig):
     variables = model.trainable_variables
     scaled = hasattr(optimizer, "dynamic_scale")
     jit = use_jit(config)
-    ignores = models.ignores_targets(config.arch)
+    ignores = models.task(config.arch).ignores_targets
 
     def forward_backward(x, y, global_tokens):
         with tf.GradientTape() as tape:

@@ -268,7 +268,9 @@ class BandTokenizer(Tokenizer):
         return beat_clock(seq.tempos, self.steps_per_beat)
 
     def encode(self, document) -> list[int]:
-        """Turn a NoteSequence into ids (see ``last_reduced`` for tracks that shared a slot)."""
+        """Turn a NoteSequence into ids (see ``last_reduced`` for tracks that shared a slot).
+
+        Vectorised: the events are found, deduplicated and spelled with numpy, not a loop per note."""
         seq = document
         notes = [n for n in seq.notes if math.isfinite(n.start) and math.isfinite(n.end)]
         self.last_reduced = []
@@ -279,50 +281,68 @@ class BandTokenizer(Tokenizer):
         clock, bpm_at = self._clock(seq)
         starts = np.maximum(np.rint(clock([n.start for n in notes])), 0).astype(np.int64)
         lengths = np.rint(clock([n.end for n in notes])).astype(np.int64) - starts
-        events: dict[tuple[int, int, int], int] = {}  # (start, slot, pitch or -1 - key) -> index into notes
-        for i, n in enumerate(notes):
-            slot = slots[n.track] if n.track in slots else DRUM_KIND * INSTANCES
-            if n.is_drum:
-                if not DRUM_KEYS[0] <= n.pitch <= DRUM_KEYS[1]:
-                    self.last_dropped["drum_notes_outside_map"] += 1
-                    continue
-                key = (int(starts[i]), DRUM_KIND * INSTANCES, int(n.pitch))
-            else:
-                key = (int(starts[i]), slot, int(n.pitch))
-            if key not in events or lengths[i] > lengths[events[key]]:
-                events[key] = i  # a doubled note (two tracks in one slot) is played once, the longest
+        drum_slot = DRUM_KIND * INSTANCES
+        pitch = np.array([int(n.pitch) for n in notes], np.int64)
+        is_drum = np.array([bool(n.is_drum) for n in notes], bool)
+        slot = np.array([drum_slot if n.is_drum else slots.get(n.track, drum_slot) for n in notes], np.int64)
+        velocity = np.array([int(n.velocity) for n in notes], np.int64)
+        outside = is_drum & ((pitch < DRUM_KEYS[0]) | (pitch > DRUM_KEYS[1]))
+        self.last_dropped["drum_notes_outside_map"] = int(outside.sum())
         ts = seq.time_signature if seq.time_signature else (4, 4)
         ts = TIME_SIGNATURES[self.time_signature_index(ts)]
         bar_steps = self.bar_steps(ts)
-        ids = [self.timesig.offset + TIME_SIGNATURES.index(ts)]
-        last_bar, last_pos, last_slot, tempo = -1, -1, -1, None
-        velocity = {}
-        for (start, slot, pitch), i in sorted(events.items()):
-            bar, pos = divmod(start, bar_steps)
-            while last_bar < bar:
-                last_bar += 1
-                ids.append(self.bar)
-                bin_ = self.tempo_bin(float(bpm_at(last_bar * bar_steps)))
-                if bin_ != tempo:
-                    ids.append(self.tempo.offset + bin_)
-                    tempo = bin_
-                last_pos, last_slot = -1, -1
-            if pos != last_pos:
-                ids.append(self.pos.offset + int(pos))
-                last_pos, last_slot = pos, -1
-            if slot != last_slot:
-                ids.append(self.track.offset + slot)
-                last_slot = slot
-            vbin = min((max(int(notes[i].velocity), 1) - 1) * VELOCITY_BINS // 127, VELOCITY_BINS - 1)
-            if velocity.get(slot) != vbin:
-                ids.append(self.vel.offset + vbin)
-                velocity[slot] = vbin
-            if slot == DRUM_KIND * INSTANCES:
-                ids.append(self.drum.offset + pitch - DRUM_KEYS[0])
-            else:
-                ids.append(self.note.offset + pitch)
-                ids.append(self.dur.offset + self.duration_index(lengths[i]))
-        return ids
+        head = [self.timesig.offset + TIME_SIGNATURES.index(ts)]
+        kept = np.flatnonzero(~outside)
+        if not len(kept):
+            return head
+        # one event per (start, slot, pitch): a doubled note (two tracks in one slot) is played once, the
+        # longest (the first of the longest); events in (start, slot, pitch) order
+        order = kept[np.lexsort((kept, -lengths[kept], pitch[kept], slot[kept], starts[kept]))]
+        start, slot, pitch = starts[order], slot[order], pitch[order]
+        first = np.ones(len(order), bool)
+        first[1:] = (start[1:] != start[:-1]) | (slot[1:] != slot[:-1]) | (pitch[1:] != pitch[:-1])
+        chosen = order[first]
+        start, slot, pitch, length = start[first], slot[first], pitch[first], lengths[chosen]
+        vbin = np.minimum((np.maximum(velocity[chosen], 1) - 1) * VELOCITY_BINS // 127, VELOCITY_BINS - 1)
+        bar, pos = np.divmod(start, bar_steps)
+        count = len(start)
+        # BAR for every bar up to the last event's (empty ones too), TEMPO after it where the tempo bin changes
+        bars = np.arange(int(bar[-1]) + 1)
+        bpms = bpm_at(bars * bar_steps)
+        unique, where = np.unique(bpms, return_inverse=True)
+        bins = np.array([self.tempo_bin(float(b)) for b in unique], np.int64)[where.ravel()]
+        changed = np.ones(len(bars), bool)
+        changed[1:] = bins[1:] != bins[:-1]
+        bar_tokens = np.stack([np.full(len(bars), self.bar), np.where(changed, self.tempo.offset + bins, -1)], 1)
+        bar_owner = np.repeat(np.searchsorted(bar, bars, side="left"), 2)  # the event each bar comes before
+        # an event's own tokens: POS, TRACK, VEL where they change, then NOTE and DUR or DRUM
+        new_bar = np.ones(count, bool)
+        new_bar[1:] = bar[1:] != bar[:-1]
+        new_pos = new_bar.copy()
+        new_pos[1:] |= pos[1:] != pos[:-1]
+        new_track = new_pos.copy()
+        new_track[1:] |= slot[1:] != slot[:-1]
+        by_slot = np.argsort(slot, kind="stable")
+        new_vel = np.ones(count, bool)
+        same = slot[by_slot][1:] == slot[by_slot][:-1]
+        new_vel[by_slot[1:]] = ~same | (vbin[by_slot][1:] != vbin[by_slot][:-1])
+        drum = slot == drum_slot
+        unique, where = np.unique(length, return_inverse=True)
+        durations = np.array([self.duration_index(int(d)) for d in unique], np.int64)[where.ravel()]
+        own = np.stack(
+            [
+                np.where(new_pos, self.pos.offset + pos, -1),
+                np.where(new_track, self.track.offset + slot, -1),
+                np.where(new_vel, self.vel.offset + vbin, -1),
+                np.where(drum, self.drum.offset + pitch - DRUM_KEYS[0], self.note.offset + pitch),
+                np.where(drum, -1, self.dur.offset + durations),
+            ],
+            1,
+        )
+        tokens = np.concatenate([bar_tokens.ravel(), own.ravel()])
+        owner = np.concatenate([bar_owner * 2, np.repeat(np.arange(count), own.shape[1]) * 2 + 1])
+        tokens = tokens[np.argsort(owner, kind="stable")]
+        return head + tokens[tokens >= 0].tolist()
 
     # -- decoding --------------------------------------------------------------------------------
     def decode(self, ids) -> NoteSequence:

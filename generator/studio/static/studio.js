@@ -304,8 +304,8 @@ async function start() {
     const info = await api("/api/info");
     $("upload-limit").textContent = `MIDI, MusicXML, ABC or kern; at most ${info.upload_limit / 1048576} MiB.`;
     for (const m of info.models) {
-      if (m.modality === "music" && m.arch !== "harmonizer") $("model").add(new Option(`${m.name}: ${m.description}`, m.name));
-      if (m.modality === "text") $("text-model").add(new Option(`${m.name}: ${m.description}`, m.name));
+      if (m.kind === "music") $("model").add(new Option(`${m.name}: ${m.description}`, m.name));
+      if (m.kind === "text") $("text-model").add(new Option(`${m.name}: ${m.description}`, m.name));
     }
     const examples = document.createElement("optgroup");
     examples.label = "examples";
