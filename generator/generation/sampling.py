@@ -47,8 +47,9 @@ def repeat_mix(logits, history, weight: float):
 
     ``history`` ``[batch, REPEAT_HISTORY]`` holds the latest tokens, the newest last (-1 where
     empty). Every earlier position whose tokens match the newest ones for at least
-    ``REPEAT_MIN_MATCH`` tokens proposes the token that followed it there, weighted by how far
-    the match reaches (``length - REPEAT_MIN_MATCH + 1``, up to ``REPEAT_MAX_MATCH``); the
+    ``REPEAT_MIN_MATCH`` tokens proposes the token that followed it there, weighted by the square
+    of how far the match reaches (``(length - REPEAT_MIN_MATCH + 1) ** 2``, the length counted up
+    to ``REPEAT_MAX_MATCH``), so that a long repeat outweighs many chance matches of a few tokens; the
     proposals, normalised, get ``weight`` of the probability and the model ``1 - weight``. Rows
     with no match keep the model's distribution. Returns log-probabilities ``[batch, vocab]``.
     """
@@ -61,7 +62,7 @@ def repeat_mix(logits, history, weight: float):
     )  # [batch, k, positions]: position j's m-th token back equals the newest m-th token back
     reach = tf.reduce_sum(tf.math.cumprod(tf.cast(same, tf.float32), axis=1), axis=1)  # the match length at j
     following = history[:, k:]  # the token after each position j
-    votes = tf.where((reach >= REPEAT_MIN_MATCH) & (following >= 0), reach - (REPEAT_MIN_MATCH - 1), 0.0)
+    votes = tf.where((reach >= REPEAT_MIN_MATCH) & (following >= 0), tf.square(reach - (REPEAT_MIN_MATCH - 1)), 0.0)
     rows = tf.shape(history)[0]
     segments = tf.maximum(following, 0) + vocab * tf.range(rows)[:, None]
     copied = tf.reshape(tf.math.unsorted_segment_sum(votes, segments, rows * vocab), (rows, vocab))
