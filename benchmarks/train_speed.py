@@ -100,12 +100,16 @@ def project_step(config):
     return lambda x, y: train_step((x, y), tokens)
 
 
-def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False, mixed_precision: str = "") -> float:
+def time_project(
+    sizes: dict, jit: bool | None, keras_layers: bool = False, mixed_precision: str = "", table_projection: bool = True
+) -> float:
     """The trainer's loop: its tf.data pipeline, its compiled step, one loss read back per step.
 
     ``mixed_precision`` ("bfloat16", "float16") trains as ``--mixed-precision`` does.
     ``keras_layers`` runs the model's Keras LSTM layers where the trainer would use ``fast_lstm``
     (the step is traced at its first call, so the stand-in stays in place until the end).
+    ``table_projection`` False projects the first layer's looked-up embeddings by a matmul, as
+    ``fast_lstm`` did before its row lookup in ``embedding @ kernel + bias``.
     """
     import keras
 
@@ -115,8 +119,13 @@ def time_project(sizes: dict, jit: bool | None, keras_layers: bool = False, mixe
     set_tf_threads(sizes)
     keras.utils.set_random_seed(0)
     keras_forward = lambda model, tokens, training=False: model(tokens, training=training)  # noqa: E731
+    from generator.models import fast_lstm
+
     with (
-        mock.patch.object(steps.models, "training_forward", keras_forward) if keras_layers else contextlib.nullcontext()
+        mock.patch.object(steps.models, "training_forward", keras_forward)
+        if keras_layers
+        else contextlib.nullcontext(),
+        mock.patch.object(fast_lstm, "TABLE_PROJECTION", table_projection),
     ):
         step = project_step(run_config(sizes, jit=jit, mixed_precision=mixed_precision))
         windows, n_steps = synthetic_windows(sizes)
@@ -211,6 +220,7 @@ def time_torch(sizes: dict) -> float:
 MEASURES = {
     "project": lambda s: time_project(s, None),  # what `generator train` does by default
     "project_no_xla": lambda s: time_project(s, False),
+    "project_no_table_projection": lambda s: time_project(s, None, table_projection=False),
     "project_xla_keras_lstm": lambda s: time_project(s, True, keras_layers=True),
     "project_bfloat16": lambda s: time_project(s, None, mixed_precision="bfloat16"),
     "project_float16": lambda s: time_project(s, None, mixed_precision="float16"),

@@ -79,7 +79,7 @@ def train(
 
         source_run = finetune.load_source(init_from)
         base = finetune.fine_tune_config(
-            source_run, init_from, modality, settings, config, config_name if config is not None else "--config"
+            source_run, init_from, modality, settings, config, config_name if config is not None else "config"
         )
         settings = {k: v for k, v in settings.items() if k != "init_from"}
     else:
@@ -143,8 +143,10 @@ def load_config(source: RunConfig | str | os.PathLike, modality: str | None = No
             f"{name} is configuration format {config.format_version}; this version reads {FORMAT_VERSION}"
         )
     if modality is not None and config.modality != modality:
-        raise GeneratorError(
-            f"{name} configures a {config.modality} model, not {modality}; use `generator train {config.modality}`"
+        raise ArgumentError(
+            "config",
+            f"{name} configures a {config.modality} model, not {modality}: train it with modality {config.modality}",
+            "modality",
         )
     return config
 

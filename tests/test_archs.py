@@ -46,6 +46,8 @@ def test_output_shapes_and_registry(arch):
 @pytest.mark.parametrize(
     "arch,changes",
     [
+        ("lstm", {}),
+        ("lstm", {"tie_weights": True, "embedding": 12}),
         ("lstm-attention", {}),
         ("transformer", {}),
         ("transformer", {"tie_weights": True, "embedding": 12}),
@@ -54,6 +56,8 @@ def test_output_shapes_and_registry(arch):
     ],
 )
 def test_incremental_decoding_equals_the_full_pass_beyond_the_window(arch, changes):
+    """The Keras model (``call``), the trainer's forward pass, the decoder's ``step`` compiled as the
+    sampler runs it and its ``forward`` in chunks carrying the states give the same logits."""
     model = tiny_model(arch, **changes)
     x = tokens()
     full = model(x).numpy()

@@ -59,6 +59,24 @@ def test_one_adam_step_gives_the_same_weights():
         np.testing.assert_allclose(a, b, atol=1e-5)  # 1e-5 is a thousandth of the step (lr 0.01)
 
 
+def test_the_first_layer_looks_its_projection_up_and_the_embedding_keeps_a_gradient_per_token(monkeypatch):
+    model, (x, y) = tiny(), batch(2)
+
+    def grads(table_projection):
+        monkeypatch.setattr(fast_lstm, "TABLE_PROJECTION", table_projection)
+        with tf.GradientTape() as tape:
+            logits = fast_lstm.forward(model, x, training=True)
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
+        return tape.gradient(loss, model.trainable_variables)
+
+    looked_up, projected = grads(True), grads(False)
+    assert isinstance(looked_up[0], tf.IndexedSlices) and isinstance(projected[0], tf.IndexedSlices)
+    assert looked_up[0].values.shape == projected[0].values.shape == (x.size, 6)  # one row per token, as before
+    np.testing.assert_array_equal(looked_up[0].indices.numpy(), projected[0].indices.numpy())
+    for got, want in zip(looked_up, projected):
+        np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), atol=1e-6)
+
+
 def test_unsupported_layers_run_as_themselves():
     model = tiny()
     assert all(fast_lstm.supported(layer) for layer in model.layers if isinstance(layer, keras.layers.LSTM))

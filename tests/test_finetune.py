@@ -4,6 +4,7 @@ lines, --column): what each promises, checked on tiny models and corpora."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from generator import api
+from generator.errors import ArgumentError
 from generator.training import checkpoints, finetune
 from tests.conftest import TINY_SETTINGS, TINY_TEXT, call, one_line_error
 
@@ -269,6 +271,31 @@ def test_a_text_run_from_a_music_checkpoint_is_one_error(tiny_corpus, music_run,
     one_line_error(code, err, "--init-from", "is a music model", "generator train music")
 
 
+def test_library_errors_name_arguments_and_the_cli_names_flags(tiny_corpus, tiny_run, music_run, tmp_path, capsys):
+    """A contradiction with the checkpoint is an ArgumentError that names init_from and the settings as
+    train() takes them; the command line says the same sentence with the flags."""
+    from generator import api
+    from generator.cli.main import generator_main
+
+    with pytest.raises(ArgumentError, match=r"^init_from .* contradict units 32 \(it has 16\)") as caught:
+        api.train(str(tiny_corpus), tmp_path / "r", init_from=str(tiny_run), units=32, log=lambda m: None)
+    assert caught.value.argument == "init_from" and "--" not in str(caught.value)
+    with pytest.raises(ArgumentError, match="^init_from .* is a music model, not a text one: .* modality music"):
+        api.train(str(tiny_corpus), tmp_path / "r", init_from=str(music_run), log=lambda m: None)
+    config = tmp_path / "best.json"
+    config.write_text(checkpoints.read_config(tiny_run).replace(units=24).to_json(), encoding="utf-8")
+    with pytest.raises(ArgumentError, match=rf"units 24 in {re.escape(str(config))} \(it has 16\)") as caught:
+        api.train(str(tiny_corpus), tmp_path / "r", init_from=str(tiny_run), config=str(config), log=lambda m: None)
+    assert "--" not in str(caught.value)
+    code, _, err = call(
+        generator_main,
+        ["train", "text", "--corpus", str(tiny_corpus), "--output", str(tmp_path / "r"), "--init-from", str(tiny_run)]
+        + ["--config", str(config)],
+        capsys,
+    )
+    one_line_error(code, err, "--init-from", f"units 24 in {config} (it has 16)")
+
+
 # -- short documents -------------------------------------------------------------------------
 
 
@@ -289,8 +316,9 @@ def test_lines_csv_and_jsonl_columns_are_short_documents(tmp_path):
     assert corpora.open_text(tmp_path / "t.jsonl", column="title").documents() == ["First title\n", "Third\n"]
     with pytest.raises(Exception, match="no column 'name'; its columns are id, title"):
         corpora.open_text(tmp_path / "t.csv", column="name").documents()
-    with pytest.raises(Exception, match="give --column"):
+    with pytest.raises(ArgumentError, match="give column, the header") as caught:
         corpora.open_text(tmp_path / "t.csv")
+    assert caught.value.argument == "column" and "--" not in str(caught.value)
 
 
 def test_a_lines_model_gives_one_line_per_sample(tmp_path, capsys):

@@ -94,3 +94,43 @@ def test_shared_code_never_asks_for_the_harmonizer():
         assert not re.search(r"""\barch\b["'\]]*\s*[!=]==?\s*["']|["']harmonizer["']\s+(not\s+)?in\b""", text), (
             path.name
         )
+
+
+def test_an_error_inside_a_sentence_names_flags_on_the_command_line_only():
+    error = ArgumentError.sentence(
+        "runs/split.json is a JSON corpus: choose one with split and index; pass force=True to overwrite it.",
+        "split",
+        "index",
+        "force",
+    )
+    assert error.argument == "split" and str(error).startswith("runs/split.json is")
+    assert error.worded(flag_name) == (
+        "runs/split.json is a JSON corpus: choose one with --split and --index; pass --force to overwrite it."
+    )  # a name inside a path stays, a boolean given as True is the bare flag
+    assert ArgumentError("init_from", "x is a music model: use modality music", "modality").worded(flag_name) == (
+        "--init-from x is a music model: use generator train music"
+    )
+
+
+def test_no_library_error_names_a_flag():
+    """Outside generator/cli, the messages of raised errors name arguments and settings, never flags."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "generator"
+    found = []
+    for path in root.rglob("*.py"):
+        if "cli" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) or (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", "")).endswith("Error")
+            ):
+                for part in ast.walk(node):
+                    if (
+                        isinstance(part, ast.Constant)
+                        and isinstance(part.value, str)
+                        and re.search(r"(?<![\w-])--[a-z]", part.value)
+                    ):
+                        found.append(f"{path.name}:{part.lineno}")
+    assert not found

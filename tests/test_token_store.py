@@ -58,7 +58,7 @@ def test_bad_text_is_one_clear_error(tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.txt").write_bytes(b"fine \xff here")
-    with pytest.raises(GeneratorError, match="not valid utf-8 .*offset 5.*--encoding"):
+    with pytest.raises(GeneratorError, match="not valid utf-8 .*offset 5.*pass encoding with"):
         dataset.tokenize(open_corpus(str(bad), "text"), dataset.TokenizerFactory("chars"), use_cache=False)
     (bad / "a.txt").write_bytes(b"bin\0ary")
     with pytest.raises(GeneratorError, match="binary"):

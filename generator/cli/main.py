@@ -63,9 +63,16 @@ def quiet_tensorflow(verbose: bool, multi_worker: bool = False) -> None:
         pass
 
 
+# The library arguments that the command line sets otherwise than by a flag of their name.
+ARGUMENT_FLAGS = {
+    "modality": "generator train",  # generator train text|music
+    "extra_runs": "--checkpoint",  # generator studio --checkpoint RUN
+}
+
+
 def flag_name(argument: str) -> str:
-    """The flag that sets a library call's argument: ``top_k`` -> ``--top-k``."""
-    return "--" + argument.replace("_", "-")
+    """The flag that sets a library call's argument: ``top_k`` -> ``--top-k`` (``ARGUMENT_FLAGS`` apart)."""
+    return ARGUMENT_FLAGS.get(argument, "--" + argument.replace("_", "-"))
 
 
 def run(main, argv=None) -> int:
@@ -543,7 +550,7 @@ def generator_main(argv=None) -> None:
             args.output,
             modality=args.modality,
             force=args.force,
-            config=config,
+            config=args.config if config is not None else None,  # the file, which errors then name
             encoding=args.encoding,
             progress=sys.stdout.isatty(),
             **settings,

@@ -192,9 +192,10 @@ def read_text_file(path: Path, encoding: str = "utf-8") -> str:
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
-        raise GeneratorError(
+        raise ArgumentError.sentence(
             f"{path} is not valid {encoding} (byte 0x{data[e.start]:02x} at offset {e.start}); "
-            f"pass --encoding with the file's encoding, e.g. --encoding latin-1"
+            "pass encoding with the file's character set, e.g. encoding latin-1",
+            "encoding",
         ) from None
     except LookupError:
         raise GeneratorError(f"unknown encoding {encoding!r}") from None
@@ -218,8 +219,9 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
     if documents not in DOCUMENTS:
         raise ArgumentError("documents", f"must be one of {', '.join(DOCUMENTS)}, not {documents!r}")
     if not column and path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
-        raise GeneratorError(
-            f"{path} is a {path.suffix[1:].upper()} file: give --column with the column whose values are the documents"
+        raise ArgumentError.sentence(
+            f"{path} is a {path.suffix[1:].upper()} file: give column, the header (or key) whose values are the documents",
+            "column",
         )
     files = _files_under(path, TABLE_SUFFIXES if column else TEXT_SUFFIXES)
     if not files:

@@ -261,16 +261,9 @@ def _pretty_ends(start, end, pitch, file_end: int, resolution: int):
     return ends
 
 
-def fast_read(clean: bytes, source: str) -> NoteArrays | None:
-    """The notes of the checked MIDI bytes ``clean`` (``midi_io._checked_midi_bytes``), or None when
-    this file is left to the pretty_midi path (see the module docstring)."""
-    from generator.data.midi_io import MAX_BPM, MAX_TICK, MIN_BPM, _valid_time_signature, track_chunks
-
-    try:
-        import symusic
-    except ImportError:
-        return None
-    chunks = track_chunks(clean)
+def _parsed_tracks(clean: bytes, chunks: list[bytes], symusic) -> list | None:
+    """Each track chunk of ``clean`` read by symusic on its own as ``(score, its sounding track or None,
+    its end tick, the chunk)``, or None when one of them is left to the pretty_midi path."""
     if len(chunks) > MAX_CHUNKS or any(not chunk.endswith(b"\xff\x2f\x00") for chunk in chunks):
         return None
     header = clean[:8] + b"\x00\x00\x00\x01" + clean[12:14]  # one track, type 0
@@ -295,6 +288,21 @@ def fast_read(clean: bytes, source: str) -> NoteArrays | None:
                     return None  # three or more notes of one pitch never released: symusic dropped some
             parsed.append((score, playing[0] if playing else None, end_tick, chunk))
     except Exception:  # symusic refuses what pretty_midi may still read or explain
+        return None
+    return parsed
+
+
+def fast_read(clean: bytes, source: str) -> NoteArrays | None:
+    """The notes of the checked MIDI bytes ``clean`` (``midi_io._checked_midi_bytes``), or None when
+    this file is left to the pretty_midi path (see the module docstring)."""
+    from generator.data.midi_io import MAX_BPM, MAX_TICK, MIN_BPM, _valid_time_signature, track_chunks
+
+    try:
+        import symusic
+    except ImportError:
+        return None
+    parsed = _parsed_tracks(clean, track_chunks(clean), symusic)
+    if parsed is None:
         return None
     file_end = max(end for _, _, end, _ in parsed)
     if file_end > MAX_TICK:

@@ -36,7 +36,7 @@ import zipfile
 from pathlib import Path
 
 from generator.data import limits
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.data.notes import Instrument, Note, NoteSequence
 
 MIDI_SUFFIXES = (".mid", ".midi")
@@ -517,7 +517,7 @@ def write_midi(seq: NoteSequence, path, force: bool = False) -> Path:
     """Write seq as a standard MIDI file, atomically; refuse to overwrite unless ``force``."""
     path = Path(path)
     if path.exists() and not force:
-        raise GeneratorError(f"{path}: already exists; use force=True (--force) to overwrite it")
+        raise ArgumentError.sentence(f"{path}: already exists; pass force=True to overwrite it", "force")
     if path.is_dir():
         raise GeneratorError(f"{path}: is a directory")
     try:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 CHUNK_BYTES = 8 << 20
 MAX_CODE_POINT = 0x10FFFF
@@ -65,9 +65,10 @@ def code_points(path: Path, encoding: str = "utf-8", progress=None) -> Iterator[
                     text = decoder.decode(data, final)
                 except UnicodeDecodeError as e:
                     where = consumed - len(buffered) + e.start
-                    raise GeneratorError(
+                    raise ArgumentError.sentence(
                         f"{path} is not valid {encoding} (byte 0x{e.object[e.start]:02x} at offset {where}); "
-                        f"pass --encoding with the file's encoding, e.g. --encoding latin-1"
+                        "pass encoding with the file's character set, e.g. encoding latin-1",
+                        "encoding",
                     ) from None
                 cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
             consumed += len(data)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.evaluation.compare import compare_sets, feature_table, overlap_and_kld  # noqa: F401  (API)
 from generator.evaluation.features import FEATURES, VOICE_FEATURES, as_grid_piece, piece_features  # noqa: F401
 
@@ -45,7 +45,7 @@ def load_set(spec: str, *, split: str = "", report=None) -> list:
         return held_out_corpus(spec[len(HELD_OUT_PREFIX) :]).documents()
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".json" and path.is_file() and not split:
-        raise GeneratorError(f"{spec} is a JSON corpus: say which split to read with --split (e.g. valid)")
+        raise ArgumentError.sentence(f"{spec} is a JSON corpus: name the part to read with split (e.g. valid)", "split")
     if path.is_file() and path.suffix.lower() not in corpora.MUSIC_SUFFIXES + (".json",):
         raise GeneratorError(
             f"{spec}: unsupported file type {path.suffix or '(none)'}; use a directory of "

@@ -133,7 +133,9 @@ def _jsb_piece(path: Path, split: str | None, index: int | None) -> Piece:
     from generator.data.chorales import read_jsb_json
 
     if split is None or index is None:
-        raise GeneratorError(f"{path} is a JSB Chorales file: choose a chorale with --split and --index")
+        raise ArgumentError.sentence(
+            f"{path} is a JSB Chorales file: choose a chorale with split and index", "split", "index"
+        )
     chorales = read_jsb_json(path, split)
     if not 0 <= index < len(chorales):
         raise GeneratorError(f"{path}: split {split!r} has chorales 0 to {len(chorales) - 1}, not {index}")

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 FORMATS = ("wav", "png", "musicxml")
 SUFFIXES = {"wav": ".wav", "png": ".png", "musicxml": ".musicxml"}
@@ -73,7 +73,7 @@ def check_targets(paths, force: bool) -> None:
         if path.is_dir():
             raise GeneratorError(f"{path} is a directory")
         if path.exists() and not force:
-            raise GeneratorError(f"{path} already exists; pass --force (force=True) to overwrite it")
+            raise ArgumentError.sentence(f"{path} already exists; pass force=True to overwrite it", "force")
 
 
 def render(midi_path, formats=FORMATS, soundfont=None, *, force: bool = False, log=None) -> dict[str, Path]:

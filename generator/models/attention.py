@@ -25,13 +25,7 @@ import tensorflow as tf
 
 from generator.config import RunConfig
 from generator.errors import GeneratorError
-from generator.models.lstm import (
-    TokenEmbedding,
-    double_cell_gate,
-    doubled_gate_step,
-    lstm_layer,
-    lstm_layers,
-)  # registers TokenEmbedding
+from generator.models.lstm import LSTMStack, TokenEmbedding, lstm_layer, lstm_layers  # registers TokenEmbedding
 
 NAME = "lstm_attention_generator"
 NEG_INF = -1e9
@@ -268,11 +262,6 @@ def output_weights(model):
     return kernel, tf.convert_to_tensor(embedding.output_bias, tf.float32)
 
 
-def _lstm_cell(z, c):
-    """One LSTM step from pre-activations whose cell-gate columns are doubled (``lstm.double_cell_gate``)."""
-    return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
-
-
 class Decoder:
     """Incremental decoding: states ``(lstm_states, (keys, values, position))``.
 
@@ -282,13 +271,8 @@ class Decoder:
     """
 
     def __init__(self, model: keras.Model):
-        embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
-        self.cells = [
-            tuple(double_cell_gate(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel, layer.cell.bias))
-            for layer in lstm_layers(model)
-        ]
-        self.input_table = tf.matmul(embedding, self.cells[0][0]) + self.cells[0][2]  # layer 1's projection per token
-        self.units = [int(r.shape[0]) for _, r, _ in self.cells]
+        self.lstm = LSTMStack(model)  # shared with generator.models.lstm's decoder
+        self.units = self.lstm.units
         attention = model.get_layer("attention")
         self.window, self.heads = attention.window, attention.heads
         self.attention = float_weights(attention)
@@ -302,37 +286,8 @@ class Decoder:
         self.vocab_size = int(self.out_kernel.shape[1])
 
     def zero_states(self, batch_size):
-        lstm_states = tuple(
-            (tf.zeros(tf.stack([batch_size, u])), tf.zeros(tf.stack([batch_size, u]))) for u in self.units
-        )
         keys, values = ring_zeros(batch_size, self.window, self.heads, self.units[-1] // self.heads)
-        return lstm_states, (keys, values, tf.constant(0, tf.int32))
-
-    def _lstm_step(self, tokens, states):
-        (h, c), rest = states[0], states[1:]
-        h, c = _lstm_cell(tf.gather(self.input_table, tokens) + tf.matmul(h, self.cells[0][1]), c)
-        new_states = [(h, c)]
-        for (kernel, recurrent, bias), (h_l, c_l) in zip(self.cells[1:], rest):
-            h, c = _lstm_cell(tf.matmul(h, kernel) + tf.matmul(h_l, recurrent) + bias, c_l)
-            new_states.append((h, c))
-        return h[:, None], tuple(new_states)
-
-    def _lstm_chunk(self, tokens, states):
-        """Top-layer outputs ``[B, T, U]`` of a chunk, and the LSTM states after it."""
-        projected = tf.gather(self.input_table, tf.transpose(tokens))  # [T, B, 4U], time major
-        new_states, x = [], None  # x: the previous layer's outputs [T, B, U]
-        for layer, ((kernel, recurrent, bias), (h, c)) in enumerate(zip(self.cells, states)):
-            if layer:
-                projected = tf.einsum("tbu,ug->tbg", x, kernel) + bias
-
-            def body(carry, z_t, recurrent=recurrent):
-                h, c = carry
-                return _lstm_cell(z_t + tf.matmul(h, recurrent), c)
-
-            hs, cs = tf.scan(body, projected, initializer=(h, c))
-            new_states.append((hs[-1], cs[-1]))
-            x = hs
-        return tf.transpose(x, [1, 0, 2]), tuple(new_states)
+        return self.lstm.zero_states(batch_size), (keys, values, tf.constant(0, tf.int32))
 
     def _head(self, x, ring, one_token: bool = False):
         """Attention, residual, normalization and logits of LSTM outputs ``x`` ``[B, T, U]`` (``T`` = 1
@@ -348,12 +303,12 @@ class Decoder:
 
     def step(self, tokens, states):
         """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
-        x, lstm_states = self._lstm_step(tokens, states[0])
-        logits, ring = self._head(x, states[1], one_token=True)
+        h, lstm_states = self.lstm.step(tokens, states[0])
+        logits, ring = self._head(h[:, None], states[1], one_token=True)
         return logits[:, 0], (lstm_states, ring)
 
     def forward(self, tokens, states):
         """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last token)."""
-        x, lstm_states = self._lstm_chunk(tokens, states[0])
-        logits, ring = self._head(x, states[1])
+        x, lstm_states = self.lstm.chunk(tokens, states[0])
+        logits, ring = self._head(tf.transpose(x, [1, 0, 2]), states[1])
         return logits, (lstm_states, ring)

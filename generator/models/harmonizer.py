@@ -51,7 +51,7 @@ import numpy as np
 from generator.config import RunConfig
 from generator.data import dataset
 from generator.data.tokenizers.base import BOS
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError
 
 NAME = "harmonizer"
 VOICES = 4
@@ -79,7 +79,9 @@ def build(config: RunConfig) -> keras.Model:
     if vocab < 2:
         raise ValueError("vocab_size must be set before building the model")
     if config.tokenizer != "voices":
-        raise ValueError(f"the harmonizer reads SATB grids: use --tokenizer voices, not {config.tokenizer}")
+        raise ArgumentError(
+            "tokenizer", f"must be voices for the harmonizer, which reads SATB grids, not {config.tokenizer}"
+        )
     ids = keras.Input(shape=(None,), dtype="int32", name="cells")
     x = keras.layers.Embedding(input_vocab(vocab), config.embedding, name="embedding")(ids)
     frames = keras.layers.Reshape((-1, CHANNELS * config.embedding), name="frames")(x)  # [B, T, 5E]
@@ -110,6 +112,15 @@ def training_forward(model: keras.Model, tokens, training: bool = False):
     return model(tokens, training=training)
 
 
+def whole_documents_error() -> ArgumentError:
+    return ArgumentError.sentence(
+        "the harmonizer trains on whole documents: validate with val_split, or hold out whole documents "
+        "(holdout documents)",
+        "val_split",
+        "holdout",
+    )
+
+
 def model_inputs(grid_ids: np.ndarray, vocab_size: int, first_step: int = 0) -> np.ndarray:
     """``[batch, steps, 4]`` cell ids (MASK allowed) -> the model's ``[batch, steps * 5]`` input."""
     grid_ids = np.asarray(grid_ids)
@@ -130,10 +141,7 @@ def document_frames(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ids = np.asarray(ids, dtype=np.int64)
     starts = np.flatnonzero(ids == BOS)
     if len(ids) and (len(starts) == 0 or starts[0] != 0):
-        raise GeneratorError(
-            "the harmonizer trains on whole documents: validate with --val-split, or hold out "
-            "whole documents (--holdout documents)"
-        )
+        raise whole_documents_error()
     frames, steps = [], []
     for start, end in zip(starts, np.append(starts[1:], len(ids))):
         body = ids[start + 1 : end]
@@ -167,10 +175,7 @@ class WindowSampler(dataset.WindowSampler):
         vocab_size=None,
     ):
         if segments is not None and len(segments) > 1:
-            raise GeneratorError(
-                "the harmonizer trains on whole documents: validate with --val-split, or hold out "
-                "whole documents (--holdout documents)"
-            )
+            raise whole_documents_error()
         self.frames, self.steps = document_frames(ids)
         self.transpose = augment
         vocab = vocab_size

@@ -227,16 +227,19 @@ def doubled_gate_step(a, c, units: int):
     return a[:, 3 * units :] * tf.tanh(c), c
 
 
-class Decoder:
-    """Runs a trained model incrementally: ``step`` for one token, ``forward`` for a chunk.
+class LSTMStack:
+    """The LSTM layers of a trained model, run incrementally: the part of the decoder that ``lstm`` and
+    ``lstm-attention`` share.
 
     States are a tuple ``((h1, c1), (h2, c2), ...)`` of ``[batch, units]`` float32 tensors.
-    Keras stores LSTM gates in the order input, forget, cell, output; the decoder keeps its
-    weights with the cell gate doubled (``double_cell_gate``). The first layer's input
-    projection of every vocabulary entry is computed once (``embedding @ kernel + bias``, one
-    row per token), so a token's projection is a row lookup instead of a matmul. (Multiplying
-    ``[x, h]`` by the stacked kernels ``[K; R]`` in one matmul measured slower than two: the
-    concatenation costs more than the second call saves.)
+    Keras stores LSTM gates in the order input, forget, cell, output; the stack keeps its weights
+    with the cell gate doubled (``double_cell_gate``). The first layer's input projection of every
+    vocabulary entry is computed once (``embedding @ kernel + bias``, one row per token), so a
+    token's projection is a row lookup instead of a matmul. (Multiplying ``[x, h]`` by the stacked
+    kernels ``[K; R]`` in one matmul measured slower than two: the concatenation costs more than the
+    second call saves.) ``step`` runs one token through every layer; ``chunk`` runs a chunk layer by
+    layer, each layer's input projection for all time steps in one multiply, which is what makes
+    priming and scoring fast, so the two are kept apart and share the cell (``doubled_gate_step``).
     """
 
     def __init__(self, model: keras.Model):
@@ -247,6 +250,58 @@ class Decoder:
         ]
         kernel, _, bias = self.cells[0]
         self.input_table = tf.matmul(embedding, kernel) + bias  # [vocab, 4 * units]: layer 1's projection
+        self.units = [int(r.shape[0]) for _, r, _ in self.cells]
+
+    def zero_states(self, batch_size):
+        def zeros(units):
+            return tf.zeros(tf.stack([batch_size, units]) if isinstance(batch_size, tf.Tensor) else [batch_size, units])
+
+        return tuple((zeros(u), zeros(u)) for u in self.units)
+
+    @staticmethod
+    def _cell(z, c):
+        """One LSTM step from pre-activations whose cell-gate columns are doubled (``double_cell_gate``)."""
+        return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
+
+    def step(self, tokens, states):
+        """tokens ``[batch]`` -> (the top layer's output ``[batch, units]``, new states)."""
+        (h, c), rest = states[0], states[1:]
+        h, c = self._cell(tf.gather(self.input_table, tokens) + tf.matmul(h, self.cells[0][1]), c)
+        new_states = [(h, c)]
+        for (kernel, recurrent, bias), (h_l, c_l) in zip(self.cells[1:], rest):
+            h, c = self._cell(tf.matmul(h, kernel) + tf.matmul(h_l, recurrent) + bias, c_l)
+            new_states.append((h, c))
+        return h, tuple(new_states)
+
+    def chunk(self, tokens, states):
+        """tokens ``[batch, time]`` -> (the top layer's outputs ``[time, batch, units]``, time major; the
+        states after the last step)."""
+        projected = tf.gather(self.input_table, tf.transpose(tokens))  # [T, B, 4U], time major
+        new_states, x = [], None  # x: the previous layer's outputs [T, B, U]
+        for layer, ((kernel, recurrent, bias), (h, c)) in enumerate(zip(self.cells, states)):
+            if layer:  # all time steps' input projection in one multiply
+                projected = tf.einsum("tbu,ug->tbg", x, kernel) + bias
+
+            def body(carry, z_t, recurrent=recurrent):
+                h, c = carry
+                return self._cell(z_t + tf.matmul(h, recurrent), c)
+
+            hs, cs = tf.scan(body, projected, initializer=(h, c))
+            new_states.append((hs[-1], cs[-1]))
+            x = hs
+        return x, tuple(new_states)
+
+
+class Decoder:
+    """Runs a trained model incrementally: ``step`` for one token, ``forward`` for a chunk.
+
+    The LSTM layers are an ``LSTMStack`` (its states are the decoder's); the output layer (or the
+    tied embedding table, through the projection when the widths differ) follows.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.lstm = LSTMStack(model)
+        embedding = tf.convert_to_tensor(model.get_layer("embedding").embeddings, tf.float32)
         self.projection = None  # (kernel, bias) of a tied model's projection to the embedding width
         names = {layer.name for layer in model.layers}
         if "logits" in names:
@@ -262,45 +317,22 @@ class Decoder:
                     tf.convert_to_tensor(dense.kernel, tf.float32),
                     tf.convert_to_tensor(dense.bias, tf.float32),
                 )
-        self.units = [int(r.shape[0]) for _, r, _ in self.cells]
+        self.units = self.lstm.units
         self.vocab_size = int(self.out_kernel.shape[1])
 
     def zero_states(self, batch_size: int):
-        return tuple((tf.zeros([batch_size, u]), tf.zeros([batch_size, u])) for u in self.units)
-
-    @staticmethod
-    def _cell(z, c):
-        """One LSTM step from pre-activations whose cell-gate columns are doubled (``double_cell_gate``)."""
-        return doubled_gate_step(tf.sigmoid(z), c, c.shape[-1])
+        return self.lstm.zero_states(batch_size)
 
     def step(self, tokens, states):
         """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
-        (h, c), rest = states[0], states[1:]
-        h, c = self._cell(tf.gather(self.input_table, tokens) + tf.matmul(h, self.cells[0][1]), c)
-        new_states = [(h, c)]
-        for (kernel, recurrent, bias), (h_l, c_l) in zip(self.cells[1:], rest):
-            h, c = self._cell(tf.matmul(h, kernel) + tf.matmul(h_l, recurrent) + bias, c_l)
-            new_states.append((h, c))
+        h, states = self.lstm.step(tokens, states)
         if self.projection is not None:
             h = tf.matmul(h, self.projection[0]) + self.projection[1]
-        return tf.matmul(h, self.out_kernel) + self.out_bias, tuple(new_states)
+        return tf.matmul(h, self.out_kernel) + self.out_bias, states
 
     def forward(self, tokens, states):
         """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last step)."""
-        projected = tf.gather(self.input_table, tf.transpose(tokens))  # [T, B, 4U], time major
-        new_states, x = [], None  # x: the previous layer's outputs [T, B, U]
-        for layer, ((kernel, recurrent, bias), (h, c)) in enumerate(zip(self.cells, states)):
-            if layer:  # all time steps' input projection in one multiply
-                projected = tf.einsum("tbu,ug->tbg", x, kernel) + bias
-
-            def body(carry, z_t, recurrent=recurrent):
-                h, c = carry
-                return self._cell(z_t + tf.matmul(h, recurrent), c)
-
-            hs, cs = tf.scan(body, projected, initializer=(h, c))
-            new_states.append((hs[-1], cs[-1]))
-            x = hs
+        x, states = self.lstm.chunk(tokens, states)
         if self.projection is not None:
             x = tf.einsum("tbu,ue->tbe", x, self.projection[0]) + self.projection[1]
-        logits = tf.einsum("tbu,uv->btv", x, self.out_kernel) + self.out_bias
-        return logits, tuple(new_states)
+        return tf.einsum("tbu,uv->btv", x, self.out_kernel) + self.out_bias, states

@@ -221,27 +221,26 @@ class Decoder:
     def _logits(self, x):
         return tf.einsum("btu,uv->btv", layer_norm(x, self.final_norm), self.out_kernel) + self.out_bias
 
-    def forward(self, tokens, states):
-        """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last token)."""
+    def _run(self, tokens, states, one_token: bool):
+        """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last token);
+        ``one_token`` (time 1) writes the token's key and value into each ring in place."""
         caches, position = states
-        positions = position + tf.range(tf.shape(tokens)[1])
+        positions = position[None] if one_token else position + tf.range(tf.shape(tokens)[1])
         x = self._embed(tokens, positions)
         new_caches = []
         for block, (keys, values) in zip(self.blocks, caches):
             q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], positions, self.rotary)
-            out, keys, values = ring_attention(q, k, v, keys, values, position, self.context)
+            attend = ring_step if one_token else ring_attention
+            out, keys, values = attend(q, k, v, keys, values, position, self.context)
             x = self._mlp_and_residual(x, out, block)
             new_caches.append((keys, values))
-        return self._logits(x), (tuple(new_caches), position + tf.shape(tokens)[1])
+        return self._logits(x), (tuple(new_caches), position + (1 if one_token else tf.shape(tokens)[1]))
+
+    def forward(self, tokens, states):
+        """tokens ``[batch, time]`` -> (logits ``[batch, time, vocab]``, states after the last token)."""
+        return self._run(tokens, states, one_token=False)
 
     def step(self, tokens, states):
-        """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states)."""
-        caches, position = states
-        x = self._embed(tokens[:, None], position[None])
-        new_caches = []
-        for block, (keys, values) in zip(self.blocks, caches):
-            q, k, v = project(layer_norm(x, block["norm1"]), block["attention"], position[None], self.rotary)
-            out, keys, values = ring_step(q, k, v, keys, values, position, self.context)
-            x = self._mlp_and_residual(x, out, block)
-            new_caches.append((keys, values))
-        return self._logits(x)[:, 0], (tuple(new_caches), position + 1)
+        """tokens ``[batch]`` -> (logits ``[batch, vocab]``, new states): ``forward`` on one token."""
+        logits, states = self._run(tokens[:, None], states, one_token=True)
+        return logits[:, 0], states

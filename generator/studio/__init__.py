@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 DEFAULT_PORT = 8765
@@ -35,7 +35,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as e:
         sock.close()
-        raise GeneratorError(f"cannot listen on {host}:{port}: {e.strerror}; choose another --port") from None
+        raise ArgumentError.sentence(
+            f"cannot listen on {host}:{port}: {e.strerror}; choose another port", "port"
+        ) from None
     sock.listen(64)
     return sock
 

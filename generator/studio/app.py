@@ -70,7 +70,16 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
     """The application for ``studio``; ``allowed_hosts`` (names the Host header may carry, None:
     any) keeps pages of other sites from reaching a loopback server through DNS rebinding."""
     app = FastAPI(title="generator studio", docs_url=None, redoc_url=None, openapi_url=None)
-    hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+    add_guards(app, None if allowed_hosts is None else {h.lower() for h in allowed_hosts})
+    add_page_routes(app, studio)
+    add_seed_routes(app, studio)
+    job_view = add_job_routes(app, studio)
+    add_take_routes(app, studio, job_view)
+    return app
+
+
+def add_guards(app: FastAPI, hosts: set[str] | None) -> None:
+    """The checks and headers of every request (Host, Origin, the security headers) and the JSON errors."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -101,6 +110,10 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
     @app.exception_handler(HTTPException)
     async def not_found(request: Request, e: HTTPException):
         return error(str(e.detail), e.status_code)
+
+
+def add_page_routes(app: FastAPI, studio: studio_session.Studio) -> None:
+    """The page, its assets and ``/api/info`` (the models, examples and limits the page shows)."""
 
     def asset(name: str) -> Response:
         filename, media = ASSETS[name]
@@ -134,6 +147,10 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
             max_text=studio_session.MAX_TEXT_LENGTH,
         )
 
+
+def add_seed_routes(app: FastAPI, studio: studio_session.Studio) -> None:
+    """Uploading a seed and reading one back."""
+
     @app.post("/api/seeds")
     async def upload(request: Request):
         name = request.headers.get("x-filename", "upload")
@@ -158,6 +175,11 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
     @app.get("/api/seeds/{seed_id}")
     def seed(seed_id: str):
         return studio.seed_info(studio.seed(seed_id))
+
+
+def add_job_routes(app: FastAPI, studio: studio_session.Studio):
+    """Starting music, harmonize and text jobs, following and cancelling them; returns ``job_view``
+    (a job as the page reads it), which the take routes share."""
 
     def job_view(job) -> dict:
         take = studio.takes.get(job.take) if job.take else None
@@ -214,6 +236,12 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
             headers={"Content-Disposition": f'attachment; filename="text-{job.id}.txt"'},
         )
 
+    return job_view
+
+
+def add_take_routes(app: FastAPI, studio: studio_session.Studio, job_view) -> None:
+    """The session's takes: listing, files, a take as the next seed, and another take with its settings."""
+
     @app.get("/api/takes")
     def takes():
         return [t.summary() for t in studio.takes.values()]
@@ -242,5 +270,3 @@ def create_app(studio: studio_session.Studio, allowed_hosts=None) -> FastAPI:
         found = studio.take(take_id)
         settings = dict(found.settings, random_seed=None)
         return job_view(studio.submit("music" if found.kind == "continue" else "harmonize", settings))
-
-    return app

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.studio.jobs import Cancelled, Job, Worker
 
 UPLOAD_BYTES = 4 * 1024 * 1024  # the largest seed file accepted (MIDI files of whole songs are ~100 KB)
@@ -101,7 +101,7 @@ def catalogue(extra_runs=()) -> dict[str, dict]:
     for run in extra_runs:
         path = Path(run).expanduser().resolve()
         if not (path / "config.json").is_file():
-            raise GeneratorError(f"--checkpoint {run}: not a run directory (it has no config.json)")
+            raise ArgumentError("extra_runs", f"{run}: not a run directory (it has no config.json)")
         out[path.name] = dict(path=path)
     for name, entry in out.items():
         config = checkpoints.read_config(entry["path"])

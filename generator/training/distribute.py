@@ -96,7 +96,9 @@ def cluster_resolver():
         if task_type not in ("chief", "worker") or not 0 <= index < len(config["cluster"].get(task_type, [])):
             raise GeneratorError(f"TF_CONFIG's task {task_type} {index} is not a chief or worker of its cluster")
         if len(workers) < 2:
-            raise GeneratorError("TF_CONFIG lists a single task; a one-machine run needs no --strategy multi-worker")
+            raise ArgumentError.sentence(
+                "TF_CONFIG lists a single task; a one-machine run does not need strategy multi-worker", "strategy"
+            )
         return resolvers.TFConfigClusterResolver()
     if "SLURM_PROCID" in os.environ:
         gpus = None if os.environ.get("CUDA_VISIBLE_DEVICES") or shutil.which("nvidia-smi") else 0

@@ -1,7 +1,7 @@
-"""Fine-tuning: a run that starts from a trained checkpoint (``--init-from``).
+"""Fine-tuning: a run that starts from a trained checkpoint (the ``init_from`` setting).
 
 The new run takes the checkpoint's tokenizer, architecture and sizes (``fine_tune_config``);
-a flag that contradicts them is one error naming the conflict. A character vocabulary grows by
+a setting that contradicts them is one error naming the conflict. A character vocabulary grows by
 the characters of the new corpus the checkpoint never saw (``GrowingChars``): they are appended
 after the old ones, so every old id keeps its meaning, and their new output rows start with a
 very low bias (``NEW_TOKEN_BIAS``), so the grown model predicts the old tokens as before. Music
@@ -22,7 +22,7 @@ import re
 import numpy as np
 
 from generator.config import MODEL_KEYS, RunConfig
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError
 
 FINE_TUNE_DEFAULTS = dict(warmup_steps=50, patience=2, lr_patience=1, steps_per_epoch=0, epochs=20)
 LEARNING_RATE_SHARE = 0.25  # the fine-tuning learning rate, as a share of the checkpoint's
@@ -46,44 +46,58 @@ WIDER_ARCHS = {("lstm", "lstm-attention"): ("heads", "attention_window")}
 
 
 def load_source(spec: str):
-    """The ``checkpoints.Run`` that ``--init-from spec`` names (a GeneratorError when there is none)."""
+    """The ``checkpoints.Run`` that ``init_from`` ``spec`` names (a GeneratorError when there is none)."""
     from generator.training import checkpoints
 
     return checkpoints.load_run(spec)
 
 
 def fine_tune_config(
-    source, spec: str, modality: str, settings: dict, config: RunConfig | None = None, config_name: str = "--config"
+    source, spec: str, modality: str, settings: dict, config: RunConfig | None = None, config_name: str = "config"
 ) -> RunConfig:
     """The configuration of a run fine-tuned from ``source`` (a loaded run named ``spec``).
 
-    ``settings`` are the explicit settings (flags); ``config`` an explicit configuration file's.
-    Either contradicting the checkpoint's tokenizer, architecture or sizes is a GeneratorError.
+    ``settings`` are the explicit settings (keywords, or flags); ``config`` an explicit configuration,
+    from ``config_name``. Either contradicting the checkpoint's tokenizer, architecture or sizes is
+    an ``ArgumentError`` naming ``init_from`` and the settings (the command line names their flags).
     """
     theirs = source.config
     if theirs.modality != modality:
-        raise GeneratorError(
-            f"--init-from {spec} is a {theirs.modality} model; use `generator train {theirs.modality}`"
+        raise ArgumentError(
+            "init_from",
+            f"{spec} is a {theirs.modality} model, not a {modality} one: fine-tune it with modality {theirs.modality}",
+            "modality",
         )
-    given = {}
+    given = {}  # setting -> (value, where it was given: None for a keyword, else the configuration's name)
     if config is not None:
         given.update({k: (getattr(config, k), config_name) for k in MODEL_KEYS if k != "vocab_size"})
-    given.update({k: (v, "--" + k.replace("_", "-")) for k, v in settings.items() if k in MODEL_KEYS})
+    given.update({k: (v, None) for k, v in settings.items() if k in MODEL_KEYS})
+
+    def named(key, value, where):
+        return f"{key} {value}" if where is None else f"{key} {value} in {where}"
+
     arch = given.get("arch", (theirs.arch,))[0]
     wider = WIDER_ARCHS.get((theirs.arch, arch))
     allowed = wider + ("arch",) if wider else ()
     if arch != theirs.arch and not wider:
-        conflicts = [f"--arch {arch} (it is {theirs.arch})"]
+        contradicted = {"arch": given["arch"]}
+        conflicts = [f"{named('arch', *given['arch'])} (it is {theirs.arch})"]
     else:
-        conflicts = [
-            f"{flag} {value} (it has {getattr(theirs, key)})"
-            for key, (value, flag) in given.items()
+        contradicted = {
+            key: (value, where)
+            for key, (value, where) in given.items()
             if key not in allowed and key != "vocab_size" and value != getattr(theirs, key)
+        }
+        conflicts = [
+            f"{named(key, value, where)} (it has {getattr(theirs, key)})"
+            for key, (value, where) in contradicted.items()
         ]
     if conflicts:
-        raise GeneratorError(
-            f"--init-from {spec} fixes the tokenizer, architecture and sizes, which contradict "
-            f"{'; '.join(conflicts)}: leave these out to take the checkpoint's"
+        raise ArgumentError(
+            "init_from",
+            f"{spec} fixes the vocabulary, architecture and sizes, which contradict "
+            f"{'; '.join(conflicts)}: leave these out to take the checkpoint's",
+            *(key for key, (_, where) in contradicted.items() if where is None),
         )
     base = (
         config
@@ -140,12 +154,12 @@ def _grown(mine: list, theirs: list, name: str, spec: str) -> list:
             out.append(old)
             continue
         if new.ndim != old.ndim or sum(a != b for a, b in zip(new.shape, old.shape)) != 1:
-            raise GeneratorError(
-                f"--init-from {spec}: its weights do not fit this model (layer {name} has other sizes)"
+            raise ArgumentError(
+                "init_from", f"{spec}: its weights do not fit this model (layer {name} has other sizes)"
             )
         axis = next(i for i, (a, b) in enumerate(zip(new.shape, old.shape)) if a != b)
         if new.shape[axis] < old.shape[axis]:
-            raise GeneratorError(f"--init-from {spec}: its weights do not fit this model (layer {name} is smaller)")
+            raise ArgumentError("init_from", f"{spec}: its weights do not fit this model (layer {name} is smaller)")
         grown = np.array(new, copy=True)
         if new.ndim == 1:  # an output bias: new tokens start very unlikely
             grown[old.shape[0] :] = NEW_TOKEN_BIAS
@@ -172,11 +186,11 @@ def init_weights(model, source, spec: str, log) -> None:
             continue
         mine, old = layer.get_weights(), other.get_weights()
         if len(mine) != len(old):
-            raise GeneratorError(f"--init-from {spec}: its weights do not fit this model (layer {layer.name} differs)")
+            raise ArgumentError("init_from", f"{spec}: its weights do not fit this model (layer {layer.name} differs)")
         layer.set_weights(_grown(mine, old, layer.name, spec))
         copied.append(layer.name)
     if not copied:
-        raise GeneratorError(f"--init-from {spec}: its weights do not fit this model (no layer in common)")
+        raise ArgumentError("init_from", f"{spec}: its weights do not fit this model (no layer in common)")
     log(f"starting from the weights of {spec}" + (f"; new layers: {', '.join(fresh)}" if fresh else ""))
 
 

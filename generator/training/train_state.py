@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError
 
 HISTORY_FIELDS = ["epoch", "train_loss", "val_loss", "train_bits", "val_bits", "learning_rate", "seconds"]
 
@@ -79,7 +79,9 @@ def unpack_state(blob: bytes, where: str) -> LoopState:
         known = {f.name for f in fields(LoopState)}
         return LoopState(**{k: v for k, v in saved.items() if k in known})
     except Exception as e:
-        raise GeneratorError(f"{where} is damaged ({type(e).__name__}); use --force to start over") from None
+        raise ArgumentError.sentence(
+            f"{where} is damaged ({type(e).__name__}); pass force=True to start over", "force"
+        ) from None
 
 
 def restore(blob: bytes, model, optimizer) -> None:

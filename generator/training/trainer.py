@@ -29,7 +29,7 @@ from generator.training import checkpoints
 from generator.data import dataset
 from generator.training import distribute, finetune
 from generator.config import MODEL_KEYS, RunConfig
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 from generator.training.train_state import LoopState, history_csv, pack, restore, unpack_state
 
 LN2 = math.log(2.0)
@@ -130,7 +130,7 @@ class Trainer:
                     raise GeneratorError(f"output {d} is not empty and is not a run directory; refusing to delete it")
                 shutil.rmtree(d)
             elif not is_run:
-                raise GeneratorError(f"output {d} exists and is not empty; choose a new --output")
+                raise ArgumentError("output", f"{d} exists and is not empty; choose a new one")
             else:
                 saved = checkpoints.read_config(d)
                 changed = [
@@ -139,9 +139,11 @@ class Trainer:
                     if k != "vocab_size" and _setting(k, getattr(saved, k)) != _setting(k, getattr(self.config, k))
                 ]
                 if changed:
-                    raise GeneratorError(
+                    raise ArgumentError(
+                        "output",
                         f"{d} holds a run with different settings ({', '.join(changed)}); "
-                        f"use --force to start over or choose another --output"
+                        "pass force=True to start over or choose another one",
+                        "force",
                     )
                 checkpoints.remove_partial_writes(d)
                 return True
@@ -195,9 +197,10 @@ class Trainer:
         )
         rows = train_windows.batch_size_for(len(train_windows.window_starts(0)))
         if rows < strategy.num_replicas_in_sync:
-            raise GeneratorError(
+            raise ArgumentError.sentence(
                 f"a batch of {rows} windows cannot be shared by {strategy.num_replicas_in_sync} "
-                f"replicas: use a --batch-size of at least that many, or a larger corpus"
+                "replicas: use a batch_size of at least that many, or a larger corpus",
+                "batch_size",
             )
 
         import tensorflow as tf

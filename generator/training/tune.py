@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from generator.config import PRESETS, RunConfig, renamed
-from generator.errors import GeneratorError
+from generator.errors import ArgumentError, GeneratorError
 
 ALGORITHMS = ("bayesian", "hyperband")
 TUNED = ("layers", "units", "dropout", "learning_rate")
@@ -103,9 +103,10 @@ def make_data(config: RunConfig, encoding: str = "utf-8", steps_per_epoch: int =
     data = dataset.tokenize(source, TokenizerFactory(config.tokenizer, config.extra.get("tokenizer_options")))
     train_ids, val_ids = dataset.split_segments(data, config.val_fraction, config.random_seed)
     if len(train_ids) < 2 or len(val_ids) < 2:
-        raise GeneratorError(
+        raise ArgumentError.sentence(
             f"corpus {source.name} is too small to tune on: it gives {len(train_ids)} training and "
-            f"{len(val_ids)} validation tokens (raise --val-fraction or use a larger corpus)"
+            f"{len(val_ids)} validation tokens (raise val_fraction or use a larger corpus)",
+            "val_fraction",
         )
     x, y = windows(train_ids, config)
     vx, vy = windows(val_ids, config)
@@ -158,7 +159,9 @@ def prepare_output(output: Path, force: bool) -> None:
         raise GeneratorError(f"output {output} exists and is not a directory")
     existing = [name for name in OUTPUTS if (output / name).exists()]
     if existing and not force:
-        raise GeneratorError(f"{output} already holds a search ({', '.join(existing)}); pass --force to start over")
+        raise ArgumentError.sentence(
+            f"{output} already holds a search ({', '.join(existing)}); pass force=True to start over", "force"
+        )
     for name in existing:
         path = output / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -220,7 +223,7 @@ def tune(
         try:
             tuner = keras_tuner.BayesianOptimization(hypermodel, max_trials=trials, **common)
         except ImportError as e:  # scipy and scikit-learn come with keras-tuner[bayesian]
-            raise GeneratorError(f"{e} (or use --algorithm hyperband)") from None
+            raise ArgumentError.sentence(f"{e} (or use algorithm hyperband)", "algorithm") from None
     else:
         tuner = keras_tuner.Hyperband(hypermodel, max_epochs=epochs, factor=3, hyperband_iterations=1, **common)
         tuner.oracle.max_trials = trials  # Hyperband alone has no trial budget
