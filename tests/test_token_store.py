@@ -119,10 +119,12 @@ def test_windows_are_read_from_the_store_file_also_across_held_out_gaps(tmp_path
     data = dataset.tokenize(open_corpus(str(folder), "text"), dataset.TokenizerFactory("chars"), use_cache=False)
     split = dataset.split_segments(data, 0.3, seed=1, holdout="documents")
     assert len(split.train_ids.spans) > 1 and store._file_of(data.ids) is not None
-    starts = np.array([0, 5, 100, 400, len(split.train_ids) - 12])
-    np.testing.assert_array_equal(
-        store.read_windows(split.train_ids, starts, 11), np.asarray(split.train_ids)[starts[:, None] + np.arange(11)]
-    )
+    whole = np.asarray(split.train_ids)
+    for length in (11, 80):  # across one gap, and across several short pieces
+        starts = np.arange(len(whole) - length + 1)
+        np.testing.assert_array_equal(
+            store.read_windows(split.train_ids, starts, length), whole[starts[:, None] + np.arange(length)]
+        )
 
 
 # -- short documents and grown vocabularies, streamed -----------------------------------------

@@ -306,6 +306,11 @@ def read_windows(ids, starts, length: int) -> np.ndarray:
     for row, (begin, end) in enumerate(zip(physical.tolist(), last.tolist())):
         if end - begin == length - 1:  # one stretch of the file
             out[row] = np.frombuffer(os.pread(fd, length * size, offset + begin * size), base.dtype)
-        else:  # a window across two pieces of a view
-            out[row] = ids[np.arange(starts[row], starts[row] + length)]
+        else:  # a window across pieces of a view: each stretch read from the file too, never through the mapping
+            positions = view.physical(np.arange(starts[row], starts[row] + length))
+            column = 0
+            for run in np.split(positions, np.flatnonzero(np.diff(positions) != 1) + 1):
+                data = os.pread(fd, len(run) * size, offset + int(run[0]) * size)
+                out[row, column : column + len(run)] = np.frombuffer(data, base.dtype)
+                column += len(run)
     return out
