@@ -522,8 +522,8 @@ class SamplingOptions:
         None,
         "How strongly the output repeats what came before it (a song's bars, a text's phrases), a share in [0, 1): "
         "each next-token prediction gets this share of its probability from what followed earlier occurrences of "
-        "the latest few tokens in the seed or prompt and the output so far, the model keeping the rest. 0 samples "
-        "the model alone. Default: the checkpoint's own recommendation (band: 0.5), else 0.",
+        "the latest few tokens in the seed or prompt, the model keeping the rest. 0 samples the model alone. "
+        "Default: the checkpoint's own recommendation (band: 0.95), else 0.",
         parse=fraction,
         metavar="SHARE",
         kind=float,

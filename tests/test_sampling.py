@@ -165,6 +165,15 @@ def test_repetition_copies_what_followed_the_latest_tokens_before():
     np.testing.assert_allclose(short, np.full(V, 1 / V), atol=1e-6)  # 3 shared tokens are too few
 
 
+def test_only_the_prompt_proposes_what_comes_next():
+    logits = tf.zeros((1, V))
+    history = _history([1, 2, 3, 4, 5, 6, 7, 1, 2, 3, 4, 5])
+    from_prompt = np.exp(sampling.repeat_mix(logits, history, 0.6, generated=6).numpy()[0])
+    assert from_prompt[6] == pytest.approx(0.6 + 0.4 / V, abs=1e-5)  # the 6 after 1..5 is the prompt's
+    from_output = np.exp(sampling.repeat_mix(logits, history, 0.6, generated=7).numpy()[0])
+    np.testing.assert_allclose(from_output, np.full(V, 1 / V), atol=1e-6)  # that 6 was output: no copy
+
+
 def test_a_longer_match_outweighs_a_shorter_one():
     logits = tf.zeros((1, V))
     history = [9, 1, 2, 3, 4, 10, 8, 0, 1, 2, 3, 4, 11, 8, 0, 1, 2, 3, 4]  # 1..4 -> 10 once, 0 1..4 -> 11

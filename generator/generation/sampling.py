@@ -12,7 +12,8 @@ When the tokenizer has a constraint (music: no NOTE_OFF for a silent note, a pol
 of tokens per compiled call.
 
 With ``repetition`` above 0 (a music checkpoint's recommendation, or asked for), each prediction
-is mixed with a copy of what followed earlier occurrences of the latest tokens (``repeat_mix``):
+is mixed with a copy of what followed earlier occurrences of the latest tokens in the prompt
+(``repeat_mix``):
 songs repeat their own bars, which an LSTM's states keep only faintly.
 
 Prompts of any length prime the model in chunks (``DecodeLoop.prime``): each chunk runs through
@@ -42,16 +43,19 @@ REPEAT_MIN_MATCH = 4  # the shortest run of latest tokens an earlier occurrence 
 REPEAT_MAX_MATCH = 32  # longer shared runs count as this long
 
 
-def repeat_mix(logits, history, weight: float):
+def repeat_mix(logits, history, weight: float, generated=0):
     """Mix the model's next-token distribution with a copy of the history's own continuations.
 
     ``history`` ``[batch, REPEAT_HISTORY]`` holds the latest tokens, the newest last (-1 where
-    empty). Every earlier position whose tokens match the newest ones for at least
+    empty), of which the last ``generated`` are output and the rest prompt. Every earlier position
+    of the prompt whose tokens match the newest ones (output included) for at least
     ``REPEAT_MIN_MATCH`` tokens proposes the token that followed it there, weighted by the square
     of how far the match reaches (``(length - REPEAT_MIN_MATCH + 1) ** 2``, the length counted up
     to ``REPEAT_MAX_MATCH``), so that a long repeat outweighs many chance matches of a few tokens; the
     proposals, normalised, get ``weight`` of the probability and the model ``1 - weight``. Rows
     with no match keep the model's distribution. Returns log-probabilities ``[batch, vocab]``.
+    Only the prompt proposes: copying from the output as well let a sparse pattern the output had
+    played twice repeat itself for good (the band model lost its drums that way).
     """
     k = REPEAT_MAX_MATCH
     width = history.shape[1]
@@ -62,6 +66,8 @@ def repeat_mix(logits, history, weight: float):
     )  # [batch, k, positions]: position j's m-th token back equals the newest m-th token back
     reach = tf.reduce_sum(tf.math.cumprod(tf.cast(same, tf.float32), axis=1), axis=1)  # the match length at j
     following = history[:, k:]  # the token after each position j
+    prompt_end = width - k - tf.cast(generated, tf.int32)  # the followers before this index are the prompt's
+    following = tf.where(tf.range(width - k)[None] < prompt_end, following, -1)  # only the prompt proposes
     votes = tf.where((reach >= REPEAT_MIN_MATCH) & (following >= 0), tf.square(reach - (REPEAT_MIN_MATCH - 1)), 0.0)
     rows = tf.shape(history)[0]
     segments = tf.maximum(following, 0) + vocab * tf.range(rows)[:, None]
@@ -227,7 +233,7 @@ class DecodeLoop:
     """Compiled incremental decoding for one decoder (see ``generator.models``) and sampler.
 
     ``repetition`` > 0 mixes every prediction with ``repeat_mix`` over the last ``REPEAT_HISTORY``
-    tokens, prompt included. Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
+    tokens (the prompt's end, then the output; the prompt's proposing). Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
     (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
     constrained decoding runs one XLA-compiled step per token, the mask coming from Python. Where
     XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
@@ -274,10 +280,10 @@ class DecodeLoop:
                 logits, states = self._prime(chunk, states)
         return logits, states
 
-    def _draw(self, logits, history, seed):
+    def _draw(self, logits, history, seed, step):
         """The next token of each row, and the history with it appended (when repetition is on)."""
         if self.repetition:
-            logits = repeat_mix(logits, history, self.repetition)
+            logits = repeat_mix(logits, history, self.repetition, step)
         token = self.sampler(logits, seed)
         return token, (_remember(history, token) if self.repetition else history)
 
@@ -286,7 +292,9 @@ class DecodeLoop:
         out = tf.TensorArray(tf.int32, size=self.chunk, element_shape=logits.shape[:1])
 
         def body(i, logits, states, history, out):
-            token, history = self._draw(logits, history, tf.random.experimental.stateless_fold_in(seed, first_step + i))
+            token, history = self._draw(
+                logits, history, tf.random.experimental.stateless_fold_in(seed, first_step + i), first_step + i
+            )
             logits, states = self.decoder.step(token, states)
             return i + 1, logits, states, history, out.write(i, token)
 
@@ -311,7 +319,7 @@ class DecodeLoop:
 
     def _masked_impl(self, logits, states, history, seed, step, allowed):
         if self.repetition:  # mixed before the mask, so that a copied token the constraint forbids is dropped
-            logits = repeat_mix(logits, history, self.repetition)
+            logits = repeat_mix(logits, history, self.repetition, step)
         logits = tf.where(allowed, logits, NEG_INF)
         token = self.sampler(logits, tf.random.experimental.stateless_fold_in(seed, step))
         history = _remember(history, token) if self.repetition else history
