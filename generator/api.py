@@ -222,7 +222,7 @@ class Generator:
         self.config: RunConfig = run.config
         self._key_average = self._resolve_key_average(key_average)  # checked once, here
         self._decoders = {}  # key_average -> decoder
-        self._loops = {}  # (key_average, temperature, top_k, top_p, repetition) -> sampling.DecodeLoop, most recently used last
+        self._loops = {}  # (key_average, temperature, top_k, top_p, repetition) -> DecodeLoop, latest used last
 
     def __repr__(self) -> str:
         loss = self.run.metrics.get("val_loss_nats")
@@ -272,8 +272,8 @@ class Generator:
 
     def options(self, options: SamplingOptions | None = None, **changes) -> SamplingOptions:
         """``options`` (default: ``SamplingOptions()``) with ``changes``, checked, and the checkpoint's
-        recommendations filled in where they are None (``top_p``, ``key_average``, ``repetition``). Filling in twice
-        changes nothing, so a call may hand its options on to another."""
+        recommendations filled in where they are None (``top_p``, ``key_average``, ``repetition``).
+        Filling in twice changes nothing, so a call may hand its options on to another."""
         options = (options or SamplingOptions()).replace(**changes)
         top_p = self.config.extra.get("top_p") if options.top_p is None else options.top_p
         repetition = self.config.extra.get("repetition", 0.0) if options.repetition is None else options.repetition

@@ -89,12 +89,11 @@ def test_music_token_store_is_kept_per_midi_reader(tmp_path, monkeypatch):
     songs = tmp_path / "songs"
     songs.mkdir()
     write_midi(songs / "a.mid", [(0, False, [(60 + b % 7, b, 1) for b in range(16)])])
-    corpus = open_corpus(str(songs), "music")
     monkeypatch.setenv(midi_fast.READER_ENV, "pretty_midi")
     before = set(dataset.cache_dir().iterdir())
-    slow = dataset.tokenize(corpus, TokenizerFactory("events"))
+    slow = dataset.tokenize(open_corpus(str(songs), "music"), TokenizerFactory("events"))
     monkeypatch.delenv(midi_fast.READER_ENV)
-    fast = dataset.tokenize(corpus, TokenizerFactory("events"))
+    fast = dataset.tokenize(open_corpus(str(songs), "music"), TokenizerFactory("events"))
     stores = set(dataset.cache_dir().iterdir()) - before
     assert len(stores) == (2 if midi_fast.enabled() else 1)  # one store per reader
     np.testing.assert_array_equal(slow.ids, fast.ids)  # and both read this clean file alike

@@ -233,7 +233,7 @@ def open_text(path: Path, encoding: str = "utf-8", documents: str = "files", col
         from generator.data import text_stream
 
         if column:
-            docs = [short_document(v) for p in files for v in read_column(p, column, encoding)]
+            docs = [short_document(v) for p in files for v in column_values(p, column, encoding)]
         elif documents == "lines":
             docs = [short_document(line) for p in files for line in text_stream.text_lines(p, encoding)]
         else:
@@ -259,11 +259,6 @@ def short_document(text: str) -> str:
     """One line-sized document: inner newlines become spaces, ends trimmed, one newline at the end ("" if empty)."""
     text = " ".join(text.replace("\r", " ").split("\n")).strip()
     return text + "\n" if text else ""
-
-
-def read_column(path: Path, column: str, encoding: str = "utf-8") -> list[str]:
-    """The values of ``column`` in a CSV file (by its header) or a JSONL file (by key), in row order."""
-    return list(column_values(path, column, encoding))
 
 
 def column_values(path: Path, column: str, encoding: str = "utf-8", progress=None) -> Iterator[str]:
@@ -316,7 +311,14 @@ def open_music(path: Path) -> Corpus:
     files = _files_under(path, MUSIC_SUFFIXES)
     if not files:
         raise GeneratorError(f"corpus {path} holds no music files ({', '.join(MUSIC_SUFFIXES)})")
-    return Corpus(str(path), "music", _hash_files(files, path), lambda: read_music_files(files), files=files)
+    fingerprint = _hash_files(files, path)
+    # The two MIDI readers refuse different broken files, so the documents depend on the reader too.
+    if any(f.suffix.lower() in (".mid", ".midi") for f in files):
+        from generator.data import midi_fast
+
+        reader = "symusic" if midi_fast.enabled() else "pretty_midi"
+        fingerprint = hashlib.sha256(f"{fingerprint}:{reader}".encode()).hexdigest()
+    return Corpus(str(path), "music", fingerprint, lambda: read_music_files(files), files=files)
 
 
 def _parse_one(path: str) -> list:

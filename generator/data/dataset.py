@@ -100,14 +100,7 @@ def tokenize(corpus, make_tokenizer, *, use_cache: bool = True, log=None) -> Tok
     characters tokenizer are streamed (``text_stream``), never read whole. Without ``use_cache`` the
     store is written to a temporary folder that is removed at once (the mapping stays readable).
     """
-    reader = ""
-    if corpus.modality == "music":  # the two MIDI readers refuse different broken files: a store is per reader
-        from generator.data import midi_fast
-
-        reader = ":symusic" if midi_fast.enabled() else ":pretty_midi"
-    key = hashlib.sha256(
-        f"{CACHE_VERSION}:{corpus.fingerprint}:{make_tokenizer.cache_key}{reader}".encode()
-    ).hexdigest()[:32]
+    key = hashlib.sha256(f"{CACHE_VERSION}:{corpus.fingerprint}:{make_tokenizer.cache_key}".encode()).hexdigest()[:32]
     path = cache_dir() / key
     if use_cache:
         if path.exists():

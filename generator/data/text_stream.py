@@ -20,6 +20,7 @@ No TensorFlow here.
 from __future__ import annotations
 
 import codecs
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,17 +111,12 @@ def text_lines(path: Path, encoding: str = "utf-8", progress=None) -> Iterator[s
         yield rest
 
 
-_spaces: np.ndarray | None = None
-
-
+@functools.cache
 def _space_table() -> np.ndarray:
     """Code point -> whether ``str.strip`` removes it (``str.isspace``)."""
-    global _spaces
-    if _spaces is None:
-        table = np.zeros(MAX_CODE_POINT + 1, bool)
-        table[[c for c in range(0x3001) if chr(c).isspace()]] = True  # U+3000 is the last space
-        _spaces = table
-    return _spaces
+    table = np.zeros(MAX_CODE_POINT + 1, bool)
+    table[[c for c in range(0x3001) if chr(c).isspace()]] = True  # U+3000 is the last space
+    return table
 
 
 def _line_block(block: np.ndarray):

@@ -13,8 +13,7 @@ of tokens per compiled call.
 
 With ``repetition`` above 0 (a music checkpoint's recommendation, or asked for), each prediction
 is mixed with a copy of what followed earlier occurrences of the latest tokens in the prompt
-(``repeat_mix``):
-songs repeat their own bars, which an LSTM's states keep only faintly.
+(``repeat_mix``): songs repeat their own bars, which an LSTM's states keep only faintly.
 
 Prompts of any length prime the model in chunks (``DecodeLoop.prime``): each chunk runs through
 the decoder's ``forward`` with the states the previous one left, so memory grows with the chunk
@@ -51,8 +50,8 @@ def repeat_mix(logits, history, weight: float, generated=0):
     of the prompt whose tokens match the newest ones (output included) for at least
     ``REPEAT_MIN_MATCH`` tokens proposes the token that followed it there, weighted by the square
     of how far the match reaches (``(length - REPEAT_MIN_MATCH + 1) ** 2``, the length counted up
-    to ``REPEAT_MAX_MATCH``), so that a long repeat outweighs many chance matches of a few tokens; the
-    proposals, normalised, get ``weight`` of the probability and the model ``1 - weight``. Rows
+    to ``REPEAT_MAX_MATCH``), so that a long repeat outweighs many chance matches of a few tokens;
+    the proposals, normalised, get ``weight`` of the probability and the model ``1 - weight``. Rows
     with no match keep the model's distribution. Returns log-probabilities ``[batch, vocab]``.
     Only the prompt proposes: copying from the output as well let a sparse pattern the output had
     played twice repeat itself for good (the band model lost its drums that way).
@@ -233,8 +232,8 @@ class DecodeLoop:
     """Compiled incremental decoding for one decoder (see ``generator.models``) and sampler.
 
     ``repetition`` > 0 mixes every prediction with ``repeat_mix`` over the last ``REPEAT_HISTORY``
-    tokens (the prompt's end, then the output; the prompt's proposing). Unconstrained decoding runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop``
-    (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
+    tokens (the prompt's end, then the output; the prompt's proposing). Unconstrained decoding
+    runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop`` (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
     constrained decoding runs one XLA-compiled step per token, the mask coming from Python. Where
     XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
     draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
@@ -280,11 +279,15 @@ class DecodeLoop:
                 logits, states = self._prime(chunk, states)
         return logits, states
 
-    def _draw(self, logits, history, seed, step):
-        """The next token of each row, and the history with it appended (when repetition is on)."""
+    def _draw(self, logits, history, seed, step, allowed=None):
+        """The next token of each row (of the tokens ``allowed``, when given), and the history with it
+        appended (when repetition is on). The mixture comes before the mask, so that a copied token
+        the constraint forbids is dropped."""
         if self.repetition:
             logits = repeat_mix(logits, history, self.repetition, step)
-        token = self.sampler(logits, seed)
+        if allowed is not None:
+            logits = tf.where(allowed, logits, NEG_INF)
+        token = self.sampler(logits, tf.random.experimental.stateless_fold_in(seed, step))
         return token, (_remember(history, token) if self.repetition else history)
 
     def _chunk_impl(self, logits, states, history, seed, first_step, n_steps):
@@ -292,9 +295,7 @@ class DecodeLoop:
         out = tf.TensorArray(tf.int32, size=self.chunk, element_shape=logits.shape[:1])
 
         def body(i, logits, states, history, out):
-            token, history = self._draw(
-                logits, history, tf.random.experimental.stateless_fold_in(seed, first_step + i), first_step + i
-            )
+            token, history = self._draw(logits, history, seed, first_step + i)
             logits, states = self.decoder.step(token, states)
             return i + 1, logits, states, history, out.write(i, token)
 
@@ -318,11 +319,7 @@ class DecodeLoop:
         return self._compiled("_chunk", self._chunk_impl, *args)
 
     def _masked_impl(self, logits, states, history, seed, step, allowed):
-        if self.repetition:  # mixed before the mask, so that a copied token the constraint forbids is dropped
-            logits = repeat_mix(logits, history, self.repetition, step)
-        logits = tf.where(allowed, logits, NEG_INF)
-        token = self.sampler(logits, tf.random.experimental.stateless_fold_in(seed, step))
-        history = _remember(history, token) if self.repetition else history
+        token, history = self._draw(logits, history, seed, step, allowed)
         logits, states = self.decoder.step(token, states)
         return token, logits, states, history
 
