@@ -152,6 +152,8 @@ def render_wav(job: Job, midi: Path) -> str:
         "wav",
         "--force",
     ]
+    if job.cancel.is_set():  # cancelled before it began: a short render could finish before the first check
+        raise Cancelled
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     while True:
         try:
