@@ -236,6 +236,19 @@ def test_the_start_weights_are_kept_unless_an_epoch_beats_them(tiny_run, tiny_co
 def test_time_limit_cuts_the_run_short(tiny_corpus, tmp_path):
     metrics = api.train(str(tiny_corpus), tmp_path / "t", **QUIET, **{**TINY_SETTINGS, "epochs": 50}, time_limit=0.001)
     assert metrics["stopped_by_time_limit"] and metrics["epochs_run"] == 1 and metrics["complete"]
+    assert not metrics["stopped_early"]  # the limit stopped it, not the validation loss
+
+
+def test_a_run_stopped_by_its_time_limit_resumes_when_the_limit_is_raised(tiny_corpus, tmp_path, capsys):
+    out, settings = tmp_path / "t", {**TINY_SETTINGS, "epochs": 3, "patience": 5}
+    api.train(str(tiny_corpus), out, progress=False, **settings, time_limit=0.001)
+    again = api.train(
+        str(tiny_corpus), out, progress=False, **settings, time_limit=0.001
+    )  # the same limit: nothing to do
+    assert again["epochs_run"] == 1 and "already trained" in capsys.readouterr().out
+    metrics = api.train(str(tiny_corpus), out, progress=False, **settings)  # no limit: trains on to the epoch cap
+    assert metrics["epochs_run"] == 3 and metrics["complete"] and not metrics["stopped_by_time_limit"]
+    assert "stopped at its time limit after 1 epochs" in capsys.readouterr().out
 
 
 def test_music_keeps_the_checkpoints_vocabulary(music_run, tmp_path):

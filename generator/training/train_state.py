@@ -41,6 +41,10 @@ class LoopState:
     out_of_time: bool = False  # stopped by the time limit
     history: list = field(default_factory=list)
 
+    def finished(self, epochs: int) -> bool:
+        """Whether the run is over: stopped early, stopped by its time limit, or at its epoch cap."""
+        return self.stopped_early or self.out_of_time or self.epoch >= epochs
+
     def position(self) -> str:
         """E.g. ``epoch 3, step 120 (after 520 steps)``."""
         step = f", step {self.step_in_epoch}" if self.step_in_epoch else ""

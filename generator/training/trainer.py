@@ -226,9 +226,20 @@ class Trainer:
         blob = self._together(strategy, lambda: self._checkpoint_bytes(force), "opening the run directory")
         blob = distribute.broadcast_bytes(strategy, blob)
         state = unpack_state(blob, str(self.run_dir / "resume.npz")) if blob else None
-        if state is not None and state.complete and not state.stopped_early and state.epoch < self.config.epochs:
+        if state is None or not state.complete:
+            return blob, state
+        config = self.config
+        if state.out_of_time and state.wait < config.patience:
+            state.stopped_early = False  # older runs marked a time-limit stop as an early stop
+        if state.stopped_early:
+            return blob, state
+        if state.out_of_time and (not config.time_limit or state.seconds < config.time_limit):
+            state.complete = state.out_of_time = False  # the time limit is now higher (or gone): train on
+            limit = f"a time limit of {config.time_limit:g} s" if config.time_limit else "no time limit"
+            self.log(f"{self.run_dir} stopped at its time limit after {state.epoch} epochs; continuing with {limit}")
+        elif not state.out_of_time and state.epoch < config.epochs:
             state.complete = False  # it reached an epoch cap that is now higher: train on
-            self.log(f"{self.run_dir} trained {state.epoch} epochs; continuing to {self.config.epochs}")
+            self.log(f"{self.run_dir} trained {state.epoch} epochs; continuing to {config.epochs}")
         return blob, state
 
     def _read_corpus(self, strategy, corpus, make_tokenizer):
@@ -336,7 +347,7 @@ class Trainer:
 
     def _finish(self, state, chief: bool, corpus, data, train_ids, val_ids) -> dict:
         """Write metrics.json (and, on the chief, print the summary and draw curve.png); the metrics."""
-        state.complete = state.stopped_early or state.epoch >= self.config.epochs  # also when no epoch was left to run
+        state.complete = state.finished(self.config.epochs)  # also when no epoch was left to run
         metrics = self._metrics(state, corpus, data, train_ids, val_ids, parameters(self.model))
         checkpoints.write_json(self.run_dir / "metrics.json", metrics)
         if not chief:
@@ -444,7 +455,6 @@ class Trainer:
                 optimizer.learning_rate.assign(state.learning_rate)
             if state.wait >= config.patience:
                 state.stopped_early = True
-        state.stopped_early = state.stopped_early or state.out_of_time
         state.history.append(
             {
                 "epoch": state.epoch,
@@ -469,7 +479,7 @@ class Trainer:
             note += f", stopping: the time limit of {config.time_limit:g} s is reached"
         elif state.stopped_early:
             note += f", stopping: no improvement for {config.patience} epochs"
-        state.complete = state.stopped_early or state.epoch >= config.epochs
+        state.complete = state.finished(config.epochs)
         checkpoints.atomic_write_text(self.run_dir / "history.csv", history_csv(state))
         self._save_state(state, model, optimizer)
         self.log(
