@@ -46,7 +46,16 @@ def rows(r: dict) -> list[tuple[str, str, str, str, str]]:
         (
             "",
             "",
-            f"{peak}, batch 1: {_n(r['tf_peak_b1_gflops'], 1)} GFLOP/s",
+            f"{_n(r.get('sampling_b1_xla_tokens_per_s'))} (this project's XLA loop, GENERATOR_NATIVE=0)",
+            _x(r["sampling_b1_tokens_per_s"] / r["sampling_b1_xla_tokens_per_s"], 2)
+            if r.get("sampling_b1_xla_tokens_per_s")
+            else "n/a",
+            "",
+        ),
+        (
+            "",
+            "",
+            f"{peak}, batch 1: {_n(r['tf_peak_b1_gflops'], 1)} GFLOP/s (one matmul, one thread)",
             f"{r['sampling_b1_fraction_of_tf_peak']:.2f} of peak",
             "",
         ),

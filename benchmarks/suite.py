@@ -122,6 +122,13 @@ def _model(s: dict):
     return build_model(run_config(s))
 
 
+def decoder_threads(decoder) -> int:
+    """The threads the C decoder uses for ``decoder`` (0 where it is not built)."""
+    from generator.generation import native, sampling
+
+    return native.NativeLSTM(decoder).threads if native.supports(decoder, sampling.get()) else 0
+
+
 def bench_sampling(s: dict) -> dict:
     """The text model's decode loop at batch 1 and 64 against the tutorial loop, the window loop and the peak."""
     from generator.models import decoder as make_decoder
@@ -137,14 +144,14 @@ def bench_sampling(s: dict) -> dict:
     ):
         shapes = ss.step_shapes(s["layers"], s["units"], s["embedding"], s["vocab"], batch)
         rate, first = ss.decode_rate(decoder, s["vocab"], s["seq_len"], batch, length)
-        best = ss.interleaved_best(
-            {
-                "peak": ss.tf_matmul_peak(shapes),
-                "rate": rate,
-                "tutorial": ss.tutorial_rate(stack, s["vocab"], s["seq_len"], batch, tutorial_length),
-            },
-            s["repeats"],
-        )
+        timers = {
+            "peak": ss.tf_matmul_peak(shapes),
+            "rate": rate,
+            "tutorial": ss.tutorial_rate(stack, s["vocab"], s["seq_len"], batch, tutorial_length),
+        }
+        if batch == 1:  # batch 1 runs in C (generation/native.py); the XLA loop it replaces, beside it
+            timers["xla"] = ss.decode_rate(decoder, s["vocab"], s["seq_len"], batch, length, native=False)[0]
+        best = ss.interleaved_best(timers, s["repeats"])
         out.update(
             {
                 f"sampling_b{batch}_tokens_per_s": best["rate"],
@@ -156,6 +163,8 @@ def bench_sampling(s: dict) -> dict:
         )
         if batch == 1:
             out["sampling_first_call_s"] = first
+            out["sampling_b1_xla_tokens_per_s"] = best["xla"]
+            out["sampling_b1_native_threads"] = decoder_threads(decoder)
     out["window_loop_tokens_per_s"] = ss.window_loop_rate(
         model, s["vocab"], s["seq_len"], s["window_tokens"], s["repeats"]
     )

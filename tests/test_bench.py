@@ -17,6 +17,7 @@ KEYS = [
     "sampling_b1_vs_window_loop",
     "tf_peak_b1_gflops",
     "sampling_b1_fraction_of_tf_peak",
+    "sampling_b1_xla_tokens_per_s",
     "sampling_b64_tokens_per_s",
     "tf_tutorial_b64_tokens_per_s",
     "sampling_b64_vs_tf_tutorial",

@@ -234,7 +234,9 @@ class DecodeLoop:
     ``repetition`` > 0 mixes every prediction with ``repeat_mix`` over the last ``REPEAT_HISTORY``
     tokens (the prompt's end, then the output; the prompt's proposing). Unconstrained decoding
     runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop`` (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
-    constrained decoding runs one XLA-compiled step per token, the mask coming from Python. Where
+    constrained decoding runs one XLA-compiled step per token, the mask coming from Python.
+    Unconstrained batch-1 decoding of an ``lstm`` checkpoint runs in C instead, on every core
+    (``generator.generation.native``), when that library was built. Where
     XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
     draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
     """
@@ -244,6 +246,7 @@ class DecodeLoop:
         if not 0 <= repetition < 1:
             raise ValueError(f"repetition must be at least 0 and below 1, not {repetition}")
         self.repetition = float(repetition)
+        self._native_lstm = None  # the C decoder for batch 1 (``_native``): not built yet
         if jit:
             keep_compiled_programs()
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
@@ -323,6 +326,19 @@ class DecodeLoop:
         logits, states = self.decoder.step(token, states)
         return token, logits, states, history
 
+    def _native(self, prompts, constraint):
+        """The C decoder (``generator.generation.native``) for unconstrained batch-1 decoding of an
+        ``lstm`` checkpoint without repetition, built on first use; None where it does not apply."""
+        if constraint is not None or self.repetition or np.shape(prompts)[0] != 1:
+            return None
+        if self._native_lstm is None:
+            from generator.generation import native
+
+            self._native_lstm = (
+                native.NativeLSTM(self.decoder) if native.supports(self.decoder, self.sampler) else False
+            )
+        return self._native_lstm or None
+
     def _history(self, prompts):
         """What repetition looks back over at the start: the prompts' last ``REPEAT_HISTORY`` tokens,
         -1 before them (no columns when repetition is off)."""
@@ -343,6 +359,15 @@ class DecodeLoop:
         drawn, so that the caller reads the state at the end from it.
         """
         logits, states = self.prime(prompts)
+        native_loop = self._native(prompts, constraint)
+        if native_loop is not None:
+            logits, states = logits.numpy(), [(h.numpy(), c.numpy()) for h, c in states]
+            for done in range(0, length, self.chunk):
+                tokens, logits, states = native_loop.generate(
+                    logits, states, min(self.chunk, length - done), seed, done, self.sampler
+                )
+                yield tokens[None, :]
+            return
         history = self._history(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
         done = 0
