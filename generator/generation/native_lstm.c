@@ -25,7 +25,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
 #endif
@@ -34,6 +34,7 @@
 #define MAX_STAGES 2
 #define MAX_THREADS 16
 #define ALIGN 64
+#define WHOLE_LAST_BYTES (256 * 1024) /* a last stage this small is computed whole by every thread */
 #define SPINS_BEFORE_YIELD 20000 /* about 0.1 to 1 ms of pauses */
 
 typedef struct {
@@ -59,6 +60,8 @@ typedef struct {
     float *h[MAX_LAYERS][2]; /* each layer's output, double-buffered: the recurrent input is the old one */
     float *c[MAX_LAYERS];
     float *stage_y[MAX_STAGES]; /* the last stage's output is the logits */
+    int whole_last;             /* every thread computes all of a small last stage: one barrier less */
+    float *logits_of[MAX_THREADS]; /* the logits each thread draws from: its own copy when whole_last */
     float *scratch[MAX_THREADS]; /* per-thread gate pre-activations */
     float *probs;               /* per-thread sampling buffers: [threads, 2 * vocab] */
     Ranked *order;
@@ -229,7 +232,7 @@ static void run(Net *net, int t) {
     float *z = net->scratch[t];
     float *sample_x = net->probs + (size_t)t * 2 * net->vocab;
     Ranked *order = net->order + (size_t)t * net->vocab;
-    float *logits = net->stage_y[S - 1];
+    float *logits = net->logits_of[t];
     for (int i = 0; i < n_tokens; i++) {
         /* every thread draws the same token from the same logits: no barrier needed for it */
         int32_t token = draw(net, logits, sample_x, order, net->first_step + i);
@@ -255,13 +258,15 @@ static void run(Net *net, int t) {
         }
         const float *x = below;
         for (int k = 0; k < S; k++) {
-            const int a = net->column_start[k][t], n = net->column_start[k][t + 1] - a;
+            const int whole = k == S - 1 && net->whole_last;
+            const int a = whole ? 0 : net->column_start[k][t];
+            const int n = whole ? net->stage_out[k] : net->column_start[k][t + 1] - a;
+            float *y = (whole ? logits : net->stage_y[k]) + a;
             if (n > 0) {
-                float *y = net->stage_y[k] + a;
                 memcpy(y, net->stage[k][t].bias, sizeof(float) * n);
                 product(&net->stage[k][t], x, 0, net->stage_in[k], y);
             }
-            barrier(net, &local_sense);
+            if (!whole) barrier(net, &local_sense); /* a whole stage is this thread's alone */
             x = net->stage_y[k];
         }
         parity = !parity;
@@ -361,8 +366,10 @@ void *lstm_net_create(int layers, const int *units, int vocab, int stages, const
         net->stage_out[k] = O;
         split(O, threads, net->column_start[k]);
         ok &= (net->stage_y[k] = aligned(sizeof(float) * O)) != NULL;
+        net->whole_last = k == stages - 1 && threads > 1 && sizeof(float) * (size_t)in * O <= WHOLE_LAST_BYTES;
         for (int t = 0; ok && t < threads; t++) {
-            const int a = net->column_start[k][t], n = net->column_start[k][t + 1] - a;
+            const int a = net->whole_last ? 0 : net->column_start[k][t];
+            const int n = net->whole_last ? O : net->column_start[k][t + 1] - a;
             for (int j = 0; j < n; j++) col_map[j] = a + j;
             Slice *s = &net->stage[k][t];
             ok &= pack(s, stage_kernel[k], in, O, col_map, n) == 0;
@@ -372,6 +379,8 @@ void *lstm_net_create(int layers, const int *units, int vocab, int stages, const
         in = O;
     }
     ok = ok && in == vocab;
+    for (int t = 0; ok && t < threads; t++)
+        ok &= (net->logits_of[t] = net->whole_last ? aligned(sizeof(float) * vocab) : net->stage_y[stages - 1]) != NULL;
     for (int t = 0; ok && t < threads; t++) ok &= (net->scratch[t] = aligned(sizeof(float) * widest)) != NULL;
     ok = ok && (net->probs = aligned(sizeof(float) * 2 * (size_t)vocab * threads)) != NULL;
     ok = ok && (net->order = aligned(sizeof(Ranked) * (size_t)vocab * threads)) != NULL;
@@ -425,7 +434,10 @@ void lstm_net_free(void *handle) {
             free(net->stage[k][t].bias);
         }
     }
-    for (int t = 0; t < MAX_THREADS; t++) free(net->scratch[t]);
+    for (int t = 0; t < MAX_THREADS; t++) {
+        free(net->scratch[t]);
+        if (net->whole_last) free(net->logits_of[t]);
+    }
     free(net->probs);
     free(net->order);
     pthread_mutex_destroy(&net->lock);
@@ -446,7 +458,7 @@ void lstm_net_generate(void *handle, float *const *h, float *const *c, float *lo
         memcpy(net->h[l][0], h[l], sizeof(float) * net->units[l]);
         memcpy(net->c[l], c[l], sizeof(float) * net->units[l]);
     }
-    memcpy(net->stage_y[net->stages - 1], logits, sizeof(float) * net->vocab);
+    for (int t = 0; t < net->threads; t++) memcpy(net->logits_of[t], logits, sizeof(float) * net->vocab);
     net->n_tokens = n;
     net->seed = seed;
     net->first_step = first_step;
@@ -466,5 +478,5 @@ void lstm_net_generate(void *handle, float *const *h, float *const *c, float *lo
         memcpy(h[l], net->h[l][last], sizeof(float) * net->units[l]);
         memcpy(c[l], net->c[l], sizeof(float) * net->units[l]);
     }
-    memcpy(logits, net->stage_y[net->stages - 1], sizeof(float) * net->vocab);
+    memcpy(logits, net->logits_of[0], sizeof(float) * net->vocab);
 }
