@@ -1,7 +1,7 @@
 """Continue held-out songs cut at 60 s by 20 s and ask whether the whole band keeps playing.
 
     python benchmarks/band_songs.py --songs DIR [--count 50] [--checkpoint auto|band|pop-piano|DIR]
-                                    [--cut 60] [--seconds 20] [--repetition R] [--json out.json] [--png roll.png]
+                                    [--cut 60] [--seconds 20] [--repetition R] [--json out.json] [--png roll.png [--png-song N]]
 
 For each song (a MIDI file under DIR with at least ``cut + seconds`` of music), the seed is the
 song's first ``cut`` seconds; the model continues it by ``seconds`` with the defaults of
@@ -216,7 +216,10 @@ def main(argv=None) -> int:
         help="The sampling's repetition share (generate-music --repetition); default: each model's recommendation.",
     )
     p.add_argument("--json", default=None, help="Write every song's figures to this JSON file.")
-    p.add_argument("--png", default=None, help="Draw the first song's seed end and continuation to this PNG.")
+    p.add_argument("--png", default=None, help="Draw a song's seed end and continuation to this PNG.")
+    p.add_argument(
+        "--png-song", type=int, default=1, help="Which song --png draws, counted from 1 (default: the first)."
+    )
     p.add_argument(
         "--training-corpus",
         default=None,
@@ -274,7 +277,7 @@ def main(argv=None) -> int:
             f"{_f(generated['seed_repeats'])} (real {_f(truth['seed_repeats'])})",
             flush=True,
         )
-        if i == 0 and args.png:
+        if i + 1 == args.png_song and args.png:
             write_roll(music, args.png, args.seconds)
     table = {kind: summarize([r[kind] for r in rows]) for kind in ("generated", "real", "shuffled")}
     ratios = {

@@ -9,7 +9,7 @@ from generator.training import checkpoints
 
 
 @pytest.mark.parametrize(
-    "name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"]
+    "name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention", "band"]
 )
 def test_bundled_checkpoint_is_found_and_complete(name):
     assert name in checkpoints.bundled_names()
@@ -115,7 +115,7 @@ def test_key_averaging_lowers_jsb_loss_on_chorales_never_trained_on(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention"]
+    "name", ["shakespeare", "bach", "jsb-chorales", "pop-piano", "harmonizer", "shakespeare-attention", "band"]
 )
 def test_bundled_checkpoint_records_no_machine_path(name):
     """Their corpus is a built-in name or a path under GENERATOR_CORPORA_DIR (see docs/models/)."""
