@@ -117,3 +117,17 @@ def test_batches_constraints_repetition_and_the_switch_keep_the_tensorflow_loop(
     switched_off = sampling.DecodeLoop(dec, sampling.get())
     assert len(np.concatenate(list(switched_off.generate(np.zeros((1, 3), np.int32), 9, seed=0)), axis=1)[0]) == 9
     assert not switched_off._native_lstm
+
+
+@needs_library
+@pytest.mark.parametrize("length", [1, 7, 300])
+def test_priming_in_c_gives_the_tensorflow_logits_and_states(length):
+    dec = decoder(tie_weights=True)
+    prompt = np.random.default_rng(length).integers(0, V, (1, length)).astype(np.int32)
+    logits, states = native.NativeLSTM(dec, threads=2).prime(prompt)
+    tf_logits, tf_states = sampling.DecodeLoop(dec, sampling.get()).prime(prompt)
+    tolerance = 1e-4 if length < 100 else 1e-3  # rounding differences grow over hundreds of steps
+    np.testing.assert_allclose(logits, tf_logits.numpy()[0], rtol=tolerance, atol=tolerance)
+    for (h, c), (h_tf, c_tf) in zip(states, tf_states):
+        np.testing.assert_allclose(h, h_tf.numpy()[0], atol=tolerance / 10)
+        np.testing.assert_allclose(c, c_tf.numpy()[0], atol=tolerance)

@@ -3,8 +3,9 @@
 At batch 1 each token reads every weight once, so decoding is bound by memory; XLA runs each
 matrix-vector product on one thread. The C loop splits every layer's weights among threads by
 output unit and runs the whole token loop (layers, output layer, temperature, top-k, top-p, the
-draw) without returning to Python. ``DecodeLoop`` uses it for unconstrained batch-1 decoding of
-an ``lstm`` decoder when the library was built at install time; otherwise, or with
+draw) without returning to Python; it primes the prompt the same way, one token at a time.
+``DecodeLoop`` uses it for unconstrained batch-1 decoding of an ``lstm`` decoder when the library
+was built at install time; otherwise, or with
 ``GENERATOR_NATIVE=0``, the XLA loop runs. The two paths draw different random numbers, so a seed
 reproduces its output on the same path; their logits agree to float rounding.
 """
@@ -50,6 +51,9 @@ def _load():
             lib.lstm_net_create.argtypes = [
                 ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                 pointers, pointers, pointers, pointers, pointers, ctypes.c_int,
+            ]  # fmt: skip
+            lib.lstm_net_prime.argtypes = [
+                ctypes.c_void_p, pointers, pointers, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
             ]  # fmt: skip
             lib.lstm_net_free.argtypes = [ctypes.c_void_p]
             lib.lstm_net_threads.argtypes = [ctypes.c_void_p]
@@ -125,6 +129,23 @@ class NativeLSTM:
         handle, self._handle = getattr(self, "_handle", None), None
         if handle and self._pid == os.getpid():
             self._lib.lstm_net_free(handle)
+
+    def prime(self, tokens):
+        """Run ``tokens`` (a 1-D prompt, BOS first) through the model from zero states: (the logits
+        after the last ``[vocab]``, the states after it)."""
+        tokens = np.ascontiguousarray(np.reshape(tokens, -1), np.int32)
+        if tokens.size < 1:
+            raise ValueError("a prompt needs at least one token (BOS)")
+        hs = [np.zeros(u, np.float32) for u in self.decoder.units]
+        cs = [np.zeros(u, np.float32) for u in self.decoder.units]
+        logits = np.zeros(self.vocab_size, np.float32)
+        with self._lock:
+            if self._pid != os.getpid():
+                self.threads = self._build()
+            self._lib.lstm_net_prime(
+                self._handle, _pointers(hs), _pointers(cs), logits.ctypes.data, tokens.ctypes.data, tokens.size
+            )
+        return logits, tuple(zip(hs, cs))
 
     def generate(self, logits, states, length: int, seed: int, first_step: int, sampler):
         """``length`` tokens after ``logits`` ``[vocab]`` from ``states`` ((h, c) per layer, each ``[units]``

@@ -72,6 +72,7 @@ typedef struct {
     uint64_t seed;
     int64_t first_step;
     int32_t *out;
+    const int32_t *given; /* priming: the tokens to run through, none drawn */
 
     /* the barrier and the worker threads */
     atomic_int arrived;
@@ -227,7 +228,8 @@ static int32_t draw(Net *net, const float *logits, float *x, Ranked *order, int6
 static void run(Net *net, int t) {
     int local_sense = atomic_load(&net->sense);
     int parity = net->parity;
-    const int n_tokens = net->n_tokens; /* read once: the next call may change it as this one ends */
+    const int n_tokens = net->n_tokens;
+    const int32_t *given = net->given;
     const int L = net->layers, S = net->stages;
     float *z = net->scratch[t];
     float *sample_x = net->probs + (size_t)t * 2 * net->vocab;
@@ -235,8 +237,8 @@ static void run(Net *net, int t) {
     float *logits = net->logits_of[t];
     for (int i = 0; i < n_tokens; i++) {
         /* every thread draws the same token from the same logits: no barrier needed for it */
-        int32_t token = draw(net, logits, sample_x, order, net->first_step + i);
-        if (t == 0) net->out[i] = token;
+        const int32_t token = given ? given[i] : draw(net, logits, sample_x, order, net->first_step + i);
+        if (!given && t == 0) net->out[i] = token;
         const float *below = NULL;
         for (int l = 0; l < L; l++) {
             const int a = net->unit_start[l][t], n = net->unit_start[l][t + 1] - a, U = net->units[l];
@@ -256,6 +258,10 @@ static void run(Net *net, int t) {
             below = net->h[l][!parity];
             barrier(net, &local_sense);
         }
+        if (given && i < n_tokens - 1) { /* priming needs the logits after the last token only */
+            parity = !parity;
+            continue;
+        }
         const float *x = below;
         for (int k = 0; k < S; k++) {
             const int whole = k == S - 1 && net->whole_last;
@@ -271,6 +277,7 @@ static void run(Net *net, int t) {
         }
         parity = !parity;
     }
+    barrier(net, &local_sense); /* every thread done before the caller reads the states or starts another job */
 }
 
 static void *worker(void *arg) {
@@ -447,25 +454,16 @@ void lstm_net_free(void *handle) {
 
 int lstm_net_threads(void *handle) { return ((Net *)handle)->threads; }
 
-/* Generates n tokens after ``logits`` (the model's output after the prompt) from the states
-   ``h[l]`` and ``c[l]``, which are read and then overwritten with the states after the last
-   token; ``logits`` is overwritten with the logits after it. Token i is drawn with the uniform
-   of (seed, first_step + i). top_k <= 0 and top_p >= 1 turn those filters off. */
-void lstm_net_generate(void *handle, float *const *h, float *const *c, float *logits, int n, uint64_t seed,
-                       int64_t first_step, float temperature, int top_k, float top_p, int greedy, int32_t *out) {
-    Net *net = handle;
+/* Runs one job: n tokens from the states h[l], c[l] (overwritten with the states after the
+   last token) and, when drawing, the logits (overwritten with the logits after it). */
+static void job(Net *net, float *const *h, float *const *c, float *logits, int n, const int32_t *given, int32_t *out) {
     for (int l = 0; l < net->layers; l++) {
         memcpy(net->h[l][0], h[l], sizeof(float) * net->units[l]);
         memcpy(net->c[l], c[l], sizeof(float) * net->units[l]);
     }
     for (int t = 0; t < net->threads; t++) memcpy(net->logits_of[t], logits, sizeof(float) * net->vocab);
     net->n_tokens = n;
-    net->seed = seed;
-    net->first_step = first_step;
-    net->temperature = temperature;
-    net->top_k = top_k;
-    net->top_p = top_p;
-    net->greedy = greedy;
+    net->given = given;
     net->out = out;
     net->parity = 0;
     pthread_mutex_lock(&net->lock);
@@ -479,4 +477,26 @@ void lstm_net_generate(void *handle, float *const *h, float *const *c, float *lo
         memcpy(c[l], net->c[l], sizeof(float) * net->units[l]);
     }
     memcpy(logits, net->logits_of[0], sizeof(float) * net->vocab);
+}
+
+/* Generates n tokens after ``logits`` (the model's output after the prompt) from the states
+   ``h[l]`` and ``c[l]``, which are read and then overwritten with the states after the last
+   token; ``logits`` is overwritten with the logits after it. Token i is drawn with the uniform
+   of (seed, first_step + i). top_k <= 0 and top_p >= 1 turn those filters off. */
+void lstm_net_generate(void *handle, float *const *h, float *const *c, float *logits, int n, uint64_t seed,
+                       int64_t first_step, float temperature, int top_k, float top_p, int greedy, int32_t *out) {
+    Net *net = handle;
+    net->seed = seed;
+    net->first_step = first_step;
+    net->temperature = temperature;
+    net->top_k = top_k;
+    net->top_p = top_p;
+    net->greedy = greedy;
+    job(net, h, c, logits, n, NULL, out);
+}
+
+/* Runs the n >= 1 ``tokens`` through the model from the states ``h[l]``, ``c[l]`` (overwritten
+   with the states after the last) and writes the logits after the last to ``logits``. */
+void lstm_net_prime(void *handle, float *const *h, float *const *c, float *logits, const int32_t *tokens, int n) {
+    job(handle, h, c, logits, n, tokens, NULL);
 }

@@ -235,8 +235,8 @@ class DecodeLoop:
     tokens (the prompt's end, then the output; the prompt's proposing). Unconstrained decoding
     runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop`` (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
     constrained decoding runs one XLA-compiled step per token, the mask coming from Python.
-    Unconstrained batch-1 decoding of an ``lstm`` checkpoint runs in C instead, on every core
-    (``generator.generation.native``), when that library was built. Where
+    Unconstrained batch-1 decoding of an ``lstm`` checkpoint, its prompt included, runs in C
+    instead, on every core (``generator.generation.native``), when that library was built. Where
     XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
     draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
     """
@@ -358,16 +358,16 @@ class DecodeLoop:
         caller) masks each step to the tokens its tokenizer allows and is advanced over every token
         drawn, so that the caller reads the state at the end from it.
         """
-        logits, states = self.prime(prompts)
         native_loop = self._native(prompts, constraint)
-        if native_loop is not None:
-            logits, states = logits.numpy(), [(h.numpy(), c.numpy()) for h, c in states]
+        if native_loop is not None:  # batch 1 in C, the prompt too
+            logits, states = native_loop.prime(prompts)
             for done in range(0, length, self.chunk):
                 tokens, logits, states = native_loop.generate(
                     logits, states, min(self.chunk, length - done), seed, done, self.sampler
                 )
                 yield tokens[None, :]
             return
+        logits, states = self.prime(prompts)
         history = self._history(prompts)
         seed_t = tf.constant([seed % (2**31 - 1), (seed // (2**31 - 1)) % (2**31 - 1)], tf.int32)
         done = 0
