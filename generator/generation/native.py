@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import importlib.machinery
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import numpy as np
 LIBRARY_NAME = "_native_lstm"
 MIN_BYTES_PER_THREAD = 256 * 1024  # below this many bytes of weights per thread, fewer threads decode faster
 MAX_THREADS = 16
+INTERFACE = 2  # native_lstm.c's lstm_net_interface(): the functions' arguments this file passes
 
 _library = None
 
@@ -37,15 +39,25 @@ def library():
     return _library or None
 
 
+def _candidates():
+    """Where the built library may be: beside this file (an installed or editable package), then in
+    any other copy of the package on the path (an installed one, when this file is a source
+    checkout's, imported from its root)."""
+    names = [f"{LIBRARY_NAME}{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    yield from (Path(__file__).parent / name for name in names)
+    for entry in sys.path:
+        yield from (Path(entry or ".") / "generator" / "generation" / name for name in names)
+
+
 def _load():
-    here = Path(__file__).parent
-    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-        path = here / f"{LIBRARY_NAME}{suffix}"
+    for path in _candidates():
         if path.exists():
             try:
                 lib = ctypes.CDLL(str(path))
             except OSError:
-                return None
+                continue
+            if getattr(lib, "lstm_net_interface", lambda: 0)() != INTERFACE:
+                continue  # built from other sources than this file's (another installed version)
             pointers = ctypes.POINTER(ctypes.c_void_p)
             lib.lstm_net_create.restype = ctypes.c_void_p
             lib.lstm_net_create.argtypes = [
