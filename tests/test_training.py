@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from generator import api
+from generator.generation.native import library
 from generator.training import checkpoints
 from tests.conftest import TINY_SETTINGS, interrupt_after_first_epoch
 
@@ -34,14 +35,21 @@ def test_save_load_sample_gives_the_same_text(tiny_run):
     assert api.Generator(run).generate("To be", length=80, random_seed=5) == before
 
 
-def test_later_calls_reuse_the_compiled_decode_loop(tiny_run):
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_later_calls_reuse_the_compiled_decode_loop(tiny_run, native, monkeypatch):
+    monkeypatch.setenv("GENERATOR_NATIVE", native)  # batch 1 in C where it was built, or XLA's loop
     g = api.load(tiny_run)
     ids = g.encode_prompt("To be")
     first = g.stream(ids, 300, random_seed=1, temperature=0.8)
     tokens = np.concatenate(list(first), axis=1)
+    in_c = first.loop._native_lstm
     second = g.stream(ids, 300, options=api.SamplingOptions(random_seed=1, temperature=0.8))
     assert second.loop is first.loop and (np.concatenate(list(second), axis=1) == tokens).all()
-    assert first.loop._chunk.experimental_get_tracing_count() == 1  # 300 tokens: two chunks, one trace
+    if in_c:  # the weights packed for C once, on the first call
+        assert second.loop._native_lstm is in_c
+    else:
+        assert native == "0" or library() is None  # asked for C, but it was not built
+        assert first.loop._chunk.experimental_get_tracing_count() == 1  # 300 tokens: two chunks, one trace
     assert g.stream(ids, 20, random_seed=1, temperature=0.5).loop is not first.loop  # another sampler, another loop
 
 
