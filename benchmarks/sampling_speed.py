@@ -19,7 +19,6 @@ batch 1 and 64 with its own peak.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
@@ -187,23 +186,16 @@ def window_loop_rate(model, vocab: int, seq_len: int, tokens: int, repeats: int)
 
 
 def decode_rate(decoder, vocab: int, prompt_len: int, batch: int, length: int, native: bool = True):
-    """(timer ``() -> tokens per second``, seconds of the first call) of ``DecodeLoop`` generating
-    ``length`` tokens after a ``prompt_len`` prompt; ``native=False``: the XLA loop even at batch 1."""
+    """(timer ``() -> tokens per second``, seconds of the first call, the loop) of ``DecodeLoop``
+    generating ``length`` tokens after a ``prompt_len`` prompt; ``native=False``: the XLA loop even
+    at batch 1."""
     from generator.generation import sampling
 
-    loop = sampling.DecodeLoop(decoder, sampling.get(temperature=1.0))
+    loop = sampling.DecodeLoop(decoder, sampling.get(temperature=1.0), native=native)
     prompts = np.random.default_rng(1).integers(0, vocab, (batch, prompt_len)).astype(np.int32)
-    switch = os.environ.get("GENERATOR_NATIVE")
-    os.environ["GENERATOR_NATIVE"] = "1" if native else "0"  # the loop chooses its path on its first call
     start = time.perf_counter()
-    try:
-        for _ in loop.generate(prompts, 8, seed=0):  # traces and compiles
-            pass
-    finally:
-        if switch is None:
-            os.environ.pop("GENERATOR_NATIVE")
-        else:
-            os.environ["GENERATOR_NATIVE"] = switch
+    for _ in loop.generate(prompts, 8, seed=0):  # traces and compiles
+        pass
     first = time.perf_counter() - start
     seeds = iter(range(1, 1 << 30))
 
@@ -213,7 +205,7 @@ def decode_rate(decoder, vocab: int, prompt_len: int, batch: int, length: int, n
             pass
         return batch * length / (time.perf_counter() - start)
 
-    return once, first
+    return once, first, loop
 
 
 def sizes_of(model) -> dict:

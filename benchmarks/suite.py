@@ -122,13 +122,6 @@ def _model(s: dict):
     return build_model(run_config(s))
 
 
-def decoder_threads(decoder) -> int:
-    """The threads the C decoder uses for ``decoder`` (0 where it is not built)."""
-    from generator.generation import native, sampling
-
-    return native.NativeLSTM(decoder).threads if native.supports(decoder, sampling.get()) else 0
-
-
 def bench_sampling(s: dict) -> dict:
     """The text model's decode loop at batch 1 and 64 against the tutorial loop, the window loop and the peak."""
     from generator.models import decoder as make_decoder
@@ -143,7 +136,7 @@ def bench_sampling(s: dict) -> dict:
         (64, s["b64_tokens"], s["tutorial_b64_tokens"]),
     ):
         shapes = ss.step_shapes(s["layers"], s["units"], s["embedding"], s["vocab"], batch)
-        rate, first = ss.decode_rate(decoder, s["vocab"], s["seq_len"], batch, length)
+        rate, first, loop = ss.decode_rate(decoder, s["vocab"], s["seq_len"], batch, length)
         timers = {
             "peak": ss.tf_matmul_peak(shapes),
             "rate": rate,
@@ -164,7 +157,7 @@ def bench_sampling(s: dict) -> dict:
         if batch == 1:
             out["sampling_first_call_s"] = first
             out["sampling_b1_xla_tokens_per_s"] = best["xla"]
-            out["sampling_b1_native_threads"] = decoder_threads(decoder)
+            out["sampling_b1_native_threads"] = loop._native_lstm.threads if loop._native_lstm else 0
     out["window_loop_tokens_per_s"] = ss.window_loop_rate(
         model, s["vocab"], s["seq_len"], s["window_tokens"], s["repeats"]
     )

@@ -294,8 +294,8 @@ class RunConfig:
     time_limit: float = option(
         0.0,
         "Stop once training has run this many seconds (validations included, over all sittings of a resumed "
-        "run): the epoch under way is cut short, validated, and the best weights are kept; the same command with a higher limit, or none, "
-        "trains on from there. By default there is no limit.",
+        "run): the epoch under way is cut short, validated, and the best weights are kept; the same command "
+        "with a higher limit, or none, trains on from there. By default there is no limit.",
         parse=positive_float,
         metavar="SECONDS",
     )

@@ -131,7 +131,7 @@ class NativeLSTM:
             _pointers(stage_kernels),
             _pointers(stage_biases),
             int(self.asked_threads or default_threads(weight_bytes)),
-        )  # fmt: skip  (the library keeps packed copies: the arrays above can go)
+        )  # the library keeps packed copies: the arrays above can go
         if not self._handle:
             raise MemoryError("the native decoder could not be built (out of memory or threads)")
         self._pid = os.getpid()
@@ -151,12 +151,9 @@ class NativeLSTM:
         hs = [np.zeros(u, np.float32) for u in self.decoder.units]
         cs = [np.zeros(u, np.float32) for u in self.decoder.units]
         logits = np.zeros(self.vocab_size, np.float32)
-        with self._lock:
-            if self._pid != os.getpid():
-                self.threads = self._build()
-            self._lib.lstm_net_prime(
-                self._handle, _pointers(hs), _pointers(cs), logits.ctypes.data, tokens.ctypes.data, tokens.size
-            )
+        self._call(
+            self._lib.lstm_net_prime, _pointers(hs), _pointers(cs), logits.ctypes.data, tokens.ctypes.data, tokens.size
+        )
         return logits, tuple(zip(hs, cs))
 
     def generate(self, logits, states, length: int, seed: int, first_step: int, sampler):
@@ -168,38 +165,38 @@ class NativeLSTM:
         cs = [np.array(np.reshape(c, -1), np.float32) for _, c in states]
         logits = np.array(np.reshape(logits, -1), np.float32)
         out = np.empty(length, np.int32)
-        with self._lock:
-            if self._pid != os.getpid():  # a forked child: the parent's threads are not here
-                self.threads = self._build()
-            self._lib.lstm_net_generate(
-                self._handle, _pointers(hs), _pointers(cs), logits.ctypes.data, int(length), int(seed) % (1 << 64),
-                int(first_step), temperature, top_k, top_p, int(greedy), out.ctypes.data,
-            )  # fmt: skip
+        self._call(
+            self._lib.lstm_net_generate, _pointers(hs), _pointers(cs), logits.ctypes.data, int(length),
+            int(seed) % (1 << 64), int(first_step), temperature, top_k, top_p, int(greedy), out.ctypes.data,
+        )  # fmt: skip
         return out, logits, tuple(zip(hs, cs))
 
+    def _call(self, function, *args):
+        """``function(handle, *args)`` of the library, one Python thread at a time, packed again first
+        in a forked child (the parent's threads are not there)."""
+        with self._lock:
+            if self._pid != os.getpid():
+                self.threads = self._build()
+            function(self._handle, *args)
 
-def sampler_settings(sampler) -> tuple:
-    """(temperature, top_k or 0, top_p or 1, greedy) of one of ``generator.generation.sampling``'s samplers."""
+
+def sampler_settings(sampler) -> tuple | None:
+    """(temperature, top_k or 0, top_p or 1, greedy) of one of ``generator.generation.sampling``'s
+    samplers; None for any other sampler."""
     from generator.generation import sampling
 
-    if type(sampler) is sampling.GreedySampler:
-        return sampler.temperature, 0, 1.0, True
-    if type(sampler) is sampling.TopKTopPSampler:
-        return sampler.temperature, sampler.top_k.k, sampler.p, False
-    if type(sampler) is sampling.TopKSampler:
-        return sampler.temperature, sampler.k, 1.0, False
-    if type(sampler) is sampling.TopPSampler:
-        return sampler.temperature, 0, sampler.p, False
-    if type(sampler) is sampling.Sampler:
-        return sampler.temperature, 0, 1.0, False
-    raise TypeError(f"no native sampling for {type(sampler).__name__}")
+    settings = {
+        sampling.GreedySampler: lambda: (0, 1.0, True),
+        sampling.TopKTopPSampler: lambda: (sampler.top_k.k, sampler.p, False),
+        sampling.TopKSampler: lambda: (sampler.k, 1.0, False),
+        sampling.TopPSampler: lambda: (0, sampler.p, False),
+        sampling.Sampler: lambda: (0, 1.0, False),
+    }.get(type(sampler))
+    return None if settings is None else (sampler.temperature, *settings())
 
 
 def supports(decoder, sampler) -> bool:
     """Whether ``NativeLSTM`` can decode for ``decoder`` and ``sampler``."""
-    from generator.generation import sampling
     from generator.models import lstm
 
-    known = (sampling.Sampler, sampling.GreedySampler, sampling.TopKSampler, sampling.TopPSampler)
-    known += (sampling.TopKTopPSampler,)
-    return library() is not None and type(decoder) is lstm.Decoder and type(sampler) in known
+    return library() is not None and type(decoder) is lstm.Decoder and sampler_settings(sampler) is not None

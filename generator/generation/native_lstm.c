@@ -44,8 +44,8 @@ typedef struct {
 
 /* One thread's share of a matrix-vector product y = b + x W: the packed columns it owns. */
 typedef struct {
-    int rows, cols; /* W's rows (the input width) and the thread's columns */
-    float *w;       /* [rows, cols] */
+    int cols; /* the thread's columns */
+    float *w; /* [the input width, cols] */
     float *bias;    /* [cols]: the bias, or for the first layer, the table [vocab, cols] */
 } Slice;
 
@@ -305,14 +305,10 @@ static void split(int n, int threads, int *start) {
     }
 }
 
-/* The columns ``col_map[0:cols]`` of ``w`` [rows, full_cols], packed into the slice. */
-static int pack(Slice *s, const float *w, int rows, int full_cols, const int *col_map, int cols) {
-    s->rows = rows;
-    s->cols = cols;
-    if (!(s->w = aligned(sizeof(float) * (size_t)rows * cols))) return -1;
+/* dst [rows, cols] = the columns ``col_map[0:cols]`` of src [rows, full_cols]. */
+static void gather_columns(float *dst, const float *src, int rows, int full_cols, const int *col_map, int cols) {
     for (int r = 0; r < rows; r++)
-        for (int j = 0; j < cols; j++) s->w[(size_t)r * cols + j] = w[(size_t)r * full_cols + col_map[j]];
-    return 0;
+        for (int j = 0; j < cols; j++) dst[(size_t)r * cols + j] = src[(size_t)r * full_cols + col_map[j]];
 }
 
 void lstm_net_free(void *handle);
@@ -342,7 +338,9 @@ void *lstm_net_create(int layers, const int *units, int vocab, int stages, const
         ok &= (net->c[l] = aligned(sizeof(float) * U)) != NULL;
         widest = 4 * U > widest ? 4 * U : widest;
     }
-    int *col_map = malloc(sizeof(int) * (size_t)(widest > vocab ? widest : vocab) * 4 + 64);
+    int columns = widest; /* the most columns one slice gathers */
+    for (int k = 0; k < stages; k++) columns = stage_out[k] > columns ? stage_out[k] : columns;
+    int *col_map = malloc(sizeof(int) * (size_t)columns);
     ok &= col_map != NULL;
     for (int l = 0; ok && l < layers; l++) {
         const int U = units[l], B = l ? units[l - 1] : 0;
@@ -352,18 +350,14 @@ void *lstm_net_create(int layers, const int *units, int vocab, int stages, const
             for (int g = 0; g < 4; g++)
                 for (int j = 0; j < n; j++) col_map[g * n + j] = g * U + a + j;
             /* the thread's columns of [kernel; recurrent], rows of the layer below first */
-            float *stacked = malloc(sizeof(float) * (size_t)(B + U) * 4 * U);
-            ok &= stacked != NULL;
-            if (!ok) break;
-            if (B) memcpy(stacked, kernel[l], sizeof(float) * (size_t)B * 4 * U);
-            memcpy(stacked + (size_t)B * 4 * U, recurrent[l], sizeof(float) * (size_t)U * 4 * U);
-            ok &= pack(s, stacked, B + U, 4 * U, col_map, 4 * n) == 0;
-            free(stacked);
-            const int bias_rows = l ? 1 : vocab;
-            const float *src = l ? bias[l] : table;
+            const int bias_rows = l ? 1 : vocab; /* the first layer's table holds its bias */
+            s->cols = 4 * n;
+            ok &= (s->w = aligned(sizeof(float) * (size_t)(B + U) * 4 * n)) != NULL;
             ok &= (s->bias = aligned(sizeof(float) * (size_t)bias_rows * 4 * n)) != NULL;
-            for (int r = 0; ok && r < bias_rows; r++)
-                for (int j = 0; j < 4 * n; j++) s->bias[(size_t)r * 4 * n + j] = src[(size_t)r * 4 * U + col_map[j]];
+            if (!ok) break;
+            if (B) gather_columns(s->w, kernel[l], B, 4 * U, col_map, 4 * n);
+            gather_columns(s->w + (size_t)B * 4 * n, recurrent[l], U, 4 * U, col_map, 4 * n);
+            gather_columns(s->bias, l ? bias[l] : table, bias_rows, 4 * U, col_map, 4 * n);
         }
     }
     int in = units[layers - 1];
@@ -379,9 +373,12 @@ void *lstm_net_create(int layers, const int *units, int vocab, int stages, const
             const int n = net->whole_last ? O : net->column_start[k][t + 1] - a;
             for (int j = 0; j < n; j++) col_map[j] = a + j;
             Slice *s = &net->stage[k][t];
-            ok &= pack(s, stage_kernel[k], in, O, col_map, n) == 0;
-            ok &= (s->bias = aligned(sizeof(float) * (n ? n : 1))) != NULL;
-            if (ok) memcpy(s->bias, stage_bias[k] + a, sizeof(float) * n);
+            s->cols = n;
+            ok &= (s->w = aligned(sizeof(float) * (size_t)in * n)) != NULL;
+            ok &= (s->bias = aligned(sizeof(float) * n)) != NULL;
+            if (!ok) break;
+            gather_columns(s->w, stage_kernel[k], in, O, col_map, n);
+            gather_columns(s->bias, stage_bias[k], 1, O, col_map, n);
         }
         in = O;
     }

@@ -236,13 +236,22 @@ class DecodeLoop:
     runs ``chunk`` tokens per call of one XLA-compiled ``tf.while_loop`` (``jit=True``; compiled once per loop and batch size, whatever the length asked for);
     constrained decoding runs one XLA-compiled step per token, the mask coming from Python.
     Unconstrained batch-1 decoding of an ``lstm`` checkpoint, its prompt included, runs in C
-    instead, on every core (``generator.generation.native``), when that library was built. Where
+    instead, on every core (``generator.generation.native``), when that library was built
+    (``native=False`` or ``GENERATOR_NATIVE=0``: XLA's loop at batch 1 too). Where
     XLA cannot compile a step, the loop falls back to an ordinary ``tf.function`` (whose random
     draws differ from XLA's: a seed reproduces its output on the same path and machine kind).
     """
 
-    def __init__(self, decoder, sampler: Sampler, chunk: int = 256, jit: bool = True, repetition: float = 0.0):
-        self.decoder, self.sampler, self.chunk, self.jit = decoder, sampler, int(chunk), jit
+    def __init__(
+        self,
+        decoder,
+        sampler: Sampler,
+        chunk: int = 256,
+        jit: bool = True,
+        repetition: float = 0.0,
+        native: bool = True,
+    ):
+        self.decoder, self.sampler, self.chunk, self.jit, self.native = decoder, sampler, int(chunk), jit, native
         if not 0 <= repetition < 1:
             raise ValueError(f"repetition must be at least 0 and below 1, not {repetition}")
         self.repetition = float(repetition)
@@ -329,7 +338,7 @@ class DecodeLoop:
     def _native(self, prompts, constraint):
         """The C decoder (``generator.generation.native``) for unconstrained batch-1 decoding of an
         ``lstm`` checkpoint without repetition, built on first use; None where it does not apply."""
-        if constraint is not None or self.repetition or np.shape(prompts)[0] != 1:
+        if not self.native or constraint is not None or self.repetition or np.shape(prompts)[0] != 1:
             return None
         if self._native_lstm is None:
             from generator.generation import native
