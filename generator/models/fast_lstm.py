@@ -2,7 +2,7 @@
 
 ``forward(model, tokens, training)`` computes what ``model(tokens, training=training)`` computes,
 to float rounding (dropout draws its own masks). Each LSTM layer's input projection for all time
-steps is one matmul, and the recurrence (``lstm_recurrence``) has a hand-written backward pass:
+steps is one matmul, and the recurrence (``recurrence``) has a hand-written backward pass:
 one ``dz @ R^T`` matmul per step, and the recurrent kernel's gradient as one matmul after the
 loop. Keras's loop differentiates each step on its own: two matmuls forward and four backward.
 
@@ -13,7 +13,7 @@ What mattered under XLA on a CPU (2 x LSTM(256), batch 64, sequences of 100):
 - matmuls over all steps written on 2-D arrays: as 3-D einsums summing over time and batch,
   XLA transposed their operands in full (about 9 % of a step);
 - the first layer's input projection as a row lookup in ``embedding @ kernel + bias``
-  (``first_projection``) where the layer reads the embedding directly: 8 % more tokens per
+  (``lstm_from_table``) where the layer reads the embedding directly: 8 % more tokens per
   CPU-second, the embedding's gradient unchanged (``tf.IndexedSlices``, which Keras's clipping
   and Adam treat differently from a dense gradient; a dense one made the loss fall more slowly);
 - dropout masks from a hash of each element's index (``dropout``): TensorFlow's own choice of
@@ -33,66 +33,95 @@ import tensorflow as tf
 from generator.models.lstm import TokenEmbedding, WeightDropLSTM, cell_gate_doubling, doubled_gate_step
 
 
-def lstm_recurrence(projected, recurrent):
-    """Input projections ``[T, B, 4U]`` (``x @ kernel + bias``) -> hidden states ``[T, B, U]``.
+def recurrence(input_at, n_steps, batch, recurrent, bias):
+    """The LSTM loop over ``n_steps`` steps: ``input_at(t)`` gives step ``t``'s input projection
+    ``[B, 4U]`` (``x_t @ kernel``, without the bias, which is added in the step).
 
-    Zero initial states, gates in Keras order (input, forget, cell, output); differentiable in
-    both arguments. The backward pass is written by hand: one ``[B, 4U] x [4U, U]`` matmul per
-    step, and the recurrent kernel's gradient as one matmul over all steps afterwards.
+    Returns the hidden states ``[T, B, U]`` (zero initial states, gates in Keras order: input,
+    forget, cell, output) and ``backward(dhs) -> dz``, the pre-activations' gradient ``[T, B, 4U]``
+    from the hidden states' gradient: one ``[B, 4U] x [4U, U]`` matmul per step. The weights'
+    gradients are left to the callers, as one matmul over all steps each. The forward steps
+    store what the backward steps multiply by (``backward_factors``), so that a backward step is
+    three multiply-adds around its matmul.
     """
+    u = recurrent.shape[0]
+    dtype = recurrent.dtype
+    # The cell gate's columns are doubled so that one sigmoid gives every gate: tanh(z) = 2 sigmoid(2z) - 1.
+    # (Slicing one activation measured five times faster under XLA than tf.split and four activations.)
+    doubling = cell_gate_doubling(u, dtype)
+    recurrent_doubled, bias_doubled = recurrent * doubling, bias * doubling
+    zeros = tf.zeros(tf.stack([batch, u]), dtype)
 
-    @tf.custom_gradient
-    def run(projected, recurrent):
-        n_steps, batch = tf.shape(projected)[0], tf.shape(projected)[1]
-        u = recurrent.shape[0]
-        # The cell gate's columns are doubled so that one sigmoid gives every gate: tanh(z) = 2 sigmoid(2z) - 1.
-        # (Slicing one activation measured five times faster under XLA than tf.split and four activations.)
-        doubling = cell_gate_doubling(u, projected.dtype)
-        recurrent_doubled = recurrent * doubling
-        zeros = tf.zeros(tf.stack([batch, u]), projected.dtype)
+    def arrays():
+        return tf.TensorArray(dtype, size=n_steps)
 
-        def arrays():
-            return tf.TensorArray(projected.dtype, size=n_steps)
+    def step(t, h, c, hs, factors):
+        a = tf.sigmoid(input_at(t) * doubling + bias_doubled + tf.matmul(h, recurrent_doubled))
+        h, c_next = doubled_gate_step(a, c, u)
+        return t + 1, h, c_next, hs.write(t, h), factors.write(t, backward_factors(a, c, c_next, u))
 
-        def step(t, h, c, hs, cs, acts):
-            a = tf.sigmoid(projected[t] * doubling + tf.matmul(h, recurrent_doubled))
-            h, c = doubled_gate_step(a, c, u)
-            return t + 1, h, c, hs.write(t, h), cs.write(t, c), acts.write(t, a)
+    _, _, _, hs, factors = tf.while_loop(lambda t, *_: t < n_steps, step, (0, zeros, zeros, arrays(), arrays()))
+    hs, factors = hs.stack(), factors.stack()
 
-        _, _, _, hs, cs, acts = tf.while_loop(
-            lambda t, *_: t < n_steps, step, (0, zeros, zeros, arrays(), arrays(), arrays())
-        )
-        hs, cs, acts = hs.stack(), cs.stack(), acts.stack()
+    def backward(dhs):
+        recurrent_t = tf.transpose(recurrent)  # once, not in every step's matmul
 
-        def grad(dhs):
-            recurrent_t = tf.transpose(recurrent)  # once, not in every step's matmul
+        def back(t, dh_next, dc_next, dzs):
+            k = factors[t]
+            dh = dhs[t] + dh_next
+            dc = dc_next + dh * k[:, 4 * u : 5 * u]
+            dz = tf.concat([dc, dc, dc, dh], -1) * k[:, : 4 * u]
+            return t - 1, tf.matmul(dz, recurrent_t), dc * k[:, 5 * u :], dzs.write(t, dz)
 
-            def back(t, dh_next, dc_next, dzs):
-                a = acts[t]
-                i, f, g, o = a[:, :u], a[:, u : 2 * u], 2 * a[:, 2 * u : 3 * u] - 1, a[:, 3 * u :]
-                c_prev = cs[tf.maximum(t - 1, 0)] * tf.cast(t > 0, projected.dtype)
-                dh = dhs[t] + dh_next
-                tanh_c = tf.tanh(cs[t])
-                dc = dc_next + dh * o * (1 - tanh_c * tanh_c)
-                # the pre-activations' gradient: sigmoid' = a (1 - a), and tanh'(z) = 1 - g^2 = 4 a (1 - a)
-                dz = tf.concat([dc * g, dc * c_prev, 4 * dc * i, dh * tanh_c], -1) * a * (1 - a)
-                return t - 1, tf.matmul(dz, recurrent_t), dc * f, dzs.write(t, dz)
+        return tf.while_loop(lambda t, *_: t >= 0, back, (n_steps - 1, zeros, zeros, arrays()))[3].stack()
 
-            _, _, _, dzs = tf.while_loop(lambda t, *_: t >= 0, back, (n_steps - 1, zeros, zeros, arrays()))
-            dz = dzs.stack()
-            h_prev = tf.concat([zeros[None], hs[:-1]], 0)
-            return dz, tf.matmul(flat(h_prev), flat(dz), transpose_a=True)
+    return hs, backward
 
-        return hs, grad
 
-    return run(projected, recurrent)
+def backward_factors(a, c_prev, c, u: int):
+    """``[B, 6U]``: what one backward step multiplies by, from the step's gates ``a`` (sigmoids, the
+    cell gate's pre-activation doubled) and its cell states before and after.
+
+    With ``dh`` the gradient reaching the step's output and ``dc = dc_next + dh * through``, the
+    pre-activations' gradient is ``[dc, dc, dc, dh] * gate`` and ``dc * forget`` goes on to the
+    step before. ``gate`` is ``[g, c_prev, 4 i, tanh(c)] * a (1 - a)`` (sigmoid' = a (1 - a), and
+    for the doubled cell gate tanh'(z) = 1 - g^2 = 4 a (1 - a)), ``through`` is ``o (1 - tanh(c)^2)``.
+    Written by the forward step, where every input is at hand, they leave the backward step
+    three multiply-adds; computed in the backward step, XLA recomputed ``dc`` in five fusions.
+    """
+    i, f, g, o = a[:, :u], a[:, u : 2 * u], 2 * a[:, 2 * u : 3 * u] - 1, a[:, 3 * u :]
+    tanh_c = tf.tanh(c)
+    gate = tf.concat([g, c_prev, 4 * i, tanh_c], -1) * a * (1 - a)
+    return tf.concat([gate, o * (1 - tanh_c * tanh_c), f], -1)
+
+
+def previous_states(hs):
+    """``[T, B, U]`` -> ``[T * B, U]``: each step's incoming hidden state (zeros for the first)."""
+    return flat(tf.concat([tf.zeros_like(hs[:1]), hs[:-1]], 0))
 
 
 def lstm_sequence(x, kernel, recurrent, bias):
-    """Time-major inputs ``[T, B, In]`` -> hidden states ``[T, B, U]``: every step's input
-    projection in one matmul, then ``lstm_recurrence``."""
-    projected = tf.matmul(flat(x), kernel) + bias
-    return lstm_recurrence(tf.reshape(projected, tf.concat([tf.shape(x)[:2], [-1]], 0)), recurrent)
+    """Time-major inputs ``[T, B, In]`` -> hidden states ``[T, B, U]``, differentiable in all four.
+
+    Every step's input projection is one matmul before the loop (``recurrence``); after the
+    backward loop the kernel's and the recurrent kernel's gradients are one matmul together
+    (``[x, h_prev]^T dz``, about 15 % faster than two), the input's gradient one more.
+    """
+
+    @tf.custom_gradient
+    def run(x, kernel, recurrent, bias):
+        projected = tf.reshape(tf.matmul(flat(x), kernel), tf.concat([tf.shape(x)[:2], [-1]], 0))
+        hs, backward = recurrence(lambda t: projected[t], tf.shape(x)[0], tf.shape(x)[1], recurrent, bias)
+
+        def grad(dhs):
+            dz = flat(backward(dhs))
+            weights = tf.matmul(tf.concat([flat(x), previous_states(hs)], 1), dz, transpose_a=True)
+            d_x = tf.reshape(tf.matmul(dz, kernel, transpose_b=True), tf.shape(x))
+            return d_x, weights[: kernel.shape[0]], weights[kernel.shape[0] :], tf.reduce_sum(dz, 0)
+
+        return hs, grad
+
+    return run(x, kernel, recurrent, bias)
 
 
 def flat(x):
@@ -168,30 +197,37 @@ def lstm_weights(layer, training: bool):
 TABLE_PROJECTION = True  # False: the first layer projects the looked-up embeddings like the others (measurements)
 
 
-def first_projection(tokens, table, kernel, bias):
-    """``table[tokens] @ kernel + bias`` for time-major ``tokens`` ``[T, B]``, as a row lookup in
-    ``table @ kernel + bias`` (one row per vocabulary entry, computed once per call).
+def lstm_from_table(tokens, table, kernel, recurrent, bias):
+    """``lstm_sequence(table[tokens], kernel, recurrent, bias)`` for time-major ``tokens`` ``[T, B]``,
+    each step's input projection a row of ``table @ kernel`` (one row per vocabulary entry,
+    computed once per call) looked up inside the step.
 
     The backward pass gives ``table`` the gradient a plain lookup followed by the matmul gives
     (``tf.IndexedSlices``, one row per token), so that clipping and Adam see what they saw before;
-    the kernel's gradient is ``table^T`` times the per-entry sums of the projections' gradients.
+    the kernel's gradient is ``table^T`` times the per-entry sums of the pre-activations' gradients.
     """
     tokens = tokens if tokens.dtype in (tf.int32, tf.int64) else tf.cast(tokens, tf.int32)
     flat_tokens = tf.reshape(tokens, [-1])
 
     @tf.custom_gradient
-    def run(table, kernel, bias):
-        def grad(d_projected):
-            d_flat = flat(d_projected)
+    def run(table, kernel, recurrent, bias):
+        rows = tf.matmul(table, kernel)
+        hs, backward = recurrence(
+            lambda t: tf.gather(rows, tokens[t]), tf.shape(tokens)[0], tf.shape(tokens)[1], recurrent, bias
+        )
+
+        def grad(dhs):
+            dz = flat(backward(dhs))
             d_table = tf.IndexedSlices(
-                tf.matmul(d_flat, kernel, transpose_b=True), flat_tokens, tf.shape(table, out_type=tf.int64)
+                tf.matmul(dz, kernel, transpose_b=True), flat_tokens, tf.shape(table, out_type=tf.int64)
             )
-            per_entry = tf.math.unsorted_segment_sum(d_flat, flat_tokens, tf.shape(table)[0])
-            return d_table, tf.matmul(table, per_entry, transpose_a=True), tf.reduce_sum(per_entry, 0)
+            per_entry = tf.math.unsorted_segment_sum(dz, flat_tokens, tf.shape(table)[0])
+            d_recurrent = tf.matmul(previous_states(hs), dz, transpose_a=True)
+            return d_table, tf.matmul(table, per_entry, transpose_a=True), d_recurrent, tf.reduce_sum(per_entry, 0)
 
-        return tf.gather(tf.matmul(table, kernel) + bias, tokens), grad
+        return hs, grad
 
-    return run(table, kernel, bias)
+    return run(table, kernel, recurrent, bias)
 
 
 def table_lookup(embedding) -> bool:
@@ -200,17 +236,16 @@ def table_lookup(embedding) -> bool:
 
 
 def forward(model: keras.Model, tokens, training: bool = False):
-    """``model(tokens, training=training)`` for ``build_model``'s layer chain, LSTMs by ``lstm_recurrence``."""
+    """``model(tokens, training=training)`` for ``build_model``'s layer chain, LSTMs by ``lstm_sequence``."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if tf.config.list_logical_devices("GPU") or not any(supported(layer) for layer in layers):
         return model(tokens, training=training)
     embedding, rest = layers[0], layers[1:]
     if TABLE_PROJECTION and rest and supported(rest[0]) and table_lookup(embedding):
         table = embedding.table(training) if isinstance(embedding, TokenEmbedding) else embedding.embeddings
-        kernel, recurrent, bias = lstm_weights(rest[0], training)
         dtype = embedding.compute_dtype
-        cast = [tf.cast(w, dtype) for w in (table, kernel, bias)]
-        x = lstm_recurrence(first_projection(tf.transpose(tokens), *cast), tf.cast(recurrent, dtype))
+        weights = [tf.cast(w, dtype) for w in (table, *lstm_weights(rest[0], training))]
+        x = lstm_from_table(tf.transpose(tokens), *weights)
         rest = rest[1:]
     else:
         x = embedding(tf.transpose(tokens), training=training)  # time major from here on
