@@ -157,7 +157,7 @@ def bench_sampling(s: dict) -> dict:
         if batch == 1:
             out["sampling_first_call_s"] = first
             out["sampling_b1_xla_tokens_per_s"] = best["xla"]
-            out["sampling_b1_native_threads"] = loop._native_lstm.threads if loop._native_lstm else 0
+            out["sampling_b1_native_threads"] = loop.native_threads
     out["window_loop_tokens_per_s"] = ss.window_loop_rate(
         model, s["vocab"], s["seq_len"], s["window_tokens"], s["repeats"]
     )

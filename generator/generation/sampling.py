@@ -335,6 +335,11 @@ class DecodeLoop:
         logits, states = self.decoder.step(token, states)
         return token, logits, states, history
 
+    @property
+    def native_threads(self) -> int:
+        """The threads of the C decoder this loop has run (0 where it has not)."""
+        return self._native_lstm.threads if self._native_lstm else 0
+
     def _native(self, prompts, constraint):
         """The C decoder (``generator.generation.native``) for unconstrained batch-1 decoding of an
         ``lstm`` checkpoint without repetition, built on first use; None where it does not apply."""

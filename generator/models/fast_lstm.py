@@ -12,7 +12,7 @@ What mattered under XLA on a CPU (2 x LSTM(256), batch 64, sequences of 100):
   sliced afterwards: five times faster than ``tf.split`` followed by four activations;
 - matmuls over all steps written on 2-D arrays: as 3-D einsums summing over time and batch,
   XLA transposed their operands in full (about 9 % of a step);
-- the first layer's input projection as a row lookup in ``embedding @ kernel + bias``
+- the first layer's input projection as a row lookup in ``embedding @ kernel`` inside the step
   (``lstm_from_table``) where the layer reads the embedding directly: 8 % more tokens per
   CPU-second, the embedding's gradient unchanged (``tf.IndexedSlices``, which Keras's clipping
   and Adam treat differently from a dense gradient; a dense one made the loss fall more slowly);
