@@ -1,6 +1,5 @@
 """Sampler properties, checked with a fake step function (logits depend only on the last token)."""
 
-import os
 
 import numpy as np
 import pytest
@@ -128,22 +127,6 @@ def test_draws_follow_the_softmax_and_never_pick_a_masked_token(jit):
     counts = np.bincount(tokens, minlength=5) / len(tokens)
     assert counts[1] == 0
     np.testing.assert_allclose(counts, probs, atol=0.012)  # about four standard errors at 20,000 draws
-
-
-def test_compiled_programs_are_kept_per_tensorflow_version_and_cpu(tmp_path, monkeypatch):
-    monkeypatch.setenv("GENERATOR_CACHE_DIR", str(tmp_path))
-    monkeypatch.setenv("TF_XLA_FLAGS", "--some_flag")
-    monkeypatch.delenv("GENERATOR_XLA_CACHE", raising=False)
-    sampling.keep_compiled_programs()
-    folder = tmp_path / f"xla-{tf.__version__}-{sampling.cpu_kind()}"
-    assert os.environ["TF_XLA_FLAGS"] == f"--some_flag --tf_xla_persistent_cache_directory={folder}"
-    assert folder.is_dir()
-    sampling.keep_compiled_programs()  # once is enough
-    assert os.environ["TF_XLA_FLAGS"].count("persistent_cache_directory") == 1
-    monkeypatch.setenv("TF_XLA_FLAGS", "")
-    monkeypatch.setenv("GENERATOR_XLA_CACHE", "0")
-    sampling.keep_compiled_programs()
-    assert os.environ["TF_XLA_FLAGS"] == ""
 
 
 def _history(tokens):

@@ -26,7 +26,6 @@ primes the model at all is the caller's choice (``generator.data.limits``, ``pro
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,43 +80,6 @@ def repeat_mix(logits, history, weight: float, generated=0):
 def _remember(history, token):
     """The history with ``token`` ``[batch]`` appended and its oldest entry dropped."""
     return tf.concat([history[:, 1:], token[:, None]], axis=1)
-
-
-def cpu_kind() -> str:
-    """A short hash of this CPU's model and instruction-set flags: compiled programs are kept per
-    kind of CPU, so a cache folder shared between machines never hands one another's code."""
-    import hashlib
-    import platform
-
-    text = platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            text += "".join(line for line in f if line.startswith(("model name", "flags")))[:4096]
-    except OSError:
-        text += platform.processor()
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
-def keep_compiled_programs() -> None:
-    """Let XLA keep the programs it compiles in the cache folder (``xla-VERSION-CPU`` under
-    ``$GENERATOR_CACHE_DIR``) and read them back in later processes.
-
-    Compiling the decode steps costs a command more than the steps themselves (for the band model's
-    constrained step, about 2 CPU-seconds against 0.5 when read back). Takes effect where no XLA
-    program was compiled yet in this process; left alone when ``TF_XLA_FLAGS`` already names a
-    folder, when ``GENERATOR_XLA_CACHE=0``, or when the folder cannot be made.
-    """
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if "persistent_cache_directory" in flags or os.environ.get("GENERATOR_XLA_CACHE") == "0":
-        return
-    from generator.data.dataset import cache_dir
-
-    folder = cache_dir() / f"xla-{tf.__version__}-{cpu_kind()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return
-    os.environ["TF_XLA_FLAGS"] = f"{flags} --tf_xla_persistent_cache_directory={folder}".strip()
 
 
 class Sampler:
@@ -256,8 +218,6 @@ class DecodeLoop:
             raise ValueError(f"repetition must be at least 0 and below 1, not {repetition}")
         self.repetition = float(repetition)
         self._native_lstm = None  # the C decoder for batch 1 (``_native``): not built yet
-        if jit:
-            keep_compiled_programs()
         self._prime = tf.function(self._prime_impl, reduce_retracing=True)
         self._prime_full = tf.function(self._prime_impl, jit_compile=jit, reduce_retracing=True)
         self._chunk = tf.function(self._chunk_impl, jit_compile=jit, reduce_retracing=True)
