@@ -1,6 +1,5 @@
 """Sampler properties, checked with a fake step function (logits depend only on the last token)."""
 
-
 import numpy as np
 import pytest
 import tensorflow as tf
