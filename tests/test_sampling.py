@@ -1,5 +1,7 @@
 """Sampler properties, checked with a fake step function (logits depend only on the last token)."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -190,3 +192,11 @@ def test_repetition_in_the_loop_repeats_the_prompt_and_is_reproducible(table, co
     np.testing.assert_array_equal(sample(0.5, warm), sample(0.5, warm))
     with pytest.raises(ValueError):
         sampling.DecodeLoop(FakeDecoder(table), sampling.get(), repetition=1.0)
+
+
+def test_a_decode_loop_leaves_the_xla_flags_of_the_process_alone(monkeypatch):
+    # It once pointed TF_XLA_FLAGS at XLA's persistent cache, which held for the whole process and its
+    # children: a training step read back from that cache ran 2.3x slower (docs/profile.md).
+    monkeypatch.delenv("TF_XLA_FLAGS", raising=False)
+    sampling.DecodeLoop(object(), sampling.get(temperature=1.0))
+    assert "TF_XLA_FLAGS" not in os.environ
