@@ -30,7 +30,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from generator.models.lstm import TokenEmbedding, WeightDropLSTM, cell_gate_doubling, doubled_gate_step
+from generator.models.lstm import TokenEmbedding, WeightDropLSTM, cell_gate_doubling, doubled_gate_step, doubled_gates
 
 
 def recurrence(input_at, n_steps, batch, recurrent, bias):
@@ -89,7 +89,7 @@ def backward_factors(a, c_prev, c, u: int):
     Written by the forward step, where every input is at hand, they leave the backward step
     three multiply-adds; computed in the backward step, XLA recomputed ``dc`` in five fusions.
     """
-    i, f, g, o = a[:, :u], a[:, u : 2 * u], 2 * a[:, 2 * u : 3 * u] - 1, a[:, 3 * u :]
+    i, f, g, o = doubled_gates(a, u)
     tanh_c = tf.tanh(c)
     gate = tf.concat([g, c_prev, 4 * i, tanh_c], -1) * a * (1 - a)
     return tf.concat([gate, o * (1 - tanh_c * tanh_c), f], -1)

@@ -221,10 +221,16 @@ def cell_gate_doubling(units: int, dtype=tf.float32) -> tf.Tensor:
     return tf.concat([tf.ones([2 * units], dtype), tf.fill([units], tf.constant(2, dtype)), tf.ones([units], dtype)], 0)
 
 
+def doubled_gates(a, units: int):
+    """The gates ``(i, f, g, o)`` in ``a = sigmoid(z)``, ``z``'s cell-gate columns doubled (``g = 2 a - 1`` = tanh)."""
+    return a[:, :units], a[:, units : 2 * units], 2 * a[:, 2 * units : 3 * units] - 1, a[:, 3 * units :]
+
+
 def doubled_gate_step(a, c, units: int):
     """``(h, c)`` of one LSTM step from ``a = sigmoid(z)``, ``z``'s cell-gate columns doubled."""
-    c = a[:, units : 2 * units] * c + a[:, :units] * (2 * a[:, 2 * units : 3 * units] - 1)
-    return a[:, 3 * units :] * tf.tanh(c), c
+    i, f, g, o = doubled_gates(a, units)
+    c = f * c + i * g
+    return o * tf.tanh(c), c
 
 
 class LSTMStack:
